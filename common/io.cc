@@ -1,0 +1,116 @@
+// POSIX implementations of io.h.
+#include "common/io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <random>
+
+#include "common/fd.h"
+
+namespace msb {
+
+Result<std::string> ReadFile(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Error::FromErrno("cannot open " + path);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::FromErrno("cannot read " + path);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+Status WriteAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::FromErrno("write");
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return OkStatus();
+}
+
+Status ReadExact(int fd, char* buf, size_t n) {
+  while (n > 0) {
+    ssize_t r = ::read(fd, buf, n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Error::FromErrno("read");
+    }
+    if (r == 0) return Error(ErrorCode::kIo, "unexpected end of file");
+    buf += r;
+    n -= static_cast<size_t>(r);
+  }
+  return OkStatus();
+}
+
+Status WriteFileAtomic(const std::string& path, std::string_view data, int mode) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
+                    std::to_string(std::random_device{}());
+  {
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+    if (!fd) return Error::FromErrno("cannot create " + tmp);
+    if (auto st = WriteAll(fd.get(), data); !st.ok()) {
+      ::unlink(tmp.c_str());
+      return st.error().Wrap("writing " + tmp);
+    }
+    if (::fsync(fd.get()) != 0) {
+      Error e = Error::FromErrno("fsync " + tmp);
+      ::unlink(tmp.c_str());
+      return e;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    Error e = Error::FromErrno("cannot rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  return OkStatus();
+}
+
+Status MakeDirs(const std::string& path, int mode) {
+  if (path.empty()) return OkStatus();
+  std::string cur;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    cur = path.substr(0, pos);
+    if (cur.empty()) continue;
+    if (::mkdir(cur.c_str(), mode) != 0 && errno != EEXIST) {
+      return Error::FromErrno("cannot create directory " + cur);
+    }
+  }
+  return OkStatus();
+}
+
+std::string MsbHome() {
+  if (const char* h = std::getenv("MSB_HOME"); h != nullptr && *h != '\0') return h;
+  if (const char* x = std::getenv("XDG_DATA_HOME"); x != nullptr && *x != '\0') {
+    return std::string(x) + "/msb";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr ? home : "/root") + "/.local/share/msb";
+}
+
+std::string SelfDir() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+}  // namespace msb

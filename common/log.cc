@@ -1,0 +1,70 @@
+// Log sink: one write(2) per line so lines from several processes don't interleave.
+#include "common/log.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+
+namespace msb {
+namespace {
+
+LogLevel LevelFromEnv() {
+  const char* v = std::getenv("MSB_LOG");
+  if (v == nullptr) return LogLevel::kWarn;
+  if (std::strcmp(v, "debug") == 0) return LogLevel::kDebug;
+  if (std::strcmp(v, "info") == 0) return LogLevel::kInfo;
+  if (std::strcmp(v, "error") == 0) return LogLevel::kError;
+  return LogLevel::kWarn;
+}
+
+std::atomic<int> g_level{-1};
+std::atomic<int> g_fd{2};
+
+}  // namespace
+
+const char* ToString(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarn: return "warn";
+    case LogLevel::kError: return "error";
+  }
+  return "?";
+}
+
+LogLevel CurrentLogLevel() {
+  int v = g_level.load();
+  if (v < 0) {
+    v = static_cast<int>(LevelFromEnv());
+    g_level.store(v);
+  }
+  return static_cast<LogLevel>(v);
+}
+
+void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void SetLogFd(int fd) { g_fd.store(fd); }
+
+void LogLine(LogLevel level, std::string_view component, std::string_view message) {
+  std::string line;
+  if (g_fd.load() != 2) {  // files get a timestamp; the terminal does not
+    char ts[32];
+    std::time_t now = std::time(nullptr);
+    struct tm tm_buf;
+    std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ ", gmtime_r(&now, &tm_buf));
+    line += ts;
+  }
+  line += "msb[";
+  line += component;
+  line += "] ";
+  line += ToString(level);
+  line += ": ";
+  line += message;
+  line += '\n';
+  ssize_t unused = ::write(g_fd.load(), line.data(), line.size());
+  (void)unused;
+}
+
+}  // namespace msb

@@ -1,0 +1,22 @@
+// The msb command line: each component's commands register themselves on the
+// CLI11 app through one function here. Not the logic of any command.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace msb::cli {
+
+// Attaches fn as the command's action; its return value is msb's exit code.
+void OnRun(CLI::App* cmd, std::function<int()> fn);
+int ExitCode();
+
+// Prints "msb: message" to stderr and returns 1 (for `return Fail(...)`).
+int Fail(const std::string& message);
+
+void RegisterConfigCommands(CLI::App& app);   // validate, config
+void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, stop, rm, ps, kernel
+void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox supervisor
+
+}  // namespace msb::cli

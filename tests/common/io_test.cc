@@ -1,0 +1,63 @@
+#include "common/io.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+
+namespace msb {
+namespace {
+
+class IoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/msb-io-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(IoTest, AtomicWriteReplacesAndLeavesNoTemporary) {
+  std::string p = dir_ + "/f";
+  ASSERT_TRUE(WriteFileAtomic(p, "one").ok());
+  ASSERT_TRUE(WriteFileAtomic(p, "two", 0600).ok());
+  auto r = ReadFile(p);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, "two");
+  struct stat st;
+  ASSERT_EQ(stat(p.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  int entries = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir_)) { (void)e; ++entries; }
+  EXPECT_EQ(entries, 1);
+}
+
+TEST_F(IoTest, ReadMissingFileSaysWhich) {
+  auto r = ReadFile(dir_ + "/nope");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find(dir_ + "/nope"), std::string::npos);
+  EXPECT_EQ(r.error().sys_errno(), ENOENT);
+}
+
+TEST_F(IoTest, MakeDirsCreatesNested) {
+  ASSERT_TRUE(MakeDirs(dir_ + "/a/b/c").ok());
+  EXPECT_TRUE(std::filesystem::is_directory(dir_ + "/a/b/c"));
+  EXPECT_TRUE(MakeDirs(dir_ + "/a/b/c").ok());
+}
+
+TEST(MsbHomeTest, FollowsEnvironmentOrder) {
+  setenv("MSB_HOME", "/x/home", 1);
+  EXPECT_EQ(MsbHome(), "/x/home");
+  unsetenv("MSB_HOME");
+  setenv("XDG_DATA_HOME", "/x/data", 1);
+  EXPECT_EQ(MsbHome(), "/x/data/msb");
+  unsetenv("XDG_DATA_HOME");
+  setenv("HOME", "/x/user", 1);
+  EXPECT_EQ(MsbHome(), "/x/user/.local/share/msb");
+}
+
+}  // namespace
+}  // namespace msb
