@@ -18,5 +18,6 @@ int Fail(const std::string& message);
 void RegisterConfigCommands(CLI::App& app);   // validate, config
 void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, stop, rm, ps, kernel
 void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox supervisor
+void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path
 
 }  // namespace msb::cli

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterConfigCommands(app);
   msb::cli::RegisterSandboxCommands(app);
   msb::cli::RegisterSupervisorCommand(app);
+  msb::cli::RegisterKernelCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
