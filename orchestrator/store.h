@@ -1,0 +1,177 @@
+// The state store: msb's record of projects, sandboxes, images and volumes in
+// SQLite ($MSB_HOME/state.db, WAL). It records what msb asked for and what it
+// last observed; it is not the truth about a running VM, which is re-observed
+// from the supervisor. Secret values are never stored: no table has a column
+// for them, and callers pass specs that name a secret's source, never its value.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/c_ptr.h"
+#include "common/result.h"
+
+struct sqlite3;
+
+namespace msb::orchestrator {
+
+// Observed lifecycle of a sandbox. Stored as its ToString text.
+enum class SandboxStatus : int {
+  kCreated = 0,   // recorded, never started
+  kStarting = 1,  // supervisor launched, VM not yet ready
+  kRunning = 2,
+  kStopped = 3,   // stopped on request
+  kFailed = 4,    // could not start, or the supervisor/VM died unexpectedly
+  kExited = 5,    // the workload ended by itself (exit_code is set)
+};
+const char* ToString(SandboxStatus status);
+std::optional<SandboxStatus> ParseSandboxStatus(std::string_view text);
+// stopped, failed or exited.
+bool IsTerminal(SandboxStatus status);
+
+// Timestamps are Unix seconds; 0 means "never".
+struct ProjectRecord {
+  std::string name;
+  std::string directory;    // absolute directory holding the Sandboxfile
+  std::string sandboxfile;  // absolute path of the Sandboxfile
+  int64_t created_at = 0;   // set by the store on first insert when 0
+};
+
+struct SandboxRecord {
+  // Desired: written by UpsertSandbox.
+  std::string project;
+  std::string name;
+  std::string config_hash;   // hash of the sandbox's canonical config
+  std::string image_ref;     // as written in the Sandboxfile (tag, ./dir, ...)
+  std::string image_digest;  // the pinned digest the base disk was built from
+  std::string spec_json;     // canonical spec; secrets by source, never by value
+  std::string sandbox_dir;   // per-sandbox directory (disks, logs, sockets)
+  std::string control_socket;
+  std::string agent_socket;
+  std::string qmp_socket;
+  // Observed: written by UpdateSandboxStatus (UpsertSandbox sets them only on
+  // first insert).
+  SandboxStatus status = SandboxStatus::kCreated;
+  std::string status_reason;  // human text: why failed/exited/stopped
+  int64_t supervisor_pid = 0;  // 0 when none
+  int64_t restarts = 0;
+  std::optional<int> exit_code;
+  int64_t created_at = 0;   // set by the store on first insert when 0
+  int64_t started_at = 0;   // last time it became running
+  int64_t finished_at = 0;  // last time it became stopped/failed/exited
+};
+
+// A status transition. Timestamps follow the status: kStarting clears
+// finished_at and exit_code, kRunning sets started_at, a terminal status sets
+// finished_at.
+struct SandboxStatusUpdate {
+  SandboxStatus status = SandboxStatus::kCreated;
+  std::string reason;
+  std::optional<int64_t> supervisor_pid;  // replaced when set (0 clears)
+  std::optional<int> exit_code;           // replaced when set
+  bool count_restart = false;             // restarts += 1
+};
+
+struct ImageRecord {
+  std::string reference;  // key: registry reference or local path as written
+  std::string digest;     // sha256:... (manifest digest, or content hash of a dir)
+  int64_t size_bytes = 0;
+  std::string base_disk;  // path of the read-only ext4 base disk
+  int64_t created_at = 0;
+};
+
+struct VolumeRecord {
+  std::string project;
+  std::string name;
+  int64_t size_bytes = 0;
+  std::string path;  // the volume's ext4 disk
+  int64_t created_at = 0;
+};
+
+struct StoreOptions {
+  // How long a writer waits for another process's transaction to finish.
+  int busy_timeout_ms = 10000;
+};
+
+void CloseSqlite(sqlite3* db);
+using SqliteDb = CPtr<sqlite3, CloseSqlite>;
+
+// One connection to the state database. Move-only; not thread-safe (one Store
+// per thread). Do not carry an open Store across fork(): open a new one in the
+// child. Writes outside Transaction() are each their own transaction.
+class Store {
+ public:
+  // The project that owns sandboxes created by `msb run`. Created by the
+  // first migration.
+  static constexpr const char* kRunProject = "_run";
+  // The schema version this binary writes (PRAGMA user_version).
+  static int SchemaVersion();
+
+  // $MSB_HOME/state.db.
+  static std::string DefaultPath();
+  // Opens (creating the file and its parent directory) and migrates. Refuses
+  // a database whose schema is newer than this binary's.
+  static Result<Store> Open(const std::string& path, const StoreOptions& options = {});
+
+  Store(Store&&) noexcept = default;
+  Store& operator=(Store&&) noexcept = default;
+
+  const std::string& path() const { return path_; }
+
+  // Runs fn inside BEGIN IMMEDIATE ... COMMIT, rolling back when fn fails.
+  // Nested calls use a savepoint: an inner failure undoes only the inner work.
+  Status Transaction(const std::function<Status()>& fn);
+
+  // Projects. DeleteProject fails while sandboxes or volumes belong to it.
+  Status UpsertProject(const ProjectRecord& project);
+  Result<std::optional<ProjectRecord>> GetProject(const std::string& name);
+  Result<std::vector<ProjectRecord>> ListProjects();
+  Status DeleteProject(const std::string& name);
+
+  // Sandboxes, keyed by (project, name); the project must exist. On conflict
+  // UpsertSandbox replaces only the desired fields (see SandboxRecord).
+  Status UpsertSandbox(const SandboxRecord& sandbox);
+  Result<std::optional<SandboxRecord>> GetSandbox(const std::string& project,
+                                                  const std::string& name);
+  // Sorted by name.
+  Result<std::vector<SandboxRecord>> ListSandboxes(const std::string& project);
+  // Every project's, sorted by (project, name).
+  Result<std::vector<SandboxRecord>> ListAllSandboxes();
+  // kNotFound when there is no such sandbox.
+  Status UpdateSandboxStatus(const std::string& project, const std::string& name,
+                             const SandboxStatusUpdate& update);
+  // kNotFound when there is no such sandbox.
+  Status DeleteSandbox(const std::string& project, const std::string& name);
+
+  // Images, keyed by reference; sorted by reference.
+  Status UpsertImage(const ImageRecord& image);
+  Result<std::optional<ImageRecord>> GetImage(const std::string& reference);
+  Result<std::vector<ImageRecord>> ListImages();
+  Status DeleteImage(const std::string& reference);
+
+  // Volumes, keyed by (project, name); the project must exist.
+  Status UpsertVolume(const VolumeRecord& volume);
+  Result<std::optional<VolumeRecord>> GetVolume(const std::string& project,
+                                                const std::string& name);
+  Result<std::vector<VolumeRecord>> ListVolumes(const std::string& project);
+  Result<std::vector<VolumeRecord>> ListAllVolumes();
+  Status DeleteVolume(const std::string& project, const std::string& name);
+
+  // PRAGMA integrity_check's answer, lines joined by '\n' ("ok" when sound).
+  Result<std::string> IntegrityCheck();
+
+ private:
+  Store(std::string path, SqliteDb db) : path_(std::move(path)), db_(std::move(db)) {}
+  Status Migrate();
+  Status Exec(const char* sql);
+
+  std::string path_;
+  SqliteDb db_;
+  int savepoint_depth_ = 0;
+};
+
+}  // namespace msb::orchestrator
