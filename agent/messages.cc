@@ -1,0 +1,353 @@
+// JSON encoding and validating decoding of the control-frame bodies
+// (messages.h). nlohmann::json is used without exceptions on the decode path:
+// every access checks the type first, and dumping replaces invalid UTF-8.
+#include "agent/messages.h"
+
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+namespace msb::agent {
+namespace {
+
+using nlohmann::json;
+
+// Nesting deeper than this is refused before parsing: no message needs it.
+constexpr int kMaxJsonDepth = 16;
+
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+bool DepthWithin(std::string_view s, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : s) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') {
+      if (++depth > max_depth) return false;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+Result<json> ParseObject(std::string_view payload, const char* what) {
+  if (!DepthWithin(payload, kMaxJsonDepth))
+    return Error(ErrorCode::kProtocol, std::string(what) + ": JSON nested too deeply");
+  json j = json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Error(ErrorCode::kProtocol, std::string(what) + ": malformed JSON");
+  if (!j.is_object()) return Error(ErrorCode::kProtocol, std::string(what) + ": expected a JSON object");
+  return j;
+}
+
+// Reads fields of one object, keeping the first error. Absent optional fields
+// leave the output untouched (its default).
+class Fields {
+ public:
+  Fields(const json& j, const char* what) : j_(j), what_(what) {}
+
+  void Str(const char* key, std::string& out, bool required = false) {
+    const json* v = Find(key, required);
+    if (v == nullptr) return;
+    if (!v->is_string()) return Fail(key, "expected a string");
+    out = v->get_ref<const std::string&>();
+  }
+  void OptStr(const char* key, std::optional<std::string>& out) {
+    const json* v = Find(key, false);
+    if (v == nullptr || v->is_null()) return;
+    if (!v->is_string()) return Fail(key, "expected a string");
+    out = v->get_ref<const std::string&>();
+  }
+  void StrList(const char* key, std::vector<std::string>& out, bool required = false) {
+    const json* v = Find(key, required);
+    if (v == nullptr || (!required && v->is_null())) return;
+    if (!v->is_array()) return Fail(key, "expected an array of strings");
+    out.clear();
+    for (const auto& e : *v) {
+      if (!e.is_string()) return Fail(key, "expected an array of strings");
+      out.push_back(e.get_ref<const std::string&>());
+    }
+  }
+  void Bool(const char* key, bool& out, bool required = false) {
+    const json* v = Find(key, required);
+    if (v == nullptr) return;
+    if (!v->is_boolean()) return Fail(key, "expected true or false");
+    out = v->get<bool>();
+  }
+  template <typename T>
+  void Int(const char* key, T& out, int64_t min, int64_t max, bool required = false) {
+    const json* v = Find(key, required);
+    if (v == nullptr) return;
+    int64_t x;
+    if (v->is_number_unsigned()) {
+      uint64_t u = v->get<uint64_t>();
+      if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return Fail(key, "number out of range");
+      x = static_cast<int64_t>(u);
+    } else if (v->is_number_integer()) {
+      x = v->get<int64_t>();
+    } else {
+      return Fail(key, "expected an integer");
+    }
+    if (x < min || x > max)
+      return Fail(key, "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    out = static_cast<T>(x);
+  }
+  const json* Object(const char* key) {
+    const json* v = Find(key, false);
+    if (v == nullptr || v->is_null()) return nullptr;
+    if (!v->is_object()) {
+      Fail(key, "expected an object");
+      return nullptr;
+    }
+    return v;
+  }
+  void Merge(const Status& s) {
+    if (!s.ok() && error_.empty()) error_ = s.error().message();
+  }
+  Status status() const {
+    if (error_.empty()) return OkStatus();
+    return Error(ErrorCode::kProtocol, error_);
+  }
+
+ private:
+  const json* Find(const char* key, bool required) {
+    if (!error_.empty()) return nullptr;
+    auto it = j_.find(key);
+    if (it == j_.end()) {
+      if (required) Fail(key, "missing");
+      return nullptr;
+    }
+    return &*it;
+  }
+  void Fail(const char* key, const std::string& why) {
+    if (error_.empty()) error_ = std::string(what_) + ": field \"" + key + "\": " + why;
+  }
+
+  const json& j_;
+  const char* what_;
+  std::string error_;
+};
+
+constexpr int64_t kMaxWinsize = 65535;
+constexpr int kMaxSignal = 64;
+
+}  // namespace
+
+// ---- encoders ----
+
+std::string Encode(const Hello& m) {
+  json j = {{"version", m.version}};
+  if (!m.software.empty()) j["software"] = m.software;
+  return Dump(j);
+}
+
+std::string Encode(const BootConfig& m) {
+  json j = {{"hostname", m.hostname},
+            {"env", m.env},
+            {"user", m.user},
+            {"workdir", m.workdir},
+            {"command", m.command},
+            {"root",
+             {{"base_serial", m.root.base_serial},
+              {"upper_serial", m.root.upper_serial},
+              {"ephemeral", m.root.ephemeral},
+              {"upper_size_bytes", m.root.upper_size_bytes}}},
+            {"mounts", json::array()},
+            {"network", nullptr},
+            {"tty", m.tty},
+            {"rows", m.rows},
+            {"cols", m.cols}};
+  return Dump(j);
+}
+
+std::string Encode(const Ready& m) {
+  json j = json::object();
+  if (m.error) j["error"] = *m.error;
+  return Dump(j);
+}
+
+std::string Encode(const ExecRequest& m) {
+  return Dump(json{{"argv", m.argv},
+                   {"env", m.env},
+                   {"cwd", m.cwd},
+                   {"user", m.user},
+                   {"tty", m.tty},
+                   {"rows", m.rows},
+                   {"cols", m.cols},
+                   {"stdin", m.stdin_open}});
+}
+
+std::string Encode(const Started& m) { return Dump(json{{"pid", m.pid}}); }
+std::string Encode(const ExitInfo& m) { return Dump(json{{"code", m.code}, {"signal", m.signal}}); }
+std::string Encode(const SignalRequest& m) { return Dump(json{{"signal", m.signal}}); }
+std::string Encode(const Resize& m) { return Dump(json{{"rows", m.rows}, {"cols", m.cols}}); }
+std::string Encode(const Credit& m) { return Dump(json{{"bytes", m.bytes}}); }
+std::string Encode(const PathRequest& m) { return Dump(json{{"path", m.path}}); }
+std::string Encode(const ResultMsg& m) {
+  if (m.error) return Dump(json{{"error", *m.error}});
+  return Dump(json{{"ok", true}});
+}
+std::string Encode(const Shutdown& m) { return Dump(json{{"timeout_ms", m.timeout_ms}}); }
+std::string Encode(const ErrorMsg& m) { return Dump(json{{"message", m.message}}); }
+
+// ---- decoders ----
+
+Result<Hello> ParseHello(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "hello"));
+  Hello m;
+  Fields f(j, "hello");
+  f.Int("version", m.version, 0, std::numeric_limits<int>::max(), true);
+  f.Str("software", m.software);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<BootConfig> ParseBootConfig(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "boot"));
+  BootConfig m;
+  Fields f(j, "boot");
+  f.Str("hostname", m.hostname);
+  f.StrList("env", m.env);
+  f.Str("user", m.user);
+  f.Str("workdir", m.workdir);
+  f.StrList("command", m.command);
+  f.Bool("tty", m.tty);
+  f.Int("rows", m.rows, 0, kMaxWinsize);
+  f.Int("cols", m.cols, 0, kMaxWinsize);
+  if (const json* root = f.Object("root")) {
+    Fields r(*root, "boot.root");
+    r.Str("base_serial", m.root.base_serial);
+    r.Str("upper_serial", m.root.upper_serial);
+    r.Bool("ephemeral", m.root.ephemeral);
+    r.Int("upper_size_bytes", m.root.upper_size_bytes, 0, std::numeric_limits<int64_t>::max());
+    f.Merge(r.status());
+  }
+  MSB_TRY_STATUS(f.status());
+  if (m.hostname.size() > 64)
+    return Error(ErrorCode::kProtocol, "boot: field \"hostname\": longer than 64 bytes");
+  return m;
+}
+
+Result<Ready> ParseReady(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "ready"));
+  Ready m;
+  Fields f(j, "ready");
+  f.OptStr("error", m.error);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<ExecRequest> ParseExecRequest(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "exec"));
+  ExecRequest m;
+  Fields f(j, "exec");
+  f.StrList("argv", m.argv, true);
+  f.StrList("env", m.env);
+  f.Str("cwd", m.cwd);
+  f.Str("user", m.user);
+  f.Bool("tty", m.tty);
+  f.Int("rows", m.rows, 0, kMaxWinsize);
+  f.Int("cols", m.cols, 0, kMaxWinsize);
+  f.Bool("stdin", m.stdin_open);
+  MSB_TRY_STATUS(f.status());
+  if (m.argv.empty()) return Error(ErrorCode::kProtocol, "exec: field \"argv\": empty");
+  return m;
+}
+
+Result<Started> ParseStarted(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "started"));
+  Started m;
+  Fields f(j, "started");
+  f.Int("pid", m.pid, 0, std::numeric_limits<int32_t>::max(), true);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<ExitInfo> ParseExitInfo(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "exit"));
+  ExitInfo m;
+  Fields f(j, "exit");
+  f.Int("code", m.code, -1, 255, true);
+  f.Int("signal", m.signal, 0, kMaxSignal);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<SignalRequest> ParseSignalRequest(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "signal"));
+  SignalRequest m;
+  Fields f(j, "signal");
+  f.Int("signal", m.signal, 1, kMaxSignal, true);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<Resize> ParseResize(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "resize"));
+  Resize m;
+  Fields f(j, "resize");
+  f.Int("rows", m.rows, 0, kMaxWinsize, true);
+  f.Int("cols", m.cols, 0, kMaxWinsize, true);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<Credit> ParseCredit(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "credit"));
+  Credit m;
+  Fields f(j, "credit");
+  f.Int("bytes", m.bytes, 0, std::numeric_limits<uint32_t>::max(), true);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<PathRequest> ParsePathRequest(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "copy"));
+  PathRequest m;
+  Fields f(j, "copy");
+  f.Str("path", m.path, true);
+  MSB_TRY_STATUS(f.status());
+  if (m.path.empty()) return Error(ErrorCode::kProtocol, "copy: field \"path\": empty");
+  return m;
+}
+
+Result<ResultMsg> ParseResultMsg(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "result"));
+  ResultMsg m;
+  Fields f(j, "result");
+  f.OptStr("error", m.error);
+  bool ok = false;
+  f.Bool("ok", ok);
+  MSB_TRY_STATUS(f.status());
+  if (!ok && !m.error) return Error(ErrorCode::kProtocol, "result: neither \"ok\" nor \"error\"");
+  return m;
+}
+
+Result<Shutdown> ParseShutdown(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "shutdown"));
+  Shutdown m;
+  Fields f(j, "shutdown");
+  f.Int("timeout_ms", m.timeout_ms, 0, 3600 * 1000);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<ErrorMsg> ParseErrorMsg(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "error"));
+  ErrorMsg m;
+  Fields f(j, "error");
+  f.Str("message", m.message, true);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+}  // namespace msb::agent

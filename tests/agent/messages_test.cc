@@ -1,0 +1,100 @@
+// Control-message encoding and validation: round trips, defaults for absent
+// fields, and refusal of malformed or out-of-range input.
+#include "agent/messages.h"
+
+#include <gtest/gtest.h>
+
+#include "agent/flow.h"
+
+namespace msb::agent {
+namespace {
+
+TEST(MessagesTest, ExecRoundTrip) {
+  ExecRequest e;
+  e.argv = {"sh", "-c", "echo hi"};
+  e.env = {"A=1"};
+  e.cwd = "/tmp";
+  e.user = "1000:1000";
+  e.tty = true;
+  e.rows = 40;
+  e.cols = 120;
+  e.stdin_open = true;
+  auto back = ParseExecRequest(Encode(e));
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->argv, e.argv);
+  EXPECT_EQ(back->env, e.env);
+  EXPECT_EQ(back->cwd, "/tmp");
+  EXPECT_EQ(back->user, "1000:1000");
+  EXPECT_TRUE(back->tty);
+  EXPECT_EQ(back->rows, 40);
+  EXPECT_EQ(back->cols, 120);
+  EXPECT_TRUE(back->stdin_open);
+}
+
+TEST(MessagesTest, ExecDefaultsAndErrors) {
+  auto m = ParseExecRequest(R"({"argv":["true"]})");
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->tty);
+  EXPECT_FALSE(m->stdin_open);
+  EXPECT_EQ(m->rows, 24);
+
+  auto missing = ParseExecRequest(R"({"env":[]})");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().message(), "exec: field \"argv\": missing");
+  EXPECT_FALSE(ParseExecRequest(R"({"argv":[]})").ok());
+  EXPECT_FALSE(ParseExecRequest(R"({"argv":[1]})").ok());
+  EXPECT_FALSE(ParseExecRequest(R"({"argv":["x"],"rows":-1})").ok());
+  EXPECT_FALSE(ParseExecRequest(R"({"argv":["x"],"tty":"yes"})").ok());
+  EXPECT_FALSE(ParseExecRequest("{not json").ok());
+  EXPECT_FALSE(ParseExecRequest("[1,2]").ok());
+  EXPECT_FALSE(ParseExecRequest(std::string(100000, '[')).ok());
+}
+
+TEST(MessagesTest, BootConfig) {
+  auto b = ParseBootConfig(R"({"hostname":"web","env":["A=1"],"command":["/bin/sh"],
+      "root":{"base_serial":"b","upper_serial":"u","ephemeral":true,"upper_size_bytes":1048576},
+      "mounts":[],"network":null,"tty":false})");
+  ASSERT_TRUE(b.ok()) << b.error().message();
+  EXPECT_EQ(b->hostname, "web");
+  EXPECT_EQ(b->root.base_serial, "b");
+  EXPECT_TRUE(b->root.ephemeral);
+  EXPECT_EQ(b->root.upper_size_bytes, 1048576u);
+  auto again = ParseBootConfig(Encode(*b));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->command, b->command);
+  auto bad = ParseBootConfig(R"({"root":{"ephemeral":1}})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message(), "boot.root: field \"ephemeral\": expected true or false");
+}
+
+TEST(MessagesTest, SmallBodies) {
+  EXPECT_EQ(Encode(ResultMsg{}), R"({"ok":true})");
+  EXPECT_EQ(*ParseResultMsg(R"({"error":"x"})")->error, "x");
+  EXPECT_FALSE(ParseResultMsg("{}").ok());
+  EXPECT_EQ(ParseExitInfo(Encode(ExitInfo{-1, 9}))->signal, 9);
+  EXPECT_FALSE(ParseSignalRequest(R"({"signal":0})").ok());
+  EXPECT_EQ(ParseCredit(R"({"bytes":4294967295})")->bytes, 4294967295u);
+  EXPECT_FALSE(ParseCredit(R"({"bytes":4294967296})").ok());
+  EXPECT_EQ(ParseHello(Encode(Hello{1, "test"}))->version, 1);
+  // Invalid UTF-8 in a string never makes encoding throw.
+  std::string enc = Encode(ErrorMsg{"bad \xff byte"});
+  EXPECT_TRUE(ParseErrorMsg(enc).ok());
+}
+
+TEST(FlowTest, ReceiveCreditBatchesAndRefusesOverrun) {
+  ReceiveCredit rc;
+  ASSERT_TRUE(rc.OnReceive(kCreditWindow).ok());
+  EXPECT_FALSE(rc.OnReceive(1).ok());
+  EXPECT_EQ(rc.OnConsumed(1000), 0u);  // batched
+  EXPECT_EQ(rc.OnConsumed(kCreditWindow / 4), kCreditWindow / 4 + 1000);
+  EXPECT_TRUE(rc.OnReceive(1000).ok());
+  SendCredit sc;
+  sc.Consume(kCreditWindow);
+  EXPECT_EQ(sc.available(), 0u);
+  sc.Grant(0xffffffffu);
+  sc.Grant(0xffffffffu);
+  EXPECT_EQ(sc.available(), 1u << 30);
+}
+
+}  // namespace
+}  // namespace msb::agent
