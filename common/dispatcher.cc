@@ -12,16 +12,18 @@ struct EventHandle::Callback {
   Dispatcher::Callback cb;
   static void Trampoline(evutil_socket_t, short what, void* arg) {
     auto* self = static_cast<Callback*>(arg);
+    // Copies: the callback may destroy the handle that owns *self.
     if (self->fd_cb) {
-      self->fd_cb(what);
+      auto cb = self->fd_cb;
+      cb(what);
     } else if (self->cb) {
-      // Copy: the callback may destroy the handle that owns *self.
       auto cb = self->cb;
       cb();
     }
   }
 };
 
+EventHandle::EventHandle() = default;
 EventHandle::~EventHandle() { Reset(); }
 EventHandle::EventHandle(EventHandle&& o) noexcept : ev_(o.ev_), cb_(std::move(o.cb_)) { o.ev_ = nullptr; }
 EventHandle& EventHandle::operator=(EventHandle&& o) noexcept {

@@ -23,7 +23,7 @@ class Dispatcher;
 // A registered event (fd readiness, timer or signal). Destroying it unregisters.
 class EventHandle {
  public:
-  EventHandle() = default;
+  EventHandle();
   ~EventHandle();
   EventHandle(EventHandle&&) noexcept;
   EventHandle& operator=(EventHandle&&) noexcept;
@@ -54,8 +54,8 @@ class Dispatcher {
   Dispatcher(const Dispatcher&) = delete;
   Dispatcher& operator=(const Dispatcher&) = delete;
 
-  // Persistent watch of fd for `flags`; does not take ownership of fd. The
-  // callback must not destroy its own handle (use DeferDelete on the owner).
+  // Persistent watch of fd for `flags`; does not take ownership of fd. A
+  // callback may reset its own handle; objects it owns go through DeferDelete.
   EventHandle WatchFd(int fd, short flags, FdCallback cb);
   // One-shot timer, not armed until Arm() is called on the handle.
   EventHandle Timer(Callback cb);

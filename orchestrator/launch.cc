@@ -1,0 +1,273 @@
+// Sandbox mechanics: disks, spec, detached supervisor, readiness over a pipe.
+#include "orchestrator/launch.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include "common/child.h"
+#include "common/fd.h"
+#include "common/io.h"
+#include "common/log.h"
+#include "fs/disk.h"
+#include "orchestrator/control_client.h"
+#include "vm/accel.h"
+#include "vm/initramfs.h"
+#include "vm/kernel.h"
+#include "vm/spec.h"
+#include "vm/supervisor.h"
+
+namespace msb::orchestrator {
+namespace {
+
+std::string RandomId() {
+  std::random_device rd;
+  std::string id;
+  static const char* kHex = "0123456789abcdef";
+  for (int i = 0; i < 12; ++i) id += kHex[rd() % 16];
+  return id;
+}
+
+// Reads one line from fd within deadline_ms; empty on EOF or timeout.
+std::string ReadLine(int fd, int deadline_ms) {
+  std::string line;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) return line;
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return line;
+    line.append(buf, static_cast<size_t>(n));
+    if (line.find('\n') != std::string::npos) return line.substr(0, line.find('\n'));
+    if (line.size() > 1 << 20) return line;
+  }
+}
+
+}  // namespace
+
+Result<std::string> FindAgentd() {
+  if (const char* a = std::getenv("MSB_AGENTD"); a != nullptr && *a != '\0') return std::string(a);
+  std::string self = SelfDir();
+  for (const std::string& cand : {self + "/../agent/agentd", self + "/agentd"}) {
+    if (::access(cand.c_str(), X_OK) == 0) return cand;
+  }
+  return Error(ErrorCode::kUnavailable,
+               "agentd (the guest agent) was not found beside msb; build it with scripts/setup");
+}
+
+bool SupervisorAlive(const SandboxRecord& r) {
+  if (r.supervisor_pid <= 0) return false;
+  if (::kill(static_cast<pid_t>(r.supervisor_pid), 0) != 0) return false;
+  // The pid may have been reused: the process must be our supervisor for this dir.
+  auto cmdline = ReadFile("/proc/" + std::to_string(r.supervisor_pid) + "/cmdline");
+  if (!cmdline.ok()) return false;
+  return cmdline->find("supervisor") != std::string::npos &&
+         cmdline->find(r.sandbox_dir) != std::string::npos;
+}
+
+SandboxRecord Observe(Store& store, SandboxRecord r) {
+  const bool live_state = r.status == SandboxStatus::kRunning || r.status == SandboxStatus::kStarting;
+  if (live_state && !SupervisorAlive(r)) {
+    SandboxStatusUpdate u;
+    u.status = SandboxStatus::kFailed;
+    u.reason = "its supervisor is gone (killed or crashed); the VM died with it";
+    u.supervisor_pid = 0;
+    (void)store.UpdateSandboxStatus(r.project, r.name, u);
+    r.status = u.status;
+    r.status_reason = u.reason;
+    r.supervisor_pid = 0;
+  }
+  return r;
+}
+
+Result<SandboxRecord> Launch(Store& store, const LaunchRequest& req) {
+  MSB_TRY(std::string qemu, vm::FindQemu());
+  MSB_TRY(std::string kernel, vm::FindKernel());
+  MSB_TRY(std::string agentd, FindAgentd());
+  MSB_TRY(std::string initramfs, vm::CachedInitramfs(agentd));
+  MSB_TRY(std::string accel, vm::ChooseAccel(kernel, qemu));
+  std::string home = MsbHome();
+  MSB_TRY(std::string base, fs::BuildBaseDiskFromDir(req.image_dir, home + "/images/local"));
+
+  std::string dir = home + "/sandboxes/" + RandomId();
+  MSB_TRY_STATUS(MakeDirs(dir, 0700));
+  auto cleanup_dir = [&]() { std::filesystem::remove_all(dir); };
+
+  vm::VmSpec spec;
+  spec.project = req.project;
+  spec.name = req.name;
+  spec.dir = dir;
+  spec.cpus = req.cpus;
+  spec.memory_bytes = req.memory_bytes;
+  spec.accel = accel;
+  spec.kernel = kernel;
+  spec.initramfs = initramfs;
+  spec.base_disk = base;
+  spec.boot_timeout_ms = req.boot_timeout_ms;
+  agent::BootConfig boot = req.boot;
+  if (boot.hostname.empty()) boot.hostname = req.name;
+  boot.root.ephemeral = req.ephemeral;
+  if (req.ephemeral) {
+    boot.root.upper_size_bytes = req.disk_bytes;
+  } else {
+    spec.upper_disk = dir + "/upper.ext4";
+    if (auto st = fs::CreateSparseExt4(spec.upper_disk, req.disk_bytes, "msb-upper"); !st.ok()) {
+      cleanup_dir();
+      return st.error().Wrap("creating the writable layer of " + req.name);
+    }
+  }
+  spec.boot = nlohmann::json::parse(agent::Encode(boot));
+  if (auto st = vm::WriteSpec(spec); !st.ok()) {
+    cleanup_dir();
+    return st.error();
+  }
+
+  SandboxRecord rec;
+  rec.project = req.project;
+  rec.name = req.name;
+  rec.config_hash = req.config_hash;
+  rec.image_ref = req.image_ref;
+  rec.image_digest = base.substr(base.rfind('/') + 1);
+  rec.spec_json = req.spec_json;
+  rec.sandbox_dir = dir;
+  rec.control_socket = spec.ControlSocket();
+  rec.agent_socket = spec.AgentSocket();
+  rec.qmp_socket = spec.QmpSocket();
+  if (auto st = store.UpsertSandbox(rec); !st.ok()) {
+    cleanup_dir();
+    return st.error();
+  }
+
+  // The supervisor: detached (own session), stdout is our readiness pipe,
+  // stderr its log file.
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return Error::FromErrno("pipe2");
+  UniqueFd rd(p[0]), wr(p[1]);
+  UniqueFd log(::open(spec.SupervisorLog().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  SpawnOptions so;
+  so.argv = {"/proc/self/exe", "supervisor", "--dir", dir};
+  so.stdout_fd = wr.get();
+  so.stderr_fd = log.get();
+  so.new_session = true;
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) so.argv[0] = std::string(exe, static_cast<size_t>(n));
+  auto child = ChildProcess::Spawn(so);
+  if (!child.ok()) {
+    cleanup_dir();
+    (void)store.DeleteSandbox(req.project, req.name);
+    return child.error();
+  }
+  pid_t sup_pid = child->Release();
+  wr.Reset();
+  SandboxStatusUpdate starting;
+  starting.status = SandboxStatus::kStarting;
+  starting.supervisor_pid = sup_pid;
+  (void)store.UpdateSandboxStatus(req.project, req.name, starting);
+
+  std::string line = ReadLine(rd.get(), req.boot_timeout_ms + 15000);
+  // Reap the supervisor if it already exited (it is our child until we exit).
+  int wst;
+  ::waitpid(sup_pid, &wst, WNOHANG);
+  if (line != "ok") {
+    std::string why;
+    if (line.rfind("error: ", 0) == 0) {
+      why = line.substr(7);
+      // The supervisor writes multi-line reasons: read the rest.
+      std::string more;
+      char buf[4096];
+      ssize_t m;
+      while ((m = ::read(rd.get(), buf, sizeof buf)) > 0) more.append(buf, static_cast<size_t>(m));
+      if (!more.empty()) why += "\n" + more;
+    } else {
+      ::kill(sup_pid, SIGKILL);
+      ::waitpid(sup_pid, &wst, 0);
+      why = "the supervisor exited before the sandbox was ready; its log:\n" +
+            vm::Supervisor::ConsoleTail(spec.SupervisorLog(), 10);
+    }
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    SandboxStatusUpdate failed;
+    failed.status = SandboxStatus::kFailed;
+    failed.reason = why;
+    failed.supervisor_pid = 0;
+    (void)store.UpdateSandboxStatus(req.project, req.name, failed);
+    ::waitpid(sup_pid, &wst, 0);
+    return Error(ErrorCode::kUnavailable, "sandbox " + req.name + " failed to start: " + why);
+  }
+  MSB_TRY(auto got, store.GetSandbox(req.project, req.name));
+  if (!got) return Error(ErrorCode::kInternal, "sandbox record vanished");
+  return *got;
+}
+
+Status Stop(Store& store, const SandboxRecord& r, int timeout_ms) {
+  if (!SupervisorAlive(r)) {
+    Observe(store, r);
+    return OkStatus();
+  }
+  auto client = ControlClient::Connect(r.control_socket);
+  if (client.ok()) {
+    auto res = client->Stop(timeout_ms);
+    if (res.ok()) {
+      // The supervisor exits right after answering: wait for the process.
+      for (int i = 0; i < 200 && SupervisorAlive(r); ++i) {
+        pollfd none{};
+        ::poll(&none, 0, 25);
+      }
+      if (!SupervisorAlive(r)) return OkStatus();
+    }
+  }
+  // No answer: end the supervisor; its QEMU dies with it (PDEATHSIG).
+  ::kill(static_cast<pid_t>(r.supervisor_pid), SIGKILL);
+  SandboxStatusUpdate u;
+  u.status = SandboxStatus::kStopped;
+  u.reason = "killed: the supervisor did not answer the stop request";
+  u.supervisor_pid = 0;
+  return store.UpdateSandboxStatus(r.project, r.name, u);
+}
+
+Status Remove(Store& store, const SandboxRecord& r) {
+  MSB_TRY_STATUS(Stop(store, r));
+  std::error_code ec;
+  if (!r.sandbox_dir.empty()) std::filesystem::remove_all(r.sandbox_dir, ec);
+  return store.DeleteSandbox(r.project, r.name);
+}
+
+Result<SandboxRecord> FindSandbox(Store& store, const std::string& name, const std::string& project) {
+  if (!project.empty()) {
+    MSB_TRY(auto r, store.GetSandbox(project, name));
+    if (!r) return Error(ErrorCode::kNotFound, "no sandbox named " + name + " in project " + project);
+    return Observe(store, *r);
+  }
+  MSB_TRY(auto all, store.ListAllSandboxes());
+  std::vector<SandboxRecord> hits;
+  for (auto& r : all) {
+    if (r.name == name) hits.push_back(r);
+  }
+  if (hits.empty()) return Error(ErrorCode::kNotFound, "no sandbox named " + name + " (see msb ps)");
+  if (hits.size() > 1) {
+    std::string which;
+    for (auto& h : hits) which += (which.empty() ? "" : ", ") + h.project;
+    return Error(ErrorCode::kInvalidArgument, "sandbox name " + name +
+                                                  " is used in several projects (" + which +
+                                                  "); run the command from the project's directory");
+  }
+  return Observe(store, hits[0]);
+}
+
+}  // namespace msb::orchestrator

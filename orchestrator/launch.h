@@ -1,0 +1,53 @@
+// Creating, starting, observing, stopping and removing one sandbox: the
+// mechanics shared by `msb run` and the reconciler. Decides nothing about
+// *whether* to act; callers decide. Not the supervisor itself (vm/).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "agent/messages.h"
+#include "common/result.h"
+#include "orchestrator/store.h"
+
+namespace msb::orchestrator {
+
+struct LaunchRequest {
+  std::string project;
+  std::string name;
+  std::string image_ref;  // as the user wrote it
+  std::string image_dir;  // absolute local root file system directory
+  int cpus = 1;
+  uint64_t memory_bytes = 512ull << 20;
+  uint64_t disk_bytes = 2ull << 30;
+  bool ephemeral = false;
+  agent::BootConfig boot;
+  std::string config_hash;
+  std::string spec_json;
+  int boot_timeout_ms = 60000;
+};
+
+// Prepares disks and the sandbox directory, records the sandbox, starts its
+// supervisor and waits until the guest is ready or failed. On failure nothing
+// is left running and the record says why.
+Result<SandboxRecord> Launch(Store& store, const LaunchRequest& request);
+
+// What is true now: the record, corrected when its supervisor is gone.
+SandboxRecord Observe(Store& store, SandboxRecord record);
+bool SupervisorAlive(const SandboxRecord& record);
+
+// Graceful stop through the supervisor (agent shutdown → ACPI → kill), waiting
+// at most timeout_ms plus the supervisor's own deadlines.
+Status Stop(Store& store, const SandboxRecord& record, int timeout_ms = 10000);
+// Stops if needed, deletes the sandbox directory and the record.
+Status Remove(Store& store, const SandboxRecord& record);
+
+// Finds a sandbox by name: in `project` when given, else in any project when
+// the name is unique (msb run's temporary sandboxes included).
+Result<SandboxRecord> FindSandbox(Store& store, const std::string& name,
+                                  const std::string& project = "");
+
+// The agentd binary to put in the initramfs: $MSB_AGENTD, else beside msb.
+Result<std::string> FindAgentd();
+
+}  // namespace msb::orchestrator

@@ -1,0 +1,150 @@
+// MsbTest implementation.
+#include "tests/integration/harness.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "common/child.h"
+#include "common/fd.h"
+#include "common/io.h"
+
+namespace msb::testing {
+namespace {
+
+std::string BuildDir() {
+  const char* b = std::getenv("MSB_BUILD_DIR");
+  return b != nullptr ? b : ".";
+}
+std::string SourceDir() {
+  const char* s = std::getenv("MSB_SOURCE_DIR");
+  return s != nullptr ? s : "..";
+}
+
+std::string KernelPath() {
+  static std::string cached = [] {
+    if (const char* k = std::getenv("MSB_KERNEL"); k != nullptr && *k) return std::string(k);
+    auto r = RunCapture({BuildDir() + "/orchestrator/msb", "kernel", "path"}, false);
+    if (!r.ok() || r->status.code != 0) return std::string();
+    std::string p = r->output;
+    while (!p.empty() && p.back() == '\n') p.pop_back();
+    return p;
+  }();
+  return cached;
+}
+
+}  // namespace
+
+void MsbTest::SetUp() {
+  std::string kernel = KernelPath();
+  if (kernel.empty()) GTEST_SKIP() << "no guest kernel: run scripts/setup (msb kernel build)";
+  char tmpl[] = "/tmp/msb-it-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  home_ = tmpl;
+  rootfs_ = BuildDir() + "/test-rootfs";
+  auto mk = RunCapture({SourceDir() + "/scripts/make-rootfs", rootfs_});
+  ASSERT_TRUE(mk.ok() && mk->status.code == 0) << (mk.ok() ? mk->output : mk.error().message());
+  env_["MSB_HOME"] = home_;
+  env_["MSB_KERNEL"] = kernel;
+  env_["MSB_ACCEL"] = "tcg";
+}
+
+void MsbTest::TearDown() {
+  if (home_.empty()) return;
+  // Nothing a test started may outlive it.
+  for (int pid : ProcessesMatching(home_)) ::kill(pid, SIGKILL);
+  WaitNoProcess(home_, 10);
+  std::error_code ec;
+  std::filesystem::remove_all(home_, ec);
+}
+
+MsbResult MsbTest::Msb(const std::vector<std::string>& args, const std::string& stdin_data,
+                       int deadline_s) {
+  int in[2], out[2], err[2];
+  EXPECT_EQ(::pipe2(in, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
+  UniqueFd in_r(in[0]), in_w(in[1]), out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]);
+  SpawnOptions o;
+  o.argv = {BuildDir() + "/orchestrator/msb"};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string kv = *e;
+    if (env_.count(kv.substr(0, kv.find('='))) == 0) env.push_back(kv);
+  }
+  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
+  o.env = env;
+  o.stdin_fd = in_r.get();
+  o.stdout_fd = out_w.get();
+  o.stderr_fd = err_w.get();
+  auto child = ChildProcess::Spawn(o);
+  EXPECT_TRUE(child.ok());
+  MsbResult res;
+  if (!child.ok()) return res;
+  in_r.Reset();
+  out_w.Reset();
+  err_w.Reset();
+  (void)WriteAll(in_w.get(), stdin_data);
+  in_w.Reset();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  bool out_open = true, err_open = true;
+  while (out_open || err_open) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) {
+      ADD_FAILURE() << "msb did not finish within " << deadline_s << " s";
+      child->Kill(SIGKILL);
+      break;
+    }
+    pollfd p[2] = {{out_open ? out_r.get() : -1, POLLIN, 0}, {err_open ? err_r.get() : -1, POLLIN, 0}};
+    if (::poll(p, 2, static_cast<int>(left)) <= 0) continue;
+    char buf[65536];
+    if (out_open && (p[0].revents & (POLLIN | POLLHUP))) {
+      ssize_t n = ::read(out_r.get(), buf, sizeof buf);
+      if (n <= 0) out_open = false; else res.out.append(buf, static_cast<size_t>(n));
+    }
+    if (err_open && (p[1].revents & (POLLIN | POLLHUP))) {
+      ssize_t n = ::read(err_r.get(), buf, sizeof buf);
+      if (n <= 0) err_open = false; else res.err.append(buf, static_cast<size_t>(n));
+    }
+  }
+  res.code = child->Wait().ShellCode();
+  return res;
+}
+
+std::vector<int> MsbTest::ProcessesMatching(const std::string& needle) {
+  std::vector<int> pids;
+  DIR* d = ::opendir("/proc");
+  if (d == nullptr) return pids;
+  while (dirent* e = ::readdir(d)) {
+    int pid = std::atoi(e->d_name);
+    if (pid <= 0 || pid == ::getpid()) continue;
+    std::ifstream f("/proc/" + std::string(e->d_name) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (cmd.find(needle) != std::string::npos) pids.push_back(pid);
+  }
+  ::closedir(d);
+  return pids;
+}
+
+bool MsbTest::WaitNoProcess(const std::string& needle, int deadline_s) {
+  // Processes we did not start cannot be waited for: poll /proc against a deadline.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ProcessesMatching(needle).empty()) return true;
+    pollfd none{};
+    ::poll(&none, 0, 50);
+  }
+  return ProcessesMatching(needle).empty();
+}
+
+}  // namespace msb::testing

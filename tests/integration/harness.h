@@ -1,0 +1,44 @@
+// Integration-test harness: runs the real msb binary against a fresh MSB_HOME,
+// the guest kernel built by the set-up, TCG, and a busybox root file system.
+// Waits are deadlines on real events (process exit, pipe EOF), never sleeps.
+#pragma once
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace msb::testing {
+
+struct MsbResult {
+  int code = -1;  // exit code, 128+signal when killed
+  std::string out;
+  std::string err;
+};
+
+class MsbTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // Runs msb with args; stdin_data is piped to it. Fails the test past the deadline.
+  MsbResult Msb(const std::vector<std::string>& args, const std::string& stdin_data = "",
+                int deadline_s = 180);
+  // The busybox root file system (built once per build tree).
+  const std::string& Rootfs() const { return rootfs_; }
+  const std::string& Home() const { return home_; }
+  // Pids of processes whose command line contains `needle`.
+  static std::vector<int> ProcessesMatching(const std::string& needle);
+  // Waits until no process matches `needle`, within deadline_s.
+  static bool WaitNoProcess(const std::string& needle, int deadline_s);
+
+  std::map<std::string, std::string> env_;
+
+ private:
+  std::string home_;
+  std::string rootfs_;
+};
+
+}  // namespace msb::testing

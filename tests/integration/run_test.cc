@@ -1,0 +1,179 @@
+// msb run / exec / cp / logs / ps / stop / rm on real microVMs under TCG.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/io.h"
+#include "common/sha256.h"
+#include "tests/integration/harness.h"
+
+namespace msb::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class RunTest : public MsbTest {};
+
+TEST_F(RunTest, OutputStreamsAndExitCode) {
+  auto r = Msb({"run", Rootfs(), "--", "sh", "-c", "echo out-line; echo err-line >&2; exit 7"});
+  EXPECT_EQ(r.code, 7) << r.err;
+  EXPECT_EQ(r.out, "out-line\n");
+  EXPECT_THAT(r.err, HasSubstr("err-line"));
+  // Removed afterwards: nothing listed, nothing running.
+  auto ps = Msb({"ps"});
+  EXPECT_EQ(ps.out.find("run-"), std::string::npos) << ps.out;
+  EXPECT_TRUE(WaitNoProcess(Home(), 10));
+}
+
+TEST_F(RunTest, StdinIsForwardedWithInteractive) {
+  std::string input;
+  for (int i = 0; i < 2000; ++i) input += "line " + std::to_string(i) + "\n";
+  auto r = Msb({"run", "-i", Rootfs(), "--", "sh", "-c", "cat; echo done"}, input);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, input + "done\n");
+}
+
+TEST_F(RunTest, MissingCommandExits127WithTheGuestMessage) {
+  auto r = Msb({"run", Rootfs(), "--", "no-such-command"});
+  EXPECT_EQ(r.code, 127);
+  EXPECT_THAT(r.err, HasSubstr("no-such-command"));
+}
+
+TEST_F(RunTest, KilledBySignalGives128PlusSignal) {
+  auto r = Msb({"run", Rootfs(), "--", "sh", "-c", "kill -9 $$"});
+  EXPECT_EQ(r.code, 128 + SIGKILL) << r.err;
+}
+
+TEST_F(RunTest, TtyGivesAPseudoTerminalWithTheEnvironment) {
+  auto r = Msb({"run", "-t", "-e", "GREETING=hi there", Rootfs(), "--", "sh", "-c",
+                "tty; echo \"$GREETING\""});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("/dev/pts/"));
+  EXPECT_THAT(r.out, HasSubstr("hi there"));
+}
+
+TEST_F(RunTest, ExecCopyAndWritesStayInTheirOwnUpperLayer) {
+  std::string base_before;
+  ASSERT_EQ(Msb({"run", "--keep", "--name", "a", Rootfs(), "--", "true"}).code, 0);
+  ASSERT_EQ(Msb({"run", "--keep", "--name", "b", Rootfs(), "--", "true"}).code, 0);
+  auto ps = Msb({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("running"));
+
+  // cp in: contents and mode arrive.
+  std::string host_file = Home() + "/payload.sh";
+  ASSERT_TRUE(WriteFileAtomic(host_file, "#!/bin/sh\necho payload ran\n", 0751).ok());
+  auto cp_in = Msb({"cp", host_file, "a:/root/payload.sh"});
+  ASSERT_EQ(cp_in.code, 0) << cp_in.err;
+  auto ran = Msb({"exec", "a", "--", "/root/payload.sh"});
+  EXPECT_EQ(ran.code, 0) << ran.err;
+  EXPECT_EQ(ran.out, "payload ran\n");
+  auto mode = Msb({"exec", "a", "--", "stat", "-c", "%a", "/root/payload.sh"});
+  EXPECT_EQ(mode.out, "751\n");
+
+  // The other sandbox of the same image does not see the write.
+  auto other = Msb({"exec", "b", "--", "ls", "/root/payload.sh"});
+  EXPECT_NE(other.code, 0);
+
+  // cp out: a file the guest made, contents and mode compared.
+  ASSERT_EQ(Msb({"exec", "a", "--", "sh", "-c",
+                 "mkdir -p /out/sub && printf 'guest data' > /out/sub/f && chmod 640 /out/sub/f"})
+                .code,
+            0);
+  std::string dest = Home() + "/copied";
+  auto cp_out = Msb({"cp", "a:/out", dest});
+  ASSERT_EQ(cp_out.code, 0) << cp_out.err;
+  auto got = ReadFile(dest + "/sub/f");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "guest data");
+  struct stat st;
+  ASSERT_EQ(::stat((dest + "/sub/f").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+
+  // The shared base disk was never written.
+  std::string base_dir = Home() + "/images/local";
+  std::vector<std::string> bases;
+  for (auto& e : std::filesystem::directory_iterator(base_dir)) bases.push_back(e.path());
+  ASSERT_EQ(bases.size(), 1u);
+  auto hash_before = Sha256File(bases[0]);
+  ASSERT_EQ(Msb({"exec", "b", "--", "sh", "-c", "echo x > /etc/written && sync"}).code, 0);
+  EXPECT_EQ(Msb({"stop", "b"}).code, 0);
+  EXPECT_EQ(*Sha256File(bases[0]), *hash_before);
+
+  EXPECT_EQ(Msb({"rm", "a"}).code, 0);
+  EXPECT_EQ(Msb({"rm", "b"}).code, 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
+TEST_F(RunTest, KillingTheSupervisorTakesTheVmWithIt) {
+  ASSERT_EQ(Msb({"run", "--keep", "--name", "victim", Rootfs(), "--", "true"}).code, 0);
+  auto sups = ProcessesMatching("supervisor");
+  std::vector<int> mine;
+  for (int pid : sups) {
+    for (int h : ProcessesMatching(Home())) {
+      if (h == pid) mine.push_back(pid);
+    }
+  }
+  ASSERT_EQ(mine.size(), 1u);
+  ASSERT_EQ(::kill(mine[0], SIGKILL), 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20)) << "QEMU outlived its supervisor";
+  auto ps = Msb({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("failed"));
+  EXPECT_EQ(Msb({"rm", "victim"}).code, 0);
+}
+
+TEST_F(RunTest, KillingQemuMarksTheSandboxFailed) {
+  ASSERT_EQ(Msb({"run", "--keep", "--name", "victim", Rootfs(), "--", "true"}).code, 0);
+  std::vector<int> qemus;
+  for (int pid : ProcessesMatching("qemu-system")) {
+    for (int h : ProcessesMatching(Home())) {
+      if (h == pid) qemus.push_back(pid);
+    }
+  }
+  ASSERT_EQ(qemus.size(), 1u);
+  ASSERT_EQ(::kill(qemus[0], SIGKILL), 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20)) << "the supervisor outlived its VM";
+  auto ps = Msb({"ps", "--json"});
+  EXPECT_THAT(ps.out, HasSubstr("\"failed\""));
+  EXPECT_THAT(ps.out, HasSubstr("exited unexpectedly"));
+}
+
+TEST_F(RunTest, LogsShowTheWorkloadOutput) {
+  // A sandbox whose workload is set at boot is made by msb up; here the
+  // exec'd command's output is not the workload's, so logs are empty and
+  // the command succeeds.
+  ASSERT_EQ(Msb({"run", "--keep", "--name", "quiet", Rootfs(), "--", "true"}).code, 0);
+  auto logs = Msb({"logs", "quiet"});
+  EXPECT_EQ(logs.code, 0) << logs.err;
+  EXPECT_EQ(logs.out, "");
+  EXPECT_EQ(Msb({"rm", "quiet"}).code, 0);
+}
+
+TEST_F(RunTest, MissingKernelNamesTheSetUpStep) {
+  env_["MSB_KERNEL"] = Home() + "/no-kernel";
+  auto r = Msb({"run", Rootfs(), "--", "true"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("msb kernel build"));
+}
+
+TEST_F(RunTest, AGuestThatNeverAnswersTimesOutWithTheConsoleAndLeavesNothing) {
+  env_["MSB_AGENTD"] = MSB_TEST_SILENT_INIT;
+  env_["MSB_BOOT_TIMEOUT_MS"] = "8000";
+  auto r = Msb({"run", Rootfs(), "--", "true"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("did not report ready"));
+  EXPECT_THAT(r.err, HasSubstr("silent-init: waiting forever"));  // a console line
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
+TEST_F(RunTest, AGuestSendingAnOversizedFrameIsMarkedFailed) {
+  env_["MSB_AGENTD"] = MSB_TEST_EVIL_INIT;
+  auto r = Msb({"run", Rootfs(), "--", "true"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("broke the agent protocol"));
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
+}  // namespace
+}  // namespace msb::testing

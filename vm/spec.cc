@@ -1,0 +1,117 @@
+// VmSpec serialisation and the QEMU microvm command line. Flags follow the
+// measurements in DESIGN.md section 3 (PIT/PIC left on under TCG, modern
+// virtio-mmio for vhost-user-fs, named virtio-serial port for the agent).
+#include "vm/spec.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "common/io.h"
+
+namespace msb::vm {
+
+nlohmann::json ToJson(const VmSpec& s) {
+  return nlohmann::json{{"project", s.project},        {"name", s.name},
+                        {"dir", s.dir},                {"cpus", s.cpus},
+                        {"memory_bytes", s.memory_bytes}, {"accel", s.accel},
+                        {"kernel", s.kernel},          {"initramfs", s.initramfs},
+                        {"base_disk", s.base_disk},    {"upper_disk", s.upper_disk},
+                        {"boot", s.boot},              {"boot_timeout_ms", s.boot_timeout_ms},
+                        {"stop_timeout_ms", s.stop_timeout_ms}};
+}
+
+Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
+  VmSpec s;
+  try {
+    s.project = j.at("project").get<std::string>();
+    s.name = j.at("name").get<std::string>();
+    s.dir = j.at("dir").get<std::string>();
+    s.cpus = j.at("cpus").get<int>();
+    s.memory_bytes = j.at("memory_bytes").get<uint64_t>();
+    s.accel = j.at("accel").get<std::string>();
+    s.kernel = j.at("kernel").get<std::string>();
+    s.initramfs = j.at("initramfs").get<std::string>();
+    s.base_disk = j.at("base_disk").get<std::string>();
+    s.upper_disk = j.at("upper_disk").get<std::string>();
+    s.boot = j.at("boot");
+    s.boot_timeout_ms = j.at("boot_timeout_ms").get<int>();
+    s.stop_timeout_ms = j.at("stop_timeout_ms").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    return Error(ErrorCode::kInvalidArgument, std::string("malformed sandbox spec: ") + e.what());
+  }
+  return s;
+}
+
+Status WriteSpec(const VmSpec& spec) {
+  return WriteFileAtomic(spec.SpecPath(), ToJson(spec).dump(2) + "\n", 0600);
+}
+
+Result<VmSpec> ReadSpec(const std::string& dir) {
+  MSB_TRY(std::string text, ReadFile(dir + "/spec.json"));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) return Error(ErrorCode::kInvalidArgument, "malformed " + dir + "/spec.json");
+  return VmSpecFromJson(j);
+}
+
+std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
+  const bool kvm = s.accel == "kvm";
+  const uint64_t mem_mib = s.memory_bytes >> 20;
+  std::vector<std::string> a = {
+      qemu,
+      "-M", std::string("microvm,accel=") + (kvm ? "kvm" : "tcg") + ",rtc=on",
+      "-cpu", kvm ? "host" : "max",
+      "-smp", std::to_string(s.cpus),
+      "-m", std::to_string(mem_mib) + "M",
+      // Shared memory backing so vhost-user-fs (virtiofsd) can map guest RAM.
+      "-object", "memory-backend-memfd,id=mem,size=" + std::to_string(mem_mib) + "M,share=on",
+      "-machine", "memory-backend=mem",
+      "-global", "virtio-mmio.force-legacy=false",
+      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+      "-kernel", s.kernel,
+      "-initrd", s.initramfs,
+      "-append", "console=ttyS0 quiet panic=-1 reboot=t",
+      "-chardev", "file,id=con,path=" + s.ConsoleLog(),
+      "-serial", "chardev:con",
+      "-chardev", "socket,id=qmp,path=" + s.QmpSocket(),
+      "-mon", "chardev=qmp,mode=control",
+      "-device", "virtio-serial-device",
+      "-chardev", "socket,id=agent,path=" + s.AgentSocket(),
+      "-device", "virtserialport,chardev=agent,name=msb.agent",
+      "-drive", "id=base,file=" + s.base_disk + ",format=raw,if=none,readonly=on",
+      "-device", "virtio-blk-device,drive=base,serial=msb-base",
+  };
+  if (!s.upper_disk.empty()) {
+    a.insert(a.end(), {"-drive", "id=upper,file=" + s.upper_disk + ",format=raw,if=none,discard=unmap",
+                       "-device", "virtio-blk-device,drive=upper,serial=msb-upper"});
+  }
+  a.insert(a.end(), {"-object", "rng-random,id=rng,filename=/dev/urandom", "-device",
+                     "virtio-rng-device,rng=rng"});
+  return a;
+}
+
+Result<std::string> FindQemu() {
+  if (const char* q = std::getenv("MSB_QEMU"); q != nullptr && *q != '\0') {
+    if (::access(q, X_OK) != 0) {
+      return Error(ErrorCode::kUnavailable, std::string("MSB_QEMU points at ") + q +
+                                                ", which is not an executable");
+    }
+    return std::string(q);
+  }
+  const char* path = std::getenv("PATH");
+  std::string p = path != nullptr ? path : "/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find(':', start);
+    std::string dir = p.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    std::string cand = (dir.empty() ? "." : dir) + "/qemu-system-x86_64";
+    if (::access(cand.c_str(), X_OK) == 0) return cand;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return Error(ErrorCode::kUnavailable,
+               "qemu-system-x86_64 not found; install it with scripts/setup "
+               "(Debian package qemu-system-x86)");
+}
+
+}  // namespace msb::vm

@@ -1,0 +1,51 @@
+// VmSpec: everything one supervisor needs to run one sandbox's VM, written by
+// the CLI to <sandbox dir>/spec.json before the supervisor starts. Not the
+// Sandboxfile model: the CLI resolves that (images, kernel, disks) into this.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "common/result.h"
+
+namespace msb::vm {
+
+struct VmSpec {
+  std::string project;
+  std::string name;
+  std::string dir;  // sandbox directory: sockets, logs, upper disk
+  int cpus = 1;
+  uint64_t memory_bytes = 512ull << 20;
+  std::string accel = "tcg";  // "tcg" or "kvm", already decided by the probe
+  std::string kernel;
+  std::string initramfs;
+  std::string base_disk;   // read-only ext4
+  std::string upper_disk;  // per-sandbox writable ext4; empty when ephemeral
+  nlohmann::json boot;     // agent boot configuration (docs/agent-protocol.md)
+  int boot_timeout_ms = 60000;
+  int stop_timeout_ms = 10000;
+
+  std::string AgentSocket() const { return dir + "/agent.sock"; }
+  std::string QmpSocket() const { return dir + "/qmp.sock"; }
+  std::string ControlSocket() const { return dir + "/control.sock"; }
+  std::string ConsoleLog() const { return dir + "/console.log"; }
+  std::string WorkloadLog() const { return dir + "/workload.log"; }
+  std::string SupervisorLog() const { return dir + "/supervisor.log"; }
+  std::string SpecPath() const { return dir + "/spec.json"; }
+};
+
+nlohmann::json ToJson(const VmSpec& spec);
+Result<VmSpec> VmSpecFromJson(const nlohmann::json& j);
+Status WriteSpec(const VmSpec& spec);
+Result<VmSpec> ReadSpec(const std::string& dir);
+
+// The QEMU command line for spec (argv[0] is the QEMU binary).
+std::vector<std::string> QemuArgv(const VmSpec& spec, const std::string& qemu_binary);
+
+// The QEMU binary: $MSB_QEMU, else qemu-system-x86_64 on PATH. The error names
+// the set-up step when it is missing.
+Result<std::string> FindQemu();
+
+}  // namespace msb::vm

@@ -1,0 +1,552 @@
+// The supervisor's event loop. See supervisor.h for the lifecycle.
+#include "vm/supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/io.h"
+#include "common/log.h"
+#include "vm/control.h"
+
+namespace msb::vm {
+
+using agent::Frame;
+using agent::FrameKind;
+using nlohmann::json;
+
+const char* ToString(State s) {
+  switch (s) {
+    case State::kBooting: return "booting";
+    case State::kRunning: return "running";
+    case State::kStopping: return "stopping";
+    case State::kStopped: return "stopped";
+    case State::kFailed: return "failed";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+// What one control client may have queued towards it before it is dropped.
+// Relayed guest streams are bounded by credit; this bounds everything else.
+constexpr size_t kMaxClientBacklog = 8u << 20;
+
+Result<UniqueFd> ListenUnix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return Error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return Error::FromErrno("socket");
+  ::unlink(path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Error::FromErrno("bind " + path);
+  }
+  ::chmod(path.c_str(), 0600);
+  if (::listen(fd.get(), 16) != 0) return Error::FromErrno("listen " + path);
+  return fd;
+}
+
+UniqueFd AcceptNonBlocking(int listen_fd) {
+  return UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+}
+
+std::string NowIso() {
+  using namespace std::chrono;
+  auto now = system_clock::now();
+  std::time_t t = system_clock::to_time_t(now);
+  auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+  char buf[40];
+  struct tm tm_buf;
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", gmtime_r(&t, &tm_buf));
+  char out[48];
+  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms));
+  return out;
+}
+
+}  // namespace
+
+struct Supervisor::Client {
+  UniqueFd fd;
+  EventHandle read, write;
+  agent::FrameReader reader;
+  std::string out;
+  std::map<uint32_t, uint32_t> to_guest;  // client id -> guest id
+  bool closing = false;
+};
+
+Supervisor::Supervisor(Dispatcher& dispatcher, VmSpec spec, int notify_fd, Reporter reporter)
+    : dispatcher_(dispatcher),
+      spec_(std::move(spec)),
+      notify_fd_(notify_fd),
+      reporter_(std::move(reporter)) {}
+
+Supervisor::~Supervisor() = default;
+
+std::string Supervisor::ConsoleTail(const std::string& path, int lines) {
+  auto text = ReadFile(path);
+  if (!text.ok() || text->empty()) return "(the console printed nothing)";
+  const std::string& s = *text;
+  size_t pos = s.size();
+  if (s.back() == '\n') --pos;
+  int n = 0;
+  while (pos > 0) {
+    if (s[pos - 1] == '\n' && ++n == lines) break;
+    --pos;
+  }
+  std::string tail = s.substr(pos);
+  // The console is guest output: strip control bytes before a terminal sees it.
+  for (char& c : tail) {
+    if ((static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') || c == 0x7f) c = '?';
+  }
+  return tail;
+}
+
+Status Supervisor::Start() {
+  MSB_TRY(std::string qemu_bin, FindQemu());
+  MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket()));
+  MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket()));
+  workload_log_ = UniqueFd(::open(spec_.WorkloadLog().c_str(),
+                                  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!workload_log_) return Error::FromErrno("cannot open " + spec_.WorkloadLog());
+
+  agent_accept_ = dispatcher_.WatchFd(agent_listen_.get(), Dispatcher::kRead,
+                                      [this](short) { OnAgentAccept(); });
+  qmp_accept_ = dispatcher_.WatchFd(qmp_listen_.get(), Dispatcher::kRead,
+                                    [this](short) { OnQmpAccept(); });
+  sigchld_ = dispatcher_.Signal(SIGCHLD, [this]() { OnChildSignal(); });
+  sigterm_ = dispatcher_.Signal(SIGTERM, [this]() { BeginStop("stopped by SIGTERM"); });
+  sigint_ = dispatcher_.Signal(SIGINT, [this]() { BeginStop("stopped by SIGINT"); });
+
+  UniqueFd qemu_log(::open((spec_.dir + "/qemu.log").c_str(),
+                           O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  SpawnOptions opts;
+  opts.argv = QemuArgv(spec_, qemu_bin);
+  opts.stdout_fd = qemu_log.get();
+  opts.stderr_fd = qemu_log.get();
+  // QEMU dies with its supervisor: no orphan VM.
+  opts.parent_death_signal = SIGKILL;
+  MSB_LOG(kInfo, "vm") << "starting QEMU for " << spec_.name;
+  auto child = ChildProcess::Spawn(opts);
+  if (!child.ok()) return child.error();
+  qemu_ = std::move(*child);
+
+  boot_timer_ = dispatcher_.Timer([this]() { OnBootTimeout(); });
+  boot_timer_.Arm(std::chrono::milliseconds(spec_.boot_timeout_ms));
+  Report();
+  return OkStatus();
+}
+
+void Supervisor::OnAgentAccept() {
+  UniqueFd fd = AcceptNonBlocking(agent_listen_.get());
+  if (!fd) return;
+  if (agent_fd_) return;  // only QEMU connects here, once
+  agent_fd_ = std::move(fd);
+  agent_accept_.Reset();
+  agent_read_ = dispatcher_.WatchFd(agent_fd_.get(), Dispatcher::kRead,
+                                    [this](short) { OnAgentReadable(); });
+}
+
+void Supervisor::OnQmpAccept() {
+  UniqueFd fd = AcceptNonBlocking(qmp_listen_.get());
+  if (!fd || qmp_) return;
+  qmp_accept_.Reset();
+  qmp_ = std::make_unique<QmpClient>(
+      dispatcher_, std::move(fd),
+      [this](const json& ev) {
+        MSB_LOG(kDebug, "qmp") << "event " << ev.value("event", std::string());
+      },
+      []() {});
+}
+
+void Supervisor::OnAgentReadable() {
+  char buf[kReadChunk];
+  ssize_t n = ::read(agent_fd_.get(), buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    // The guest closed the port (power-off closes it too): QEMU's exit decides.
+    agent_read_.Reset();
+    agent_write_.Reset();
+    return;
+  }
+  agent_reader_.Feed(std::string_view(buf, static_cast<size_t>(n)));
+  for (;;) {
+    auto next = agent_reader_.Next();
+    if (!next.ok()) {
+      Fail("the guest broke the agent protocol: " + next.error().message());
+      return;
+    }
+    if (!next->has_value()) break;
+    HandleAgentFrame(std::move(**next));
+    if (!agent_fd_ || state_ == State::kFailed) return;
+  }
+}
+
+void Supervisor::SendAgent(uint32_t id, FrameKind kind, std::string_view payload) {
+  if (!agent_fd_) return;
+  agent::AppendFrame(agent_out_, id, kind, payload);
+  WriteAgent();
+}
+
+void Supervisor::WriteAgent() {
+  while (!agent_out_.empty()) {
+    ssize_t n = ::send(agent_fd_.get(), agent_out_.data(), agent_out_.size(),
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      agent_out_.clear();
+      return;
+    }
+    agent_out_.erase(0, static_cast<size_t>(n));
+  }
+  if (agent_out_.empty()) {
+    agent_write_.Reset();
+  } else if (!agent_write_.active()) {
+    agent_write_ = dispatcher_.WatchFd(agent_fd_.get(), Dispatcher::kWrite,
+                                       [this](short) { WriteAgent(); });
+  }
+}
+
+void Supervisor::HandleAgentFrame(Frame f) {
+  if (f.id == agent::kChannelId) {
+    switch (f.kind) {
+      case FrameKind::kHello: {
+        auto j = json::parse(f.payload, nullptr, false);
+        if (j.is_discarded() || !j.is_object() || !j.contains("version") ||
+            !j["version"].is_number_integer() || j["version"].get<int>() != agent::kProtocolVersion) {
+          Fail("the guest agent speaks another protocol version (expected " +
+               std::to_string(agent::kProtocolVersion) + ")");
+          return;
+        }
+        SendAgent(0, FrameKind::kHello, json{{"version", agent::kProtocolVersion}}.dump());
+        SendAgent(0, FrameKind::kBoot, spec_.boot.dump());
+        return;
+      }
+      case FrameKind::kReady: {
+        if (state_ != State::kBooting) {
+          Fail("the guest agent reported ready twice");
+          return;
+        }
+        auto j = json::parse(f.payload, nullptr, false);
+        if (j.is_object() && j.contains("error") && j["error"].is_string()) {
+          std::string err = j["error"].get<std::string>();
+          if (err.size() > 2000) err.resize(2000);
+          Fail("the guest failed to boot: " + err);
+          return;
+        }
+        boot_timer_.Reset();
+        auto listen = ListenUnix(spec_.ControlSocket());
+        if (!listen.ok()) {
+          Fail(listen.error().message());
+          return;
+        }
+        control_listen_ = std::move(*listen);
+        control_accept_ = dispatcher_.WatchFd(control_listen_.get(), Dispatcher::kRead,
+                                              [this](short) { OnControlAccept(); });
+        state_ = State::kRunning;
+        Report();
+        Notify("ok");
+        return;
+      }
+      case FrameKind::kError: {
+        MSB_LOG(kWarn, "agent") << "the guest agent reported an error on the channel";
+        return;
+      }
+      default:
+        Fail("the guest sent an unexpected " + agent::ToString(f.kind) + " frame on the channel");
+        return;
+    }
+  }
+  if (f.id == agent::kWorkloadId) {
+    HandleWorkloadFrame(f);
+    return;
+  }
+  auto it = routes_.find(f.id);
+  if (it == routes_.end()) {
+    // A late frame for a finished request is harmless; anything else the guest
+    // invents is dropped.
+    MSB_LOG(kDebug, "agent") << "dropping " << agent::ToString(f.kind) << " for unknown id " << f.id;
+    return;
+  }
+  Route& r = it->second;
+  if (agent::IsStreamKind(f.kind)) {
+    r.unacked += f.payload.size();
+    if (r.unacked > agent::kCreditWindow) {
+      Fail("the guest sent more stream data than its credit allows");
+      return;
+    }
+  }
+  const bool last = f.kind == FrameKind::kExit || f.kind == FrameKind::kResult ||
+                    (f.kind == FrameKind::kError && f.id != 0);
+  Client* c = r.client;
+  uint32_t cid = r.client_id;
+  if (last) {
+    routes_.erase(it);
+    if (c != nullptr) c->to_guest.erase(cid);
+  }
+  if (c != nullptr) SendClient(c, cid, f.kind, f.payload);
+}
+
+void Supervisor::HandleWorkloadFrame(const Frame& f) {
+  switch (f.kind) {
+    case FrameKind::kStdout:
+    case FrameKind::kStderr: {
+      // Guest bytes may be any encoding: invalid UTF-8 becomes U+FFFD.
+      json line{{"t", NowIso()},
+                {"stream", f.kind == FrameKind::kStdout ? "stdout" : "stderr"},
+                {"data", f.payload}};
+      std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+      (void)WriteAll(workload_log_.get(), text);
+      SendAgent(agent::kWorkloadId, FrameKind::kCredit,
+                json{{"bytes", f.payload.size()}}.dump());
+      return;
+    }
+    case FrameKind::kStarted:
+      return;
+    case FrameKind::kExit: {
+      auto j = json::parse(f.payload, nullptr, false);
+      int code = 0;
+      if (j.is_object()) {
+        int sig = j.value("signal", 0);
+        code = sig != 0 ? 128 + sig : j.value("code", 0);
+      }
+      workload_exit_ = code;
+      BeginStop("the workload exited with code " + std::to_string(code));
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void Supervisor::OnControlAccept() {
+  UniqueFd fd = AcceptNonBlocking(control_listen_.get());
+  if (!fd) return;
+  auto c = std::make_unique<Client>();
+  Client* raw = c.get();
+  c->fd = std::move(fd);
+  c->read = dispatcher_.WatchFd(c->fd.get(), Dispatcher::kRead, [this, raw](short) {
+    char buf[kReadChunk];
+    ssize_t n = ::read(raw->fd.get(), buf, sizeof buf);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) {
+      CloseClient(raw);
+      return;
+    }
+    raw->reader.Feed(std::string_view(buf, static_cast<size_t>(n)));
+    for (;;) {
+      auto next = raw->reader.Next();
+      if (!next.ok() || raw->closing) {
+        CloseClient(raw);
+        return;
+      }
+      if (!next->has_value()) break;
+      HandleClientFrame(raw, std::move(**next));
+      if (raw->closing) return;
+    }
+  });
+  clients_[raw] = std::move(c);
+}
+
+void Supervisor::HandleClientFrame(Client* c, Frame f) {
+  if (f.id == 0) {
+    switch (static_cast<uint8_t>(f.kind)) {
+      case static_cast<uint8_t>(ControlKind::kStatus): {
+        json st{{"state", ToString(state_)}, {"pid", ::getpid()}, {"qemu_pid", qemu_.pid()}};
+        if (workload_exit_) st["workload_exit"] = *workload_exit_;
+        if (!reason_.empty()) st["reason"] = reason_;
+        SendClient(c, 0, FrameKind::kResult, st.dump());
+        return;
+      }
+      case static_cast<uint8_t>(ControlKind::kStop): {
+        stop_waiters_.push_back(c);
+        BeginStop("stopped by request");
+        return;
+      }
+      default:
+        SendClient(c, 0, FrameKind::kError,
+                   json{{"message", "unknown control request " + agent::ToString(f.kind)}}.dump());
+        return;
+    }
+  }
+  if (state_ != State::kRunning) {
+    SendClient(c, f.id, FrameKind::kError,
+               json{{"message", std::string("not supported while ") + ToString(state_)}}.dump());
+    return;
+  }
+  const bool opens = f.kind == FrameKind::kExec || f.kind == FrameKind::kCopyIn ||
+                     f.kind == FrameKind::kCopyOut;
+  uint32_t guest_id;
+  if (opens) {
+    if (c->to_guest.count(f.id) != 0) {
+      SendClient(c, f.id, FrameKind::kError, json{{"message", "request id already in use"}}.dump());
+      return;
+    }
+    guest_id = next_guest_id_++;
+    c->to_guest[f.id] = guest_id;
+    routes_[guest_id] = Route{c, f.id, 0};
+  } else {
+    auto it = c->to_guest.find(f.id);
+    if (it == c->to_guest.end()) return;  // late frame for a finished request
+    guest_id = it->second;
+    if (f.kind == FrameKind::kCredit) {
+      auto j = json::parse(f.payload, nullptr, false);
+      if (j.is_object() && j.contains("bytes") && j["bytes"].is_number_unsigned()) {
+        uint64_t b = j["bytes"].get<uint64_t>();
+        Route& r = routes_[guest_id];
+        r.unacked = b > r.unacked ? 0 : r.unacked - b;
+      }
+    }
+  }
+  SendAgent(guest_id, f.kind, f.payload);
+}
+
+void Supervisor::SendClient(Client* c, uint32_t id, FrameKind kind, std::string_view payload) {
+  if (c->closing) return;
+  agent::AppendFrame(c->out, id, kind, payload);
+  FlushClient(c);
+}
+
+void Supervisor::FlushClient(Client* c) {
+  while (!c->out.empty()) {
+    ssize_t n = ::send(c->fd.get(), c->out.data(), c->out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) break;
+      CloseClient(c);
+      return;
+    }
+    c->out.erase(0, static_cast<size_t>(n));
+  }
+  if (c->out.size() > kMaxClientBacklog) {
+    CloseClient(c);
+  } else if (c->out.empty()) {
+    c->write.Reset();
+  } else if (!c->write.active()) {
+    c->write = dispatcher_.WatchFd(c->fd.get(), Dispatcher::kWrite,
+                                   [this, c](short) { FlushClient(c); });
+  }
+}
+
+void Supervisor::CloseClient(Client* c) {
+  if (c->closing) return;
+  c->closing = true;
+  // Requests the client left behind: their processes get SIGKILL, as a
+  // terminal's processes get SIGHUP when it goes away.
+  for (auto& [cid, gid] : c->to_guest) {
+    SendAgent(gid, FrameKind::kSignal, json{{"signal", SIGKILL}}.dump());
+    routes_[gid].client = nullptr;
+  }
+  c->to_guest.clear();
+  c->read.Reset();
+  c->write.Reset();
+  std::erase(stop_waiters_, c);
+  auto it = clients_.find(c);
+  if (it != clients_.end()) {
+    dispatcher_.DeferDelete(std::move(it->second));
+    clients_.erase(it);
+  }
+}
+
+void Supervisor::OnChildSignal() {
+  auto st = qemu_.TryWait();
+  if (!st) return;
+  MSB_LOG(kInfo, "vm") << "QEMU " << st->ToString();
+  if (state_ == State::kStopping) {
+    state_ = State::kStopped;
+  } else if (state_ != State::kFailed) {
+    std::string why = state_ == State::kBooting ? "the VM exited before the guest was ready"
+                                                : "the VM exited unexpectedly";
+    reason_ = why + " (QEMU " + st->ToString() + "); last console lines:\n" +
+              ConsoleTail(spec_.ConsoleLog(), 15);
+    if (state_ == State::kBooting) Notify("error: " + reason_);
+    state_ = State::kFailed;
+  }
+  Finish();
+}
+
+void Supervisor::OnBootTimeout() {
+  Fail("the guest did not report ready within " + std::to_string(spec_.boot_timeout_ms / 1000) +
+       " s; last console lines:\n" + ConsoleTail(spec_.ConsoleLog(), 15));
+}
+
+void Supervisor::BeginStop(const std::string& reason) {
+  if (state_ == State::kStopping || state_ == State::kStopped || state_ == State::kFailed) return;
+  if (state_ == State::kBooting) {
+    Fail("stopped while booting (" + reason + ")");
+    return;
+  }
+  state_ = State::kStopping;
+  reason_ = reason;
+  Report();
+  SendAgent(0, FrameKind::kShutdown, json{{"timeout_ms", spec_.stop_timeout_ms}}.dump());
+  stop_timer_ = dispatcher_.Timer([this]() {
+    MSB_LOG(kWarn, "vm") << spec_.name << ": the guest did not power off; asking ACPI";
+    if (qmp_) qmp_->Execute("system_powerdown", nullptr, [](Result<json>) {});
+    kill_timer_ = dispatcher_.Timer([this]() {
+      MSB_LOG(kWarn, "vm") << spec_.name << ": the guest ignored ACPI power-off; killing QEMU";
+      qemu_.Kill(SIGKILL);
+    });
+    kill_timer_.Arm(std::chrono::milliseconds(spec_.stop_timeout_ms / 2 + 1000));
+  });
+  stop_timer_.Arm(std::chrono::milliseconds(spec_.stop_timeout_ms + 2000));
+}
+
+void Supervisor::Fail(const std::string& reason) {
+  if (state_ == State::kFailed) return;
+  MSB_LOG(kWarn, "vm") << spec_.name << ": " << reason;
+  if (state_ == State::kBooting) Notify("error: " + reason);
+  state_ = State::kFailed;
+  reason_ = reason;
+  agent_read_.Reset();
+  agent_write_.Reset();
+  agent_fd_.Reset();
+  Report();
+  qemu_.Kill(SIGKILL);  // OnChildSignal reaps it and finishes
+  if (!qemu_.running()) Finish();
+}
+
+void Supervisor::Finish() {
+  boot_timer_.Reset();
+  stop_timer_.Reset();
+  kill_timer_.Reset();
+  Report();
+  auto waiters = stop_waiters_;
+  for (Client* c : waiters) {
+    json r = state_ == State::kFailed ? json{{"error", reason_}} : json{{"ok", true}};
+    SendClient(c, 0, FrameKind::kResult, r.dump());
+  }
+  ::unlink(spec_.ControlSocket().c_str());
+  ::unlink(spec_.AgentSocket().c_str());
+  ::unlink(spec_.QmpSocket().c_str());
+  dispatcher_.Post([this]() { dispatcher_.Exit(); });
+}
+
+void Supervisor::Notify(const std::string& line) {
+  if (!notify_fd_) return;
+  (void)WriteAll(notify_fd_.get(), line + "\n");
+  notify_fd_.Reset();
+}
+
+void Supervisor::Report() {
+  if (!reporter_) return;
+  StatusReport r{state_, reason_, workload_exit_, qemu_.pid()};
+  reporter_(r);
+}
+
+}  // namespace msb::vm

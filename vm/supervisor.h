@@ -1,0 +1,112 @@
+// Supervisor: the per-sandbox host process. Owns the QEMU child, the QMP
+// client, the agent channel, the control socket and the sandbox's logs, all on
+// one Dispatcher (single thread). Not the CLI: it never reads the Sandboxfile,
+// only the VmSpec the CLI wrote.
+//
+// Lifecycle (State): kBooting (QEMU started, waiting for the agent's kReady
+// within spec.boot_timeout_ms) → kRunning → kStopping (kShutdown sent to the
+// agent; after stop_timeout_ms QMP system_powerdown; after as long again, kill)
+// → kStopped, or kFailed from any state (boot timeout, QEMU died, the guest
+// broke the protocol). The process exits when QEMU is gone.
+//
+// Guest output is hostile: frames are bounded by the FrameReader, stream bytes
+// beyond the credit window are a protocol violation, and nothing the guest
+// says chooses a host path.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "agent/frame.h"
+#include "common/child.h"
+#include "common/dispatcher.h"
+#include "common/fd.h"
+#include "vm/qmp.h"
+#include "vm/spec.h"
+
+namespace msb::vm {
+
+enum class State : int { kBooting = 0, kRunning = 1, kStopping = 2, kStopped = 3, kFailed = 4 };
+const char* ToString(State s);
+
+struct StatusReport {
+  State state;
+  std::string reason;           // why failed/stopped, human sentence
+  std::optional<int> exit_code;  // the workload's, when it exited
+  pid_t qemu_pid = -1;
+};
+
+class Supervisor {
+ public:
+  using Reporter = std::function<void(const StatusReport&)>;
+  // notify_fd: written once with "ok\n" when the guest is ready, or
+  // "error: ...\n" when boot failed, then closed (-1: none).
+  Supervisor(Dispatcher& dispatcher, VmSpec spec, int notify_fd, Reporter reporter);
+  ~Supervisor();
+
+  Status Start();
+  State state() const { return state_; }
+  // Exit status for the supervisor process.
+  int ExitCode() const { return state_ == State::kFailed ? 1 : 0; }
+
+  // Tail of the console log (for error messages).
+  static std::string ConsoleTail(const std::string& path, int lines);
+
+ private:
+  struct Client;
+  struct Route {
+    Client* client;
+    uint32_t client_id;
+    uint64_t unacked = 0;  // guest stream bytes relayed and not yet credited
+  };
+
+  void OnAgentAccept();
+  void OnQmpAccept();
+  void OnControlAccept();
+  void OnAgentReadable();
+  void HandleAgentFrame(agent::Frame f);
+  void HandleClientFrame(Client* c, agent::Frame f);
+  void HandleWorkloadFrame(const agent::Frame& f);
+  void SendAgent(uint32_t id, agent::FrameKind kind, std::string_view payload);
+  void SendClient(Client* c, uint32_t id, agent::FrameKind kind, std::string_view payload);
+  void FlushClient(Client* c);
+  void CloseClient(Client* c);
+  void OnChildSignal();
+  void OnBootTimeout();
+  void BeginStop(const std::string& reason);
+  void Fail(const std::string& reason);
+  void Finish();
+  void Notify(const std::string& line);
+  void Report();
+  void WriteAgent();
+
+  Dispatcher& dispatcher_;
+  VmSpec spec_;
+  UniqueFd notify_fd_;
+  Reporter reporter_;
+  State state_ = State::kBooting;
+  std::string reason_;
+  std::optional<int> workload_exit_;
+
+  ChildProcess qemu_;
+  UniqueFd agent_listen_, qmp_listen_, control_listen_;
+  EventHandle agent_accept_, qmp_accept_, control_accept_;
+  UniqueFd agent_fd_;
+  EventHandle agent_read_, agent_write_;
+  agent::FrameReader agent_reader_;
+  std::string agent_out_;
+  std::unique_ptr<QmpClient> qmp_;
+  EventHandle sigchld_, sigterm_, sigint_;
+  EventHandle boot_timer_, stop_timer_, kill_timer_;
+  UniqueFd workload_log_;
+
+  std::map<Client*, std::unique_ptr<Client>> clients_;
+  std::map<uint32_t, Route> routes_;  // guest id -> client
+  uint32_t next_guest_id_ = agent::kFirstHostId;
+  std::vector<Client*> stop_waiters_;
+};
+
+}  // namespace msb::vm
