@@ -1,0 +1,505 @@
+// One `sandboxes.<name>` entry: every key of SANDBOXFILE.md, its legacy
+// microsandbox spelling, and the rules local to one sandbox. Rules across
+// sandboxes are in checks.cc.
+#include <algorithm>
+#include <set>
+
+#include "schema/loader.h"
+#include "schema/network_rule.h"
+#include "schema/image_ref.h"
+#include "schema/values.h"
+
+namespace msb::schema::internal {
+namespace {
+
+enum SandboxKey : size_t {
+  kImage, kCpus, kMemory, kDisk, kEphemeral, kUser, kWorkdir, kShell, kCommand, kScripts,
+  kEnvs, kVolumes, kTmpfs, kPorts, kDependsOn, kHealthcheck, kRestart, kScope, kNetwork,
+  kSecrets, kMeta, kVersion, kImports, kExports, kSandboxKeyCount
+};
+const std::vector<std::string_view> kSandboxKeys = {
+    "image", "cpus", "memory", "disk", "ephemeral", "user", "workdir", "shell", "command",
+    "scripts", "envs", "volumes", "tmpfs", "ports", "depends_on", "healthcheck", "restart",
+    "scope", "network", "secrets", "meta", "version", "imports", "exports"};
+
+enum HealthKey : size_t { kHcCommand, kHcInterval, kHcTimeout, kHcRetries, kHcStartPeriod };
+const std::vector<std::string_view> kHealthKeys = {"command", "interval", "timeout", "retries",
+                                                   "start_period"};
+enum NetworkKey : size_t { kNetPolicy, kNetRules, kNetDns };
+const std::vector<std::string_view> kNetworkKeys = {"policy", "rules", "dns"};
+enum DnsKey : size_t { kDnsServers, kDnsRebind };
+const std::vector<std::string_view> kDnsKeys = {"servers", "rebind_protection"};
+enum SecretKey : size_t { kSecFromEnv, kSecFromFile, kSecAllow, kSecInject };
+const std::vector<std::string_view> kSecretKeys = {"from_env", "from_file", "allow", "inject"};
+enum InjectKey : size_t { kInjHeaders, kInjBasicAuth, kInjQuery, kInjBody };
+const std::vector<std::string_view> kInjectKeys = {"headers", "basic_auth", "query", "body"};
+const std::vector<std::string_view> kDependKeys = {"condition"};
+
+constexpr int kMaxCpus = 128;
+constexpr uint64_t kMinMemory = 32 * kMiB;
+constexpr uint64_t kMaxMemory = 1024 * kGiB;
+constexpr uint64_t kMinDisk = 64 * kMiB;
+constexpr uint64_t kMaxDisk = 16 * 1024 * kGiB;
+
+// uid[:gid] or name[:group].
+bool IsUser(std::string_view s) {
+  size_t colon = s.find(':');
+  std::string_view parts[2] = {s.substr(0, colon),
+                               colon == std::string_view::npos ? std::string_view("x") : s.substr(colon + 1)};
+  for (std::string_view p : parts) {
+    if (p.empty() || p.size() > 32 || p[0] == '-') return false;
+    for (char c : p) {
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-')) return false;
+    }
+  }
+  return true;
+}
+
+bool IsScriptName(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+std::optional<NetworkPolicy> PolicyFrom(Ctx& ctx, const Field& f) {
+  auto s = ctx.Scalar(f, "none, group, public or any");
+  if (!s) return std::nullopt;
+  if (*s == "none") return NetworkPolicy::kNone;
+  if (*s == "group") return NetworkPolicy::kGroup;
+  if (*s == "public") return NetworkPolicy::kPublic;
+  if (*s == "any") return NetworkPolicy::kAny;
+  ctx.Error(f.pos, f.path, "expected none, group, public or any, got \"" + *s + "\"" +
+                               DidYouMean(*s, {"none", "group", "public", "any"}));
+  return std::nullopt;
+}
+
+void LoadEnvs(Ctx& ctx, const Field& f, Sandbox* sb) {
+  auto add = [&](const Field& at, std::string key, std::string value, bool from_list) {
+    if (!IsEnvName(key)) {
+      ctx.Error(at.pos, at.path, "invalid variable name \"" + key +
+                                     "\" (letters, digits and '_', not starting with a digit)");
+      return;
+    }
+    if (from_list && sb->envs.count(key)) {
+      ctx.Error(at.pos, at.path, "variable " + key + " is set twice");
+      return;
+    }
+    sb->envs[std::move(key)] = std::move(value);
+  };
+  if (f.value.IsMap()) {
+    for (const Field& e : ctx.Entries(f.value, f.path, f.pos)) {
+      auto v = ctx.Scalar(e, "a string value (write \"\" for an empty one)");
+      if (v) add(e, e.key.Scalar(), std::move(*v), false);
+    }
+    return;
+  }
+  if (!f.value.IsNull() && !f.value.IsSequence()) {
+    ctx.Error(f.pos, f.path, std::string("expected a list of KEY=VALUE or a map, got ") + TypeName(f.value));
+    return;
+  }
+  for (const Field& item : ctx.Items(f)) {
+    auto s = ctx.Scalar(item, "KEY=VALUE");
+    if (!s) continue;
+    size_t eq = s->find('=');
+    if (eq == std::string::npos) {
+      ctx.Error(item.pos, item.path, "expected KEY=VALUE, got \"" + *s + "\"");
+      continue;
+    }
+    add(item, s->substr(0, eq), s->substr(eq + 1), true);
+  }
+}
+
+// paths receives each mount's key path, in the order of sb->volumes.
+void LoadVolumes(Ctx& ctx, const Field& f, Sandbox* sb, std::vector<std::string>* paths) {
+  std::vector<Field> items = ctx.Items(f);
+  for (const Field& item : items) {
+    auto s = ctx.Scalar(item, "HOST_PATH:GUEST_PATH[:ro] or VOLUME:GUEST_PATH[:ro]");
+    if (!s) continue;
+    auto spec = ParseVolumeSpec(*s);
+    if (!spec.ok()) {
+      ctx.Error(item.pos, item.path, spec.error().message());
+      continue;
+    }
+    Mount m;
+    m.kind = spec->kind;
+    m.target = spec->target;
+    m.read_only = spec->read_only;
+    m.pos = item.pos;
+    if (m.kind == Mount::Kind::kBind) {
+      auto abs = ResolveHostPath(spec->source, ctx.base_dir(), ctx.home());
+      if (!abs.ok()) {
+        ctx.Error(item.pos, item.path, abs.error().message());
+        continue;
+      }
+      if (abs->find(':') != std::string::npos) {
+        ctx.Error(item.pos, item.path, "host path " + *abs + " contains ':', which separates the parts of a volume");
+        continue;
+      }
+      if (ctx.path_exists() && !ctx.path_exists()(*abs)) {
+        ctx.Error(item.pos, item.path,
+                  "host path " + *abs + " does not exist (relative paths start at " + ctx.base_dir() + ")");
+      }
+      m.source = *abs;
+    } else {
+      m.source = spec->source;
+      ctx.volume_uses.push_back({item.path, item.pos, m.source});
+    }
+    sb->volumes.push_back(std::move(m));
+    paths->push_back(item.path);
+  }
+  if (items.size() > static_cast<size_t>(kMaxMounts)) {
+    ctx.Error(f.pos, f.path,
+              std::to_string(items.size()) + " volumes and bind mounts exceed the microVM limit of " +
+                  std::to_string(kMaxMounts) + " (" + std::to_string(kVirtioTransports) +
+                  " virtio-mmio devices, " + std::to_string(kSystemDevices) + " used by msb)");
+  }
+}
+
+void LoadDependsOn(Ctx& ctx, const Field& f, Sandbox* sb) {
+  auto add = [&](const Field& at, const std::string& name, DependCondition cond) {
+    if (!IsValidName(name)) {
+      ctx.Error(at.pos, at.path, "invalid sandbox name \"" + name + "\": use " + kNameRule);
+      return;
+    }
+    if (name == sb->name) {
+      ctx.Error(at.pos, at.path, "a sandbox cannot depend on itself");
+      return;
+    }
+    if (sb->depends_on.count(name)) {
+      ctx.Error(at.pos, at.path, "\"" + name + "\" is listed twice");
+      return;
+    }
+    sb->depends_on[name] = Dependency{cond, at.pos};
+    ctx.dependencies.push_back({sb->name, name, at.path, at.pos, cond});
+  };
+  if (f.value.IsMap()) {
+    for (const Field& e : ctx.Entries(f.value, f.path, f.pos)) {
+      DependCondition cond = DependCondition::kStarted;
+      std::vector<Field> fields = ctx.ReadMap(e.value, e.path, e.pos, kDependKeys);
+      if (fields[0].present) {
+        auto s = ctx.Scalar(fields[0], "started, healthy or completed");
+        if (!s) continue;
+        if (*s == "started") cond = DependCondition::kStarted;
+        else if (*s == "healthy") cond = DependCondition::kHealthy;
+        else if (*s == "completed") cond = DependCondition::kCompleted;
+        else {
+          ctx.Error(fields[0].pos, fields[0].path,
+                    "expected started, healthy or completed, got \"" + *s + "\"" +
+                        DidYouMean(*s, {"started", "healthy", "completed"}));
+          continue;
+        }
+      }
+      add(e, e.key.Scalar(), cond);
+    }
+    return;
+  }
+  if (!f.value.IsNull() && !f.value.IsSequence()) {
+    ctx.Error(f.pos, f.path, std::string("expected a list of sandbox names or a map, got ") + TypeName(f.value));
+    return;
+  }
+  for (const Field& item : ctx.Items(f)) {
+    auto s = ctx.Scalar(item, "a sandbox name");
+    if (s) add(item, *s, DependCondition::kStarted);
+  }
+}
+
+std::optional<Healthcheck> LoadHealthcheck(Ctx& ctx, const Field& f, const std::string& shell) {
+  if (!ctx.ExpectMap(f, "a map with command, interval, timeout, retries, start_period")) return std::nullopt;
+  std::vector<Field> h = ctx.ReadMap(f.value, f.path, f.pos, kHealthKeys);
+  Healthcheck hc;
+  bool ok = true;
+  if (!h[kHcCommand].present) {
+    ctx.Error(f.pos, f.path, "missing required key \"command\"");
+    ok = false;
+  } else if (auto c = ctx.Command(h[kHcCommand], shell)) {
+    hc.command = std::move(*c);
+  } else {
+    ok = false;
+  }
+  if (h[kHcInterval].present) {
+    if (auto d = ctx.Duration(h[kHcInterval], 1)) hc.interval_ms = *d;
+  }
+  if (h[kHcTimeout].present) {
+    if (auto d = ctx.Duration(h[kHcTimeout], 1)) hc.timeout_ms = *d;
+  }
+  if (h[kHcStartPeriod].present) {
+    if (auto d = ctx.Duration(h[kHcStartPeriod], 0)) hc.start_period_ms = *d;
+  }
+  if (h[kHcRetries].present) {
+    if (auto r = ctx.Int(h[kHcRetries], 1, 1000)) hc.retries = static_cast<int>(*r);
+  }
+  if (!ok) return std::nullopt;
+  return hc;
+}
+
+void LoadNetwork(Ctx& ctx, const Field& f, Sandbox* sb, const Field& scope) {
+  std::optional<NetworkPolicy> scope_policy;
+  if (scope.present) {
+    scope_policy = PolicyFrom(ctx, scope);
+    if (scope_policy) sb->network.policy = *scope_policy;
+  }
+  if (!f.present || !ctx.ExpectMap(f, "a map with policy, rules, dns")) return;
+  std::vector<Field> n = ctx.ReadMap(f.value, f.path, f.pos, kNetworkKeys);
+  if (n[kNetPolicy].present) {
+    if (auto p = PolicyFrom(ctx, n[kNetPolicy])) {
+      if (scope_policy && *scope_policy != *p) {
+        ctx.Error(n[kNetPolicy].pos, n[kNetPolicy].path,
+                  std::string("network.policy ") + ToString(*p) + " disagrees with scope " +
+                      ToString(*scope_policy) + " (scope is the legacy spelling; keep one)");
+      }
+      sb->network.policy = *p;
+    }
+  }
+  for (const Field& item : ctx.Items(n[kNetRules])) {
+    auto s = ctx.Scalar(item, "a rule like allow@api.github.com:tcp:443");
+    if (!s) continue;
+    auto rule = ParseNetworkRule(*s);
+    if (!rule.ok()) {
+      ctx.Error(item.pos, item.path, rule.error().message());
+      continue;
+    }
+    sb->network.rules.push_back(std::move(*rule));
+  }
+  const Field& dns = n[kNetDns];
+  if (dns.present && ctx.ExpectMap(dns, "a map with servers, rebind_protection")) {
+    std::vector<Field> d = ctx.ReadMap(dns.value, dns.path, dns.pos, kDnsKeys);
+    for (const Field& item : ctx.Items(d[kDnsServers])) {
+      auto s = ctx.Scalar(item, "an IP address");
+      if (!s) continue;
+      auto ip = CanonicalIp(*s);
+      if (!ip) {
+        ctx.Error(item.pos, item.path, "expected an IPv4 or IPv6 address, got \"" + *s + "\"");
+        continue;
+      }
+      sb->network.dns_servers.push_back(*ip);
+    }
+    if (d[kDnsRebind].present) {
+      if (auto b = ctx.Bool(d[kDnsRebind])) sb->network.rebind_protection = *b;
+    }
+  }
+}
+
+void LoadSecrets(Ctx& ctx, const Field& f, Sandbox* sb) {
+  for (const Field& e : ctx.Entries(f.value, f.path, f.pos)) {
+    const std::string& name = e.key.Scalar();
+    if (!IsEnvName(name)) {
+      ctx.Error(PosOf(e.key), e.path, "invalid variable name \"" + name +
+                                          "\" (letters, digits and '_', not starting with a digit)");
+      continue;
+    }
+    if (!ctx.ExpectMap(e, "a map with from_env or from_file, allow, inject")) continue;
+    std::vector<Field> s = ctx.ReadMap(e.value, e.path, e.pos, kSecretKeys);
+    Secret secret;
+    bool ok = true;
+    if (s[kSecFromEnv].present == s[kSecFromFile].present) {
+      ctx.Error(e.pos, e.path, "needs exactly one of from_env and from_file");
+      ok = false;
+    } else if (s[kSecFromEnv].present) {
+      auto v = ctx.Scalar(s[kSecFromEnv], "a variable name");
+      if (v && !IsEnvName(*v)) {
+        ctx.Error(s[kSecFromEnv].pos, s[kSecFromEnv].path, "invalid variable name \"" + *v + "\"");
+        v.reset();
+      }
+      if (!v) ok = false;
+      else secret.from = *v;
+      secret.source = Secret::Source::kEnv;
+    } else {
+      auto v = ctx.Scalar(s[kSecFromFile], "a host file path");
+      std::optional<std::string> abs;
+      if (v && v->empty()) ctx.Error(s[kSecFromFile].pos, s[kSecFromFile].path, "the path is empty");
+      else if (v) {
+        auto r = ResolveHostPath(*v, ctx.base_dir(), ctx.home());
+        if (r.ok()) abs = *r;
+        else ctx.Error(s[kSecFromFile].pos, s[kSecFromFile].path, r.error().message());
+      }
+      if (!abs) ok = false;
+      else secret.from = *abs;
+      secret.source = Secret::Source::kFile;
+    }
+    if (!s[kSecAllow].present) {
+      ctx.Error(e.pos, e.path, "missing required key \"allow\" (the hosts this secret may be sent to)");
+      ok = false;
+    } else if (auto hosts = ctx.StringList(s[kSecAllow], "host names")) {
+      if (hosts->empty()) {
+        ctx.Error(s[kSecAllow].pos, s[kSecAllow].path,
+                  "the allow list is empty: name the hosts this secret may be sent to");
+        ok = false;
+      }
+      for (const std::string& h : *hosts) {
+        bool wildcard = h.rfind("*.", 0) == 0;
+        auto host = CanonicalHostName(wildcard ? h.substr(2) : h);
+        if (!host) {
+          ctx.Error(s[kSecAllow].pos, s[kSecAllow].path,
+                    "\"" + h + "\" is not a host name or *.domain");
+          ok = false;
+          continue;
+        }
+        secret.allow.push_back(wildcard ? "*." + *host : *host);
+      }
+    } else {
+      ok = false;
+    }
+    const Field& inject = s[kSecInject];
+    if (inject.present && ctx.ExpectMap(inject, "a map with headers, basic_auth, query, body")) {
+      std::vector<Field> in = ctx.ReadMap(inject.value, inject.path, inject.pos, kInjectKeys);
+      bool* flags[] = {&secret.inject_headers, &secret.inject_basic_auth, &secret.inject_query,
+                       &secret.inject_body};
+      for (size_t i = 0; i < in.size(); ++i) {
+        if (!in[i].present) continue;
+        if (auto b = ctx.Bool(in[i])) *flags[i] = *b;
+      }
+    }
+    if (sb->envs.count(name)) {
+      ctx.Error(PosOf(e.key), e.path, "variable " + name + " is both a secret and in envs; keep one");
+      ok = false;
+    }
+    if (ok) sb->secrets[name] = std::move(secret);
+  }
+}
+
+}  // namespace
+
+Meta LoadMeta(Ctx& ctx, const Field& f) {
+  static const std::vector<std::string_view> kKeys = {"authors", "description", "homepage", "repository",
+                                                      "readme", "tags", "icon"};
+  Meta meta;
+  if (!ctx.ExpectMap(f, "a map")) return meta;
+  std::vector<Field> m = ctx.ReadMap(f.value, f.path, f.pos, kKeys);
+  if (m[0].present) meta.authors = ctx.StringList(m[0], "strings").value_or(std::vector<std::string>{});
+  std::string* strings[] = {nullptr, &meta.description, &meta.homepage, &meta.repository, &meta.readme,
+                            nullptr, &meta.icon};
+  for (size_t i = 0; i < m.size(); ++i) {
+    if (strings[i] && m[i].present) *strings[i] = ctx.Scalar(m[i], "a string").value_or("");
+  }
+  if (m[5].present) meta.tags = ctx.StringList(m[5], "strings").value_or(std::vector<std::string>{});
+  return meta;
+}
+
+std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& name) {
+  Sandbox sb;
+  sb.name = name;
+  sb.pos = PosOf(f.key);
+  if (!f.value.IsMap()) {
+    ctx.Error(f.pos, f.path, std::string("expected a map with image, memory, ... , got ") + TypeName(f.value));
+    return std::nullopt;
+  }
+  std::vector<Field> k = ctx.ReadMap(f.value, f.path, f.pos, kSandboxKeys);
+
+  if (k[kShell].present) {
+    auto s = ctx.Scalar(k[kShell], "a shell path like /bin/sh");
+    if (s && s->empty()) ctx.Error(k[kShell].pos, k[kShell].path, "the shell is empty");
+    else if (s) sb.shell = *s;
+  }
+  if (!k[kImage].present) {
+    ctx.Error(sb.pos, f.path, "missing required key \"image\"");
+  } else if (auto s = ctx.Scalar(k[kImage], "an image reference or directory")) {
+    auto img = ParseImage(*s, ctx.base_dir(), ctx.home());
+    if (img.ok()) sb.image = std::move(*img);
+    else ctx.Error(k[kImage].pos, k[kImage].path, img.error().message());
+  }
+  if (k[kCpus].present) {
+    if (auto v = ctx.Int(k[kCpus], 1, kMaxCpus)) sb.cpus = static_cast<int>(*v);
+  }
+  if (k[kMemory].present) {
+    if (auto v = ctx.Size(k[kMemory], kMiB, kMinMemory, kMaxMemory)) {
+      if (*v % kMiB != 0) {
+        ctx.Error(k[kMemory].pos, k[kMemory].path, "memory must be a whole number of MiB");
+      } else {
+        sb.memory = *v;
+      }
+    }
+  }
+  if (k[kDisk].present) {
+    if (auto v = ctx.Size(k[kDisk], 1, kMinDisk, kMaxDisk)) sb.disk = *v;
+  }
+  if (k[kEphemeral].present) {
+    if (auto v = ctx.Bool(k[kEphemeral])) sb.ephemeral = *v;
+  }
+  if (k[kUser].present) {
+    if (auto s = ctx.Scalar(k[kUser], "a user like 1000:1000 or name")) {
+      if (IsUser(*s)) sb.user = *s;
+      else ctx.Error(k[kUser].pos, k[kUser].path, "expected uid[:gid] or name[:group], got \"" + *s + "\"");
+    }
+  }
+  if (k[kWorkdir].present) {
+    if (auto s = ctx.Scalar(k[kWorkdir], "an absolute guest path")) {
+      auto p = NormalizeGuestPath(*s);
+      if (p.ok()) sb.workdir = *p;
+      else ctx.Error(k[kWorkdir].pos, k[kWorkdir].path, p.error().message());
+    }
+  }
+  if (k[kCommand].present) {
+    if (auto c = ctx.Command(k[kCommand], sb.shell)) sb.command = std::move(*c);
+  }
+  if (k[kScripts].present) {
+    for (const Field& e : ctx.Entries(k[kScripts].value, k[kScripts].path, k[kScripts].pos)) {
+      if (!IsScriptName(e.key.Scalar())) {
+        ctx.Error(PosOf(e.key), e.path, "script names are letters, digits, '_', '.' and '-'");
+        continue;
+      }
+      if (auto c = ctx.Command(e, sb.shell)) sb.scripts[e.key.Scalar()] = std::move(*c);
+    }
+  }
+  if (sb.command.empty() && sb.scripts.count("start")) sb.command = sb.scripts["start"];
+  if (k[kEnvs].present) LoadEnvs(ctx, k[kEnvs], &sb);
+  std::vector<std::string> mount_paths;
+  if (k[kVolumes].present) LoadVolumes(ctx, k[kVolumes], &sb, &mount_paths);
+  for (const Field& item : ctx.Items(k[kTmpfs])) {
+    auto s = ctx.Scalar(item, "GUEST_PATH[:size=SIZE]");
+    if (!s) continue;
+    auto t = ParseTmpfs(*s);
+    if (!t.ok()) {
+      ctx.Error(item.pos, item.path, t.error().message());
+      continue;
+    }
+    t->pos = item.pos;
+    if (t->size == 0) t->size = sb.memory / 2;
+    sb.tmpfs.push_back(*t);
+    mount_paths.push_back(item.path);
+  }
+  // Two mounts on one guest path: the second would hide the first.
+  std::map<std::string, std::string> targets;
+  auto claim = [&](const std::string& target, Pos pos, const std::string& path) {
+    auto [it, fresh] = targets.emplace(target, path);
+    if (!fresh) ctx.Error(pos, path, "guest path " + target + " is already mounted by " + it->second);
+  };
+  for (size_t i = 0; i < sb.volumes.size(); ++i) claim(sb.volumes[i].target, sb.volumes[i].pos, mount_paths[i]);
+  for (size_t i = 0; i < sb.tmpfs.size(); ++i) {
+    claim(sb.tmpfs[i].target, sb.tmpfs[i].pos, mount_paths[sb.volumes.size() + i]);
+  }
+  for (const Field& item : ctx.Items(k[kPorts])) {
+    auto s = ctx.Scalar(item, "[ip:]host:guest[/tcp|udp]");
+    if (!s) continue;
+    auto p = ParsePortMapping(*s);
+    if (!p.ok()) {
+      ctx.Error(item.pos, item.path, p.error().message());
+      continue;
+    }
+    p->pos = item.pos;
+    ctx.ports.push_back({sb.name, item.path, item.pos, *p});
+    sb.ports.push_back(*p);
+  }
+  if (k[kDependsOn].present) LoadDependsOn(ctx, k[kDependsOn], &sb);
+  if (k[kHealthcheck].present) sb.healthcheck = LoadHealthcheck(ctx, k[kHealthcheck], sb.shell);
+  if (k[kRestart].present) {
+    if (auto s = ctx.Scalar(k[kRestart], "no, always, on-failure[:N] or unless-stopped")) {
+      auto r = ParseRestart(*s);
+      if (r.ok()) sb.restart = *r;
+      else ctx.Error(k[kRestart].pos, k[kRestart].path, r.error().message());
+    }
+  }
+  LoadNetwork(ctx, k[kNetwork], &sb, k[kScope]);
+  if (k[kSecrets].present) LoadSecrets(ctx, k[kSecrets], &sb);
+  if (k[kMeta].present) sb.meta = LoadMeta(ctx, k[kMeta]);
+  if (k[kVersion].present) ctx.Scalar(k[kVersion], "a version string");
+  for (size_t key : {kImports, kExports}) {
+    if (k[key].present) {
+      ctx.Error(PosOf(k[key].key), k[key].path,
+                std::string(kSandboxKeys[key]) +
+                    " is not supported: it moves files between microsandbox builds, and msb does not implement builds");
+    }
+  }
+  return sb;
+}
+
+}  // namespace msb::schema::internal
