@@ -1,0 +1,38 @@
+// What agentd does only as the guest's PID 1: the early mounts, finding the
+// agent port and the disks by name, assembling the root (base ext4 read-only
+// + writable upper + overlayfs), switching into it, and powering off. Not
+// used in serve mode (tests), and nothing here talks to the host.
+#pragma once
+
+#include <string>
+
+#include "agent/messages.h"
+#include "common/result.h"
+
+namespace msb::agent {
+
+// devtmpfs on /dev, devpts (ptmxmode=0666) on /dev/pts, tmpfs on /dev/shm,
+// proc on /proc, sysfs on /sys. Already-mounted targets are fine.
+Status MountEarly();
+
+// "/dev/vportNpM" for the virtio-serial port whose name is `name`, looking in
+// /sys/class/virtio-ports; retries for up to `wait_ms` while devices appear.
+Result<std::string> FindPortDevice(const std::string& name, int wait_ms);
+
+// "/dev/vdX" for the virtio-blk disk whose serial is `serial`
+// (/sys/block/vd*/serial), never by probe order.
+Result<std::string> FindDiskBySerial(const std::string& serial, int wait_ms);
+
+// Mounts the base read-only and the upper (disk or tmpfs) and assembles the
+// overlay at new_root; moves /dev, /proc and /sys below it.
+Status AssembleRoot(const RootConfig& root, const std::string& new_root);
+
+// Makes new_root the root: chdir, mount --move new_root /, chroot ".". (An
+// initramfs cannot pivot_root.)
+Status SwitchRoot(const std::string& new_root);
+
+// sync, unmount what can be unmounted, remount / read-only, power off.
+// Never returns.
+[[noreturn]] void PowerOff();
+
+}  // namespace msb::agent
