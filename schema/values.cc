@@ -114,8 +114,7 @@ Result<uint64_t> ParseSize(std::string_view text, uint64_t plain_unit) {
   uint64_t v = 0;
   if (!Scale(whole, frac, unit, &v)) {
     if (!frac.empty()) {
-      return Invalid("size " + Quote(text) + " is not a whole number of " +
-                     (unit == plain_unit && plain_unit != 1 ? "MiB" : "bytes"));
+      return Invalid("size " + Quote(text) + " is not a whole number of bytes");
     }
     return Invalid("size " + Quote(text) + " is too large");
   }
