@@ -87,7 +87,7 @@ void CheckVolumes(Ctx& ctx, const Project& project) {
   for (const VolumeUse& use : ctx.volume_uses) {
     if (project.volumes.count(use.name)) continue;
     ctx.Error(use.pos, use.path,
-              "volume \"" + use.name + "\" is not declared under the top-level volumes:" +
+              "volume \"" + use.name + "\" is not declared in the top-level volumes section" +
                   DidYouMean(use.name, declared) + " (a host path starts with ./ or /)");
   }
 }

@@ -40,6 +40,30 @@ std::string UnknownKeyMessage(std::string_view name, const std::vector<std::stri
   return "unknown key" + hint;
 }
 
+// Well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int n = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+    if (n < 0 || i + static_cast<size_t>(n) >= s.size()) return false;
+    uint32_t cp = c & (0x3F >> n);
+    for (int k = 1; k <= n; ++k) {
+      unsigned char cc = static_cast<unsigned char>(s[i + static_cast<size_t>(k)]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += static_cast<size_t>(n) + 1;
+  }
+  return true;
+}
+
 bool IsMergeKey(const YAML::Node& key) { return key.IsScalar() && key.Scalar() == "<<" && key.Tag() == "?"; }
 
 }  // namespace
@@ -214,6 +238,10 @@ std::optional<std::string> Ctx::Scalar(const Field& f, const char* expected) {
   const std::string& raw = f.value.Scalar();
   if (raw.find('\0') != std::string::npos) {
     Error(f.pos, f.path, "NUL characters are not allowed");
+    return std::nullopt;
+  }
+  if (!IsValidUtf8(raw)) {
+    Error(f.pos, f.path, "the text is not valid UTF-8");
     return std::nullopt;
   }
   std::vector<std::string> unset;

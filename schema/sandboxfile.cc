@@ -57,6 +57,70 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+// Lines of text: calls fn(line, 1-based number) until it returns false.
+template <typename F>
+void ForEachLine(std::string_view text, F&& fn) {
+  int number = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    std::string_view line = text.substr(pos, nl == std::string_view::npos ? nl : nl - pos);
+    pos = nl == std::string_view::npos ? text.size() : nl + 1;
+    if (!fn(line, ++number)) return;
+  }
+}
+
+bool IsMarker(std::string_view line, std::string_view marker) {
+  return line.substr(0, 3) == marker &&
+         (line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r');
+}
+
+// Whether a line holds YAML content (not blank, not a comment).
+bool IsContent(std::string_view line) {
+  size_t i = line.find_first_not_of(" \t\r");
+  return i != std::string_view::npos && line[i] != '#';
+}
+
+bool HasContent(std::string_view text) {
+  bool found = false;
+  ForEachLine(text, [&](std::string_view line, int) {
+    found = IsContent(line) && !IsMarker(line, "---") && !IsMarker(line, "...");
+    return !found;
+  });
+  return found;
+}
+
+// Where a second document starts: a "---" line after content, or content
+// after a "..." line. Document markers are only ever at column 1.
+Pos SecondDocument(std::string_view text) {
+  bool content = false, ended = false;
+  Pos at;
+  ForEachLine(text, [&](std::string_view line, int number) {
+    if (IsMarker(line, "---")) {
+      if (content || ended) {
+        at = Pos{number, 1};
+        return false;
+      }
+      content = IsContent(line.substr(3));
+      return true;
+    }
+    if (IsMarker(line, "...")) {
+      ended = content || ended;
+      return true;
+    }
+    if (line.substr(0, 1) == "%" && !content) return true;  // a directive
+    if (IsContent(line)) {
+      if (ended) {
+        at = Pos{number, 1};
+        return false;
+      }
+      content = true;
+    }
+    return true;
+  });
+  return at;
+}
+
 void LoadProject(Ctx& ctx, const YAML::Node& root, Project* project) {
   Field top = internal::MakeField(root, root, "");
   std::vector<Field> k = ctx.ReadMap(root, "", top.pos, kTopKeys, /*extensions=*/true);
@@ -125,23 +189,29 @@ Result<Project> ParseSandboxfile(std::string_view yaml, const std::string& path,
   project.base_dir = DirName(project.source_path);
   Ctx ctx(display, project.base_dir, env, options.path_exists, diags);
 
-  std::vector<YAML::Node> docs;
+  // YAML::Load reads the first document only. (YAML::LoadAll would find a
+  // second one, but loops forever on a stray ',' in yaml-cpp 0.7.)
+  YAML::Node root;
+  bool parsed = false;
   try {
-    docs = YAML::LoadAll(std::string(yaml));
+    root = YAML::Load(std::string(yaml));
+    parsed = true;
   } catch (const YAML::Exception& e) {
     Pos pos = e.mark.is_null() ? Pos{} : Pos{e.mark.line + 1, e.mark.column + 1};
     ctx.Error(pos, "", "invalid YAML: " + e.msg);
   }
-  if (diags->ErrorCount() == errors_before) {
-    if (docs.empty() || docs[0].IsNull()) {
-      ctx.Error(Pos{1, 1}, "", "the file is empty: expected a map with a sandboxes: key");
-    } else if (docs.size() > 1) {
-      ctx.Error(internal::PosOf(docs[1]), "", "only one YAML document is allowed (found a second after ---)");
-    } else if (!docs[0].IsMap()) {
-      ctx.Error(internal::PosOf(docs[0]), "",
-                std::string("expected a map with a sandboxes: key at the top, got ") + internal::TypeName(docs[0]));
+  if (parsed) {
+    Pos second = SecondDocument(yaml);
+    if (second.line > 0) {
+      ctx.Error(second, "", "only one YAML document is allowed (found a second after ---)");
+    } else if (root.IsNull()) {
+      if (HasContent(yaml)) ctx.Error(Pos{1, 1}, "", "expected a map with a sandboxes: key at the top, got nothing");
+      else ctx.Error(Pos{1, 1}, "", "the file is empty: expected a map with a sandboxes: key");
+    } else if (!root.IsMap()) {
+      ctx.Error(internal::PosOf(root), "",
+                std::string("expected a map with a sandboxes: key at the top, got ") + internal::TypeName(root));
     } else {
-      LoadProject(ctx, docs[0], &project);
+      LoadProject(ctx, root, &project);
     }
   }
   diags->Sort();

@@ -64,8 +64,8 @@ TEST(ChecksTest, PublishedHostAddressesAreUnique) {
 
 TEST(ChecksTest, NamedVolumesMustBeDeclared) {
   EXPECT_EQ(Errors("sandboxes:\n  a:\n    image: x\n    volumes: [\"cahce:/c\"]\nvolumes:\n  cache: {}\n"),
-            "Sandboxfile:4:15: sandboxes.a.volumes[0]: volume \"cahce\" is not declared under the top-level "
-            "volumes:; did you mean \"cache\"? (a host path starts with ./ or /)\n");
+            "Sandboxfile:4:15: sandboxes.a.volumes[0]: volume \"cahce\" is not declared in the top-level "
+            "volumes section; did you mean \"cache\"? (a host path starts with ./ or /)\n");
   Project p = MustParse("sandboxes:\n  a:\n    image: x\n    volumes: [\"cache:/c\"]\nvolumes:\n  cache: {size: 1G}\n");
   EXPECT_EQ(p.volumes["cache"].size, kGiB);
   EXPECT_EQ(p.sandboxes["a"].volumes[0].kind, Mount::Kind::kVolume);

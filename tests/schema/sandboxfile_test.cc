@@ -332,7 +332,13 @@ TEST(LoaderTest, YamlSyntaxErrorsHaveAPosition) {
   EXPECT_EQ(Errors(""), "Sandboxfile:1:1: the file is empty: expected a map with a sandboxes: key\n");
   EXPECT_EQ(Errors("- a\n"), "Sandboxfile:1:1: expected a map with a sandboxes: key at the top, got a list\n");
   EXPECT_EQ(Errors("sandboxes: {}\n---\nsandboxes: {}\n"),
-            "Sandboxfile:3:1: only one YAML document is allowed (found a second after ---)\n");
+            "Sandboxfile:2:1: only one YAML document is allowed (found a second after ---)\n");
+  EXPECT_EQ(Errors("sandboxes: {}\n...\n# end\nname: x\n"),
+            "Sandboxfile:4:1: only one YAML document is allowed (found a second after ---)\n");
+  EXPECT_EQ(Errors(","), "Sandboxfile:1:1: expected a map with a sandboxes: key at the top, got nothing\n");
+  EXPECT_EQ(Errors("# only a comment\n"), "Sandboxfile:1:1: the file is empty: expected a map with a sandboxes: key\n");
+  MustParse("%YAML 1.2\n---\n# the one document\nsandboxes: {}\n...\n");
+  MustParse("--- {sandboxes: {}}\n");
 }
 
 TEST(LoaderTest, AllErrorsAreReportedAtOnceInFileOrder) {
