@@ -2,6 +2,8 @@
 // or print its canonical form or per-sandbox config hashes. Read-only: these
 // commands never start, stop or contact anything.
 #include <cstdio>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "orchestrator/cli.h"

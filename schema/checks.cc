@@ -2,6 +2,7 @@
 // addresses, named volumes. Each error is placed where the offending value is.
 #include <algorithm>
 #include <functional>
+#include <map>
 
 #include "schema/loader.h"
 #include "schema/values.h"
@@ -67,8 +68,13 @@ void CheckDependencies(Ctx& ctx, const Project& project) {
 
 void CheckPorts(Ctx& ctx) {
   const std::vector<PortUse>& ports = ctx.ports;
+  // Only listeners on one port and protocol can overlap.
+  std::map<std::pair<uint16_t, Protocol>, std::vector<size_t>> by_port;
   for (size_t i = 0; i < ports.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
+    std::vector<size_t>& earlier = by_port[{ports[i].port.host_port, ports[i].port.protocol}];
+    earlier.push_back(i);
+    for (size_t j : earlier) {
+      if (j == i) break;
       if (!Overlaps(ports[i].port, ports[j].port)) continue;
       const PortMapping& p = ports[i].port;
       std::string addr = (IsV6(p.host_ip) ? "[" + p.host_ip + "]" : p.host_ip) + ":" +

@@ -3,6 +3,7 @@
 #include "schema/loader.h"
 
 #include <algorithm>
+#include <map>
 
 #include "schema/values.h"
 
@@ -182,19 +183,19 @@ std::vector<Field> Ctx::Entries(const YAML::Node& node, const std::string& path,
     Error(at, path, std::string("expected a map, got ") + TypeName(node));
     return out;
   }
+  std::map<std::string_view, size_t> seen;  // views into the nodes' scalars
   auto add = [&](const YAML::Node& k, const YAML::Node& v, bool merged) {
     if (!k.IsScalar()) {
       Error(PosOf(k), path, "keys must be strings, got " + std::string(TypeName(k)));
       return;
     }
-    for (const Field& f : out) {
-      if (f.key.Scalar() == k.Scalar()) {
-        if (!merged) {
-          Error(PosOf(k), Join(path, k.Scalar()),
-                "duplicate key (first at line " + std::to_string(PosOf(f.key).line) + ")");
-        }
-        return;
+    auto [it, fresh] = seen.emplace(k.Scalar(), out.size());
+    if (!fresh) {
+      if (!merged) {
+        Error(PosOf(k), Join(path, k.Scalar()),
+              "duplicate key (first at line " + std::to_string(PosOf(out[it->second].key).line) + ")");
       }
+      return;
     }
     out.push_back(MakeField(k, v, Join(path, k.Scalar())));
   };

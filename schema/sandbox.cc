@@ -2,7 +2,7 @@
 // microsandbox spelling, and the rules local to one sandbox. Rules across
 // sandboxes are in checks.cc.
 #include <algorithm>
-#include <set>
+#include <map>
 
 #include "schema/loader.h"
 #include "schema/network_rule.h"
