@@ -539,6 +539,44 @@ TEST(PlannerTest, SelectionActsOnNamedSandboxesAndTheirDependencies) {
             "plan: 1 to create, 3 to replace, 0 to update, 0 to start, 1 to remove, 1 unchanged\n");
 }
 
+TEST(PlannerTest, OnePlanWithEveryKindOfStep) {
+  schema::Project before = Load(
+      "sandboxes:\n"
+      "  old: {image: alpine}\n"
+      "  db: {image: postgres, healthcheck: {command: [pg_isready]}}\n"
+      "  api: {image: alpine, depends_on: {db: {condition: healthy}}}\n"
+      "  worker: {image: alpine, depends_on: [api]}\n"
+      "  web: {image: alpine}\n");
+  schema::Project after = Load(
+      "sandboxes:\n"
+      "  db: {image: postgres, healthcheck: {command: [pg_isready]}}\n"
+      "  api: {image: alpine, depends_on: {db: {condition: healthy}}, memory: 1G}\n"
+      "  worker: {image: alpine, depends_on: [api], restart: always}\n"
+      "  web: {image: alpine}\n"
+      "  front: {image: nginx, depends_on: [web, api]}\n");
+  std::vector<SandboxRecord> observed = {
+      Record(before, "old", SandboxStatus::kRunning, kDigestA),
+      Record(before, "db", SandboxStatus::kFailed, kDigestA, "supervisor exited with status 1"),
+      Record(before, "api", SandboxStatus::kRunning, kDigestA),
+      Record(before, "worker", SandboxStatus::kRunning, kDigestA),
+      Record(before, "web", SandboxStatus::kRunning, kDigestA)};
+  auto plan = MakePlan(after, {{"api", kDigestB}, {"db", kDigestA}}, observed, {});
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->ToText(),
+            "- remove old (no longer declared)\n"
+            "> start db (was failed: supervisor exited with status 1)\n"
+            "-/+ replace api (memory 512M -> 1G; image digest changed)\n"
+            "= web up to date\n"
+            "+ create front\n"
+            "~ update worker (restart no -> always)\n"
+            "plan: 1 to create, 1 to replace, 1 to update, 1 to start, 1 to remove, 1 unchanged\n");
+  EXPECT_EQ(plan->EdgesText(),
+            "db after old\n"
+            "api after db (healthy), old\n"
+            "front after api, old\n"
+            "worker after api\n");
+}
+
 TEST(PlannerTest, HandBuiltProjectsWithBadDependenciesAreRefused) {
   schema::Project p = Load("sandboxes:\n  a: {image: alpine}\n  b: {image: alpine}\n");
   p.sandboxes["a"].depends_on["b"] = {};
