@@ -5,6 +5,9 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <optional>
+
+#include "schema/model.h"
 
 namespace msb::cli {
 
@@ -15,7 +18,12 @@ int ExitCode();
 // Prints "msb: message" to stderr and returns 1 (for `return Fail(...)`).
 int Fail(const std::string& message);
 
+// Loads the Sandboxfile (-f FILE, else the current directory's), printing
+// every diagnostic to stderr; nullopt (exit 1) when there is any error.
+std::optional<schema::Project> LoadProjectOrReport(const std::string& file);
+
 void RegisterConfigCommands(CLI::App& app);   // validate, config
+void RegisterProjectCommands(CLI::App& app);  // plan, up, down, start, restart
 void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, stop, rm, ps, kernel
 void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox supervisor
 void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path

@@ -10,11 +10,8 @@
 #include "schema/sandboxfile.h"
 
 namespace msb::cli {
-namespace {
 
-// Loads the file, printing every diagnostic to stderr. Returns nullopt (the
-// caller exits 1) when there is any error.
-std::optional<schema::Project> Load(const std::string& file) {
+std::optional<schema::Project> LoadProjectOrReport(const std::string& file) {
   schema::LoadOptions options;
   options.file = file;
   schema::Diagnostics diags;
@@ -33,6 +30,8 @@ std::optional<schema::Project> Load(const std::string& file) {
   return std::move(project).value();
 }
 
+namespace {
+std::optional<schema::Project> Load(const std::string& file) { return LoadProjectOrReport(file); }
 }  // namespace
 
 void RegisterConfigCommands(CLI::App& app) {

@@ -105,7 +105,13 @@ int Run(const RunArgs& a) {
     req.boot_timeout_ms = std::atoi(t);
   }
   auto rec = orchestrator::Launch(*store, req);
-  if (!rec.ok()) return Fail(rec.error().message());
+  if (!rec.ok()) {
+    // A temporary sandbox that never started leaves nothing behind.
+    if (auto failed = store->GetSandbox(req.project, req.name); failed.ok() && *failed) {
+      (void)orchestrator::Remove(*store, **failed);
+    }
+    return Fail(rec.error().message());
+  }
 
   auto client = ControlClient::Connect(rec->control_socket);
   int code;

@@ -64,7 +64,9 @@ int RunSupervisor(const std::string& dir) {
     const bool gone = r.state == vm::State::kStopped || r.state == vm::State::kFailed;
     u.supervisor_pid = gone ? 0 : static_cast<int64_t>(::getpid());
     auto st = store->UpdateSandboxStatus(project, name, u);
-    if (!st.ok()) MSB_LOG(kWarn, "vm") << "cannot record status: " << st.error().message();
+    if (!st.ok()) {
+      MSB_LOG(kWarn, "vm") << "cannot record status: " << st.error().message();
+    }
   });
   if (auto st = sup.Start(); !st.ok()) {
     std::string msg = "error: " + st.error().message() + "\n";

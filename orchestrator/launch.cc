@@ -96,7 +96,7 @@ SandboxRecord Observe(Store& store, SandboxRecord r) {
   return r;
 }
 
-Result<SandboxRecord> Launch(Store& store, const LaunchRequest& req) {
+Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   MSB_TRY(std::string qemu, vm::FindQemu());
   MSB_TRY(std::string kernel, vm::FindKernel());
   MSB_TRY(std::string agentd, FindAgentd());
@@ -143,7 +143,7 @@ Result<SandboxRecord> Launch(Store& store, const LaunchRequest& req) {
   rec.name = req.name;
   rec.config_hash = req.config_hash;
   rec.image_ref = req.image_ref;
-  rec.image_digest = base.substr(base.rfind('/') + 1);
+  rec.image_digest = req.image_digest;
   rec.spec_json = req.spec_json;
   rec.sandbox_dir = dir;
   rec.control_socket = spec.ControlSocket();
@@ -153,7 +153,23 @@ Result<SandboxRecord> Launch(Store& store, const LaunchRequest& req) {
     cleanup_dir();
     return st.error();
   }
+  MSB_TRY(auto got, store.GetSandbox(req.project, req.name));
+  if (!got) return Error(ErrorCode::kInternal, "sandbox record vanished");
+  return *got;
+}
 
+Result<SandboxRecord> Launch(Store& store, const LaunchRequest& req) {
+  MSB_TRY(SandboxRecord rec, Prepare(store, req));
+  return StartSupervisor(store, rec);
+}
+
+Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
+  MSB_TRY(vm::VmSpec spec, vm::ReadSpec(rec.sandbox_dir));
+  const std::string& dir = rec.sandbox_dir;
+  struct {
+    std::string project, name;
+    int boot_timeout_ms;
+  } req{rec.project, rec.name, spec.boot_timeout_ms};
   // The supervisor: detached (own session), stdout is our readiness pipe,
   // stderr its log file.
   int p[2];
@@ -170,8 +186,10 @@ Result<SandboxRecord> Launch(Store& store, const LaunchRequest& req) {
   if (n > 0) so.argv[0] = std::string(exe, static_cast<size_t>(n));
   auto child = ChildProcess::Spawn(so);
   if (!child.ok()) {
-    cleanup_dir();
-    (void)store.DeleteSandbox(req.project, req.name);
+    SandboxStatusUpdate failed;
+    failed.status = SandboxStatus::kFailed;
+    failed.reason = child.error().message();
+    (void)store.UpdateSandboxStatus(req.project, req.name, failed);
     return child.error();
   }
   pid_t sup_pid = child->Release();

@@ -17,6 +17,7 @@ struct LaunchRequest {
   std::string name;
   std::string image_ref;  // as the user wrote it
   std::string image_dir;  // absolute local root file system directory
+  std::string image_digest;  // content digest of the image, when resolved
   int cpus = 1;
   uint64_t memory_bytes = 512ull << 20;
   uint64_t disk_bytes = 2ull << 30;
@@ -31,6 +32,11 @@ struct LaunchRequest {
 // supervisor and waits until the guest is ready or failed. On failure nothing
 // is left running and the record says why.
 Result<SandboxRecord> Launch(Store& store, const LaunchRequest& request);
+// The two halves of Launch: Prepare records the sandbox (status created) with
+// its directory, writable layer and spec; StartSupervisor boots a prepared or
+// stopped sandbox (its writable layer kept) and waits for ready.
+Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& request);
+Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& record);
 
 // What is true now: the record, corrected when its supervisor is gone.
 SandboxRecord Observe(Store& store, SandboxRecord record);

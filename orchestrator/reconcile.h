@@ -1,0 +1,53 @@
+// msb up / plan / down for one project: observe (store records corrected by
+// supervisor liveness) → MakePlan (planner.h, pure) → Execute, which runs the
+// plan's steps as a dependency graph, in parallel where the edges allow, and
+// makes no decisions of its own. Not the planner and not the launcher.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/fd.h"
+#include "common/result.h"
+#include "orchestrator/launch.h"
+#include "orchestrator/planner.h"
+#include "orchestrator/store.h"
+#include "schema/model.h"
+
+namespace msb::orchestrator {
+
+// Holds the project's lock file: two `msb up` (or up and down) on one project
+// are serialised. Released on destruction.
+class ProjectLock {
+ public:
+  static Result<ProjectLock> Acquire(const std::string& project);
+
+ private:
+  explicit ProjectLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+// The project's records, each corrected for a dead supervisor.
+Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::string& project);
+
+// Resolved image digests per declared sandbox (local directories: content hash).
+Result<std::map<std::string, std::string>> ResolveImages(const schema::Project& project);
+
+// The launch request for a declared sandbox.
+Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
+                                        const std::string& digest);
+
+struct ExecuteOptions {
+  int parallelism = 4;
+  // Progress lines ("created web", "removed old", ...).
+  std::function<void(const std::string&)> report;
+};
+
+// Executes plan; returns an error naming every step that failed (and those
+// that were not started because a dependency failed).
+Status Execute(const schema::Project& project, const std::map<std::string, std::string>& digests,
+               const Plan& plan, const ExecuteOptions& options);
+
+}  // namespace msb::orchestrator
