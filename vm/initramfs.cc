@@ -1,8 +1,10 @@
 // Writes the guest initramfs with libarchive (see initramfs.h). Not a general
 // cpio tool: the layout is fixed and tiny.
 //
-// Uncompressed, because it boots faster: with the ~0.8 MB static test init,
-// (measurement pending)
+// Uncompressed: with the 0.75 MB static test init an LZ4 archive (0.39 MB)
+// booted no faster (interleaved medians 0.92 s vs 0.89 s, within the noise;
+// QEMU user CPU 544 ms vs 560 ms), and the kernel's unpacker only reads the
+// legacy LZ4 framing, which libarchive does not write. See vm/kernel.cc.
 #include "vm/initramfs.h"
 
 #include <archive.h>

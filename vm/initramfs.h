@@ -1,5 +1,5 @@
-// The guest's initramfs: a newc cpio (uncompressed: it boots faster than LZ4
-// here, see initramfs.cc) holding only /init and the mount points PID 1 needs.
+// The guest's initramfs: a newc cpio (uncompressed: LZ4 boots no faster here,
+// see initramfs.cc) holding only /init and the mount points PID 1 needs.
 // Not the root file system: agentd mounts that from the image disks.
 #pragma once
 

@@ -42,6 +42,17 @@ Status CheckKernelConfig(std::string_view fragment, std::string_view dot_config)
 // cached build for the current key. The error says to run `msb kernel build`.
 Result<std::string> FindKernel();
 
+// The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW over
+// ~20 ms (x86-64 only).
+Result<long> HostTscKhz();
+
+// "tsc_early_khz=<host TSC kHz>" for the guest's command line, or "" when it
+// cannot be measured. Under TCG the guest TSC ticks at the host's rate, but the
+// guest's own calibration against the emulated PIT fails when the host is busy
+// and the boot then hangs after "tsc: Marking TSC unstable"; giving the
+// frequency skips that calibration. Harmless under KVM (same rate, kvmclock).
+std::string TscKernelArg();
+
 using ProgressFn = std::function<void(std::string_view line)>;
 
 struct KernelBuildOptions {

@@ -44,7 +44,7 @@ Boot BootOnce(const std::string& kernel, const std::string& initrd) {
                "-nodefaults", "-no-user-config", "-nographic",
                "-serial", "stdio",
                "-kernel", kernel, "-initrd", initrd,
-               "-append", "console=ttyS0 quiet panic=-1 reboot=t",
+               "-append", "console=ttyS0 quiet panic=-1 reboot=t " + TscKernelArg(),
                "-no-reboot"};
   opts.stdin_fd = -2;
   opts.stdout_fd = wr.get();
