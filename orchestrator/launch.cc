@@ -120,6 +120,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.initramfs = initramfs;
   spec.base_disk = base;
   spec.boot_timeout_ms = req.boot_timeout_ms;
+  if (auto khz = vm::HostTscKhz(); khz.ok() && *khz > 0) spec.tsc_khz = static_cast<uint64_t>(*khz);
   agent::BootConfig boot = req.boot;
   if (boot.hostname.empty()) boot.hostname = req.name;
   boot.root.ephemeral = req.ephemeral;

@@ -4,6 +4,7 @@
 // /dev/kvm proves nothing on these machines (DESIGN.md section 3).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "common/result.h"
@@ -12,5 +13,6 @@ namespace msb::vm {
 
 // "kvm" or "tcg".
 Result<std::string> ChooseAccel(const std::string& kernel, const std::string& qemu);
+
 
 }  // namespace msb::vm

@@ -18,6 +18,7 @@ nlohmann::json ToJson(const VmSpec& s) {
                         {"kernel", s.kernel},          {"initramfs", s.initramfs},
                         {"base_disk", s.base_disk},    {"upper_disk", s.upper_disk},
                         {"boot", s.boot},              {"boot_timeout_ms", s.boot_timeout_ms},
+                        {"tsc_khz", s.tsc_khz},
                         {"stop_timeout_ms", s.stop_timeout_ms}};
 }
 
@@ -37,6 +38,7 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
     s.boot = j.at("boot");
     s.boot_timeout_ms = j.at("boot_timeout_ms").get<int>();
     s.stop_timeout_ms = j.at("stop_timeout_ms").get<int>();
+    s.tsc_khz = j.value("tsc_khz", uint64_t{0});
   } catch (const nlohmann::json::exception& e) {
     return Error(ErrorCode::kInvalidArgument, std::string("malformed sandbox spec: ") + e.what());
   }
@@ -52,6 +54,12 @@ Result<VmSpec> ReadSpec(const std::string& dir) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return Error(ErrorCode::kInvalidArgument, "malformed " + dir + "/spec.json");
   return VmSpecFromJson(j);
+}
+
+std::string KernelCmdline(const VmSpec& s) {
+  std::string c = "console=ttyS0 quiet panic=-1 reboot=t";
+  if (s.tsc_khz != 0) c += " tsc_early_khz=" + std::to_string(s.tsc_khz);
+  return c;
 }
 
 std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
@@ -70,7 +78,7 @@ std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
       "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
       "-kernel", s.kernel,
       "-initrd", s.initramfs,
-      "-append", "console=ttyS0 quiet panic=-1 reboot=t",
+      "-append", KernelCmdline(s),
       "-chardev", "file,id=con,path=" + s.ConsoleLog(),
       "-serial", "chardev:con",
       "-chardev", "socket,id=qmp,path=" + s.QmpSocket(),

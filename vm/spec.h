@@ -24,6 +24,10 @@ struct VmSpec {
   std::string base_disk;   // read-only ext4
   std::string upper_disk;  // per-sandbox writable ext4; empty when ephemeral
   nlohmann::json boot;     // agent boot configuration (docs/agent-protocol.md)
+  // The guest's TSC frequency, passed as tsc_early_khz: under TCG the kernel's
+  // PIT calibration can fail and then wait forever for timer ticks; with a
+  // known frequency it never calibrates. 0: let the kernel calibrate.
+  uint64_t tsc_khz = 0;
   int boot_timeout_ms = 60000;
   int stop_timeout_ms = 10000;
 
@@ -41,6 +45,8 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j);
 Status WriteSpec(const VmSpec& spec);
 Result<VmSpec> ReadSpec(const std::string& dir);
 
+// The guest kernel's command line.
+std::string KernelCmdline(const VmSpec& spec);
 // The QEMU command line for spec (argv[0] is the QEMU binary).
 std::vector<std::string> QemuArgv(const VmSpec& spec, const std::string& qemu_binary);
 
