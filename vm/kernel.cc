@@ -318,10 +318,14 @@ Result<std::string> BuildUnderLock(const KernelBuildOptions& options, const std:
   auto heartbeat = [&]() {
     auto elapsed = std::chrono::duration_cast<std::chrono::seconds>(
                        std::chrono::steady_clock::now() - started).count();
-    struct stat st;
-    long kib = ::stat(log.path().c_str(), &st) == 0 ? static_cast<long>(st.st_size / 1024) : 0;
-    progress("still compiling after " + std::to_string(elapsed) + " s (" + std::to_string(kib) +
-             " KiB of log)");
+    size_t compiled = 0;
+    if (auto text = ReadFile(log.path()); text.ok()) {
+      for (size_t p = text->find("\n  CC "); p != std::string::npos; p = text->find("\n  CC ", p + 1)) {
+        ++compiled;
+      }
+    }
+    progress("still compiling after " + std::to_string(elapsed) + " s (" +
+             std::to_string(compiled) + " files so far, about 1500 in all)");
   };
   MSB_TRY_STATUS(RunLogged(log, with({"-j" + std::to_string(jobs), "bzImage"}), "make bzImage",
                            options.progress ? std::function<void()>(heartbeat) : nullptr));
