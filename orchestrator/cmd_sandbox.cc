@@ -352,7 +352,7 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_option("--cpus", a->cpus, "virtual CPUs");
     cmd->add_option("--memory,-m", a->memory, "memory, e.g. 512M or 1G");
     cmd->add_option("--disk", a->disk, "size of the writable layer");
-    cmd->add_option("-e,--env", a->env, "environment variable KEY=VALUE");
+    cmd->add_option("-e,--env", a->env, "environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
     cmd->add_option("-w,--workdir", a->workdir, "working directory in the guest");
     cmd->add_option("-u,--user", a->user, "user in the guest (uid, uid:gid or name)");
     cmd->add_option("--name", a->name, "name of the sandbox");
@@ -372,7 +372,7 @@ void RegisterSandboxCommands(CLI::App& app) {
     auto* cmd = app.add_subcommand("exec", "Run a command in a running sandbox");
     cmd->add_flag("-i,--interactive", a->i, "forward standard input");
     cmd->add_flag("-t,--tty", a->t, "allocate a terminal");
-    cmd->add_option("-e,--env", a->env, "environment variable KEY=VALUE");
+    cmd->add_option("-e,--env", a->env, "environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
     cmd->add_option("-w,--workdir", a->workdir, "working directory");
     cmd->add_option("-u,--user", a->user, "user (uid, uid:gid or name)");
     cmd->add_option("sandbox", a->name, "sandbox name")->required();

@@ -4,12 +4,15 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <optional>
 
 #include "common/c_ptr.h"
+#include "common/fd.h"
 
 namespace msb::orchestrator {
 namespace {
@@ -117,6 +120,17 @@ Status UnpackGuestTar(const std::string& tar_path, const std::string& dest_dir,
     return Error(ErrorCode::kIo, std::string("cannot read the copied data: ") +
                                      archive_error_string(in.get()));
   }
+  // Entries are written relative to dest_dir (SECURE_NOABSOLUTEPATHS refuses
+  // absolute names), so work from inside it and come back afterwards.
+  UniqueFd cwd(::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (::chdir(dest_dir.c_str()) != 0) return Error::FromErrno("cannot enter " + dest_dir);
+  struct RestoreCwd {
+    int fd;
+    ~RestoreCwd() {
+      if (fd >= 0 && ::fchdir(fd) != 0) {
+      }
+    }
+  } restore{cwd.get()};
   ArchiveWriter disk(archive_write_disk_new());
   archive_write_disk_set_options(
       disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
@@ -138,7 +152,7 @@ Status UnpackGuestTar(const std::string& tar_path, const std::string& dest_dir,
     }
     std::string path = archive_entry_pathname(entry);
     if (!RenameTop(path, from_top, to_top)) continue;
-    archive_entry_copy_pathname(entry, (dest_dir + "/" + path).c_str());
+    archive_entry_copy_pathname(entry, path.c_str());
     archive_entry_set_perm(entry, archive_entry_perm(entry) & 07777 & ~06000);  // no setuid/setgid
     r = archive_write_header(disk.get(), entry);
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {

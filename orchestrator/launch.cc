@@ -36,7 +36,8 @@ std::string RandomId() {
   return id;
 }
 
-// Reads one line from fd within deadline_ms; empty on EOF or timeout.
+// Reads from fd within deadline_ms until a newline arrives (what was read, the
+// newline and anything after it); what arrived so far on EOF or timeout.
 std::string ReadLine(int fd, int deadline_ms) {
   std::string line;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(deadline_ms);
@@ -54,8 +55,7 @@ std::string ReadLine(int fd, int deadline_ms) {
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return line;
     line.append(buf, static_cast<size_t>(n));
-    if (line.find('\n') != std::string::npos) return line.substr(0, line.find('\n'));
-    if (line.size() > 1 << 20) return line;
+    if (line.find('\n') != std::string::npos || line.size() > 1 << 20) return line;
   }
 }
 
@@ -204,7 +204,7 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   // Reap the supervisor if it already exited (it is our child until we exit).
   int wst;
   ::waitpid(sup_pid, &wst, WNOHANG);
-  if (line != "ok") {
+  if (line != "ok\n") {
     std::string why;
     if (line.rfind("error: ", 0) == 0) {
       why = line.substr(7);
