@@ -1,4 +1,4 @@
-// agentd's entry point. As the guest's PID 1 (no arguments, getpid() == 1) it
+// agentd's entry point. As the guest's PID 1 (getpid() == 1) it
 // mounts the early file systems, opens the "msb.agent" virtio-serial port and
 // serves the agent protocol; `--serve-fd N` / `--serve-stdio` serve the same
 // protocol on an already-connected fd without mounting anything (tests, and
@@ -64,7 +64,9 @@ int ServeMain(int in_fd, int out_fd) {
 
 int main(int argc, char** argv) {
   using namespace msb::agent;
-  if (argc == 1 && ::getpid() == 1) Pid1Main();
+  // The kernel hands init the command-line words it does not know, so as PID 1
+  // the arguments are ignored.
+  if (::getpid() == 1) Pid1Main();
   if (argc == 2 && std::strcmp(argv[1], "--serve-stdio") == 0) return ServeMain(0, 1);
   if (argc == 3 && std::strcmp(argv[1], "--serve-fd") == 0) {
     char* end = nullptr;

@@ -88,9 +88,19 @@ Result<std::string> FindPortDevice(const std::string& name, int wait_ms) {
       std::string dev = "/dev/" + port;
       if (::access(dev.c_str(), F_OK) == 0) return dev;
     }
-    return Error(ErrorCode::kNotFound, "no virtio-serial port named \"" + name +
-                                           "\" under /sys/class/virtio-ports (is the "
-                                           "virtserialport device configured?)");
+    // Say what there is, so a missing device and a missing driver differ.
+    std::string seen;
+    for (const auto& dev : ListDir("/sys/bus/virtio/devices")) {
+      auto id = ReadFile("/sys/bus/virtio/devices/" + dev + "/device");
+      seen += (seen.empty() ? "" : ", ") + dev + "=" + (id.ok() ? Trim(*id) : "?");
+    }
+    std::string ports;
+    for (const auto& port : ListDir("/sys/class/virtio-ports")) ports += (ports.empty() ? "" : ", ") + port;
+    return Error(ErrorCode::kNotFound,
+                 "no virtio-serial port named \"" + name +
+                     "\" under /sys/class/virtio-ports (ports: " + (ports.empty() ? "none" : ports) +
+                     "; virtio devices: " + (seen.empty() ? "none" : seen) +
+                     "); is the virtserialport device configured?");
   });
 }
 
@@ -179,8 +189,9 @@ void PowerOff() {
     Diag(std::string("remounting / read-only: ") + std::strerror(errno));
   ::sync();
   Diag("powering off");
-  ::reboot(RB_POWER_OFF);
-  // Without ACPI power-off, a reset ends the VM when QEMU runs with -no-reboot.
+  // A reset, not RB_POWER_OFF: on microvm, power-off needs working ACPI and
+  // otherwise halts the CPU with QEMU still running, while a reset ends QEMU
+  // whenever it runs with -no-reboot (which the supervisor passes).
   ::reboot(RB_AUTOBOOT);
   for (;;) ::pause();
 }

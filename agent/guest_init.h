@@ -31,7 +31,8 @@ Status AssembleRoot(const RootConfig& root, const std::string& new_root);
 // initramfs cannot pivot_root.)
 Status SwitchRoot(const std::string& new_root);
 
-// sync, unmount what can be unmounted, remount / read-only, power off.
+// sync, unmount what can be unmounted, remount / read-only, then reset the
+// VM (QEMU must run with -no-reboot, so that a reset ends it).
 // Never returns.
 [[noreturn]] void PowerOff();
 
