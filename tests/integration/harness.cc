@@ -121,6 +121,19 @@ MsbResult MsbTest::Msb(const std::vector<std::string>& args, const std::string& 
   return res;
 }
 
+std::string MsbTest::WaitForLogs(const std::string& name, const std::string& text,
+                                 int deadline_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  std::string out;
+  while (std::chrono::steady_clock::now() < deadline) {
+    out = Msb({"logs", name}).out;
+    if (out.find(text) != std::string::npos) return out;
+    pollfd none{};
+    ::poll(&none, 0, 100);
+  }
+  return out;
+}
+
 std::vector<int> MsbTest::ProcessesMatching(const std::string& needle) {
   std::vector<int> pids;
   DIR* d = ::opendir("/proc");

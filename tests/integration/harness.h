@@ -29,6 +29,9 @@ class MsbTest : public ::testing::Test {
   // The busybox root file system (built once per build tree).
   const std::string& Rootfs() const { return rootfs_; }
   const std::string& Home() const { return home_; }
+  // Runs `msb logs NAME` until its output contains `text` or the deadline
+  // passes; returns the last output.
+  std::string WaitForLogs(const std::string& name, const std::string& text, int deadline_s = 30);
   // Pids of processes whose command line contains `needle`.
   static std::vector<int> ProcessesMatching(const std::string& needle);
   // Waits until no process matches `needle`, within deadline_s.
