@@ -1,10 +1,16 @@
 // msb run / exec / cp / logs / ps / stop / rm on real microVMs under TCG.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+
+#include <chrono>
 
 #include <filesystem>
 #include <fstream>
 
+#include "common/child.h"
+#include "common/fd.h"
 #include "common/io.h"
 #include "common/sha256.h"
 #include "tests/integration/harness.h"
@@ -44,6 +50,41 @@ TEST_F(RunTest, MissingCommandExits127WithTheGuestMessage) {
 TEST_F(RunTest, KilledBySignalGives128PlusSignal) {
   auto r = Msb({"run", Rootfs(), "--", "sh", "-c", "kill -9 $$"});
   EXPECT_EQ(r.code, 128 + SIGKILL) << r.err;
+}
+
+TEST_F(RunTest, SignalsToMsbReachTheGuestProcess) {
+  // msb run in the background; once the guest says it is ready, SIGINT msb.
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  UniqueFd rd(out[0]), wr(out[1]);
+  SpawnOptions o;
+  o.argv = {std::string(std::getenv("MSB_BUILD_DIR")) + "/orchestrator/msb", "run", Rootfs(),
+            "--", "sh", "-c", "trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 1; done"};
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
+  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
+  o.env = env;
+  o.stdout_fd = wr.get();
+  auto child = ChildProcess::Spawn(o);
+  ASSERT_TRUE(child.ok());
+  wr.Reset();
+  std::string got;
+  auto read_until = [&](const std::string& text) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (got.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{rd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      char buf[256];
+      ssize_t n = ::read(rd.get(), buf, sizeof buf);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return got.find(text) != std::string::npos;
+  };
+  ASSERT_TRUE(read_until("ready")) << got;
+  child->Kill(SIGINT);
+  EXPECT_TRUE(read_until("got-int")) << got;
+  EXPECT_EQ(child->Wait().ShellCode(), 5);
 }
 
 TEST_F(RunTest, TtyGivesAPseudoTerminalWithTheEnvironment) {
