@@ -2,9 +2,9 @@
 // cpio tool: the layout is fixed and tiny.
 //
 // Uncompressed: with the 0.75 MB static test init an LZ4 archive (0.39 MB)
-// booted no faster (interleaved medians 0.92 s vs 0.89 s, within the noise;
-// QEMU user CPU 544 ms vs 560 ms), and the kernel's unpacker only reads the
-// legacy LZ4 framing, which libarchive does not write. See vm/kernel.cc.
+// made no difference beyond the noise (medians 0.650 s vs 0.634 s; QEMU user
+// CPU 545 ms vs 551 ms; numbers in vm/kernel.cc), and the kernel's unpacker
+// reads only the legacy LZ4 framing, which libarchive does not write.
 #include "vm/initramfs.h"
 
 #include <archive.h>

@@ -3,17 +3,21 @@
 // Boot measurements: whole VM lifetime (QEMU start -> kernel -> static test
 // init writes a line -> power-off -> QEMU exits), QEMU 7.2 microvm, TCG,
 // -smp 1 -m 256M, "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=...",
-// 0.75 MB initramfs, on the 2-core machine while other builds ran (load ~4):
-//   hyperfine, 10 runs        mean +- sd          QEMU user CPU
-//   PVH vmlinux, cpio         868 +- 24 ms        544 ms
-//   LZ4 bzImage, cpio         1050 +- 109 ms      604 ms
-//   PVH vmlinux, cpio.lz4     740 +- 165 ms       560 ms
-//   interleaved, 7 rounds, medians: PVH 0.92 s, bzImage 1.01 s (cpio);
-//   PVH 0.89 s, bzImage 1.00 s (cpio.lz4).
-// PVH is faster every way it was measured (no real-mode set-up stub, no LZ4
-// decompression of the kernel), so FindKernel returns vmlinux; bzImage stays in
-// the cache for loaders without PVH. Kernel build: 349 s with make -j2 (no
-// ACPI-capable PCI; 769 s with PCI on while two other builds shared the cores).
+// 0.75 MB initramfs, on the 2-core machine shared with other builds (load
+// 3-4, so absolute numbers wander; compare within one run):
+//   interleaved, 10 rounds    median    min       (uncompressed cpio)
+//     PVH vmlinux             0.650 s   0.589 s
+//     LZ4 bzImage             0.721 s   0.680 s
+//   the same with an LZ4 cpio: PVH 0.634 s / 0.606 s, bzImage 0.726 s / 0.655 s
+//   hyperfine, 10 runs        mean +- sd         QEMU user CPU
+//     PVH vmlinux, cpio       865 +- 20 ms       545 ms
+//     LZ4 bzImage, cpio       982 +- 58 ms       600 ms
+//     PVH vmlinux, cpio.lz4   774 +- 90 ms       551 ms
+// PVH wins every way it was measured (no set-up stub, no decompression of the
+// kernel), so FindKernel returns vmlinux; bzImage stays in the cache for
+// loaders without PVH. Kernel build with make -j2 on the shared cores: 587 s
+// and 902 s (another kernel build ran beside the second); 349 s for a lighter
+// variant of the fragment on a quieter machine.
 //
 // Cache layout, all under $MSB_HOME/kernels/:
 //   <key>/vmlinux, <key>/bzImage   both images of one build
