@@ -13,7 +13,8 @@ namespace msb::agent {
 
 // Reads a tar stream from in_fd to its end and extracts it under dir
 // (created if missing). Absolute paths, ".." and writes through symlinks are
-// refused; owners are restored when running as root.
+// refused; owners are restored when running as root. Changes the calling
+// process's working directory to dir: run it in a helper process.
 Status ExtractTar(int in_fd, const std::string& dir);
 
 // Writes a tar stream of path to out_fd: a file as one entry named by its

@@ -3,6 +3,8 @@
 #include "agent/messages.h"
 
 #include <gtest/gtest.h>
+#include <rapidcheck.h>
+#include <rapidcheck/gtest.h>
 
 #include "agent/flow.h"
 
@@ -94,6 +96,57 @@ TEST(FlowTest, ReceiveCreditBatchesAndRefusesOverrun) {
   sc.Grant(0xffffffffu);
   sc.Grant(0xffffffffu);
   EXPECT_EQ(sc.available(), 1u << 30);
+}
+
+}  // namespace
+}  // namespace msb::agent
+
+namespace msb::agent {
+namespace {
+
+// Whatever bytes arrive, the decoders answer with a value or an Error; they
+// never throw or crash (the host parses what a hostile guest sends).
+RC_GTEST_PROP(MessagesPropertyTest, DecodersNeverThrow, (const std::string& junk)) {
+  std::string payloads[] = {junk, "{\"argv\":" + junk + "}", "{\"code\":" + junk + "}",
+                            "{\"error\":" + junk + "}", std::string(junk.size() % 64, '[') + junk};
+  for (const auto& p : payloads) {
+    (void)ParseHello(p);
+    (void)ParseBootConfig(p);
+    (void)ParseReady(p);
+    (void)ParseExecRequest(p);
+    (void)ParseStarted(p);
+    (void)ParseExitInfo(p);
+    (void)ParseSignalRequest(p);
+    (void)ParseResize(p);
+    (void)ParseCredit(p);
+    (void)ParsePathRequest(p);
+    (void)ParseResultMsg(p);
+    (void)ParseShutdown(p);
+    (void)ParseErrorMsg(p);
+  }
+}
+
+RC_GTEST_PROP(MessagesPropertyTest, ExecRequestRoundTrips,
+              (const std::vector<std::string>& argv, const std::vector<std::string>& env,
+               const std::string& cwd, bool tty, bool stdin_open)) {
+  RC_PRE(!argv.empty());
+  ExecRequest e;
+  e.argv = argv;
+  e.env = env;
+  e.cwd = cwd;
+  e.tty = tty;
+  e.stdin_open = stdin_open;
+  e.rows = *rc::gen::inRange(0, 65536);
+  e.cols = *rc::gen::inRange(0, 65536);
+  auto back = ParseExecRequest(Encode(e));
+  RC_ASSERT(back.ok());
+  // Strings survive, except invalid UTF-8, which encoding replaces by U+FFFD.
+  if (back->cwd != cwd) RC_ASSERT(back->cwd.find("\xef\xbf\xbd") != std::string::npos);
+  RC_ASSERT(back->argv.size() == argv.size());
+  RC_ASSERT(back->tty == tty);
+  RC_ASSERT(back->stdin_open == stdin_open);
+  RC_ASSERT(back->rows == e.rows);
+  RC_ASSERT(back->cols == e.cols);
 }
 
 }  // namespace
