@@ -18,16 +18,16 @@
 #include "common/io.h"
 
 namespace msb::testing {
-namespace {
-
 std::string BuildDir() {
   const char* b = std::getenv("MSB_BUILD_DIR");
-  return b != nullptr ? b : ".";
+  return b != nullptr ? b : MSB_TEST_BUILD_DIR;
 }
 std::string SourceDir() {
   const char* s = std::getenv("MSB_SOURCE_DIR");
-  return s != nullptr ? s : "..";
+  return s != nullptr ? s : MSB_TEST_SOURCE_DIR;
 }
+
+namespace {
 
 std::string KernelPath() {
   static std::string cached = [] {

@@ -12,6 +12,11 @@
 
 namespace msb::testing {
 
+// The build tree (MSB_BUILD_DIR, else the one the tests were built in) and
+// the source tree.
+std::string BuildDir();
+std::string SourceDir();
+
 struct MsbResult {
   int code = -1;  // exit code, 128+signal when killed
   std::string out;

@@ -58,7 +58,7 @@ TEST_F(RunTest, SignalsToMsbReachTheGuestProcess) {
   ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
   UniqueFd rd(out[0]), wr(out[1]);
   SpawnOptions o;
-  o.argv = {std::string(std::getenv("MSB_BUILD_DIR")) + "/orchestrator/msb", "run", Rootfs(),
+  o.argv = {BuildDir() + "/orchestrator/msb", "run", Rootfs(),
             "--", "sh", "-c", "trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 1; done"};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);

@@ -140,7 +140,7 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   WriteFile("name: crash\nsandboxes:\n" + Sandbox("a") + Sandbox("b") + Sandbox("c"));
   // Start an up and kill it as soon as its first sandbox is recorded.
   SpawnOptions o;
-  o.argv = {std::string(std::getenv("MSB_BUILD_DIR")) + "/orchestrator/msb", "up", "-f",
+  o.argv = {BuildDir() + "/orchestrator/msb", "up", "-f",
             project_ + "/Sandboxfile"};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
@@ -177,7 +177,7 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
 }
 
 TEST_F(UpTest, QuickstartExampleRunsAsIs) {
-  std::string src = std::getenv("MSB_SOURCE_DIR");
+  std::string src = SourceDir();
   std::string file = src + "/examples/quickstart/Sandboxfile";
   struct stat st;
   if (::stat((src + "/examples/quickstart/rootfs").c_str(), &st) != 0) {
