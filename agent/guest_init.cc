@@ -104,16 +104,17 @@ Result<std::string> FindPortDevice(const std::string& name, int wait_ms) {
   });
 }
 
-Result<std::string> FindDiskBySerial(const std::string& serial, int wait_ms) {
+Result<std::string> FindDiskBySerial(const std::string& serial, int wait_ms,
+                                     const std::string& prefix) {
   return Retry(wait_ms, [&]() -> Result<std::string> {
     std::string seen;
-    for (const auto& dev : ListDir("/sys/block")) {
+    for (const auto& dev : ListDir(prefix + "/sys/block")) {
       if (dev.rfind("vd", 0) != 0) continue;
-      auto s = ReadFile("/sys/block/" + dev + "/serial");
+      auto s = ReadFile(prefix + "/sys/block/" + dev + "/serial");
       std::string got = s.ok() ? Trim(*s) : "";
       seen += (seen.empty() ? "" : ", ") + dev + "=\"" + got + "\"";
       if (got == serial) {
-        std::string path = "/dev/" + dev;
+        std::string path = prefix + "/dev/" + dev;
         if (::access(path.c_str(), F_OK) == 0) return path;
       }
     }

@@ -20,8 +20,10 @@ Status MountEarly();
 Result<std::string> FindPortDevice(const std::string& name, int wait_ms);
 
 // "/dev/vdX" for the virtio-blk disk whose serial is `serial`
-// (/sys/block/vd*/serial), never by probe order.
-Result<std::string> FindDiskBySerial(const std::string& serial, int wait_ms);
+// (/sys/block/vd*/serial), never by probe order. With a prefix (a new root
+// that /dev and /sys were moved into), both paths are looked up below it.
+Result<std::string> FindDiskBySerial(const std::string& serial, int wait_ms,
+                                     const std::string& prefix = "");
 
 // Mounts the base read-only and the upper (disk or tmpfs) and assembles the
 // overlay at new_root; moves /dev, /proc and /sys below it.

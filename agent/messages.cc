@@ -3,6 +3,7 @@
 // every access checks the type first, and dumping replaces invalid UTF-8.
 #include "agent/messages.h"
 
+#include <iterator>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -140,7 +141,84 @@ class Fields {
 constexpr int64_t kMaxWinsize = 65535;
 constexpr int kMaxSignal = 64;
 
+constexpr const char* kMountTypeNames[] = {"disk", "virtiofs", "tmpfs"};
+static_assert(std::size(kMountTypeNames) == static_cast<size_t>(MountConfig::Type::kTmpfs) + 1);
+
+json EncodeMount(const MountConfig& m) {
+  return json{{"type", ToString(m.type)},     {"source", m.source},
+              {"target", m.target},           {"read_only", m.read_only},
+              {"size_bytes", m.size_bytes},   {"mode", m.mode}};
+}
+
+// A mount target: absolute, no empty, "." or ".." component, no NUL, not "/".
+Status CheckMountTarget(const std::string& t, const std::string& what) {
+  auto bad = [&](const std::string& why) {
+    return Error(ErrorCode::kProtocol, what + ": field \"target\": " + why);
+  };
+  if (t.empty() || t[0] != '/') return bad("not an absolute path");
+  if (t.size() > kMaxMountTarget) return bad("longer than " + std::to_string(kMaxMountTarget) + " bytes");
+  if (t.find('\0') != std::string::npos) return bad("contains a NUL byte");
+  if (t == "/") return bad("cannot mount over the root");
+  size_t start = 1;
+  while (start <= t.size()) {
+    size_t end = t.find('/', start);
+    if (end == std::string::npos) end = t.size();
+    std::string_view c(t.data() + start, end - start);
+    if (c.empty() || c == "." || c == "..")
+      return bad("\"" + t + "\" has an empty, \".\" or \"..\" component");
+    start = end + 1;
+  }
+  return OkStatus();
+}
+
+Status ParseMount(const json& j, size_t index, MountConfig* m) {
+  std::string what = "boot.mounts[" + std::to_string(index) + "]";
+  if (!j.is_object()) return Error(ErrorCode::kProtocol, what + ": expected an object");
+  Fields f(j, what.c_str());
+  std::string type;
+  f.Str("type", type, true);
+  f.Str("source", m->source);
+  f.Str("target", m->target, true);
+  f.Bool("read_only", m->read_only);
+  f.Int("size_bytes", m->size_bytes, 0, std::numeric_limits<int64_t>::max());
+  f.Int("mode", m->mode, 0, 07777);
+  MSB_TRY_STATUS(f.status());
+  size_t t = 0;
+  while (t < std::size(kMountTypeNames) && type != kMountTypeNames[t]) ++t;
+  if (t == std::size(kMountTypeNames))
+    return Error(ErrorCode::kProtocol, what + ": field \"type\": expected disk, virtiofs or tmpfs");
+  m->type = static_cast<MountConfig::Type>(t);
+  MSB_TRY_STATUS(CheckMountTarget(m->target, what));
+  auto printable = [](const std::string& s) {
+    for (char c : s)
+      if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) return false;
+    return true;
+  };
+  switch (m->type) {
+    case MountConfig::Type::kDisk:
+    case MountConfig::Type::kVirtiofs: {
+      size_t max = m->type == MountConfig::Type::kDisk ? kMaxDiskSerial : kMaxVirtiofsTag;
+      if (m->source.empty() || m->source.size() > max || !printable(m->source))
+        return Error(ErrorCode::kProtocol, what + ": field \"source\": expected 1 to " +
+                                               std::to_string(max) + " printable bytes");
+      break;
+    }
+    case MountConfig::Type::kTmpfs:
+      if (!m->source.empty())
+        return Error(ErrorCode::kProtocol, what + ": field \"source\": a tmpfs has none");
+      if (m->read_only)
+        return Error(ErrorCode::kProtocol, what + ": field \"read_only\": a tmpfs is writable");
+      break;
+  }
+  return OkStatus();
+}
+
 }  // namespace
+
+const char* ToString(MountConfig::Type type) {
+  auto i = static_cast<size_t>(type);
+  return i < std::size(kMountTypeNames) ? kMountTypeNames[i] : "?";
+}
 
 // ---- encoders ----
 
@@ -166,6 +244,7 @@ std::string Encode(const BootConfig& m) {
             {"tty", m.tty},
             {"rows", m.rows},
             {"cols", m.cols}};
+  for (const MountConfig& mount : m.mounts) j["mounts"].push_back(EncodeMount(mount));
   return Dump(j);
 }
 
@@ -197,7 +276,11 @@ std::string Encode(const ResultMsg& m) {
   return Dump(json{{"ok", true}});
 }
 std::string Encode(const Shutdown& m) { return Dump(json{{"timeout_ms", m.timeout_ms}}); }
-std::string Encode(const ErrorMsg& m) { return Dump(json{{"message", m.message}}); }
+std::string Encode(const ErrorMsg& m) {
+  json j = {{"message", m.message}};
+  if (m.id) j["id"] = *m.id;
+  return Dump(j);
+}
 
 // ---- decoders ----
 
@@ -230,6 +313,18 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
     r.Bool("ephemeral", m.root.ephemeral);
     r.Int("upper_size_bytes", m.root.upper_size_bytes, 0, std::numeric_limits<int64_t>::max());
     f.Merge(r.status());
+  }
+  if (auto it = j.find("mounts"); it != j.end() && !it->is_null() && f.status().ok()) {
+    if (!it->is_array())
+      return Error(ErrorCode::kProtocol, "boot: field \"mounts\": expected an array of objects");
+    if (it->size() > kMaxBootMounts)
+      return Error(ErrorCode::kProtocol, "boot: field \"mounts\": more than " +
+                                             std::to_string(kMaxBootMounts) + " mounts");
+    for (size_t i = 0; i < it->size(); ++i) {
+      MountConfig mount;
+      MSB_TRY_STATUS(ParseMount((*it)[i], i, &mount));
+      m.mounts.push_back(std::move(mount));
+    }
   }
   MSB_TRY_STATUS(f.status());
   if (m.hostname.size() > 64)
@@ -346,6 +441,11 @@ Result<ErrorMsg> ParseErrorMsg(std::string_view payload) {
   ErrorMsg m;
   Fields f(j, "error");
   f.Str("message", m.message, true);
+  if (j.contains("id")) {
+    uint32_t id = 0;
+    f.Int("id", id, 0, std::numeric_limits<uint32_t>::max());
+    m.id = id;
+  }
   MSB_TRY_STATUS(f.status());
   return m;
 }

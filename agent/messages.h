@@ -27,7 +27,28 @@ struct RootConfig {
   uint64_t upper_size_bytes = 0;   // tmpfs size when ephemeral (0: kernel default)
 };
 
-// kBoot, host→agent. `mounts` and `network` are reserved: accepted, ignored.
+// One mount agentd makes inside the new root, after the overlay root and
+// before switching into it (agent/mounts.h). The target is resolved inside
+// the new root (symlinks included), its missing directories created.
+struct MountConfig {
+  enum class Type : int { kDisk = 0, kVirtiofs = 1, kTmpfs = 2 };
+  Type type = Type::kTmpfs;
+  // kDisk: the virtio-blk serial of an ext4 disk; kVirtiofs: the virtio-fs
+  // tag; kTmpfs: unused (empty).
+  std::string source;
+  std::string target;  // absolute guest path, no "." or ".." components
+  bool read_only = false;
+  uint64_t size_bytes = 0;  // kTmpfs: 0 = the kernel's default (half the RAM)
+  uint32_t mode = 01777;    // kTmpfs: permission bits of its root
+};
+const char* ToString(MountConfig::Type type);
+// Limits a boot message is checked against (docs/agent-protocol.md).
+inline constexpr size_t kMaxBootMounts = 64;
+inline constexpr size_t kMaxDiskSerial = 20;  // virtio-blk serials are 20 bytes
+inline constexpr size_t kMaxVirtiofsTag = 36;
+inline constexpr size_t kMaxMountTarget = 4096;
+
+// kBoot, host→agent. `network` is reserved: accepted, ignored.
 struct BootConfig {
   std::string hostname;
   std::vector<std::string> env;  // "K=V"
@@ -35,6 +56,7 @@ struct BootConfig {
   std::string workdir;
   std::vector<std::string> command;  // empty: no workload (only exec service)
   RootConfig root;
+  std::vector<MountConfig> mounts;  // in order: a mount may nest in an earlier one
   bool tty = false;
   int rows = 24;
   int cols = 80;
@@ -72,8 +94,13 @@ struct ResultMsg {
   std::optional<std::string> error;  // none: {"ok":true}
 };
 struct Shutdown { int64_t timeout_ms = 10000; };
-// kError.
-struct ErrorMsg { std::string message; };
+// kError. On id N != 0 it is final for N (the request could not start). A
+// complaint about a frame for a live id N comes on id 0 with id = N, and N
+// stays live.
+struct ErrorMsg {
+  std::string message;
+  std::optional<uint32_t> id;
+};
 
 std::string Encode(const Hello& m);
 std::string Encode(const BootConfig& m);

@@ -23,8 +23,10 @@
 // (SpawnFunction) whose stdin/stdout is streamed like a process's, so tar
 // work never blocks the loop. A session ends with exactly one final frame:
 // kExit (exec), kResult (copy; copy-out sends an empty kData first), or
-// kError when it could not start. Frames for an id that has ended are
-// dropped silently: kStdin, kCredit, kSignal may cross the final frame.
+// kError when it could not start. A complaint about a frame for a live id
+// goes out on id 0 carrying {"id": N} (SendError), so that an error on id N
+// always means N has ended. Frames for an id that has ended are dropped
+// silently: kStdin, kCredit, kSignal may cross the final frame.
 //
 // Flow control, per session (flow.h): `send` counts the host's credit for
 // our kStdout/kStderr/kData; a session's output fds are polled only while
@@ -74,6 +76,7 @@
 #include "agent/session.h"
 #include "agent/flow.h"
 #include "agent/guest_init.h"
+#include "agent/mounts.h"
 #include "agent/spawn.h"
 #include "agent/tar.h"
 #include "agent/users.h"
@@ -139,7 +142,12 @@ void Server::Queue(uint32_t id, FrameKind kind, std::string_view payload) {
 }
 
 void Server::SendError(uint32_t id, const std::string& message) {
-  Queue(id, FrameKind::kError, Encode(ErrorMsg{Truncated(message)}));
+  // An error on a live id would read as its end: complain on the channel instead.
+  if (id != kChannelId && sessions_.count(id)) {
+    Queue(kChannelId, FrameKind::kError, Encode(ErrorMsg{Truncated(message), id}));
+    return;
+  }
+  Queue(id, FrameKind::kError, Encode(ErrorMsg{Truncated(message), std::nullopt}));
 }
 
 void Server::SendHello() { Queue(kChannelId, FrameKind::kHello, Encode(Hello{kProtocolVersion, "agentd"})); }
@@ -343,6 +351,7 @@ void Server::HandleBoot(const Frame& f) {
   };
   if (mode_ == ServerMode::kPid1) {
     if (auto s = AssembleRoot(boot_.root, kNewRoot); !s.ok()) return fail(s.error());
+    if (auto s = MountAll(boot_.mounts, kNewRoot); !s.ok()) return fail(s.error());
     if (auto s = SwitchRoot(kNewRoot); !s.ok()) return fail(s.error());
     if (!boot_.hostname.empty() && ::sethostname(boot_.hostname.data(), boot_.hostname.size()) != 0)
       return fail(Error::FromErrno("sethostname " + boot_.hostname));

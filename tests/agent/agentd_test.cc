@@ -525,14 +525,25 @@ TEST_F(AgentdTest, MalformedRequestsGetErrorsAndServiceContinues) {
   f = Recv();
   EXPECT_NE(f.payload.find("not absolute"), std::string::npos) << f.payload;
 
-  // An exec without stdin refuses kStdin.
-  Exec(10, Cmd({"sh", "-c", "read x"}));
+  // An exec without stdin refuses kStdin; the complaint comes on the channel
+  // id, naming id 10, which stays live.
+  Exec(10, Cmd({"sleep", "100"}));
   Send(10, FrameKind::kStdin, "data");
   f = Recv();
   EXPECT_EQ(f.kind, FrameKind::kError);
-  EXPECT_NE(f.payload.find("stdin is not open"), std::string::npos) << f.payload;
-  Outcome o = Collect(10);  // read hits EOF on /dev/null
-  EXPECT_EQ(o.exit->code, 1);
+  EXPECT_EQ(f.id, kChannelId);
+  auto complaint = ParseErrorMsg(f.payload);
+  ASSERT_TRUE(complaint.ok());
+  EXPECT_EQ(complaint->id, 10u);
+  EXPECT_NE(complaint->message.find("stdin is not open"), std::string::npos) << f.payload;
+  // Starting an id that is live is refused the same way.
+  Send(10, FrameKind::kExec, Encode(Cmd({"true"})));
+  f = Recv();
+  EXPECT_EQ(f.id, kChannelId);
+  EXPECT_NE(f.payload.find("id 10 is in use"), std::string::npos) << f.payload;
+  Send(10, FrameKind::kSignal, Encode(SignalRequest{SIGKILL}));
+  Outcome o = Collect(10);
+  EXPECT_EQ(o.exit->signal, SIGKILL);
 
   // Frames for ids that have ended are dropped silently.
   Send(10, FrameKind::kCredit, Encode(Credit{5}));
