@@ -10,7 +10,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -21,6 +20,7 @@
 
 #include "common/fd.h"
 #include "common/io.h"
+#include "common/sha256.h"
 
 namespace msb::vm {
 namespace {
@@ -40,20 +40,6 @@ struct EntryFree {
 };
 using ArchivePtr = std::unique_ptr<struct archive, ArchiveWriteFree>;
 using EntryPtr = std::unique_ptr<struct archive_entry, EntryFree>;
-
-std::string HexSha256(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  MSB_CHECK(EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) == 1,
-            "EVP_Digest(sha256) failed");
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 0xf]);
-  }
-  return out;
-}
 
 Error ArchiveError(struct archive* a, const std::string& what) {
   const char* msg = archive_error_string(a);
@@ -161,7 +147,7 @@ Status BuildInitramfs(const std::string& init_binary, const std::string& out_pat
 Result<std::string> CachedInitramfs(const std::string& init_binary) {
   MSB_TRY(std::string init, ReadInit(init_binary));
   const std::string dir = MsbHome() + "/initramfs";
-  const std::string path = dir + "/" + HexSha256(std::string(kLayoutVersion) + "\n" + init) + ".cpio";
+  const std::string path = dir + "/" + Sha256Hex(std::string(kLayoutVersion) + "\n" + init) + ".cpio";
   struct stat sb;
   if (::stat(path.c_str(), &sb) == 0 && S_ISREG(sb.st_mode)) return path;
   MSB_TRY_STATUS(MakeDirs(dir));

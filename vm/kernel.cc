@@ -31,7 +31,6 @@
 #include "vm/kernel.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -51,6 +50,7 @@
 #include "common/child.h"
 #include "common/fd.h"
 #include "common/io.h"
+#include "common/sha256.h"
 #include "vm/kernel_config.h"  // generated from vm/kernel.config
 
 #if defined(__x86_64__)
@@ -65,20 +65,6 @@ namespace {
 // faster than the LZ4 bzImage under TCG (numbers at the top of this file).
 constexpr char kBootImage[] = "vmlinux";
 constexpr int kLogTailLines = 40;
-
-std::string HexSha256(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  MSB_CHECK(EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) == 1,
-            "EVP_Digest(sha256) failed");
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 0xf]);
-  }
-  return out;
-}
 
 bool IsRegularFile(const std::string& path) {
   struct stat st;
@@ -363,7 +349,7 @@ std::string KernelCacheKey(std::string_view source_version, std::string_view fra
                          std::to_string(source_version.size()) + ":" +
                          std::string(source_version) + "\n" + std::to_string(fragment.size()) +
                          ":" + std::string(fragment);
-  return HexSha256(material);
+  return Sha256Hex(material);
 }
 
 Result<std::string> KernelSourceVersion() {
