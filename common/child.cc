@@ -128,6 +128,9 @@ Result<ChildProcess> ChildProcess::Spawn(const SpawnOptions& opts) {
       }
     }
     if (!opts.cwd.empty() && ::chdir(opts.cwd.c_str()) != 0) fail(errno);
+    if (opts.before_exec) {
+      if (int err = opts.before_exec(); err != 0) fail(err);
+    }
     if (opts.env) {
       ::execve(argv[0], argv.data(), envp.data());
       // execve does not search PATH; fall back to execvpe for bare names.

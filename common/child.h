@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -25,6 +26,11 @@ struct SpawnOptions {
   int parent_death_signal = 0;
   bool new_session = false;
   std::string cwd;
+  // Runs in the child just before exec, after the fds, session, death signal
+  // and cwd are set: returns 0 to go on, or an errno that Spawn then returns
+  // as its error. The child of a fork: make system calls only (no locks, no
+  // allocation); write a reason to fd 2 when a bare errno would not tell.
+  std::function<int()> before_exec;
 };
 
 struct ExitStatus {

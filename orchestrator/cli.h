@@ -27,5 +27,6 @@ void RegisterProjectCommands(CLI::App& app);  // plan, up, down, start, restart
 void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, stop, rm, ps, kernel
 void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox supervisor
 void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path
+void RegisterVolumeCommands(CLI::App& app);     // volume ls, volume rm
 
 }  // namespace msb::cli

@@ -30,6 +30,7 @@ struct UpArgs {
   bool watch = false;
   bool force_recreate = false;
   bool no_recreate = false;
+  int wait_timeout_s = 300;
 };
 
 // One reconcile pass. Returns the exit code.
@@ -71,6 +72,21 @@ int ReconcileOnce(const schema::Project& project, const UpArgs& a, bool print_pl
   return 0;
 }
 
+// --wait: every selected sandbox running, and healthy where it has a check.
+int WaitAll(const schema::Project& project, const UpArgs& a) {
+  std::vector<std::string> bad;
+  for (const auto& [name, sb] : project.sandboxes) {
+    if (!a.names.empty() && std::find(a.names.begin(), a.names.end(), name) == a.names.end()) continue;
+    auto cond = sb.healthcheck ? schema::DependCondition::kHealthy : schema::DependCondition::kStarted;
+    auto st = orchestrator::WaitForCondition(project.name, name, cond, a.wait_timeout_s);
+    if (!st.ok()) bad.push_back(st.error().message());
+  }
+  if (bad.empty()) return 0;
+  std::string msg = "not ready:";
+  for (const auto& b : bad) msg += "\n  " + b;
+  return Fail(msg);
+}
+
 int Plan(const std::string& file) {
   auto project = LoadProjectOrReport(file);
   if (!project) return 1;
@@ -89,6 +105,7 @@ int Up(const UpArgs& a) {
   auto lock = orchestrator::ProjectLock::Acquire(project->name);
   if (!lock.ok()) return Fail(lock.error().message());
   int rc = ReconcileOnce(*project, a, false);
+  if (rc == 0 && a.wait) rc = WaitAll(*project, a);
   if (!a.watch) return rc;
 
   // --watch: reconcile again when the file or its .env changes (debounced),
@@ -226,7 +243,8 @@ void RegisterProjectCommands(CLI::App& app) {
     auto* cmd = app.add_subcommand("up", "Create, replace or remove sandboxes until they match the Sandboxfile");
     cmd->add_option("-f,--file", a->file, "Sandboxfile");
     cmd->add_option("names", a->names, "only these sandboxes (and their dependencies)");
-    cmd->add_flag("--wait", a->wait, "wait until every sandbox is running");
+    cmd->add_flag("--wait", a->wait, "wait until every sandbox is running and healthy");
+    cmd->add_option("--wait-timeout", a->wait_timeout_s, "seconds --wait waits (default 300)");
     cmd->add_flag("--watch", a->watch, "keep reconciling when the file changes or a sandbox dies");
     cmd->add_flag("--force-recreate", a->force_recreate, "replace sandboxes even when unchanged");
     cmd->add_flag("--no-recreate", a->no_recreate, "never replace existing sandboxes");

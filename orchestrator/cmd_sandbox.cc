@@ -19,6 +19,7 @@
 #include "orchestrator/control_client.h"
 #include "orchestrator/host_tar.h"
 #include "orchestrator/launch.h"
+#include "orchestrator/reconcile.h"
 #include "orchestrator/store.h"
 #include "schema/values.h"
 
@@ -251,15 +252,21 @@ int Ps(bool json_out) {
   if (!all.ok()) return Fail(all.error().message());
   nlohmann::json arr = nlohmann::json::array();
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"PROJECT", "NAME", "STATE", "IMAGE", "UPTIME", "RESTARTS"});
+  rows.push_back({"PROJECT", "NAME", "STATE", "HEALTH", "IMAGE", "UPTIME", "RESTARTS"});
   for (auto r : *all) {
     r = orchestrator::Observe(*store, r);
     const bool up = r.status == orchestrator::SandboxStatus::kRunning;
+    // Health is re-observed from the supervisor, never stored.
+    std::string health;
+    if (up) {
+      if (auto live = orchestrator::LiveStatus(r); live.ok()) health = live->value("health", "");
+    }
     arr.push_back({{"project", r.project},
                    {"name", r.name},
                    {"state", orchestrator::ToString(r.status)},
                    {"reason", r.status_reason},
                    {"image", r.image_ref},
+                   {"health", health},
                    {"started_at", r.started_at},
                    {"restarts", r.restarts},
                    {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json()}});
@@ -267,7 +274,8 @@ int Ps(bool json_out) {
     if (r.exit_code && r.status == orchestrator::SandboxStatus::kExited) {
       state += " (" + std::to_string(*r.exit_code) + ")";
     }
-    rows.push_back({r.project, r.name, state, r.image_ref, up ? FormatAge(r.started_at) : "-",
+    rows.push_back({r.project, r.name, state, health.empty() ? "-" : health, r.image_ref,
+                    up ? FormatAge(r.started_at) : "-",
                     std::to_string(r.restarts)});
   }
   if (json_out) {

@@ -61,6 +61,7 @@ int RunSupervisor(const std::string& dir) {
     u.status = ToStoreStatus(r);
     u.reason = r.reason;
     u.exit_code = r.exit_code;
+    u.count_restart = r.restarted;
     const bool gone = r.state == vm::State::kStopped || r.state == vm::State::kFailed;
     u.supervisor_pid = gone ? 0 : static_cast<int64_t>(::getpid());
     auto st = store->UpdateSandboxStatus(project, name, u);

@@ -120,6 +120,15 @@ Result<json> ControlClient::GetStatus() {
   return j;
 }
 
+Status ControlClient::UpdatePolicy(const json& policy) {
+  MSB_TRY_STATUS(Send(0, vm::AsFrameKind(vm::ControlKind::kUpdatePolicy), policy.dump()));
+  MSB_TRY(Frame f, Receive(10000));
+  auto r = agent::ParseResultMsg(f.payload);
+  if (!r.ok()) return r.error();
+  if (r->error) return Error(ErrorCode::kInvalidArgument, *r->error);
+  return OkStatus();
+}
+
 Status ControlClient::Stop(int timeout_ms) {
   MSB_TRY_STATUS(Send(0, vm::AsFrameKind(vm::ControlKind::kStop),
                       json{{"timeout_ms", timeout_ms}}.dump()));

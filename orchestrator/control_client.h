@@ -29,6 +29,8 @@ class ControlClient {
   static Result<ControlClient> Connect(const std::string& socket_path);
 
   Result<nlohmann::json> GetStatus();
+  // Replaces the restart policy and health check of the running sandbox.
+  Status UpdatePolicy(const nlohmann::json& policy);
   // Asks for a graceful stop and waits until the supervisor is gone.
   Status Stop(int timeout_ms);
   // Runs req in the guest; returns its shell-style exit code (128+signal).

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "fs/disk.h"
 #include "orchestrator/control_client.h"
+#include "orchestrator/mounts.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
@@ -133,7 +134,12 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
       return st.error().Wrap("creating the writable layer of " + req.name);
     }
   }
+  if (auto st = PrepareMounts(store, req, &spec, &boot); !st.ok()) {
+    cleanup_dir();
+    return st.error();
+  }
   spec.boot = nlohmann::json::parse(agent::Encode(boot));
+  spec.policy = req.policy;
   if (auto st = vm::WriteSpec(spec); !st.ok()) {
     cleanup_dir();
     return st.error();

@@ -3,12 +3,15 @@
 // *whether* to act; callers decide. Not the supervisor itself (vm/).
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <optional>
 #include <string>
 
 #include "agent/messages.h"
 #include "common/result.h"
 #include "orchestrator/store.h"
+#include "schema/model.h"
 
 namespace msb::orchestrator {
 
@@ -23,6 +26,12 @@ struct LaunchRequest {
   uint64_t disk_bytes = 2ull << 30;
   bool ephemeral = false;
   agent::BootConfig boot;
+  // Mounts as declared; Prepare makes them devices and the guest's mount list
+  // (orchestrator/mounts.h). volume_sizes: each named volume's size, by name.
+  std::vector<schema::Mount> mounts;
+  std::vector<schema::Tmpfs> tmpfs;
+  std::map<std::string, uint64_t> volume_sizes;
+  nlohmann::json policy;  // vm/policy.h: restart policy and health check
   std::string config_hash;
   std::string spec_json;
   int boot_timeout_ms = 60000;

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterSandboxCommands(app);
   msb::cli::RegisterSupervisorCommand(app);
   msb::cli::RegisterKernelCommands(app);
+  msb::cli::RegisterVolumeCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

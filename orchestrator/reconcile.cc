@@ -3,10 +3,12 @@
 #include "orchestrator/reconcile.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <set>
@@ -14,6 +16,9 @@
 
 #include "common/io.h"
 #include "fs/disk.h"
+#include "orchestrator/control_client.h"
+#include "vm/policy.h"
+#include "vm/spec.h"
 #include "schema/sandboxfile.h"
 
 namespace msb::orchestrator {
@@ -58,6 +63,22 @@ Result<std::map<std::string, std::string>> ResolveImages(const schema::Project& 
   return digests;
 }
 
+nlohmann::json SupervisorPolicy(const schema::Sandbox& sb) {
+  vm::Policy p;
+  p.restart.kind = static_cast<vm::RestartPolicy::Kind>(static_cast<int>(sb.restart.policy));
+  p.restart.max_retries = sb.restart.max_retries;
+  if (sb.healthcheck) {
+    vm::HealthPolicy h;
+    h.command = sb.healthcheck->command;
+    h.interval_ms = sb.healthcheck->interval_ms;
+    h.timeout_ms = sb.healthcheck->timeout_ms;
+    h.retries = sb.healthcheck->retries;
+    h.start_period_ms = sb.healthcheck->start_period_ms;
+    p.health = h;
+  }
+  return vm::ToJson(p);
+}
+
 Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
                                         const std::string& digest) {
   LaunchRequest req;
@@ -69,6 +90,13 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
   req.memory_bytes = sb.memory;
   req.disk_bytes = sb.disk;
   req.ephemeral = sb.ephemeral;
+  req.mounts = sb.volumes;
+  req.tmpfs = sb.tmpfs;
+  for (const auto& m : sb.volumes) {
+    auto v = project.volumes.find(m.source);
+    if (m.kind == schema::Mount::Kind::kVolume && v != project.volumes.end())
+      req.volume_sizes[m.source] = v->second.size;
+  }
   for (const auto& [k, v] : sb.envs) req.boot.env.push_back(k + "=" + v);
   req.boot.user = sb.user;
   req.boot.workdir = sb.workdir;
@@ -77,13 +105,77 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
     auto start = sb.scripts.find("start");
     if (start != sb.scripts.end()) req.boot.command = start->second;
   }
+  req.policy = SupervisorPolicy(sb);
   req.config_hash = schema::ConfigHash(sb, digest);
   req.spec_json = RecordSpecJson(sb, digest);
   req.image_digest = digest;
   return req;
 }
 
+Result<nlohmann::json> LiveStatus(const SandboxRecord& record) {
+  if (record.status != SandboxStatus::kRunning && record.status != SandboxStatus::kStarting) {
+    return Error(ErrorCode::kState, record.name + " is " + ToString(record.status));
+  }
+  MSB_TRY(ControlClient client, ControlClient::Connect(record.control_socket));
+  return client.GetStatus();
+}
+
+Status WaitForCondition(const std::string& project, const std::string& name,
+                        schema::DependCondition condition, int deadline_s) {
+  MSB_TRY(Store store, Store::Open(Store::DefaultPath()));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  std::string last = "no answer";
+  while (std::chrono::steady_clock::now() < deadline) {
+    MSB_TRY(auto rec, store.GetSandbox(project, name));
+    if (!rec) return Error(ErrorCode::kNotFound, name + " does not exist");
+    SandboxRecord r = Observe(store, *rec);
+    if (condition == schema::DependCondition::kCompleted) {
+      if (r.status == SandboxStatus::kExited || r.status == SandboxStatus::kStopped) {
+        if (r.exit_code.value_or(-1) == 0) return OkStatus();
+        return Error(ErrorCode::kState, name + " did not complete successfully (" +
+                                            (r.exit_code ? "exit code " + std::to_string(*r.exit_code)
+                                                         : r.status_reason) + ")");
+      }
+      if (r.status == SandboxStatus::kFailed) {
+        return Error(ErrorCode::kState, name + " failed: " + r.status_reason);
+      }
+    } else {
+      if (r.status == SandboxStatus::kFailed || r.status == SandboxStatus::kExited ||
+          r.status == SandboxStatus::kStopped) {
+        return Error(ErrorCode::kState, name + " is " + ToString(r.status) +
+                                            (r.status_reason.empty() ? "" : ": " + r.status_reason));
+      }
+      if (r.status == SandboxStatus::kRunning) {
+        if (condition == schema::DependCondition::kStarted) return OkStatus();
+        auto st = LiveStatus(r);
+        if (st.ok()) {
+          std::string health = st->value("health", std::string());
+          if (health == "healthy") return OkStatus();
+          if (health == "unhealthy") return Error(ErrorCode::kState, name + " is unhealthy");
+          if (health.empty()) return Error(ErrorCode::kState, name + " has no health check");
+          last = "health " + health;
+        }
+      }
+    }
+    pollfd none{};
+    ::poll(&none, 0, 200);
+  }
+  return Error(ErrorCode::kTimeout, name + " did not become " + schema::ToString(condition) +
+                                        " within " + std::to_string(deadline_s) + " s (" + last + ")");
+}
+
 namespace {
+
+Status WaitForDependencies(const schema::Project& project, const std::string& name) {
+  auto it = project.sandboxes.find(name);
+  if (it == project.sandboxes.end()) return OkStatus();
+  for (const auto& [dep, d] : it->second.depends_on) {
+    if (d.condition == schema::DependCondition::kStarted) continue;
+    auto st = WaitForCondition(project.name, dep, d.condition, 300);
+    if (!st.ok()) return st.error().Wrap("waiting for dependency " + dep);
+  }
+  return OkStatus();
+}
 
 Status RunStep(const schema::Project& project, const std::map<std::string, std::string>& digests,
                const Step& step, std::string* done_text) {
@@ -99,6 +191,10 @@ Status RunStep(const schema::Project& project, const std::map<std::string, std::
     if (!rec.ok()) return rec.error();
     return OkStatus();
   };
+  if (step.kind == StepKind::kCreate || step.kind == StepKind::kReplace ||
+      step.kind == StepKind::kStart) {
+    MSB_TRY_STATUS(WaitForDependencies(project, step.name));
+  }
   switch (step.kind) {
     case StepKind::kNoop:
       return OkStatus();
@@ -122,6 +218,10 @@ Status RunStep(const schema::Project& project, const std::map<std::string, std::
       SandboxRecord updated = *rec;
       updated.spec_json = RecordSpecJson(sb, digest);
       MSB_TRY_STATUS(store.UpsertSandbox(updated));
+      if (auto spec = vm::ReadSpec(rec->sandbox_dir); spec.ok()) {
+        spec->policy = SupervisorPolicy(sb);
+        MSB_TRY_STATUS(vm::WriteSpec(*spec));
+      }
       auto started = StartSupervisor(store, updated);
       if (!started.ok()) return started.error();
       *done_text = "started " + step.name;
@@ -134,6 +234,15 @@ Status RunStep(const schema::Project& project, const std::map<std::string, std::
       SandboxRecord updated = *rec;
       auto digest = digests.count(step.name) ? digests.at(step.name) : rec->image_digest;
       updated.spec_json = RecordSpecJson(sb, digest);
+      // The supervisor applies the new policy in place and keeps it in its spec.
+      nlohmann::json policy = SupervisorPolicy(sb);
+      if (SupervisorAlive(*rec)) {
+        MSB_TRY(ControlClient client, ControlClient::Connect(rec->control_socket));
+        MSB_TRY_STATUS(client.UpdatePolicy(policy));
+      } else if (auto spec = vm::ReadSpec(rec->sandbox_dir); spec.ok()) {
+        spec->policy = policy;
+        MSB_TRY_STATUS(vm::WriteSpec(*spec));
+      }
       MSB_TRY_STATUS(store.UpsertSandbox(updated));
       *done_text = "updated " + step.name;
       return OkStatus();

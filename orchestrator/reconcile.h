@@ -35,9 +35,22 @@ Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::strin
 // Resolved image digests per declared sandbox (local directories: content hash).
 Result<std::map<std::string, std::string>> ResolveImages(const schema::Project& project);
 
+// The supervisor's policy (vm/policy.h JSON) for a declared sandbox.
+nlohmann::json SupervisorPolicy(const schema::Sandbox& sb);
+
 // The launch request for a declared sandbox.
 Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
                                         const std::string& digest);
+
+// Live status of a sandbox from its supervisor: state and, when it has a
+// health check, "health" (starting|healthy|unhealthy); kState error when it is
+// not running.
+Result<nlohmann::json> LiveStatus(const SandboxRecord& record);
+
+// Waits (deadline) until `name` satisfies `condition` (started: running;
+// healthy: its health check passed; completed: its workload exited with 0).
+Status WaitForCondition(const std::string& project, const std::string& name,
+                        schema::DependCondition condition, int deadline_s);
 
 struct ExecuteOptions {
   int parallelism = 4;

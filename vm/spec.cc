@@ -18,8 +18,9 @@ nlohmann::json ToJson(const VmSpec& s) {
                         {"kernel", s.kernel},          {"initramfs", s.initramfs},
                         {"base_disk", s.base_disk},    {"upper_disk", s.upper_disk},
                         {"boot", s.boot},              {"boot_timeout_ms", s.boot_timeout_ms},
-                        {"tsc_khz", s.tsc_khz},
-                        {"stop_timeout_ms", s.stop_timeout_ms}};
+                        {"tsc_khz", s.tsc_khz},        {"policy", s.policy},
+                        {"stop_timeout_ms", s.stop_timeout_ms},
+                        {"volumes", DisksToJson(s.volumes)}, {"shares", SharesToJson(s.shares)}};
 }
 
 Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
@@ -39,6 +40,9 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
     s.boot_timeout_ms = j.at("boot_timeout_ms").get<int>();
     s.stop_timeout_ms = j.at("stop_timeout_ms").get<int>();
     s.tsc_khz = j.value("tsc_khz", uint64_t{0});
+    if (j.contains("volumes")) s.volumes = DisksFromJson(j["volumes"]);
+    if (j.contains("shares")) s.shares = SharesFromJson(j["shares"]);
+    if (j.contains("policy")) s.policy = j["policy"];
   } catch (const nlohmann::json::exception& e) {
     return Error(ErrorCode::kInvalidArgument, std::string("malformed sandbox spec: ") + e.what());
   }
@@ -93,6 +97,7 @@ std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
     a.insert(a.end(), {"-drive", "id=upper,file=" + s.upper_disk + ",format=raw,if=none,discard=unmap",
                        "-device", "virtio-blk-device,drive=upper,serial=msb-upper"});
   }
+  AppendDeviceArgs(s.volumes, s.shares, s.dir, a);
   a.insert(a.end(), {"-object", "rng-random,id=rng,filename=/dev/urandom", "-device",
                      "virtio-rng-device,rng=rng"});
   return a;

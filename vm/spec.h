@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "vm/devices.h"
 
 namespace msb::vm {
 
@@ -23,7 +24,10 @@ struct VmSpec {
   std::string initramfs;
   std::string base_disk;   // read-only ext4
   std::string upper_disk;  // per-sandbox writable ext4; empty when ephemeral
+  std::vector<VmDisk> volumes;  // named volumes (virtio-blk), serial msb-vol-<i>
+  std::vector<VmShare> shares;  // host directories (virtio-fs), tag msbfs<i>
   nlohmann::json boot;     // agent boot configuration (docs/agent-protocol.md)
+  nlohmann::json policy;   // restart policy and health check (policy.h)
   // The guest's TSC frequency, passed as tsc_early_khz: under TCG the kernel's
   // PIT calibration can fail and then wait forever for timer ticks; with a
   // known frequency it never calibrates. 0: let the kernel calibrate.

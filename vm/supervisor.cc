@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "agent/messages.h"
 #include "common/io.h"
 #include "common/log.h"
 #include "vm/control.h"
@@ -117,21 +118,32 @@ std::string Supervisor::ConsoleTail(const std::string& path, int lines) {
 }
 
 Status Supervisor::Start() {
-  MSB_TRY(std::string qemu_bin, FindQemu());
-  MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket()));
-  MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket()));
+  if (auto p = PolicyFromJson(spec_.policy); p.ok()) {
+    policy_ = *p;
+  } else {
+    return p.error().Wrap("sandbox spec");
+  }
   workload_log_ = UniqueFd(::open(spec_.WorkloadLog().c_str(),
                                   O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!workload_log_) return Error::FromErrno("cannot open " + spec_.WorkloadLog());
+  sigchld_ = dispatcher_.Signal(SIGCHLD, [this]() { OnChildSignal(); });
+  sigterm_ = dispatcher_.Signal(SIGTERM, [this]() { BeginStop("stopped by SIGTERM"); });
+  sigint_ = dispatcher_.Signal(SIGINT, [this]() { BeginStop("stopped by SIGINT"); });
+  MSB_TRY_STATUS(SpawnVm());
+  Report();
+  return OkStatus();
+}
 
+Status Supervisor::SpawnVm() {
+  MSB_TRY(std::string qemu_bin, FindQemu());
+  MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket()));
+  MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket()));
   agent_accept_ = dispatcher_.WatchFd(agent_listen_.get(), Dispatcher::kRead,
                                       [this](short) { OnAgentAccept(); });
   qmp_accept_ = dispatcher_.WatchFd(qmp_listen_.get(), Dispatcher::kRead,
                                     [this](short) { OnQmpAccept(); });
-  sigchld_ = dispatcher_.Signal(SIGCHLD, [this]() { OnChildSignal(); });
-  sigterm_ = dispatcher_.Signal(SIGTERM, [this]() { BeginStop("stopped by SIGTERM"); });
-  sigint_ = dispatcher_.Signal(SIGINT, [this]() { BeginStop("stopped by SIGINT"); });
-
+  // Shared directories: their virtiofsd must hold the sockets QEMU connects to.
+  MSB_TRY_STATUS(virtiofs_.Start(spec_.shares, spec_.dir, spec_.dir + "/virtiofsd.log"));
   UniqueFd qemu_log(::open((spec_.dir + "/qemu.log").c_str(),
                            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   SpawnOptions opts;
@@ -144,11 +156,60 @@ Status Supervisor::Start() {
   auto child = ChildProcess::Spawn(opts);
   if (!child.ok()) return child.error();
   qemu_ = std::move(*child);
-
   boot_timer_ = dispatcher_.Timer([this]() { OnBootTimeout(); });
   boot_timer_.Arm(std::chrono::milliseconds(spec_.boot_timeout_ms));
-  Report();
   return OkStatus();
+}
+
+void Supervisor::ResetGuestConnections() {
+  agent_read_.Reset();
+  agent_write_.Reset();
+  agent_fd_.Reset();
+  agent_reader_ = agent::FrameReader();
+  agent_out_.clear();
+  agent_accept_.Reset();
+  qmp_accept_.Reset();
+  qmp_.reset();
+  health_timer_.Reset();
+  health_timeout_.Reset();
+  health_id_ = 0;
+  // Requests in flight end with the VM.
+  auto routes = std::move(routes_);
+  routes_.clear();
+  for (auto& [gid, r] : routes) {
+    if (r.client == nullptr) continue;
+    r.client->to_guest.erase(r.client_id);
+    SendClient(r.client, r.client_id, FrameKind::kError,
+               json{{"message", "the sandbox restarted"}}.dump());
+  }
+}
+
+bool Supervisor::MaybeRestart(bool failed, const std::string& why) {
+  if (stop_requested_ || !ShouldRestart(policy_.restart, failed, restarts_)) return false;
+  // A VM that ran a while earns a fresh backoff.
+  int attempt = restarts_;
+  if (std::chrono::steady_clock::now() - running_since_ > std::chrono::seconds(60)) attempt = 0;
+  auto delay = RestartBackoff(attempt);
+  MSB_LOG(kInfo, "vm") << spec_.name << ": " << why << "; restarting in " << delay.count()
+                       << " ms (restart policy " << ToString(policy_.restart.kind) << ")";
+  ResetGuestConnections();
+  boot_timer_.Reset();
+  stop_timer_.Reset();
+  kill_timer_.Reset();
+  state_ = State::kBooting;
+  reason_ = why + "; restarting";
+  ++restarts_;
+  StatusReport r{state_, reason_, workload_exit_, -1, true};
+  if (reporter_) reporter_(r);
+  restart_timer_ = dispatcher_.Timer([this]() {
+    if (auto st = SpawnVm(); !st.ok()) {
+      state_ = State::kFailed;
+      reason_ = "restart failed: " + st.error().message();
+      Finish();
+    }
+  });
+  restart_timer_.Arm(delay);
+  return true;
 }
 
 void Supervisor::OnAgentAccept() {
@@ -226,9 +287,8 @@ void Supervisor::HandleAgentFrame(Frame f) {
   if (f.id == agent::kChannelId) {
     switch (f.kind) {
       case FrameKind::kHello: {
-        auto j = json::parse(f.payload, nullptr, false);
-        if (j.is_discarded() || !j.is_object() || !j.contains("version") ||
-            !j["version"].is_number_integer() || j["version"].get<int>() != agent::kProtocolVersion) {
+        auto hello = agent::ParseHello(f.payload);
+        if (!hello.ok() || hello->version != agent::kProtocolVersion) {
           Fail("the guest agent speaks another protocol version (expected " +
                std::to_string(agent::kProtocolVersion) + ")");
           return;
@@ -242,27 +302,38 @@ void Supervisor::HandleAgentFrame(Frame f) {
           Fail("the guest agent reported ready twice");
           return;
         }
-        auto j = json::parse(f.payload, nullptr, false);
-        if (j.is_object() && j.contains("error") && j["error"].is_string()) {
-          std::string err = j["error"].get<std::string>();
+        auto ready = agent::ParseReady(f.payload);
+        if (!ready.ok()) {
+          Fail("the guest sent a malformed ready message: " + ready.error().message());
+          return;
+        }
+        if (ready->error) {
+          std::string err = *ready->error;
           if (err.size() > 2000) err.resize(2000);
           Fail("the guest failed to boot: " + err);
           return;
         }
         boot_timer_.Reset();
-        auto listen = ListenUnix(spec_.ControlSocket());
-        if (!listen.ok()) {
-          Fail(listen.error().message());
-          return;
+        if (!control_listen_) {
+          auto listen = ListenUnix(spec_.ControlSocket());
+          if (!listen.ok()) {
+            Fail(listen.error().message());
+            return;
+          }
+          control_listen_ = std::move(*listen);
+          control_accept_ = dispatcher_.WatchFd(control_listen_.get(), Dispatcher::kRead,
+                                                [this](short) { OnControlAccept(); });
         }
-        control_listen_ = std::move(*listen);
-        control_accept_ = dispatcher_.WatchFd(control_listen_.get(), Dispatcher::kRead,
-                                              [this](short) { OnControlAccept(); });
         state_ = State::kRunning;
+        reason_.clear();
+        running_since_ = std::chrono::steady_clock::now();
+        StartHealthChecks();
         Report();
         Notify("ok");
         return;
       }
+      case FrameKind::kResult:  // the agent's answer to kShutdown
+        return;
       case FrameKind::kError: {
         MSB_LOG(kWarn, "agent") << "the guest agent reported an error on the channel";
         return;
@@ -274,6 +345,17 @@ void Supervisor::HandleAgentFrame(Frame f) {
   }
   if (f.id == agent::kWorkloadId) {
     HandleWorkloadFrame(f);
+    return;
+  }
+  if (health_id_ != 0 && f.id == health_id_) {
+    if (f.kind == FrameKind::kStdout || f.kind == FrameKind::kStderr) {
+      SendAgent(f.id, FrameKind::kCredit, json{{"bytes", f.payload.size()}}.dump());
+    } else if (f.kind == FrameKind::kExit) {
+      auto e = agent::ParseExitInfo(f.payload);
+      OnHealthResult(e.ok() && e->signal == 0 && e->code == 0);
+    } else if (f.kind == FrameKind::kError) {
+      OnHealthResult(false);
+    }
     return;
   }
   auto it = routes_.find(f.id);
@@ -319,14 +401,19 @@ void Supervisor::HandleWorkloadFrame(const Frame& f) {
     case FrameKind::kStarted:
       return;
     case FrameKind::kExit: {
-      auto j = json::parse(f.payload, nullptr, false);
-      int code = 0;
-      if (j.is_object()) {
-        int sig = j.value("signal", 0);
-        code = sig != 0 ? 128 + sig : j.value("code", 0);
+      // Guest JSON: only the validating decoder reads it.
+      auto e = agent::ParseExitInfo(f.payload);
+      if (!e.ok()) {
+        Fail("the guest sent a malformed exit status: " + e.error().message());
+        return;
       }
+      int code = e->signal != 0 ? 128 + e->signal : e->code;
       workload_exit_ = code;
-      BeginStop("the workload exited with code " + std::to_string(code));
+      std::string why = "the workload exited with code " + std::to_string(code);
+      if (!stop_requested_ && ShouldRestart(policy_.restart, code != 0, restarts_)) {
+        restart_after_exit_ = true;
+      }
+      BeginStop(why);
       return;
     }
     default:
@@ -369,13 +456,43 @@ void Supervisor::HandleClientFrame(Client* c, Frame f) {
       case static_cast<uint8_t>(ControlKind::kStatus): {
         json st{{"state", ToString(state_)}, {"pid", ::getpid()}, {"qemu_pid", qemu_.pid()}};
         if (workload_exit_) st["workload_exit"] = *workload_exit_;
+        st["restarts"] = restarts_;
+        if (health_) st["health"] = ToString(health_->state());
         if (!reason_.empty()) st["reason"] = reason_;
         SendClient(c, 0, FrameKind::kResult, st.dump());
         return;
       }
       case static_cast<uint8_t>(ControlKind::kStop): {
         stop_waiters_.push_back(c);
+        stop_requested_ = true;
+        restart_after_exit_ = false;
+        if (state_ == State::kBooting && restart_timer_.active() && !qemu_.running()) {
+          // Waiting to restart: nothing is running, so the stop is immediate.
+          restart_timer_.Reset();
+          state_ = State::kStopped;
+          reason_ = "stopped by request";
+          Finish();
+          return;
+        }
         BeginStop("stopped by request");
+        return;
+      }
+      case static_cast<uint8_t>(ControlKind::kUpdatePolicy): {
+        auto j = json::parse(f.payload, nullptr, false);
+        auto p = PolicyFromJson(j);
+        if (!p.ok()) {
+          SendClient(c, 0, FrameKind::kResult, json{{"error", p.error().message()}}.dump());
+          return;
+        }
+        policy_ = *p;
+        spec_.policy = j;
+        (void)WriteSpec(spec_);
+        health_timer_.Reset();
+        health_timeout_.Reset();
+        health_id_ = 0;
+        health_.reset();
+        if (state_ == State::kRunning) StartHealthChecks();
+        SendClient(c, 0, FrameKind::kResult, json{{"ok", true}}.dump());
         return;
       }
       default:
@@ -464,9 +581,18 @@ void Supervisor::CloseClient(Client* c) {
 }
 
 void Supervisor::OnChildSignal() {
+  for (const std::string& gone : virtiofs_.Reap()) MSB_LOG(kInfo, "virtiofs") << gone;
   auto st = qemu_.TryWait();
   if (!st) return;
   MSB_LOG(kInfo, "vm") << "QEMU " << st->ToString();
+  if (state_ == State::kStopping && restart_after_exit_ && !stop_requested_) {
+    restart_after_exit_ = false;
+    if (MaybeRestart(workload_exit_.value_or(0) != 0, reason_)) return;
+  }
+  if (state_ == State::kRunning && !stop_requested_ &&
+      MaybeRestart(true, "the VM exited unexpectedly (QEMU " + st->ToString() + ")")) {
+    return;
+  }
   if (state_ == State::kStopping) {
     state_ = State::kStopped;
   } else if (state_ != State::kFailed) {
@@ -487,6 +613,8 @@ void Supervisor::OnBootTimeout() {
 
 void Supervisor::BeginStop(const std::string& reason) {
   if (state_ == State::kStopping || state_ == State::kStopped || state_ == State::kFailed) return;
+  health_timer_.Reset();
+  health_timeout_.Reset();
   if (state_ == State::kBooting) {
     Fail("stopped while booting (" + reason + ")");
     return;
@@ -545,8 +673,50 @@ void Supervisor::Notify(const std::string& line) {
 
 void Supervisor::Report() {
   if (!reporter_) return;
-  StatusReport r{state_, reason_, workload_exit_, qemu_.pid()};
+  StatusReport r{state_, reason_, workload_exit_, qemu_.pid(), false};
   reporter_(r);
+}
+
+void Supervisor::StartHealthChecks() {
+  if (!policy_.health) {
+    health_.reset();
+    return;
+  }
+  if (!health_) health_.emplace(*policy_.health);
+  health_timer_ = dispatcher_.Timer([this]() { RunHealthProbe(); });
+  // The first probe comes quickly, so `up --wait` does not wait a full interval.
+  health_timer_.Arm(std::chrono::milliseconds(std::min<int64_t>(policy_.health->interval_ms, 500)));
+}
+
+void Supervisor::RunHealthProbe() {
+  if (state_ != State::kRunning || !policy_.health || health_id_ != 0) return;
+  health_id_ = next_guest_id_++;
+  agent::ExecRequest req;
+  req.argv = policy_.health->command;
+  SendAgent(health_id_, FrameKind::kExec, agent::Encode(req));
+  health_timeout_ = dispatcher_.Timer([this]() {
+    if (health_id_ == 0) return;
+    SendAgent(health_id_, FrameKind::kSignal, json{{"signal", SIGKILL}}.dump());
+    OnHealthResult(false);
+  });
+  health_timeout_.Arm(std::chrono::milliseconds(policy_.health->timeout_ms));
+}
+
+void Supervisor::OnHealthResult(bool ok) {
+  health_id_ = 0;
+  health_timeout_.Reset();
+  if (!health_ || !policy_.health) return;
+  auto since = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - running_since_).count();
+  Health before = health_->state();
+  health_->OnProbe(ok, since);
+  if (health_->state() != before) {
+    MSB_LOG(kInfo, "vm") << spec_.name << ": health " << ToString(health_->state());
+  }
+  if (state_ == State::kRunning) {
+    health_timer_ = dispatcher_.Timer([this]() { RunHealthProbe(); });
+    health_timer_.Arm(std::chrono::milliseconds(policy_.health->interval_ms));
+  }
 }
 
 }  // namespace msb::vm

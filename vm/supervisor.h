@@ -7,7 +7,13 @@
 // within spec.boot_timeout_ms) → kRunning → kStopping (kShutdown sent to the
 // agent; after stop_timeout_ms QMP system_powerdown; after as long again, kill)
 // → kStopped, or kFailed from any state (boot timeout, QEMU died, the guest
-// broke the protocol). The process exits when QEMU is gone.
+// broke the protocol). The process exits when QEMU is gone, unless the
+// restart policy (policy.h) says to boot again: the workload ended, or QEMU
+// died, and the policy allows it → after RestartBackoff, kBooting again with a
+// new QEMU (restarts counted). A stop the user asked for never restarts.
+//
+// Health checks run as agent execs every interval (timeout: SIGKILL, counted
+// as a failure); the state is in the kStatus answer.
 //
 // Guest output is hostile: frames are bounded by the FrameReader, stream bytes
 // beyond the credit window are a protocol violation, and nothing the guest
@@ -24,8 +30,10 @@
 #include "common/child.h"
 #include "common/dispatcher.h"
 #include "common/fd.h"
+#include "vm/policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
+#include "vm/virtiofs.h"
 
 namespace msb::vm {
 
@@ -37,6 +45,7 @@ struct StatusReport {
   std::string reason;           // why failed/stopped, human sentence
   std::optional<int> exit_code;  // the workload's, when it exited
   pid_t qemu_pid = -1;
+  bool restarted = false;  // this report follows an automatic restart
 };
 
 class Supervisor {
@@ -75,6 +84,14 @@ class Supervisor {
   void FlushClient(Client* c);
   void CloseClient(Client* c);
   void OnChildSignal();
+  Status SpawnVm();
+  // The VM ended by itself (failed: non-zero exit or crash); restarts it
+  // when the policy says so. Returns false when it did not.
+  bool MaybeRestart(bool failed, const std::string& why);
+  void ResetGuestConnections();
+  void StartHealthChecks();
+  void RunHealthProbe();
+  void OnHealthResult(bool ok);
   void OnBootTimeout();
   void BeginStop(const std::string& reason);
   void Fail(const std::string& reason);
@@ -91,6 +108,7 @@ class Supervisor {
   std::string reason_;
   std::optional<int> workload_exit_;
 
+  VirtiofsDaemons virtiofs_;  // one virtiofsd per shared directory, started before QEMU
   ChildProcess qemu_;
   UniqueFd agent_listen_, qmp_listen_, control_listen_;
   EventHandle agent_accept_, qmp_accept_, control_accept_;
@@ -107,6 +125,16 @@ class Supervisor {
   std::map<uint32_t, Route> routes_;  // guest id -> client
   uint32_t next_guest_id_ = agent::kFirstHostId;
   std::vector<Client*> stop_waiters_;
+
+  Policy policy_;
+  int restarts_ = 0;
+  bool stop_requested_ = false;
+  bool restart_after_exit_ = false;  // the workload ended: restart once QEMU is gone
+  EventHandle restart_timer_;
+  std::optional<HealthTracker> health_;
+  std::chrono::steady_clock::time_point running_since_;
+  EventHandle health_timer_, health_timeout_;
+  uint32_t health_id_ = 0;  // guest id of the probe in flight, 0 when none
 };
 
 }  // namespace msb::vm

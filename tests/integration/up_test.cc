@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <functional>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 
@@ -37,6 +40,9 @@ class UpTest : public MsbTest {
     return Msb(args);
   }
   std::string project_;
+
+ public:
+  MsbResult PublicMsb(const std::vector<std::string>& args) { return Msb(args); }
 };
 
 TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
@@ -176,6 +182,71 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
 
+// Polls `msb ps --json` until `pred` holds for sandbox `name` (deadline).
+static bool WaitForPs(UpTest* t, const std::string& name,
+                      const std::function<bool(const nlohmann::json&)>& pred, int deadline_s = 60);
+
+TEST_F(UpTest, HealthChecksDependenciesRestartPoliciesAndWait) {
+  WriteFile("name: health\nsandboxes:\n"
+            "  db:\n    image: " + Rootfs() + "\n    memory: 128M\n"
+            "    command: [\"/bin/sh\", \"-c\", \"sleep 2; touch /ready; sleep 3600\"]\n"
+            "    healthcheck: { command: [\"test\", \"-f\", \"/ready\"], interval: 1s, retries: 2, start_period: 20s }\n"
+            "  app:\n    image: " + Rootfs() + "\n    memory: 128M\n"
+            "    command: [\"/bin/sh\", \"-c\", \"echo app run; exit 3\"]\n"
+            "    restart: on-failure:2\n"
+            "    depends_on:\n      db: { condition: healthy }\n");
+  auto up = InProject({"up", "--wait"});
+  ASSERT_EQ(up.code, 0) << up.err;
+  EXPECT_LT(up.out.find("created db"), up.out.find("created app"));
+  auto ps = Msb({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("healthy"));
+  // on-failure:2: the workload runs three times, then the sandbox stays exited.
+  EXPECT_TRUE(WaitForPs(this, "app", [](const nlohmann::json& s) {
+    return s["state"] == "exited" && s["restarts"] == 2;
+  })) << Msb({"ps"}).out;
+  EXPECT_EQ(Msb({"logs", "app"}).out, "app run\napp run\napp run\n");
+  EXPECT_EQ(InProject({"down"}).code, 0);
+}
+
+TEST_F(UpTest, WaitNamesTheSandboxThatIsNotHealthy) {
+  WriteFile("name: sick\nsandboxes:\n" +
+            Sandbox("sick", "    healthcheck: { command: [\"false\"], interval: 1s, retries: 1 }\n"));
+  auto up = InProject({"up", "--wait"});
+  EXPECT_EQ(up.code, 1);
+  EXPECT_THAT(up.err, HasSubstr("sick is unhealthy"));
+  EXPECT_EQ(InProject({"down"}).code, 0);
+}
+
+TEST_F(UpTest, RestartPolicyChangeIsAppliedInPlaceAndAppliesToAKilledQemu) {
+  WriteFile("name: inplace\nsandboxes:\n" + Sandbox("svc"));
+  ASSERT_EQ(InProject({"up"}).code, 0);
+  auto qemu_of_home = [&]() {
+    std::vector<int> q;
+    for (int pid : ProcessesMatching("qemu-system")) {
+      auto mine = ProcessesMatching(Home());
+      if (std::find(mine.begin(), mine.end(), pid) != mine.end()) q.push_back(pid);
+    }
+    return q;
+  };
+  auto before = qemu_of_home();
+  ASSERT_EQ(before.size(), 1u);
+  WriteFile("name: inplace\nsandboxes:\n" + Sandbox("svc", "    restart: always\n"));
+  auto plan = InProject({"plan"});
+  EXPECT_THAT(plan.out, HasSubstr("~ update svc (restart no -> always)"));
+  auto up = InProject({"up"});
+  EXPECT_EQ(up.out, "updated svc\n");
+  EXPECT_EQ(qemu_of_home(), before);  // the same VM
+  EXPECT_EQ(InProject({"up"}).out, "nothing to do: 1 sandbox up to date\n");
+  // kill -9 of its QEMU: restart: always brings it back.
+  ASSERT_EQ(::kill(before[0], SIGKILL), 0);
+  EXPECT_TRUE(WaitForPs(this, "svc", [](const nlohmann::json& s) {
+    return s["state"] == "running" && s["restarts"] == 1;
+  })) << Msb({"ps"}).out;
+  EXPECT_EQ(WaitForLogs("svc", "svc started\nsvc started"), "svc started\nsvc started\n");
+  EXPECT_EQ(InProject({"down"}).code, 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
 TEST_F(UpTest, QuickstartExampleRunsAsIs) {
   std::string src = SourceDir();
   std::string file = src + "/examples/quickstart/Sandboxfile";
@@ -186,6 +257,22 @@ TEST_F(UpTest, QuickstartExampleRunsAsIs) {
   ASSERT_EQ(Msb({"up", "-f", file}).code, 0);
   EXPECT_EQ(WaitForLogs("hello", "hello from msb"), "hello from msb\n");
   EXPECT_EQ(Msb({"down", "-f", file}).code, 0);
+}
+
+static bool WaitForPs(UpTest* t, const std::string& name,
+                      const std::function<bool(const nlohmann::json&)>& pred, int deadline_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto j = nlohmann::json::parse(t->PublicMsb({"ps", "--json"}).out, nullptr, false);
+    if (j.is_array()) {
+      for (const auto& s : j) {
+        if (s.value("name", "") == name && pred(s)) return true;
+      }
+    }
+    pollfd none{};
+    ::poll(&none, 0, 200);
+  }
+  return false;
 }
 
 }  // namespace

@@ -1,0 +1,66 @@
+// Volume disks and virtio-fs shares in the spec and on the QEMU command line
+// (devices.h).
+#include "vm/devices.h"
+
+namespace msb::vm {
+
+std::string VolumeSerial(size_t index) { return "msb-vol-" + std::to_string(index); }
+std::string ShareTag(size_t index) { return "msbfs" + std::to_string(index); }
+std::string ShareSocket(const std::string& dir, size_t index) {
+  return dir + "/fs" + std::to_string(index) + ".sock";
+}
+
+nlohmann::json DisksToJson(const std::vector<VmDisk>& disks) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& d : disks) a.push_back({{"path", d.path}, {"serial", d.serial}, {"read_only", d.read_only}});
+  return a;
+}
+
+nlohmann::json SharesToJson(const std::vector<VmShare>& shares) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& s : shares) a.push_back({{"source", s.source}, {"tag", s.tag}, {"read_only", s.read_only}});
+  return a;
+}
+
+std::vector<VmDisk> DisksFromJson(const nlohmann::json& j) {
+  std::vector<VmDisk> out;
+  if (j.is_null()) return out;
+  for (const auto& e : j.get_ref<const nlohmann::json::array_t&>()) {
+    out.push_back({e.at("path").get<std::string>(), e.at("serial").get<std::string>(),
+                   e.at("read_only").get<bool>()});
+  }
+  return out;
+}
+
+std::vector<VmShare> SharesFromJson(const nlohmann::json& j) {
+  std::vector<VmShare> out;
+  if (j.is_null()) return out;
+  for (const auto& e : j.get_ref<const nlohmann::json::array_t&>()) {
+    out.push_back({e.at("source").get<std::string>(), e.at("tag").get<std::string>(),
+                   e.at("read_only").get<bool>()});
+  }
+  return out;
+}
+
+void AppendDeviceArgs(const std::vector<VmDisk>& disks, const std::vector<VmShare>& shares,
+                      const std::string& dir, std::vector<std::string>& a) {
+  for (size_t i = 0; i < disks.size(); ++i) {
+    const VmDisk& d = disks[i];
+    std::string id = "vol" + std::to_string(i);
+    // A comma in a QEMU option value is written twice.
+    std::string file;
+    for (char c : d.path) file += c == ',' ? std::string(",,") : std::string(1, c);
+    a.insert(a.end(), {"-drive", "id=" + id + ",file=" + file + ",format=raw,if=none" +
+                                     (d.read_only ? ",readonly=on" : ",discard=unmap"),
+                       "-device", "virtio-blk-device,drive=" + id + ",serial=" + d.serial});
+  }
+  for (size_t i = 0; i < shares.size(); ++i) {
+    std::string id = "fs" + std::to_string(i);
+    std::string sock;
+    for (char c : ShareSocket(dir, i)) sock += c == ',' ? std::string(",,") : std::string(1, c);
+    a.insert(a.end(), {"-chardev", "socket,id=" + id + ",path=" + sock, "-device",
+                       "vhost-user-fs-device,chardev=" + id + ",tag=" + shares[i].tag});
+  }
+}
+
+}  // namespace msb::vm

@@ -1,0 +1,50 @@
+// The sandbox's optional devices, beside the fixed ones of QemuArgv: named
+// volumes (ext4 disks on virtio-blk) and shared host directories (virtio-fs
+// over vhost-user, one virtiofsd each; vm/virtiofs.h runs them). Their part of
+// the VmSpec JSON and of the QEMU command line. Not the guest's view: agentd
+// mounts them from the boot configuration (agent/mounts.h).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace msb::vm {
+
+// A named volume's disk: attached as virtio-blk with `serial`, read-only at
+// the QEMU level too when `read_only`.
+struct VmDisk {
+  std::string path;    // the ext4 image
+  std::string serial;  // at most 20 bytes (virtio-blk); VolumeSerial(i)
+  bool read_only = false;
+};
+
+// A host directory shared through virtio-fs. `read_only` is enforced on the
+// host: its virtiofsd sees the directory through a read-only bind mount.
+struct VmShare {
+  std::string source;  // absolute host directory
+  std::string tag;     // the guest's mount source; ShareTag(i)
+  bool read_only = false;
+};
+
+// "msb-vol-<i>" and "msbfs<i>".
+std::string VolumeSerial(size_t index);
+std::string ShareTag(size_t index);
+// <dir>/fs<i>.sock: the vhost-user socket between QEMU and share i's virtiofsd.
+std::string ShareSocket(const std::string& dir, size_t index);
+
+nlohmann::json DisksToJson(const std::vector<VmDisk>& disks);
+nlohmann::json SharesToJson(const std::vector<VmShare>& shares);
+// Absent or null: none. Throws nlohmann::json::exception on a wrong type (the
+// spec reader catches it).
+std::vector<VmDisk> DisksFromJson(const nlohmann::json& j);
+std::vector<VmShare> SharesFromJson(const nlohmann::json& j);
+
+// Appends the -drive/-device (disks) and -chardev/-device (shares) arguments.
+void AppendDeviceArgs(const std::vector<VmDisk>& disks, const std::vector<VmShare>& shares,
+                      const std::string& dir, std::vector<std::string>& argv);
+
+}  // namespace msb::vm

@@ -1,0 +1,186 @@
+// virtiofsd children of the supervisor (virtiofs.h): the listening socket,
+// the private read-only view for `:ro` shares, and reaping.
+#include "vm/virtiofs.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/fd.h"
+#include "common/log.h"
+
+namespace msb::vm {
+namespace {
+
+// The fd number virtiofsd finds its listening socket on.
+constexpr int kSocketFd = 3;
+
+// A blocking listening socket at path (virtiofsd accepts on it itself).
+Result<UniqueFd> Listen(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path)
+    return Error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Error::FromErrno("socket");
+  ::unlink(path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return Error::FromErrno("bind " + path);
+  ::chmod(path.c_str(), 0600);
+  if (::listen(fd.get(), 1) != 0) return Error::FromErrno("listen " + path);
+  return fd;
+}
+
+// Escapes a value inside virtiofsd's comma-separated -o list (libfuse's
+// fuse_opt takes a backslash before a character literally).
+std::string FuseOptEscape(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == ',' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// In the forked child only: writes "virtiofsd set-up: <what> <path>: <errno
+// text>" to fd 2 and returns err. No allocation.
+int ChildFail(const char* what, const char* path, int err) {
+  const char* text = strerrordesc_np(err);
+  for (const char* part : {"msb: virtiofsd set-up: ", what, " ", path, ": ",
+                           text != nullptr ? text : "error", "\n"}) {
+    ssize_t unused = ::write(2, part, std::strlen(part));
+    (void)unused;
+  }
+  return err;
+}
+
+// In the forked child only: the private mount namespace in which `source` is
+// a read-only bind of itself (recursively when mount_setattr exists).
+int MakeReadOnlyView(const char* source) {
+  if (::unshare(CLONE_NEWNS) != 0) return ChildFail("unshare(CLONE_NEWNS) for", source, errno);
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return ChildFail("making / private before sharing", source, errno);
+  if (::mount(source, source, nullptr, MS_BIND | MS_REC, nullptr) != 0)
+    return ChildFail("bind-mounting", source, errno);
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_RDONLY;
+  if (::mount_setattr(AT_FDCWD, source, AT_RECURSIVE, &attr, sizeof attr) == 0) return 0;
+  if (errno != ENOSYS) return ChildFail("making read-only", source, errno);
+  // No mount_setattr: a non-recursive bind (nested mounts stay hidden) made
+  // read-only with a remount.
+  if (::umount2(source, MNT_DETACH) != 0) return ChildFail("unmounting the bind of", source, errno);
+  if (::mount(source, source, nullptr, MS_BIND, nullptr) != 0)
+    return ChildFail("bind-mounting", source, errno);
+  if (::mount(nullptr, source, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0)
+    return ChildFail("remounting read-only", source, errno);
+  return 0;
+}
+
+}  // namespace
+
+Result<std::string> FindVirtiofsd() {
+  if (const char* v = std::getenv("MSB_VIRTIOFSD"); v != nullptr && *v != '\0') {
+    if (::access(v, X_OK) != 0)
+      return Error(ErrorCode::kUnavailable,
+                   std::string("MSB_VIRTIOFSD points at ") + v + ", which is not an executable");
+    return std::string(v);
+  }
+  for (const char* cand : {"/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd"}) {
+    if (::access(cand, X_OK) == 0) return std::string(cand);
+  }
+  return Error(ErrorCode::kUnavailable,
+               "virtiofsd (needed to share host directories) was not found at "
+               "/usr/lib/qemu/virtiofsd; install the Debian package qemu-system-common, "
+               "or set MSB_VIRTIOFSD");
+}
+
+std::vector<std::string> VirtiofsdArgv(const std::string& binary, const VmShare& share, int fd) {
+  return {binary,
+          "--fd=" + std::to_string(fd),
+          "-o", "source=" + FuseOptEscape(share.source),
+          "-o", "cache=auto",
+          "-o", "sandbox=namespace",
+          "-o", "modcaps=-mknod",
+          "-o", "log_level=warn"};
+}
+
+Status VirtiofsDaemons::Start(const std::vector<VmShare>& shares, const std::string& dir,
+                              const std::string& log_path) {
+  Stop();
+  if (shares.empty()) return OkStatus();
+  MSB_TRY(std::string binary, FindVirtiofsd());
+  UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log) return Error::FromErrno("cannot open " + log_path);
+  for (size_t i = 0; i < shares.size(); ++i) {
+    const VmShare& share = shares[i];
+    auto fail = [&](const Error& e) {
+      Stop();
+      return e.Wrap("sharing " + share.source + (share.read_only ? " read-only" : ""));
+    };
+    struct stat st;
+    if (::stat(share.source.c_str(), &st) != 0) return fail(Error::FromErrno(share.source));
+    if (!S_ISDIR(st.st_mode))
+      return fail(Error(ErrorCode::kInvalidArgument, share.source + " is not a directory"));
+    auto listen = Listen(ShareSocket(dir, i));
+    if (!listen.ok()) return fail(listen.error());
+    const int listen_fd = listen->get();
+    const bool read_only = share.read_only;
+    const char* source = share.source.c_str();
+    SpawnOptions o;
+    o.argv = VirtiofsdArgv(binary, share, kSocketFd);
+    o.stdout_fd = log.get();
+    o.stderr_fd = log.get();
+    o.parent_death_signal = SIGKILL;
+    o.before_exec = [listen_fd, read_only, source]() -> int {
+      if (listen_fd == kSocketFd) {
+        if (::fcntl(kSocketFd, F_SETFD, 0) != 0) return errno;
+      } else if (::dup2(listen_fd, kSocketFd) < 0) {
+        return errno;
+      }
+      return read_only ? MakeReadOnlyView(source) : 0;
+    };
+    auto child = ChildProcess::Spawn(o);
+    if (!child.ok()) return fail(child.error().Wrap("starting virtiofsd (details in " + log_path + ")"));
+    MSB_LOG(kInfo, "virtiofs") << "virtiofsd pid " << child->pid() << " shares " << share.source
+                               << (read_only ? " read-only" : "") << " as " << share.tag;
+    daemons_.push_back(Daemon{share, std::move(*child)});
+  }
+  return OkStatus();
+}
+
+std::vector<std::string> VirtiofsDaemons::Reap() {
+  std::vector<std::string> out;
+  for (Daemon& d : daemons_) {
+    if (!d.child.running()) continue;
+    if (auto st = d.child.TryWait()) out.push_back("virtiofsd for " + d.share.source + " " + st->ToString());
+  }
+  return out;
+}
+
+void VirtiofsDaemons::Stop() {
+  for (Daemon& d : daemons_) {
+    d.child.Kill(SIGKILL);
+    d.child.Wait();
+  }
+  daemons_.clear();
+}
+
+std::vector<pid_t> VirtiofsDaemons::Pids() const {
+  std::vector<pid_t> out;
+  for (const Daemon& d : daemons_) {
+    if (d.child.running()) out.push_back(d.child.pid());
+  }
+  return out;
+}
+
+}  // namespace msb::vm
