@@ -52,9 +52,10 @@ TEST(ExamplesTest, DevEnvValidates) {
   const Sandbox& app = p.sandboxes.at("app");
   EXPECT_EQ(app.depends_on.at("db").condition, DependCondition::kHealthy);
   EXPECT_EQ(app.envs.at("LOG_LEVEL"), "info");
-  EXPECT_EQ(app.secrets.at("GITHUB_TOKEN").allow, (std::vector<std::string>{"api.github.com"}));
+  EXPECT_EQ(app.image.path, SourceDir() + "/examples/quickstart/rootfs");
   EXPECT_EQ(app.volumes.at(0).source, SourceDir() + "/examples/dev-env/src");
-  EXPECT_EQ(p.volumes.at("dbdata").size, 10 * kGiB);
+  EXPECT_TRUE(app.volumes.at(0).read_only);
+  EXPECT_EQ(p.volumes.at("dbdata").size, 256 * kMiB);
   ExpectCanonicalRoundTrip(p);
 }
 
