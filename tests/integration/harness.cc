@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -119,6 +120,46 @@ MsbResult MsbTest::Msb(const std::vector<std::string>& args, const std::string& 
   }
   res.code = child->Wait().ShellCode();
   return res;
+}
+
+ChildProcess MsbTest::SpawnMsb(const std::vector<std::string>& args, int out_fd) {
+  SpawnOptions o;
+  o.argv = {BuildDir() + "/orchestrator/msb"};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string kv = *e;
+    if (env_.count(kv.substr(0, kv.find('='))) == 0) env.push_back(kv);
+  }
+  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
+  o.env = env;
+  o.stdout_fd = out_fd;
+  o.stderr_fd = out_fd;
+  auto child = ChildProcess::Spawn(o);
+  EXPECT_TRUE(child.ok()) << (child.ok() ? "" : child.error().message());
+  return child.ok() ? std::move(*child) : ChildProcess();
+}
+
+bool MsbTest::ReadUntil(int fd, std::string* got, const std::string& text, int deadline_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  while (got->find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) continue;
+    char buf[512];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got->append(buf, static_cast<size_t>(n));
+  }
+  return got->find(text) != std::string::npos;
+}
+
+std::vector<int> MsbTest::MyQemus() const {
+  std::vector<int> q;
+  auto mine = ProcessesMatching(home_);
+  for (int pid : ProcessesMatching("qemu-system")) {
+    if (std::find(mine.begin(), mine.end(), pid) != mine.end()) q.push_back(pid);
+  }
+  return q;
 }
 
 std::string MsbTest::WaitForLogs(const std::string& name, const std::string& text,

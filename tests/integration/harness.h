@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+
+#include "common/child.h"
 #include <string>
 #include <vector>
 
@@ -34,6 +36,13 @@ class MsbTest : public ::testing::Test {
   // The busybox root file system (built once per build tree).
   const std::string& Rootfs() const { return rootfs_; }
   const std::string& Home() const { return home_; }
+  // Starts msb in the background with this test's environment; its stdout and
+  // stderr go to out_fd (-2: /dev/null).
+  ChildProcess SpawnMsb(const std::vector<std::string>& args, int out_fd = -2);
+  // Reads fd into *got until it contains text, EOF, or the deadline.
+  static bool ReadUntil(int fd, std::string* got, const std::string& text, int deadline_s = 60);
+  // QEMU processes started under this test's home.
+  std::vector<int> MyQemus() const;
   // Runs `msb logs NAME` until its output contains `text` or the deadline
   // passes; returns the last output.
   std::string WaitForLogs(const std::string& name, const std::string& text, int deadline_s = 30);

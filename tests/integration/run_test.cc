@@ -57,34 +57,17 @@ TEST_F(RunTest, SignalsToMsbReachTheGuestProcess) {
   int out[2];
   ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
   UniqueFd rd(out[0]), wr(out[1]);
-  SpawnOptions o;
-  o.argv = {BuildDir() + "/orchestrator/msb", "run", Rootfs(),
-            "--", "sh", "-c", "trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 1; done"};
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
-  o.env = env;
-  o.stdout_fd = wr.get();
-  auto child = ChildProcess::Spawn(o);
-  ASSERT_TRUE(child.ok());
+  auto child = SpawnMsb({"run", Rootfs(), "--", "sh", "-c",
+                         "trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 1; done"},
+                        wr.get());
+  ASSERT_TRUE(child.running());
   wr.Reset();
   std::string got;
-  auto read_until = [&](const std::string& text) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (got.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      pollfd p{rd.get(), POLLIN, 0};
-      if (::poll(&p, 1, 1000) <= 0) continue;
-      char buf[256];
-      ssize_t n = ::read(rd.get(), buf, sizeof buf);
-      if (n <= 0) break;
-      got.append(buf, static_cast<size_t>(n));
-    }
-    return got.find(text) != std::string::npos;
-  };
+  auto read_until = [&](const std::string& text) { return ReadUntil(rd.get(), &got, text); };
   ASSERT_TRUE(read_until("ready")) << got;
-  child->Kill(SIGINT);
+  child.Kill(SIGINT);
   EXPECT_TRUE(read_until("got-int")) << got;
-  EXPECT_EQ(child->Wait().ShellCode(), 5);
+  EXPECT_EQ(child.Wait().ShellCode(), 5);
 }
 
 TEST_F(RunTest, TtyGivesAPseudoTerminalWithTheEnvironment) {

@@ -251,28 +251,13 @@ TEST_F(UpTest, RestartPolicyChangeIsAppliedInPlaceAndAppliesToAKilledQemu) {
 
 TEST_F(UpTest, TwoConcurrentUpsAreSerialisedWithoutDuplicates) {
   WriteFile("name: twice\nsandboxes:\n" + Sandbox("a") + Sandbox("b"));
-  auto spawn_up = [&]() {
-    SpawnOptions o;
-    o.argv = {BuildDir() + "/orchestrator/msb", "up", "-f", project_ + "/Sandboxfile"};
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-    for (auto& [k, v] : env_) env.push_back(k + "=" + v);
-    o.env = env;
-    o.stdout_fd = -2;
-    o.stderr_fd = -2;
-    return ChildProcess::Spawn(o);
-  };
-  auto first = spawn_up();
-  auto second = spawn_up();
-  ASSERT_TRUE(first.ok() && second.ok());
-  EXPECT_EQ(first->Wait().code, 0);
-  EXPECT_EQ(second->Wait().code, 0);
-  int qemus = 0;
-  for (int pid : ProcessesMatching("qemu-system")) {
-    auto mine = ProcessesMatching(Home());
-    if (std::find(mine.begin(), mine.end(), pid) != mine.end()) ++qemus;
-  }
-  EXPECT_EQ(qemus, 2);
+  auto first = SpawnMsb({"up", "-f", project_ + "/Sandboxfile"});
+  auto second = SpawnMsb({"up", "-f", project_ + "/Sandboxfile"});
+  ASSERT_TRUE(first.running() && second.running());
+  EXPECT_EQ(first.Wait().code, 0);
+  EXPECT_EQ(second.Wait().code, 0);
+  size_t qemus = MyQemus().size();
+  EXPECT_EQ(qemus, 2u);
   EXPECT_EQ(InProject({"up"}).out, "nothing to do: 2 sandboxes up to date\n");
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
@@ -282,30 +267,11 @@ TEST_F(UpTest, WatchReconcilesWhenTheFileChangesAndKeepsRunningOnErrors) {
   int out[2];
   ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
   UniqueFd rd(out[0]), wr(out[1]);
-  SpawnOptions o;
-  o.argv = {BuildDir() + "/orchestrator/msb", "up", "--watch", "-f", project_ + "/Sandboxfile"};
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
-  o.env = env;
-  o.stdout_fd = wr.get();
-  o.stderr_fd = wr.get();
-  auto watch = ChildProcess::Spawn(o);
-  ASSERT_TRUE(watch.ok());
+  auto watch = SpawnMsb({"up", "--watch", "-f", project_ + "/Sandboxfile"}, wr.get());
+  ASSERT_TRUE(watch.running());
   wr.Reset();
   std::string got;
-  auto read_until = [&](const std::string& text) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (got.find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-      pollfd p{rd.get(), POLLIN, 0};
-      if (::poll(&p, 1, 1000) <= 0) continue;
-      char buf[512];
-      ssize_t n = ::read(rd.get(), buf, sizeof buf);
-      if (n <= 0) break;
-      got.append(buf, static_cast<size_t>(n));
-    }
-    return got.find(text) != std::string::npos;
-  };
+  auto read_until = [&](const std::string& text) { return ReadUntil(rd.get(), &got, text); };
   ASSERT_TRUE(read_until("watching")) << got;
   // A file with errors: printed, nothing touched.
   WriteFile("name: watched\nsandboxes:\n  one:\n    memroy: 1G\n");
@@ -315,8 +281,8 @@ TEST_F(UpTest, WatchReconcilesWhenTheFileChangesAndKeepsRunningOnErrors) {
   WriteFile("name: watched\nsandboxes:\n" + Sandbox("one") + Sandbox("two"));
   EXPECT_TRUE(read_until("created two")) << got;
   EXPECT_THAT(got, Not(HasSubstr("removed one")));
-  watch->Kill(SIGTERM);
-  watch->Wait();
+  watch.Kill(SIGTERM);
+  watch.Wait();
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 

@@ -3,11 +3,13 @@
 // guest remounts read-write), named volumes that survive replace and down,
 // tmpfs with its size, targets behind hostile symlinks, the most mounts a
 // sandbox may have, and no virtiofsd outliving its sandbox.
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 
 #include "common/child.h"
@@ -236,6 +238,23 @@ TEST_F(VolumesTest, TheMostMountsASandboxMayHaveAllWork) {
   auto more = InProject({"up"});
   EXPECT_EQ(more.code, 1);
   EXPECT_THAT(more.err, HasSubstr("20 volumes and bind mounts exceed the microVM limit of 19"));
+}
+
+TEST_F(VolumesTest, ARestartedVmGetsNewVirtiofsDaemons) {
+  // Each virtiofsd serves one QEMU connection: a restart needs new ones.
+  ASSERT_TRUE(MakeDirs(project_ + "/out").ok());
+  WriteSandboxfile("name: again\nsandboxes:\n  web:\n    image: " + Rootfs() +
+                   "\n    memory: 128M\n    restart: on-failure:1\n"
+                   "    command: [\"/bin/sh\", \"-c\", \"echo run >> /out/log; exit 1\"]\n"
+                   "    volumes:\n      - ./out:/out\n");
+  ASSERT_EQ(InProject({"up"}).code, 0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (HostFile(project_ + "/out/log") != "run\nrun\n" && std::chrono::steady_clock::now() < deadline) {
+    ::poll(nullptr, 0, 100);
+  }
+  EXPECT_EQ(HostFile(project_ + "/out/log"), "run\nrun\n");
+  EXPECT_EQ(InProject({"down"}).code, 0);
+  EXPECT_TRUE(WaitNoProcess("source=" + Home(), 20));
 }
 
 TEST_F(VolumesTest, NoVirtiofsdOutlivesItsSandbox) {
