@@ -15,6 +15,7 @@
 
 #include "common/io.h"
 #include "orchestrator/cli.h"
+#include "orchestrator/mounts.h"
 #include "orchestrator/reconcile.h"
 #include "schema/sandboxfile.h"
 
@@ -202,6 +203,12 @@ int Down(const std::string& file, const std::vector<std::string>& names, bool vo
     auto vols = store->ListVolumes(project->name);
     if (vols.ok()) {
       for (const auto& v : *vols) {
+        // `down NAMES --volumes` leaves sandboxes behind: keep what they attach.
+        if (auto users = orchestrator::VolumeUsers(*store, v.path); users.ok() && !users->empty()) {
+          std::cout << "kept volume " << v.name << ": " << (*users)[0].name << " still uses it"
+                    << std::endl;
+          continue;
+        }
         ::unlink(v.path.c_str());
         (void)store->DeleteVolume(v.project, v.name);
         std::cout << "removed volume " << v.name << std::endl;

@@ -165,6 +165,20 @@ TEST_F(VolumesTest, NamedVolumeSurvivesReplaceAndDownUntilDownVolumes) {
   EXPECT_EQ(Msb({"volume", "rm", "data"}).code, 1);
 }
 
+TEST_F(VolumesTest, DownOfSomeSandboxesKeepsTheVolumesOthersUse) {
+  WriteSandboxfile("name: part\nsandboxes:\n" + Web("    volumes:\n      - data:/data\n") +
+                   "  idle:\n    image: " + Rootfs() +
+                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+                   "volumes:\n  data: { size: 16M }\n");
+  ASSERT_EQ(InProject({"up"}).code, 0);
+  auto down = InProject({"down", "idle", "--volumes"});
+  EXPECT_EQ(down.out, "removed idle\nkept volume data: web still uses it\n");
+  struct stat st;
+  EXPECT_EQ(::stat((Home() + "/volumes/part/data.ext4").c_str(), &st), 0);
+  EXPECT_EQ(Exec("touch /data/ok").code, 0);
+  EXPECT_EQ(InProject({"down", "--volumes"}).out, "removed web\nremoved volume data\n");
+}
+
 TEST_F(VolumesTest, ReadOnlyVolumeIsReadOnlyInTheGuest) {
   WriteSandboxfile("name: rov\nsandboxes:\n" +
                    Web("    volumes:\n      - seed:/seed:ro\n") + "volumes:\n  seed: { size: 16M }\n");
