@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <tuple>
 
 #include "schema/loader.h"
 #include "schema/values.h"
@@ -95,6 +96,24 @@ void CheckVolumes(Ctx& ctx, const Project& project) {
     ctx.Error(use.pos, use.path,
               "volume \"" + use.name + "\" is not declared in the top-level volumes section" +
                   DidYouMean(use.name, declared) + " (a host path starts with ./ or /)");
+  }
+  // A named volume is an ext4 disk: one VM may write it, or any number read
+  // it, never both (QEMU's image lock would refuse the second VM at boot).
+  std::map<std::string, std::vector<const VolumeUse*>> by_name;
+  for (const VolumeUse& use : ctx.volume_uses) by_name[use.name].push_back(&use);
+  for (auto& [name, uses] : by_name) {
+    std::sort(uses.begin(), uses.end(), [](const VolumeUse* a, const VolumeUse* b) {
+      return std::tie(a->pos.line, a->pos.column) < std::tie(b->pos.line, b->pos.column);
+    });
+    const bool writer = std::any_of(uses.begin(), uses.end(), [](const VolumeUse* u) { return !u->read_only; });
+    if (!writer) continue;
+    for (size_t i = 1; i < uses.size(); ++i) {
+      ctx.Error(uses[i]->pos, uses[i]->path,
+                "volume \"" + name + "\" is also mounted by " + uses[0]->path + " (line " +
+                    std::to_string(uses[0]->pos.line) +
+                    ") and one of them writes to it: a volume is a disk only one VM may write; "
+                    "mount it :ro everywhere, or share a host directory with a bind mount");
+    }
   }
 }
 

@@ -37,6 +37,7 @@ struct VolumeUse {
   std::string path;
   Pos pos;
   std::string name;
+  bool read_only = false;
 };
 struct DependencyUse {
   std::string from;

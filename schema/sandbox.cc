@@ -142,7 +142,7 @@ void LoadVolumes(Ctx& ctx, const Field& f, Sandbox* sb, std::vector<std::string>
       m.source = *abs;
     } else {
       m.source = spec->source;
-      ctx.volume_uses.push_back({item.path, item.pos, m.source});
+      ctx.volume_uses.push_back({item.path, item.pos, m.source, m.read_only});
     }
     sb->volumes.push_back(std::move(m));
     paths->push_back(item.path);

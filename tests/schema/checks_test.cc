@@ -71,6 +71,21 @@ TEST(ChecksTest, NamedVolumesMustBeDeclared) {
   EXPECT_EQ(p.sandboxes["a"].volumes[0].kind, Mount::Kind::kVolume);
 }
 
+TEST(ChecksTest, AVolumeIsWrittenByOneMountOrOnlyRead) {
+  EXPECT_EQ(Errors("sandboxes:\n  a:\n    image: x\n    volumes: [\"data:/d\"]\n"
+                   "  b:\n    image: x\n    volumes: [\"data:/d:ro\"]\nvolumes:\n  data: {}\n"),
+            "Sandboxfile:7:15: sandboxes.b.volumes[0]: volume \"data\" is also mounted by "
+            "sandboxes.a.volumes[0] (line 4) and one of them writes to it: a volume is a disk only one "
+            "VM may write; mount it :ro everywhere, or share a host directory with a bind mount\n");
+  // Twice in one sandbox is two attachments of one disk as well.
+  EXPECT_NE(Errors("sandboxes:\n  a:\n    image: x\n    volumes: [\"data:/d\", \"data:/e\"]\n"
+                   "volumes:\n  data: {}\n"),
+            "");
+  // Read-only everywhere: shared.
+  MustParse("sandboxes:\n  a:\n    image: x\n    volumes: [\"data:/d:ro\"]\n"
+            "  b:\n    image: x\n    volumes: [\"data:/d:ro\"]\nvolumes:\n  data: {}\n");
+}
+
 TEST(ChecksTest, BindSourcesMustExistRelativeToTheFile) {
   std::string text = "sandboxes:\n  a:\n    image: x\n    volumes: [\"./src:/src\", \"../data:/data:ro\"]\n";
   auto missing = ParseText(text, testing::TestEnv(), std::set<std::string>{"/proj/src"});

@@ -249,7 +249,8 @@ Y GenSandbox(int index, const std::vector<std::string>& earlier, const std::vect
     for (int i = 0; i < n; ++i) {
       std::string target = "/mnt/m" + std::to_string(i);
       std::string mode = Pick<std::string>({"", ":ro", ":rw"});
-      if (!volumes.empty() && Chance(40)) vols.items.push_back(Y::S(Pick(volumes) + ":" + target + mode));
+      // Named volumes read-only: any number of mounts of one volume stays valid.
+      if (!volumes.empty() && Chance(40)) vols.items.push_back(Y::S(Pick(volumes) + ":" + target + ":ro"));
       else vols.items.push_back(Y::S(Pick<std::string>({"./src", "/data/x", "../up", "~/home-dir"}) + ":" + target + mode));
     }
     sb.Set("volumes", vols);
