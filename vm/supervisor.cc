@@ -600,6 +600,12 @@ void Supervisor::OnChildSignal() {
                                                 : "the VM exited unexpectedly";
     reason_ = why + " (QEMU " + st->ToString() + "); last console lines:\n" +
               ConsoleTail(spec_.ConsoleLog(), 15);
+    // QEMU's own complaint (a locked volume disk, a share that failed) is in its log.
+    for (const char* who : {"qemu", "virtiofsd"}) {
+      std::string log = spec_.dir + "/" + who + ".log";
+      if (auto q = ReadFile(log); q.ok() && !q->empty())
+        reason_ += std::string("\n") + who + " said:\n" + ConsoleTail(log, 5);
+    }
     if (state_ == State::kBooting) Notify("error: " + reason_);
     state_ = State::kFailed;
   }

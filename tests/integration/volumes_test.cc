@@ -271,6 +271,19 @@ TEST_F(VolumesTest, ARestartedVmGetsNewVirtiofsDaemons) {
   EXPECT_TRUE(WaitNoProcess("source=" + Home(), 20));
 }
 
+TEST_F(VolumesTest, AShareThatCannotBeServedFailsTheBootSayingWhy) {
+  std::string fake = Home() + "/fake-virtiofsd";
+  ASSERT_TRUE(WriteFileAtomic(fake, "#!/bin/sh\necho 'fake virtiofsd gives up' >&2\nexit 1\n", 0755).ok());
+  env_["MSB_VIRTIOFSD"] = fake;
+  ASSERT_TRUE(MakeDirs(project_ + "/src").ok());
+  WriteSandboxfile("name: broken\nsandboxes:\n" + Web("    volumes:\n      - ./src:/src\n"));
+  auto up = InProject({"up"});
+  EXPECT_EQ(up.code, 1);
+  EXPECT_THAT(up.err, HasSubstr("fs0.sock"));
+  EXPECT_THAT(up.err, HasSubstr("virtiofsd said:\nfake virtiofsd gives up"));
+  EXPECT_EQ(InProject({"down"}).code, 0);
+}
+
 TEST_F(VolumesTest, NoVirtiofsdOutlivesItsSandbox) {
   ASSERT_TRUE(MakeDirs(project_ + "/a").ok());
   ASSERT_TRUE(MakeDirs(project_ + "/b").ok());
