@@ -60,6 +60,28 @@ std::string ReadLine(int fd, int deadline_ms) {
   }
 }
 
+// The host's TSC rate for the guest's command line, measured (20 ms) once per
+// host boot and kept in $MSB_HOME/host-tsc.json.
+uint64_t CachedTscKhz() {
+  auto boot_id = ReadFile("/proc/sys/kernel/random/boot_id");
+  std::string path = MsbHome() + "/host-tsc.json";
+  if (boot_id.ok()) {
+    if (auto text = ReadFile(path); text.ok()) {
+      auto j = nlohmann::json::parse(*text, nullptr, false);
+      if (j.is_object() && j.value("boot_id", "") == *boot_id && j.contains("tsc_khz") &&
+          j["tsc_khz"].is_number_unsigned()) {
+        return j["tsc_khz"].get<uint64_t>();
+      }
+    }
+  }
+  auto khz = vm::HostTscKhz();
+  if (!khz.ok() || *khz <= 0) return 0;
+  if (boot_id.ok()) {
+    (void)WriteFileAtomic(path, nlohmann::json{{"boot_id", *boot_id}, {"tsc_khz", *khz}}.dump());
+  }
+  return static_cast<uint64_t>(*khz);
+}
+
 }  // namespace
 
 Result<std::string> FindAgentd() {
@@ -121,7 +143,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.initramfs = initramfs;
   spec.base_disk = base;
   spec.boot_timeout_ms = req.boot_timeout_ms;
-  if (auto khz = vm::HostTscKhz(); khz.ok() && *khz > 0) spec.tsc_khz = static_cast<uint64_t>(*khz);
+  spec.tsc_khz = CachedTscKhz();
   agent::BootConfig boot = req.boot;
   if (boot.hostname.empty()) boot.hostname = req.name;
   boot.root.ephemeral = req.ephemeral;
