@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include "common/dispatcher.h"
 #include "common/log.h"
 #include "orchestrator/cli.h"
@@ -38,7 +40,7 @@ int RunSupervisor(const std::string& dir) {
   ::fcntl(notify, F_SETFD, FD_CLOEXEC);
   ::signal(SIGHUP, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
-  SetLogLevel(LogLevel::kInfo);
+  if (std::getenv("MSB_LOG") == nullptr) SetLogLevel(LogLevel::kInfo);
 
   auto spec = vm::ReadSpec(dir);
   if (!spec.ok()) {

@@ -284,6 +284,8 @@ void Supervisor::WriteAgent() {
 }
 
 void Supervisor::HandleAgentFrame(Frame f) {
+  MSB_LOG(kDebug, "agent") << "frame " << agent::ToString(f.kind) << " id " << f.id << " ("
+                           << f.payload.size() << " bytes)";
   if (f.id == agent::kChannelId) {
     switch (f.kind) {
       case FrameKind::kHello: {

@@ -239,7 +239,9 @@ TEST_F(UpTest, RestartPolicyChangeIsAppliedInPlaceAndAppliesToAKilledQemu) {
   EXPECT_EQ(up.out, "updated svc\n");
   EXPECT_EQ(qemu_of_home(), before);  // the same VM
   EXPECT_EQ(InProject({"up"}).out, "nothing to do: 1 sandbox up to date\n");
-  // kill -9 of its QEMU: restart: always brings it back.
+  // kill -9 of its QEMU (once the first run has spoken): restart: always
+  // brings it back.
+  ASSERT_EQ(WaitForLogs("svc", "svc started"), "svc started\n");
   ASSERT_EQ(::kill(before[0], SIGKILL), 0);
   EXPECT_TRUE(WaitForPs(this, "svc", [](const nlohmann::json& s) {
     return s["state"] == "running" && s["restarts"] == 1;
