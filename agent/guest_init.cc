@@ -9,6 +9,9 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "agent/agentd_log.h"
+#include "common/fd.h"
 #include "common/io.h"
 
 namespace msb::agent {
@@ -195,6 +199,17 @@ void PowerOff() {
   // whenever it runs with -no-reboot (which the supervisor passes).
   ::reboot(RB_AUTOBOOT);
   for (;;) ::pause();
+}
+
+Status LoopbackUp() {
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Error::FromErrno("socket");
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(fd.get(), SIOCGIFFLAGS, &ifr) != 0) return Error::FromErrno("SIOCGIFFLAGS lo");
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (::ioctl(fd.get(), SIOCSIFFLAGS, &ifr) != 0) return Error::FromErrno("SIOCSIFFLAGS lo");
+  return OkStatus();
 }
 
 }  // namespace msb::agent

@@ -38,4 +38,8 @@ Status SwitchRoot(const std::string& new_root);
 // Never returns.
 [[noreturn]] void PowerOff();
 
+// Brings up the loopback interface (127.0.0.1 and ::1 come with it), as a
+// container runtime does: workloads and health checks talk to themselves.
+Status LoopbackUp();
+
 }  // namespace msb::agent

@@ -355,6 +355,7 @@ void Server::HandleBoot(const Frame& f) {
     if (auto s = SwitchRoot(kNewRoot); !s.ok()) return fail(s.error());
     if (!boot_.hostname.empty() && ::sethostname(boot_.hostname.data(), boot_.hostname.size()) != 0)
       return fail(Error::FromErrno("sethostname " + boot_.hostname));
+    if (auto s = LoopbackUp(); !s.ok()) Diag("loopback: " + s.error().message());
   }
   if (!boot_.command.empty()) {
     if (auto s = StartWorkload(boot_); !s.ok()) return fail(s.error().Wrap("starting the workload"));

@@ -316,5 +316,31 @@ static bool WaitForPs(UpTest* t, const std::string& name,
   return false;
 }
 
+TEST_F(UpTest, DevEnvExampleRunsAsIs) {
+  std::string src = SourceDir();
+  std::string file = src + "/examples/dev-env/Sandboxfile";
+  struct stat st;
+  if (::stat((src + "/examples/quickstart/rootfs").c_str(), &st) != 0) {
+    GTEST_SKIP() << "examples/quickstart/rootfs is built by scripts/setup";
+  }
+  auto up = Msb({"up", "--wait", "--wait-timeout", "120", "-f", file});
+  ASSERT_EQ(up.code, 0) << up.err;
+  EXPECT_LT(up.out.find("created db"), up.out.find("created app"));  // app waits for db healthy
+  auto ps = Msb({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("healthy"));
+  // The app serves the read-only bind mount of ./src.
+  auto page = Msb({"exec", "app", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8000/"});
+  EXPECT_EQ(page.out, *ReadFile(src + "/examples/dev-env/src/index.html"));
+  // The database's named volume survives down + up.
+  auto starts = Msb({"exec", "db", "--", "wc", "-l", "/var/lib/db/starts"});
+  EXPECT_THAT(starts.out, HasSubstr("1 "));
+  ASSERT_EQ(Msb({"down", "-f", file}).code, 0);
+  ASSERT_EQ(Msb({"up", "--wait", "-f", file}).code, 0);
+  starts = Msb({"exec", "db", "--", "wc", "-l", "/var/lib/db/starts"});
+  EXPECT_THAT(starts.out, HasSubstr("2 "));
+  EXPECT_EQ(Msb({"down", "--volumes", "-f", file}).code, 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
 }  // namespace
 }  // namespace msb::testing
