@@ -3,6 +3,7 @@
 // is the launching CLI's readiness pipe; stderr is the supervisor's log.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include "common/dispatcher.h"
 #include "common/log.h"
 #include "orchestrator/cli.h"
+#include "orchestrator/launch.h"
 #include "orchestrator/store.h"
 #include "vm/supervisor.h"
 
@@ -42,6 +44,15 @@ int RunSupervisor(const std::string& dir) {
   ::signal(SIGPIPE, SIG_IGN);
   if (std::getenv("MSB_LOG") == nullptr) SetLogLevel(LogLevel::kInfo);
 
+  // One supervisor per sandbox: the lock is held until this process ends.
+  int lock = ::open(orchestrator::SupervisorLockPath(dir).c_str(),
+                    O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    std::string msg = "error: another supervisor already runs the sandbox in " + dir + "\n";
+    ssize_t u = ::write(notify, msg.data(), msg.size());
+    (void)u;
+    return 1;
+  }
   auto spec = vm::ReadSpec(dir);
   if (!spec.ok()) {
     std::string msg = "error: " + spec.error().message() + "\n";

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,19 +95,36 @@ Result<std::string> FindAgentd() {
                "agentd (the guest agent) was not found beside msb; build it with scripts/setup");
 }
 
+std::string SupervisorLockPath(const std::string& sandbox_dir) {
+  return sandbox_dir + "/supervisor.lock";
+}
+
+bool SupervisorRunning(const std::string& sandbox_dir) {
+  UniqueFd fd(::open(SupervisorLockPath(sandbox_dir).c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;  // never started
+  // The supervisor holds an exclusive lock for its whole life; the kernel
+  // drops it when the process dies, however it dies.
+  if (::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) {
+    ::flock(fd.get(), LOCK_UN);
+    return false;
+  }
+  return errno == EWOULDBLOCK;
+}
+
 bool SupervisorAlive(const SandboxRecord& r) {
-  if (r.supervisor_pid <= 0) return false;
-  if (::kill(static_cast<pid_t>(r.supervisor_pid), 0) != 0) return false;
-  // The pid may have been reused: the process must be our supervisor for this dir.
-  auto cmdline = ReadFile("/proc/" + std::to_string(r.supervisor_pid) + "/cmdline");
-  if (!cmdline.ok()) return false;
-  return cmdline->find("supervisor") != std::string::npos &&
-         cmdline->find(r.sandbox_dir) != std::string::npos;
+  return !r.sandbox_dir.empty() && SupervisorRunning(r.sandbox_dir);
 }
 
 SandboxRecord Observe(Store& store, SandboxRecord r) {
   const bool live_state = r.status == SandboxStatus::kRunning || r.status == SandboxStatus::kStarting;
-  if (live_state && !SupervisorAlive(r)) {
+  if (!live_state && r.status != SandboxStatus::kCreated) return r;
+  if (r.status == SandboxStatus::kCreated) {
+    // A launcher killed between spawning the supervisor and recording it: the
+    // supervisor is the truth, and it reports its own state shortly.
+    if (SupervisorAlive(r)) r.status = SandboxStatus::kStarting;
+    return r;
+  }
+  if (!SupervisorAlive(r)) {
     SandboxStatusUpdate u;
     u.status = SandboxStatus::kFailed;
     u.reason = "its supervisor is gone (killed or crashed); the VM died with it";
@@ -199,6 +217,12 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
     std::string project, name;
     int boot_timeout_ms;
   } req{rec.project, rec.name, spec.boot_timeout_ms};
+  if (SupervisorRunning(dir)) {
+    // Already started by a launcher that did not live to record it.
+    SandboxRecord live = rec;
+    live.status = SandboxStatus::kStarting;
+    return live;
+  }
   // The supervisor: detached (own session), stdout is our readiness pipe,
   // stderr its log file.
   int p[2];

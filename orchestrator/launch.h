@@ -50,6 +50,9 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& record)
 // What is true now: the record, corrected when its supervisor is gone.
 SandboxRecord Observe(Store& store, SandboxRecord record);
 bool SupervisorAlive(const SandboxRecord& record);
+// The lock file every supervisor holds (flock, exclusive) while it lives.
+std::string SupervisorLockPath(const std::string& sandbox_dir);
+bool SupervisorRunning(const std::string& sandbox_dir);
 
 // Graceful stop through the supervisor (agent shutdown → ACPI → kill), waiting
 // at most timeout_ms plus the supervisor's own deadlines.
