@@ -148,7 +148,7 @@ int Exec(const std::string& name, const std::vector<std::string>& cmd, bool inte
   if (!rec.ok()) return Fail(rec.error().message());
   if (rec->status != orchestrator::SandboxStatus::kRunning) {
     return Fail("sandbox " + name + " is " + orchestrator::ToString(rec->status) +
-                "; start it first");
+                "; start it with: msb start " + name);
   }
   auto client = ControlClient::Connect(rec->control_socket);
   if (!client.ok()) return Fail(client.error().message());
