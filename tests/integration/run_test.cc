@@ -130,6 +130,25 @@ TEST_F(RunTest, ExecCopyAndWritesStayInTheirOwnUpperLayer) {
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
 
+TEST_F(RunTest, StopStartAndRestartKeepTheWritableLayer) {
+  ASSERT_EQ(Msb({"run", "--keep", "--name", "keep", Rootfs(), "--", "sh", "-c",
+                 "echo persisted > /root/f"}).code, 0);
+  EXPECT_EQ(Msb({"stop", "keep"}).code, 0);
+  EXPECT_TRUE(MyQemus().empty());
+  auto ps = Msb({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("stopped"));
+  auto exec_stopped = Msb({"exec", "keep", "--", "true"});
+  EXPECT_EQ(exec_stopped.code, 1);
+  EXPECT_THAT(exec_stopped.err, HasSubstr("msb start keep"));
+  EXPECT_EQ(Msb({"start", "keep"}).out, "started keep\n");
+  EXPECT_EQ(Msb({"exec", "keep", "--", "cat", "/root/f"}).out, "persisted\n");
+  EXPECT_EQ(Msb({"restart", "keep"}).out, "restarted keep\n");
+  EXPECT_EQ(Msb({"exec", "keep", "--", "cat", "/root/f"}).out, "persisted\n");
+  EXPECT_EQ(MyQemus().size(), 1u);
+  EXPECT_EQ(Msb({"rm", "keep"}).code, 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
 TEST_F(RunTest, KillingTheSupervisorTakesTheVmWithIt) {
   ASSERT_EQ(Msb({"run", "--keep", "--name", "victim", Rootfs(), "--", "true"}).code, 0);
   auto sups = ProcessesMatching("supervisor");
