@@ -316,6 +316,26 @@ static bool WaitForPs(UpTest* t, const std::string& name,
   return false;
 }
 
+TEST_F(UpTest, LogsFollowUntilTheWorkloadEndsAndFilterBySince) {
+  WriteFile("name: logs\nsandboxes:\n  talker:\n    image: " + Rootfs() +
+            "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", "
+            "\"echo first; echo oops >&2; sleep 1; echo second\"]\n");
+  ASSERT_EQ(InProject({"up"}).code, 0);
+  // -f returns once the workload has ended and its VM stopped.
+  auto follow = Msb({"logs", "-f", "talker"}, "", 60);
+  EXPECT_EQ(follow.code, 0);
+  EXPECT_EQ(follow.out, "first\nsecond\n");
+  EXPECT_EQ(follow.err, "oops\n");
+  auto ps = Msb({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("exited (0)"));
+  // Everything is newer than an hour ago.
+  EXPECT_EQ(Msb({"logs", "--since", "1h", "talker"}).out, "first\nsecond\n");
+  auto bad = Msb({"logs", "--since", "yesterday", "talker"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("--since yesterday"));
+  EXPECT_EQ(InProject({"down"}).code, 0);
+}
+
 TEST_F(UpTest, DevEnvExampleRunsAsIs) {
   std::string src = SourceDir();
   std::string file = src + "/examples/dev-env/Sandboxfile";
