@@ -18,6 +18,9 @@ int ExitCode();
 // Prints "msb: message" to stderr and returns 1 (for `return Fail(...)`).
 int Fail(const std::string& message);
 
+// Prints rows (the first is the header) as left-aligned columns on stdout.
+void PrintTable(const std::vector<std::vector<std::string>>& rows);
+
 // Loads the Sandboxfile (-f FILE, else the current directory's), printing
 // every diagnostic to stderr; nullopt (exit 1) when there is any error.
 std::optional<schema::Project> LoadProjectOrReport(const std::string& file);

@@ -58,17 +58,7 @@ int Ls(const std::string& project, bool json_out) {
     std::cout << arr.dump(2) << "\n";
     return 0;
   }
-  std::vector<size_t> w(rows[0].size(), 0);
-  for (auto& row : rows)
-    for (size_t i = 0; i < row.size(); ++i) w[i] = std::max(w[i], row[i].size());
-  for (auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(w[i] - row[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  }
+  PrintTable(rows);
   return 0;
 }
 

@@ -1,6 +1,9 @@
 // msb: the host binary. Parses the command line and dispatches to the command
 // registered by each component; see cli.h.
+#include <algorithm>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "orchestrator/cli.h"
 
@@ -17,6 +20,25 @@ int ExitCode() { return g_exit; }
 int Fail(const std::string& message) {
   std::fprintf(stderr, "msb: %s\n", message.c_str());
   return 1;
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  if (rows.empty()) return;
+  std::vector<size_t> width(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) {
+      width[i] = std::max(width[i], row[i].size());
+    }
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size() && i < width.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
+    }
+    line += '\n';
+    std::fputs(line.c_str(), stdout);
+  }
 }
 
 }  // namespace msb::cli

@@ -153,10 +153,10 @@ bool MsbTest::ReadUntil(int fd, std::string* got, const std::string& text, int d
   return got->find(text) != std::string::npos;
 }
 
-std::vector<int> MsbTest::MyQemus() const {
+std::vector<int> MsbTest::Mine(const std::string& what) const {
   std::vector<int> q;
   auto mine = ProcessesMatching(home_);
-  for (int pid : ProcessesMatching("qemu-system")) {
+  for (int pid : ProcessesMatching(what)) {
     if (std::find(mine.begin(), mine.end(), pid) != mine.end()) q.push_back(pid);
   }
   return q;
@@ -199,6 +199,22 @@ bool MsbTest::WaitNoProcess(const std::string& needle, int deadline_s) {
     ::poll(&none, 0, 50);
   }
   return ProcessesMatching(needle).empty();
+}
+
+void ProjectTest::SetUp() {
+  MsbTest::SetUp();
+  if (IsSkipped()) return;
+  project_ = Home() + "/proj";
+  ASSERT_TRUE(MakeDirs(project_).ok());
+}
+
+void ProjectTest::WriteSandboxfile(const std::string& yaml) {
+  ASSERT_TRUE(WriteFileAtomic(project_ + "/Sandboxfile", yaml).ok());
+}
+
+MsbResult ProjectTest::InProject(std::vector<std::string> args) {
+  args.insert(args.begin() + 1, {"-f", project_ + "/Sandboxfile"});
+  return Msb(args);
 }
 
 }  // namespace msb::testing

@@ -41,8 +41,10 @@ class MsbTest : public ::testing::Test {
   ChildProcess SpawnMsb(const std::vector<std::string>& args, int out_fd = -2);
   // Reads fd into *got until it contains text, EOF, or the deadline.
   static bool ReadUntil(int fd, std::string* got, const std::string& text, int deadline_s = 60);
-  // QEMU processes started under this test's home.
-  std::vector<int> MyQemus() const;
+  // Processes whose command line contains `what` and this test's home.
+  std::vector<int> Mine(const std::string& what) const;
+  std::vector<int> MyQemus() const { return Mine("qemu-system"); }
+  std::vector<int> MySupervisors() const { return Mine("supervisor"); }
   // Runs `msb logs NAME` until its output contains `text` or the deadline
   // passes; returns the last output.
   std::string WaitForLogs(const std::string& name, const std::string& text, int deadline_s = 30);
@@ -56,6 +58,17 @@ class MsbTest : public ::testing::Test {
  private:
   std::string home_;
   std::string rootfs_;
+};
+
+// A test with a project directory under its home: write the Sandboxfile,
+// run project commands with -f pointing at it.
+class ProjectTest : public MsbTest {
+ protected:
+  void SetUp() override;
+  void WriteSandboxfile(const std::string& yaml);
+  // msb ARGS[0] -f <project>/Sandboxfile ARGS[1...]
+  MsbResult InProject(std::vector<std::string> args);
+  std::string project_;
 };
 
 }  // namespace msb::testing

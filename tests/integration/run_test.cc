@@ -151,13 +151,7 @@ TEST_F(RunTest, StopStartAndRestartKeepTheWritableLayer) {
 
 TEST_F(RunTest, KillingTheSupervisorTakesTheVmWithIt) {
   ASSERT_EQ(Msb({"run", "--keep", "--name", "victim", Rootfs(), "--", "true"}).code, 0);
-  auto sups = ProcessesMatching("supervisor");
-  std::vector<int> mine;
-  for (int pid : sups) {
-    for (int h : ProcessesMatching(Home())) {
-      if (h == pid) mine.push_back(pid);
-    }
-  }
+  auto mine = MySupervisors();
   ASSERT_EQ(mine.size(), 1u);
   ASSERT_EQ(::kill(mine[0], SIGKILL), 0);
   EXPECT_TRUE(WaitNoProcess(Home(), 20)) << "QEMU outlived its supervisor";
@@ -168,12 +162,7 @@ TEST_F(RunTest, KillingTheSupervisorTakesTheVmWithIt) {
 
 TEST_F(RunTest, KillingQemuMarksTheSandboxFailed) {
   ASSERT_EQ(Msb({"run", "--keep", "--name", "victim", Rootfs(), "--", "true"}).code, 0);
-  std::vector<int> qemus;
-  for (int pid : ProcessesMatching("qemu-system")) {
-    for (int h : ProcessesMatching(Home())) {
-      if (h == pid) qemus.push_back(pid);
-    }
-  }
+  auto qemus = MyQemus();
   ASSERT_EQ(qemus.size(), 1u);
   ASSERT_EQ(::kill(qemus[0], SIGKILL), 0);
   EXPECT_TRUE(WaitNoProcess(Home(), 20)) << "the supervisor outlived its VM";

@@ -22,33 +22,19 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class UpTest : public MsbTest {
+class UpTest : public ProjectTest {
  protected:
-  void SetUp() override {
-    MsbTest::SetUp();
-    if (IsSkipped()) return;
-    project_ = Home() + "/proj";
-    ASSERT_TRUE(MakeDirs(project_).ok());
-  }
-  void WriteFile(const std::string& yaml) {
-    ASSERT_TRUE(WriteFileAtomic(project_ + "/Sandboxfile", yaml).ok());
-  }
   std::string Sandbox(const std::string& name, const std::string& extra = "") {
     return "  " + name + ":\n    image: " + Rootfs() + "\n    memory: 128M\n" +
            "    command: [\"/bin/sh\", \"-c\", \"echo " + name + " started; sleep 3600\"]\n" + extra;
   }
-  MsbResult InProject(std::vector<std::string> args) {
-    args.insert(args.begin() + 1, {"-f", project_ + "/Sandboxfile"});
-    return Msb(args);
-  }
-  std::string project_;
 
  public:
   MsbResult PublicMsb(const std::vector<std::string>& args) { return Msb(args); }
 };
 
 TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
-  WriteFile("name: shop\nsandboxes:\n" + Sandbox("web") + Sandbox("api"));
+  WriteSandboxfile("name: shop\nsandboxes:\n" + Sandbox("web") + Sandbox("api"));
   auto plan = InProject({"plan"});
   EXPECT_EQ(plan.out,
             "+ create api\n+ create web\n"
@@ -68,7 +54,7 @@ TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
   ASSERT_EQ(Msb({"exec", "web", "--", "touch", "/marker"}).code, 0);
 
   // Change web's memory and drop api: replace and orphan removal.
-  WriteFile("name: shop\nsandboxes:\n" + Sandbox("web", "    cpus: 2\n"));
+  WriteSandboxfile("name: shop\nsandboxes:\n" + Sandbox("web", "    cpus: 2\n"));
   plan = InProject({"plan"});
   EXPECT_EQ(plan.out,
             "- remove api (no longer declared)\n-/+ replace web (cpus 1 -> 2)\n"
@@ -91,7 +77,7 @@ TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
 }
 
 TEST_F(UpTest, DependenciesStartFirstAndADeadSupervisorIsRestoredByUp) {
-  WriteFile("name: deps\nsandboxes:\n" + Sandbox("db") +
+  WriteSandboxfile("name: deps\nsandboxes:\n" + Sandbox("db") +
             Sandbox("app", "    depends_on: [db]\n"));
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
@@ -99,13 +85,8 @@ TEST_F(UpTest, DependenciesStartFirstAndADeadSupervisorIsRestoredByUp) {
   EXPECT_LT(up.out.find("created db"), up.out.find("created app")) << up.out;
 
   // kill -9 of db's supervisor: its VM dies with it, ps tells, up restores it.
-  std::vector<int> sups;
-  for (int pid : ProcessesMatching("supervisor")) {
-    auto cmd = ProcessesMatching(Home());
-    if (std::find(cmd.begin(), cmd.end(), pid) != cmd.end()) sups.push_back(pid);
-  }
+  auto sups = MySupervisors();
   ASSERT_EQ(sups.size(), 2u);
-  auto db_json = Msb({"ps", "--json"});
   ASSERT_EQ(::kill(sups[0], SIGKILL), 0);
   auto ps = Msb({"ps"});
   EXPECT_THAT(ps.out, HasSubstr("failed"));
@@ -116,12 +97,7 @@ TEST_F(UpTest, DependenciesStartFirstAndADeadSupervisorIsRestoredByUp) {
   EXPECT_THAT(up.out, HasSubstr("started"));
   EXPECT_EQ(InProject({"up"}).out, "nothing to do: 2 sandboxes up to date\n");
   // Exactly two VMs: nothing duplicated.
-  int qemus = 0;
-  for (int pid : ProcessesMatching("qemu-system")) {
-    auto mine = ProcessesMatching(Home());
-    if (std::find(mine.begin(), mine.end(), pid) != mine.end()) ++qemus;
-  }
-  EXPECT_EQ(qemus, 2);
+  EXPECT_EQ(MyQemus().size(), 2u);
   EXPECT_EQ(InProject({"down"}).code, 0);
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
@@ -131,7 +107,7 @@ TEST_F(UpTest, TwoProjectsNeverTouchEachOther) {
   ASSERT_TRUE(MakeDirs(other).ok());
   ASSERT_TRUE(WriteFileAtomic(other + "/Sandboxfile",
                               "name: other\nsandboxes:\n" + Sandbox("solo")).ok());
-  WriteFile("name: mine\nsandboxes:\n" + Sandbox("solo2"));
+  WriteSandboxfile("name: mine\nsandboxes:\n" + Sandbox("solo2"));
   ASSERT_EQ(Msb({"up", "-f", other + "/Sandboxfile"}).code, 0);
   ASSERT_EQ(InProject({"up"}).code, 0);
   // Mine declares nothing of other's: no orphan removal across projects.
@@ -145,7 +121,7 @@ TEST_F(UpTest, TwoProjectsNeverTouchEachOther) {
 }
 
 TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
-  WriteFile("name: crash\nsandboxes:\n" + Sandbox("a") + Sandbox("b") + Sandbox("c"));
+  WriteSandboxfile("name: crash\nsandboxes:\n" + Sandbox("a") + Sandbox("b") + Sandbox("c"));
   // Start an up and kill it as soon as its first sandbox is recorded.
   SpawnOptions o;
   o.argv = {BuildDir() + "/orchestrator/msb", "up", "-f",
@@ -159,10 +135,7 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   // Wait (deadline) for a supervisor of this home to exist, then kill -9 msb up.
   bool seen = false;
   for (int i = 0; i < 600 && !seen; ++i) {
-    for (int pid : ProcessesMatching("supervisor")) {
-      auto mine = ProcessesMatching(Home());
-      if (std::find(mine.begin(), mine.end(), pid) != mine.end()) seen = true;
-    }
+    seen = !MySupervisors().empty();
     if (!seen) {
       pollfd none{};
       ::poll(&none, 0, 50);
@@ -174,12 +147,7 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
   EXPECT_EQ(InProject({"up"}).out, "nothing to do: 3 sandboxes up to date\n");
-  int qemus = 0;
-  for (int pid : ProcessesMatching("qemu-system")) {
-    auto mine = ProcessesMatching(Home());
-    if (std::find(mine.begin(), mine.end(), pid) != mine.end()) ++qemus;
-  }
-  EXPECT_EQ(qemus, 3);
+  EXPECT_EQ(MyQemus().size(), 3u);
   EXPECT_EQ(InProject({"down"}).code, 0);
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
@@ -189,7 +157,7 @@ static bool WaitForPs(UpTest* t, const std::string& name,
                       const std::function<bool(const nlohmann::json&)>& pred, int deadline_s = 60);
 
 TEST_F(UpTest, HealthChecksDependenciesRestartPoliciesAndWait) {
-  WriteFile("name: health\nsandboxes:\n"
+  WriteSandboxfile("name: health\nsandboxes:\n"
             "  db:\n    image: " + Rootfs() + "\n    memory: 128M\n"
             "    command: [\"/bin/sh\", \"-c\", \"sleep 2; touch /ready; sleep 3600\"]\n"
             "    healthcheck: { command: [\"test\", \"-f\", \"/ready\"], interval: 1s, retries: 2, start_period: 20s }\n"
@@ -211,7 +179,7 @@ TEST_F(UpTest, HealthChecksDependenciesRestartPoliciesAndWait) {
 }
 
 TEST_F(UpTest, WaitNamesTheSandboxThatIsNotHealthy) {
-  WriteFile("name: sick\nsandboxes:\n" +
+  WriteSandboxfile("name: sick\nsandboxes:\n" +
             Sandbox("sick", "    healthcheck: { command: [\"false\"], interval: 1s, retries: 1 }\n"));
   auto up = InProject({"up", "--wait"});
   EXPECT_EQ(up.code, 1);
@@ -220,24 +188,16 @@ TEST_F(UpTest, WaitNamesTheSandboxThatIsNotHealthy) {
 }
 
 TEST_F(UpTest, RestartPolicyChangeIsAppliedInPlaceAndAppliesToAKilledQemu) {
-  WriteFile("name: inplace\nsandboxes:\n" + Sandbox("svc"));
+  WriteSandboxfile("name: inplace\nsandboxes:\n" + Sandbox("svc"));
   ASSERT_EQ(InProject({"up"}).code, 0);
-  auto qemu_of_home = [&]() {
-    std::vector<int> q;
-    for (int pid : ProcessesMatching("qemu-system")) {
-      auto mine = ProcessesMatching(Home());
-      if (std::find(mine.begin(), mine.end(), pid) != mine.end()) q.push_back(pid);
-    }
-    return q;
-  };
-  auto before = qemu_of_home();
+  auto before = MyQemus();
   ASSERT_EQ(before.size(), 1u);
-  WriteFile("name: inplace\nsandboxes:\n" + Sandbox("svc", "    restart: always\n"));
+  WriteSandboxfile("name: inplace\nsandboxes:\n" + Sandbox("svc", "    restart: always\n"));
   auto plan = InProject({"plan"});
   EXPECT_THAT(plan.out, HasSubstr("~ update svc (restart no -> always)"));
   auto up = InProject({"up"});
   EXPECT_EQ(up.out, "updated svc\n");
-  EXPECT_EQ(qemu_of_home(), before);  // the same VM
+  EXPECT_EQ(MyQemus(), before);  // the same VM
   EXPECT_EQ(InProject({"up"}).out, "nothing to do: 1 sandbox up to date\n");
   // kill -9 of its QEMU (once the first run has spoken): restart: always
   // brings it back.
@@ -252,7 +212,7 @@ TEST_F(UpTest, RestartPolicyChangeIsAppliedInPlaceAndAppliesToAKilledQemu) {
 }
 
 TEST_F(UpTest, TwoConcurrentUpsAreSerialisedWithoutDuplicates) {
-  WriteFile("name: twice\nsandboxes:\n" + Sandbox("a") + Sandbox("b"));
+  WriteSandboxfile("name: twice\nsandboxes:\n" + Sandbox("a") + Sandbox("b"));
   auto first = SpawnMsb({"up", "-f", project_ + "/Sandboxfile"});
   auto second = SpawnMsb({"up", "-f", project_ + "/Sandboxfile"});
   ASSERT_TRUE(first.running() && second.running());
@@ -265,7 +225,7 @@ TEST_F(UpTest, TwoConcurrentUpsAreSerialisedWithoutDuplicates) {
 }
 
 TEST_F(UpTest, WatchReconcilesWhenTheFileChangesAndKeepsRunningOnErrors) {
-  WriteFile("name: watched\nsandboxes:\n" + Sandbox("one"));
+  WriteSandboxfile("name: watched\nsandboxes:\n" + Sandbox("one"));
   int out[2];
   ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
   UniqueFd rd(out[0]), wr(out[1]);
@@ -276,11 +236,11 @@ TEST_F(UpTest, WatchReconcilesWhenTheFileChangesAndKeepsRunningOnErrors) {
   auto read_until = [&](const std::string& text) { return ReadUntil(rd.get(), &got, text); };
   ASSERT_TRUE(read_until("watching")) << got;
   // A file with errors: printed, nothing touched.
-  WriteFile("name: watched\nsandboxes:\n  one:\n    memroy: 1G\n");
+  WriteSandboxfile("name: watched\nsandboxes:\n  one:\n    memroy: 1G\n");
   EXPECT_TRUE(read_until("leaving everything as it is")) << got;
   EXPECT_THAT(got, HasSubstr("did you mean \"memory\""));
   // A valid change: a second sandbox appears.
-  WriteFile("name: watched\nsandboxes:\n" + Sandbox("one") + Sandbox("two"));
+  WriteSandboxfile("name: watched\nsandboxes:\n" + Sandbox("one") + Sandbox("two"));
   EXPECT_TRUE(read_until("created two")) << got;
   EXPECT_THAT(got, Not(HasSubstr("removed one")));
   watch.Kill(SIGTERM);
@@ -317,7 +277,7 @@ static bool WaitForPs(UpTest* t, const std::string& name,
 }
 
 TEST_F(UpTest, LogsFollowUntilTheWorkloadEndsAndFilterBySince) {
-  WriteFile("name: logs\nsandboxes:\n  talker:\n    image: " + Rootfs() +
+  WriteSandboxfile("name: logs\nsandboxes:\n  talker:\n    image: " + Rootfs() +
             "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", "
             "\"echo first; echo oops >&2; sleep 1; echo second\"]\n");
   ASSERT_EQ(InProject({"up"}).code, 0);

@@ -22,25 +22,12 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class VolumesTest : public MsbTest {
+class VolumesTest : public ProjectTest {
  protected:
-  void SetUp() override {
-    MsbTest::SetUp();
-    if (IsSkipped()) return;
-    project_ = Home() + "/proj";
-    ASSERT_TRUE(MakeDirs(project_).ok());
-  }
-  void WriteSandboxfile(const std::string& yaml) {
-    ASSERT_TRUE(WriteFileAtomic(project_ + "/Sandboxfile", yaml).ok());
-  }
   // One sandbox "web" with `extra` under it, and `tail` after the sandboxes.
   std::string Web(const std::string& extra, const std::string& image = "") {
     return "  web:\n    image: " + (image.empty() ? Rootfs() : image) +
            "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n" + extra;
-  }
-  MsbResult InProject(std::vector<std::string> args) {
-    args.insert(args.begin() + 1, {"-f", project_ + "/Sandboxfile"});
-    return Msb(args);
   }
   MsbResult Exec(const std::string& script) { return Msb({"exec", "web", "--", "/bin/sh", "-c", script}); }
   std::string HostFile(const std::string& path) {
@@ -56,7 +43,6 @@ class VolumesTest : public MsbTest {
     }
     return out;
   }
-  std::string project_;
 };
 
 TEST_F(VolumesTest, ReadOnlyBindMountIsEnforcedOnTheHostEvenAfterAGuestRemount) {
@@ -298,11 +284,7 @@ TEST_F(VolumesTest, NoVirtiofsdOutlivesItsSandbox) {
   // kill -9 of the supervisor: QEMU and every virtiofsd go with it.
   ASSERT_EQ(InProject({"up"}).code, 0);
   ASSERT_FALSE(Virtiofsds().empty());
-  std::vector<int> sups;
-  auto mine = ProcessesMatching(Home());
-  for (int pid : ProcessesMatching("supervisor")) {
-    if (std::find(mine.begin(), mine.end(), pid) != mine.end()) sups.push_back(pid);
-  }
+  auto sups = MySupervisors();
   ASSERT_EQ(sups.size(), 1u);
   ASSERT_EQ(::kill(sups[0], SIGKILL), 0);
   EXPECT_TRUE(WaitNoProcess("source=" + Home(), 20)) << Virtiofsds().size();
