@@ -25,6 +25,13 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows);
 // every diagnostic to stderr; nullopt (exit 1) when there is any error.
 std::optional<schema::Project> LoadProjectOrReport(const std::string& file);
 
+// --insecure-registry and --registry-ca, for commands that may pull.
+struct RegistryFlags {
+  std::vector<std::string> insecure;  // HOST[:PORT]
+  std::vector<std::string> cas;       // HOST[:PORT]=FILE
+};
+void AddRegistryFlags(CLI::App* cmd, RegistryFlags* flags);
+
 void RegisterConfigCommands(CLI::App& app);   // validate, config
 void RegisterProjectCommands(CLI::App& app);  // plan, up, down, start, restart
 void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, stop, rm, ps, kernel

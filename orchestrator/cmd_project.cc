@@ -32,21 +32,27 @@ struct UpArgs {
   bool force_recreate = false;
   bool no_recreate = false;
   int wait_timeout_s = 300;
+  RegistryFlags registry;
 };
 
 // One reconcile pass. Returns the exit code.
 int ReconcileOnce(const schema::Project& project, const UpArgs& a, bool print_plan_only) {
   auto store = Store::Open(Store::DefaultPath());
   if (!store.ok()) return Fail(store.error().message());
-  auto digests = orchestrator::ResolveImages(project);
-  if (!digests.ok()) return Fail(digests.error().message());
+  orchestrator::ImageOptions io;
+  io.fetch = !print_plan_only;
+  io.insecure_registries = a.registry.insecure;
+  io.registry_cas = a.registry.cas;
+  auto images = orchestrator::ResolveImages(*store, project, io);
+  if (!images.ok()) return Fail(images.error().message());
+  auto digests = orchestrator::DigestsOf(*images);
   auto observed = orchestrator::ObserveProject(*store, project.name);
   if (!observed.ok()) return Fail(observed.error().message());
   orchestrator::PlanOptions po;
   po.force_recreate = a.force_recreate;
   po.no_recreate = a.no_recreate;
   po.selection = a.names;
-  auto plan = orchestrator::MakePlan(project, *digests, *observed, po);
+  auto plan = orchestrator::MakePlan(project, digests, *observed, po);
   if (!plan.ok()) return Fail(plan.error().message());
   if (print_plan_only) {
     std::cout << plan->ToText();
@@ -68,7 +74,7 @@ int ReconcileOnce(const schema::Project& project, const UpArgs& a, bool print_pl
     std::lock_guard g(out_mu);
     std::cout << line << std::endl;
   };
-  auto st = orchestrator::Execute(project, *digests, *plan, eo);
+  auto st = orchestrator::Execute(project, *images, *plan, eo);
   if (!st.ok()) return Fail("some sandboxes did not come up:\n" + st.error().message());
   return 0;
 }
@@ -255,6 +261,7 @@ void RegisterProjectCommands(CLI::App& app) {
     cmd->add_flag("--watch", a->watch, "keep reconciling when the file changes or a sandbox dies");
     cmd->add_flag("--force-recreate", a->force_recreate, "replace sandboxes even when unchanged");
     cmd->add_flag("--no-recreate", a->no_recreate, "never replace existing sandboxes");
+    AddRegistryFlags(cmd, &a->registry);
     OnRun(cmd, [a]() { return Up(*a); });
   }
   {

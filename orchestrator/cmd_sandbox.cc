@@ -18,9 +18,11 @@
 #include "orchestrator/cli.h"
 #include "orchestrator/control_client.h"
 #include "orchestrator/host_tar.h"
+#include "orchestrator/images.h"
 #include "orchestrator/launch.h"
 #include "orchestrator/reconcile.h"
 #include "orchestrator/store.h"
+#include "schema/image_ref.h"
 #include "schema/values.h"
 
 namespace msb::cli {
@@ -38,11 +40,6 @@ std::string Abs(const std::string& p) {
   return ec ? p : a.lexically_normal().string();
 }
 
-bool IsLocalImage(const std::string& image) {
-  return image.rfind("./", 0) == 0 || image.rfind("../", 0) == 0 || image.rfind('/', 0) == 0 ||
-         image == "." || image == "..";
-}
-
 struct RunArgs {
   std::string image;
   int cpus = 1;
@@ -56,19 +53,21 @@ struct RunArgs {
   bool tty = false;
   bool keep = false;
   std::vector<std::string> command;
+  bool quiet = false;
+  RegistryFlags registry;
 };
 
 int Run(const RunArgs& a) {
-  if (!IsLocalImage(a.image)) {
-    return Fail("image " + a.image +
-                ": only local root file system directories (./dir or /abs/dir) can be run so far");
+  std::string home = std::getenv("HOME") ? std::getenv("HOME") : "";
+  std::string cwd = std::filesystem::current_path().string();
+  auto image = schema::ParseImage(a.image, cwd, home);
+  if (!image.ok()) return Fail("image " + a.image + ": " + image.error().message());
+  if (image->kind == schema::Image::Kind::kLocalDir) {
+    struct stat st;
+    if (::stat(image->path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return Fail("image " + a.image + ": " + image->path + " is not a directory");
+    }
   }
-  std::string dir = Abs(a.image);
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Fail("image " + a.image + ": " + dir + " is not a directory");
-  }
-  if (a.command.empty()) return Fail("no command given: msb run IMAGE -- COMMAND [ARGS...]");
   auto mem = schema::ParseSize(a.memory, 1ull << 20);
   if (!mem.ok()) return Fail("--memory " + a.memory + ": " + mem.error().message());
   auto disk = schema::ParseSize(a.disk, 1ull << 20);
@@ -81,6 +80,17 @@ int Run(const RunArgs& a) {
   }
   auto store = OpenStore();
   if (!store.ok()) return Fail(store.error().message());
+  orchestrator::ImageOptions io;
+  io.insecure_registries = a.registry.insecure;
+  io.registry_cas = a.registry.cas;
+  io.quiet = a.quiet;
+  auto resolved = orchestrator::EnsureImage(*store, *image, io);
+  if (!resolved.ok()) return Fail("image " + a.image + ": " + resolved.error().message());
+  std::vector<std::string> argv = orchestrator::RunArgv(resolved->defaults, a.command);
+  if (argv.empty()) {
+    return Fail("no command given and image " + a.image +
+                " has none: msb run IMAGE -- COMMAND [ARGS...]");
+  }
 
   orchestrator::LaunchRequest req;
   req.project = Store::kRunProject;
@@ -94,14 +104,20 @@ int Run(const RunArgs& a) {
     auto existing = store->GetSandbox(req.project, req.name);
     if (existing.ok() && *existing) return Fail("a sandbox named " + a.name + " already exists");
   }
-  req.image_ref = a.image;
-  req.image_dir = dir;
+  req.image_ref = image->reference;
+  req.image_dir = image->path;
+  req.image_digest = resolved->digest;
+  req.base_disk = resolved->base_disk;
   req.cpus = a.cpus;
   req.memory_bytes = *mem;
   req.disk_bytes = *disk;
   req.boot.env = a.env;
   req.boot.workdir = a.workdir;
   req.boot.user = a.user;
+  // The image's env, workdir and user where the command line is silent; the
+  // command itself runs as an exec below.
+  orchestrator::ApplyImageDefaults(resolved->defaults, true, req.boot);
+  req.boot.command.clear();
   if (const char* t = std::getenv("MSB_BOOT_TIMEOUT_MS"); t != nullptr && std::atoi(t) > 0) {
     req.boot_timeout_ms = std::atoi(t);
   }
@@ -120,10 +136,10 @@ int Run(const RunArgs& a) {
     code = Fail(client.error().message());
   } else {
     agent::ExecRequest ex;
-    ex.argv = a.command;
+    ex.argv = argv;
     ex.env = a.env;
-    ex.cwd = a.workdir;
-    ex.user = a.user;
+    ex.cwd = req.boot.workdir;
+    ex.user = req.boot.user;
     orchestrator::ExecIo io;
     io.forward_stdin = a.interactive;
     io.tty = a.tty;
@@ -346,7 +362,10 @@ void RegisterSandboxCommands(CLI::App& app) {
   {
     auto a = std::make_shared<RunArgs>();
     auto* cmd = app.add_subcommand("run", "Run a command in a new temporary sandbox");
-    cmd->add_option("image", a->image, "image: a local root file system directory")->required();
+    cmd->add_option("image", a->image,
+                    "image: a registry reference, ./dir, or oci-layout:PATH[:tag]")->required();
+    cmd->add_flag("-q,--quiet", a->quiet, "no pull progress");
+    AddRegistryFlags(cmd, &a->registry);
     cmd->add_option("--cpus", a->cpus, "virtual CPUs");
     cmd->add_option("--memory,-m", a->memory, "memory, e.g. 512M or 1G");
     cmd->add_option("--disk", a->disk, "size of the writable layer");

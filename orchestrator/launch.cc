@@ -144,7 +144,10 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   MSB_TRY(std::string initramfs, vm::CachedInitramfs(agentd));
   MSB_TRY(std::string accel, vm::ChooseAccel(kernel, qemu));
   std::string home = MsbHome();
-  MSB_TRY(std::string base, fs::BuildBaseDiskFromDir(req.image_dir, home + "/images/local"));
+  std::string base = req.base_disk;
+  if (base.empty()) {
+    MSB_TRY(base, fs::BuildBaseDiskFromDir(req.image_dir, home + "/images/local"));
+  }
 
   std::string dir = home + "/sandboxes/" + RandomId();
   MSB_TRY_STATUS(MakeDirs(dir, 0700));

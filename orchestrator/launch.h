@@ -21,6 +21,9 @@ struct LaunchRequest {
   std::string image_ref;  // as the user wrote it
   std::string image_dir;  // absolute local root file system directory
   std::string image_digest;  // content digest of the image, when resolved
+  // The read-only base disk when already built (orchestrator/images.h);
+  // empty: built here from image_dir.
+  std::string base_disk;
   int cpus = 1;
   uint64_t memory_bytes = 512ull << 20;
   uint64_t disk_bytes = 2ull << 30;

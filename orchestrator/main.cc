@@ -41,6 +41,15 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+void AddRegistryFlags(CLI::App* cmd, RegistryFlags* flags) {
+  cmd->add_option("--insecure-registry", flags->insecure,
+                  "talk plain HTTP to this registry HOST:PORT (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_option("--registry-ca", flags->cas,
+                  "trust this CA file for a registry: HOST:PORT=FILE (repeatable)")
+      ->allow_extra_args(false);
+}
+
 }  // namespace msb::cli
 
 int main(int argc, char** argv) {

@@ -43,26 +43,6 @@ Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::strin
   return records;
 }
 
-Result<std::map<std::string, std::string>> ResolveImages(const schema::Project& project) {
-  std::map<std::string, std::string> digests;
-  std::map<std::string, std::string> by_path;  // one hash per directory
-  for (const auto& [name, sb] : project.sandboxes) {
-    if (sb.image.kind != schema::Image::Kind::kLocalDir) {
-      return Error(ErrorCode::kUnavailable,
-                   "sandbox " + name + ": image " + sb.image.reference +
-                       ": only local root file system directories can be run so far");
-    }
-    auto it = by_path.find(sb.image.path);
-    if (it == by_path.end()) {
-      auto sum = fs::HashTree(sb.image.path);
-      if (!sum.ok()) return sum.error().Wrap("sandbox " + name + ": image " + sb.image.reference);
-      it = by_path.emplace(sb.image.path, "sha256:" + sum->sha256).first;
-    }
-    digests[name] = it->second;
-  }
-  return digests;
-}
-
 nlohmann::json SupervisorPolicy(const schema::Sandbox& sb) {
   vm::Policy p;
   p.restart.kind = static_cast<vm::RestartPolicy::Kind>(static_cast<int>(sb.restart.policy));
@@ -80,12 +60,14 @@ nlohmann::json SupervisorPolicy(const schema::Sandbox& sb) {
 }
 
 Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
-                                        const std::string& digest) {
+                                        const ResolvedImage& image) {
+  const std::string& digest = image.digest;
   LaunchRequest req;
   req.project = project.name;
   req.name = sb.name;
   req.image_ref = sb.image.reference;
   req.image_dir = sb.image.path;
+  req.base_disk = image.base_disk;
   req.cpus = sb.cpus;
   req.memory_bytes = sb.memory;
   req.disk_bytes = sb.disk;
@@ -105,6 +87,7 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
     auto start = sb.scripts.find("start");
     if (start != sb.scripts.end()) req.boot.command = start->second;
   }
+  ApplyImageDefaults(image.defaults, !req.boot.command.empty(), req.boot);
   req.policy = SupervisorPolicy(sb);
   req.config_hash = schema::ConfigHash(sb, digest);
   req.spec_json = RecordSpecJson(sb, digest);
@@ -177,7 +160,7 @@ Status WaitForDependencies(const schema::Project& project, const std::string& na
   return OkStatus();
 }
 
-Status RunStep(const schema::Project& project, const std::map<std::string, std::string>& digests,
+Status RunStep(const schema::Project& project, const std::map<std::string, ResolvedImage>& images,
                const Step& step, std::string* done_text) {
   MSB_TRY(Store store, Store::Open(Store::DefaultPath()));
   auto find_record = [&]() -> Result<std::optional<SandboxRecord>> {
@@ -185,8 +168,11 @@ Status RunStep(const schema::Project& project, const std::map<std::string, std::
   };
   auto launch_declared = [&]() -> Status {
     const schema::Sandbox& sb = project.sandboxes.at(step.name);
-    auto digest = digests.count(step.name) ? digests.at(step.name) : std::string();
-    MSB_TRY(LaunchRequest req, MakeLaunchRequest(project, sb, digest));
+    auto image = images.find(step.name);
+    if (image == images.end()) {
+      return Error(ErrorCode::kInternal, "no resolved image for " + step.name);
+    }
+    MSB_TRY(LaunchRequest req, MakeLaunchRequest(project, sb, image->second));
     auto rec = Launch(store, req);
     if (!rec.ok()) return rec.error();
     return OkStatus();
@@ -214,7 +200,7 @@ Status RunStep(const schema::Project& project, const std::map<std::string, std::
       if (!rec) return Error(ErrorCode::kNotFound, "record of " + step.name + " vanished");
       // Record the in-place changes the start carries, then boot.
       const schema::Sandbox& sb = project.sandboxes.at(step.name);
-      auto digest = digests.count(step.name) ? digests.at(step.name) : rec->image_digest;
+      auto digest = images.count(step.name) ? images.at(step.name).digest : rec->image_digest;
       SandboxRecord updated = *rec;
       updated.spec_json = RecordSpecJson(sb, digest);
       MSB_TRY_STATUS(store.UpsertSandbox(updated));
@@ -232,7 +218,7 @@ Status RunStep(const schema::Project& project, const std::map<std::string, std::
       if (!rec) return Error(ErrorCode::kNotFound, "record of " + step.name + " vanished");
       const schema::Sandbox& sb = project.sandboxes.at(step.name);
       SandboxRecord updated = *rec;
-      auto digest = digests.count(step.name) ? digests.at(step.name) : rec->image_digest;
+      auto digest = images.count(step.name) ? images.at(step.name).digest : rec->image_digest;
       updated.spec_json = RecordSpecJson(sb, digest);
       // The supervisor applies the new policy in place and keeps it in its spec.
       nlohmann::json policy = SupervisorPolicy(sb);
@@ -259,7 +245,7 @@ Status RunStep(const schema::Project& project, const std::map<std::string, std::
 
 }  // namespace
 
-Status Execute(const schema::Project& project, const std::map<std::string, std::string>& digests,
+Status Execute(const schema::Project& project, const std::map<std::string, ResolvedImage>& images,
                const Plan& plan, const ExecuteOptions& options) {
   std::mutex mu;
   std::condition_variable cv;
@@ -297,7 +283,7 @@ Status Execute(const schema::Project& project, const std::map<std::string, std::
       progressed = true;
       threads.emplace_back([&, i]() {
         std::string text;
-        Status st = RunStep(project, digests, plan.steps[i], &text);
+        Status st = RunStep(project, images, plan.steps[i], &text);
         std::lock_guard g(mu);
         running.erase(plan.steps[i].name);
         if (st.ok()) {

@@ -11,6 +11,7 @@
 
 #include "common/fd.h"
 #include "common/result.h"
+#include "orchestrator/images.h"
 #include "orchestrator/launch.h"
 #include "orchestrator/planner.h"
 #include "orchestrator/store.h"
@@ -32,15 +33,12 @@ class ProjectLock {
 // The project's records, each corrected for a dead supervisor.
 Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::string& project);
 
-// Resolved image digests per declared sandbox (local directories: content hash).
-Result<std::map<std::string, std::string>> ResolveImages(const schema::Project& project);
-
 // The supervisor's policy (vm/policy.h JSON) for a declared sandbox.
 nlohmann::json SupervisorPolicy(const schema::Sandbox& sb);
 
 // The launch request for a declared sandbox.
 Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
-                                        const std::string& digest);
+                                        const ResolvedImage& image);
 
 // Live status of a sandbox from its supervisor: state and, when it has a
 // health check, "health" (starting|healthy|unhealthy); kState error when it is
@@ -60,7 +58,7 @@ struct ExecuteOptions {
 
 // Executes plan; returns an error naming every step that failed (and those
 // that were not started because a dependency failed).
-Status Execute(const schema::Project& project, const std::map<std::string, std::string>& digests,
+Status Execute(const schema::Project& project, const std::map<std::string, ResolvedImage>& images,
                const Plan& plan, const ExecuteOptions& options);
 
 }  // namespace msb::orchestrator
