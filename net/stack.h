@@ -1,0 +1,145 @@
+// Stack: the user-mode network stack of one sandbox. Ethernet frames from the
+// guest come in through OnFrame; frames to the guest leave through the sink.
+// The stack plays the gateway (ARP/NDP, ICMP echo, DNS at gateway:53 through
+// an injected handler) and terminates every guest TCP connection and UDP flow,
+// re-originating the ones the injected policy allows as ordinary host sockets
+// on the Dispatcher. Inbound (published ports) runs the other way: a host
+// socket is spliced to a connection the stack opens towards the guest.
+// Not a router: nothing is forwarded at the IP level, no TAP, no root.
+//
+// Theory of operation
+//
+// Addresses (StackConfig): the guest has one static IPv4 and one IPv6 address;
+// the gateway (this stack) has one of each and one MAC. ARP requests for any
+// address but the guest's own are answered with the gateway MAC (every other
+// address is reached through us); neighbour solicitations are answered only
+// for gateway6. Frames whose source IP is not the guest's are dropped.
+//
+// TCP flows (FlowProto::kTcp), keyed by the 4-tuple in hash maps. On a guest
+// SYN the policy is asked once: kDeny → RST (stats.tcp_denied); kAllow → a
+// non-blocking connect to the destination; kAllowToHostLoopback → to
+// 127.0.0.1:dport. The SYN-ACK goes to the guest only when the host connect
+// succeeded; a failed or timed-out connect (StackConfig::tcp_connect_timeout)
+// answers RST, so the guest sees "connection refused" exactly as it would
+// from the real destination. Then bytes are spliced between the TcpEndpoint
+// (tcp.h: windows, retransmission, half-close) and the host socket: host
+// reads stop while the endpoint's send buffer is full (the guest's window
+// closed), and the window advertised to the guest shrinks while bytes wait
+// for a slow host peer. A FIN from the guest becomes shutdown(SHUT_WR) once its
+// data is written; EOF from the host becomes our FIN. A reset either way is
+// passed on. A flow idle for StackConfig::tcp_idle is reset both ways. At
+// most max_tcp_flows flows: beyond that new SYNs are refused.
+//
+// UDP flows (FlowProto::kUdp): one connected host socket per (guest port,
+// destination), created on the first allowed datagram and dropped after
+// udp_idle without traffic either way (checked by one timer per flow firing
+// every udp_idle/2). At most max_udp_flows; datagrams that would open more
+// are dropped. Denied datagrams are dropped (stats.udp_denied).
+//
+// DNS: UDP datagrams to gateway:53 and TCP connections to gateway:53 (two-byte
+// length-prefixed messages) are handed to the DnsHandler; its reply callback
+// may run later and is ignored when the flow is gone.
+//
+// Inbound: OpenInbound(host_fd, guest_port) makes a TCP flow from
+// gateway:<ephemeral port> to guest:guest_port and sends SYN to the guest; a
+// RST from the guest closes host_fd. AddUdpInbound(socket, guest_port) forwards
+// each datagram arriving on a host UDP socket to guest:guest_port from
+// gateway:<port chosen per sender>, and the guest's replies back to that sender.
+//
+// Lifetime: all flows are owned by the Stack and die with it; host sockets are
+// closed then. Flows are removed through Dispatcher::DeferDelete so a flow's
+// own callback never frees it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/dispatcher.h"
+#include "common/fd.h"
+#include "common/result.h"
+#include "net/packet.h"
+
+namespace msb::net {
+
+struct StackConfig {
+  Mac guest_mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  Mac gateway_mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x01};
+  InetAddr guest4 = InetAddr::V4(0x0a000202);    // 10.0.2.2
+  InetAddr gateway4 = InetAddr::V4(0x0a000201);  // 10.0.2.1
+  int prefix4 = 24;
+  InetAddr guest6 = *InetAddr::Parse("fd00:6d73:62::2");
+  InetAddr gateway6 = *InetAddr::Parse("fd00:6d73:62::1");
+  int prefix6 = 64;
+  uint16_t mtu = 1500;
+  std::chrono::milliseconds udp_idle{60000};
+  std::chrono::milliseconds tcp_connect_timeout{10000};
+  std::chrono::milliseconds tcp_idle{7200 * 1000};
+  size_t max_tcp_flows = 8192;
+  size_t max_udp_flows = 1024;
+  size_t tcp_buffer = 512 * 1024;  // per direction, per flow
+};
+
+enum class FlowProto : int { kTcp = 0, kUdp = 1, kIcmp = 2 };
+const char* ToString(FlowProto p);
+
+// A flow as the guest sees it: src is the guest, dst the destination it asked for.
+struct FlowKey {
+  FlowProto proto = FlowProto::kTcp;
+  InetAddr src, dst;
+  uint16_t sport = 0, dport = 0;
+};
+
+enum class FlowAction : int { kDeny = 0, kAllow = 1, kAllowToHostLoopback = 2 };
+const char* ToString(FlowAction a);
+struct FlowVerdict {
+  FlowAction action = FlowAction::kDeny;
+};
+
+using PolicyFn = std::function<FlowVerdict(const FlowKey&)>;
+using DnsReply = std::function<void(std::string)>;
+using DnsHandler = std::function<void(std::string_view query, DnsReply reply)>;
+using FrameSink = std::function<void(std::span<const uint8_t>)>;
+
+struct StackStats {
+  uint64_t frames_in = 0, frames_out = 0, frames_dropped = 0;
+  uint64_t tcp_opened = 0, tcp_denied = 0, tcp_refused = 0, tcp_inbound = 0;
+  uint64_t udp_opened = 0, udp_denied = 0, udp_dropped = 0;
+  uint64_t dns_queries = 0, icmp_echo = 0;
+};
+
+class Stack {
+ public:
+  // dispatcher must outlive the stack; sink is called on the dispatcher's
+  // thread for every frame to the guest.
+  Stack(Dispatcher& dispatcher, StackConfig config, FrameSink sink, PolicyFn policy,
+        DnsHandler dns);
+  ~Stack();
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+
+  // One Ethernet frame from the guest (hostile; any bytes).
+  void OnFrame(std::span<const uint8_t> frame);
+
+  // Opens a TCP connection towards guest:guest_port and splices it to
+  // host_fd (a connected stream socket; ownership taken).
+  Status OpenInbound(UniqueFd host_fd, uint16_t guest_port, bool ipv6 = false);
+  // Forwards datagrams from a bound host UDP socket (ownership taken) to
+  // guest:guest_port, and the guest's replies back to each sender.
+  Status AddUdpInbound(UniqueFd udp_socket, uint16_t guest_port);
+
+  const StackStats& stats() const;
+  size_t tcp_flows() const;
+  size_t udp_flows() const;
+  const StackConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace msb::net
