@@ -478,6 +478,10 @@ struct Stack::Impl {
     }
     int one = 1;
     setsockopt(fd.get(), IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
+    // Bounds the kernel's buffering too, so a slow host peer closes the
+    // guest's window instead of queueing megabytes per flow.
+    int sndbuf = static_cast<int>(cfg.tcp_buffer);
+    setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
     TcpFlow* f = NewTcpFlow(tuple, fr.ip_src, fr.sport, fr.ip_dst, fr.dport);
     f->fd = std::move(fd);
     f->connecting = true;

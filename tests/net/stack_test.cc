@@ -1,0 +1,544 @@
+// The stack driven with crafted guest frames, a fake policy and real host
+// sockets on 127.0.0.1: gateway answers, TCP handshake and data both ways,
+// window closing, FIN/RST, retransmission, deny → RST, UDP, DNS, inbound.
+#include "net/stack.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <functional>
+#include <string>
+
+#include "net/tcp.h"
+
+namespace msb::net {
+namespace {
+
+using std::chrono::milliseconds;
+
+UniqueFd Listen(uint16_t* port, int type = SOCK_STREAM) {
+  UniqueFd fd(socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  if (type == SOCK_STREAM) {
+    EXPECT_EQ(listen(fd.get(), 16), 0);
+  }
+  socklen_t len = sizeof(a);
+  getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+struct Captured {
+  std::vector<uint8_t> bytes;
+  Frame f;
+};
+
+class StackTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(); }
+  void Start(StackConfig cfg = StackConfig{}) {
+    cfg_ = cfg;
+    stack_ = std::make_unique<Stack>(
+        d_, cfg_,
+        [this](std::span<const uint8_t> fr) {
+          auto c = std::make_unique<Captured>();
+          c->bytes.assign(fr.begin(), fr.end());
+          auto parsed = ParseFrame(c->bytes);
+          ASSERT_TRUE(parsed) << "the stack sent an unparsable frame";
+          c->f = *parsed;
+          frames_.push_back(std::move(c));
+        },
+        [this](const FlowKey& k) { return policy_(k); },
+        [this](std::string_view q, DnsReply reply) {
+          dns_queries_.emplace_back(q);
+          reply("answer:" + std::string(q));
+        });
+  }
+
+  // Runs the loop until pred holds or the deadline passes.
+  bool RunUntil(const std::function<bool()>& pred, milliseconds deadline = milliseconds(5000)) {
+    if (pred()) return true;
+    bool ok = false;
+    auto start = std::chrono::steady_clock::now();
+    EventHandle tick;
+    tick = d_.Timer([&]() {
+      if (pred()) {
+        ok = true;
+        d_.Exit();
+      } else if (std::chrono::steady_clock::now() - start > deadline) {
+        d_.Exit();
+      } else {
+        tick.Arm(milliseconds(1));
+      }
+    });
+    tick.Arm(milliseconds(0));
+    d_.Run();
+    return ok;
+  }
+
+  void Inject(const std::vector<uint8_t>& frame) { stack_->OnFrame(frame); }
+
+  void SendTcp(uint16_t sport, const InetAddr& dst, uint16_t dport, uint8_t flags, uint32_t seq,
+               uint32_t ack, const std::string& data = "", uint16_t window = 65535,
+               std::optional<uint8_t> wscale = std::nullopt) {
+    TcpHeader h;
+    h.sport = sport;
+    h.dport = dport;
+    h.seq = seq;
+    h.ack = ack;
+    h.flags = flags;
+    h.window = window;
+    if (flags & kTcpSyn) {
+      h.options.mss = 1460;
+      h.options.wscale = wscale;
+    }
+    std::vector<uint8_t> out;
+    BuildTcp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, dst}, h,
+             {reinterpret_cast<const uint8_t*>(data.data()), data.size()});
+    Inject(out);
+  }
+
+  // The next captured TCP segment to guest port `port`, waiting for it.
+  std::unique_ptr<Captured> NextTcp(uint16_t port, milliseconds deadline = milliseconds(5000)) {
+    std::unique_ptr<Captured> got;
+    RunUntil(
+        [&]() {
+          for (auto it = frames_.begin(); it != frames_.end(); ++it) {
+            if ((*it)->f.tcp && (*it)->f.dport == port) {
+              got = std::move(*it);
+              frames_.erase(it);
+              return true;
+            }
+          }
+          return false;
+        },
+        deadline);
+    return got;
+  }
+
+  // Guest-side handshake to dst:dport; returns the stack's ISN + 1.
+  uint32_t Connect(uint16_t sport, const InetAddr& dst, uint16_t dport, uint32_t iss = 100,
+                   uint16_t window = 65535) {
+    SendTcp(sport, dst, dport, kTcpSyn, iss, 0, "", window);
+    auto sa = NextTcp(sport);
+    EXPECT_TRUE(sa);
+    if (!sa) return 0;
+    EXPECT_EQ(sa->f.tcp->flags, kTcpSyn | kTcpAck);
+    EXPECT_EQ(sa->f.tcp->ack, iss + 1);
+    uint32_t next = sa->f.tcp->seq + 1;
+    SendTcp(sport, dst, dport, kTcpAck, iss + 1, next, "", window);
+    return next;
+  }
+
+  UniqueFd Accept(int listen_fd) {
+    UniqueFd conn;
+    RunUntil([&]() {
+      conn = UniqueFd(accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      return conn.valid();
+    });
+    return conn;
+  }
+
+  std::string ReadAll(int fd, size_t want) {
+    std::string got;
+    RunUntil([&]() {
+      char buf[65536];
+      ssize_t n;
+      while ((n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0) got.append(buf, n);
+      return got.size() >= want;
+    });
+    return got;
+  }
+
+  Dispatcher d_;
+  StackConfig cfg_;
+  std::unique_ptr<Stack> stack_;
+  std::deque<std::unique_ptr<Captured>> frames_;
+  std::vector<std::string> dns_queries_;
+  std::function<FlowVerdict(const FlowKey&)> policy_ = [](const FlowKey&) { return FlowVerdict{}; };
+};
+
+TEST_F(StackTest, AnswersArpForTheGatewayAndNotForTheGuest) {
+  std::vector<uint8_t> req(kEthHeader + 28, 0);
+  auto fill = [&](uint32_t tpa) {
+    std::fill(req.begin(), req.begin() + 6, 0xff);
+    std::copy(cfg_.guest_mac.begin(), cfg_.guest_mac.end(), req.begin() + 6);
+    req[12] = 0x08, req[13] = 0x06;
+    uint8_t* a = req.data() + kEthHeader;
+    a[1] = 1, a[2] = 0x08, a[4] = 6, a[5] = 4, a[7] = 1;
+    std::copy(cfg_.guest_mac.begin(), cfg_.guest_mac.end(), a + 8);
+    std::copy(cfg_.guest4.b.begin(), cfg_.guest4.b.begin() + 4, a + 14);
+    a[24] = tpa >> 24, a[25] = tpa >> 16, a[26] = tpa >> 8, a[27] = tpa;
+  };
+  fill(cfg_.gateway4.v4());
+  Inject(req);
+  ASSERT_EQ(frames_.size(), 1u);
+  ASSERT_TRUE(frames_[0]->f.arp);
+  EXPECT_EQ(frames_[0]->f.arp->op, 2);
+  EXPECT_EQ(frames_[0]->f.arp->sha, cfg_.gateway_mac);
+  EXPECT_EQ(frames_[0]->f.arp->spa, cfg_.gateway4.v4());
+  frames_.clear();
+  fill(cfg_.guest4.v4());  // duplicate address detection: must stay unanswered
+  Inject(req);
+  EXPECT_TRUE(frames_.empty());
+}
+
+TEST_F(StackTest, AnswersEchoAndNeighborSolicitationForTheGateway) {
+  std::vector<uint8_t> out;
+  std::vector<uint8_t> body = {0, 7, 0, 1, 'p', 'i', 'n', 'g'};
+  BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, cfg_.gateway4}, kIcmpEchoRequest, 0, body);
+  Inject(out);
+  ASSERT_EQ(frames_.size(), 1u);
+  EXPECT_EQ(frames_[0]->f.icmp_type, kIcmpEchoReply);
+  EXPECT_EQ(std::vector<uint8_t>(frames_[0]->f.payload.begin(), frames_[0]->f.payload.end()), body);
+  frames_.clear();
+
+  uint8_t ns[4 + 16 + 8] = {};
+  std::copy(cfg_.gateway6.b.begin(), cfg_.gateway6.b.end(), ns + 4);
+  BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest6, *InetAddr::Parse("ff02::1:ff00:1")},
+            kIcmp6NeighborSolicit, 0, ns);
+  Inject(out);
+  ASSERT_EQ(frames_.size(), 1u);
+  EXPECT_EQ(frames_[0]->f.icmp_type, kIcmp6NeighborAdvert);
+  EXPECT_EQ(frames_[0]->f.ip_dst, cfg_.guest6);
+}
+
+TEST_F(StackTest, DeniedSynGetsRstAndNoHostConnection) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  FlowKey seen;
+  policy_ = [&](const FlowKey& k) {
+    seen = k;
+    return FlowVerdict{FlowAction::kDeny};
+  };
+  SendTcp(40000, cfg_.gateway4, port, kTcpSyn, 1, 0);
+  auto r = NextTcp(40000);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->f.tcp->flags, kTcpRst | kTcpAck);
+  EXPECT_EQ(r->f.tcp->ack, 2u);
+  EXPECT_EQ(stack_->stats().tcp_denied, 1u);
+  EXPECT_EQ(seen.dport, port);
+  EXPECT_EQ(seen.proto, FlowProto::kTcp);
+  EXPECT_EQ(stack_->tcp_flows(), 0u);
+  EXPECT_LT(accept4(lfd.get(), nullptr, nullptr, SOCK_NONBLOCK), 0);  // nobody connected
+}
+
+TEST_F(StackTest, ClosedHostPortGetsRst) {
+  uint16_t port;
+  { UniqueFd gone = Listen(&port); }
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  SendTcp(40001, cfg_.gateway4, port, kTcpSyn, 1, 0);
+  auto r = NextTcp(40001);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->f.tcp->flags & kTcpRst);
+  EXPECT_EQ(stack_->stats().tcp_refused, 1u);
+}
+
+TEST_F(StackTest, DataBothWaysAndCloseFromTheGuest) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  uint32_t snd = Connect(40002, cfg_.gateway4, port);
+  UniqueFd conn = Accept(lfd.get());
+  ASSERT_TRUE(conn);
+  // guest → host
+  SendTcp(40002, cfg_.gateway4, port, kTcpAck | kTcpPsh, 101, snd, "GET / HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(ReadAll(conn.get(), 18), "GET / HTTP/1.0\r\n\r\n");
+  auto ack = NextTcp(40002);
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->f.tcp->ack, 101u + 18);
+  // host → guest
+  ASSERT_EQ(send(conn.get(), "HTTP/1.0 200 OK\r\n", 17, 0), 17);
+  auto data = NextTcp(40002);
+  ASSERT_TRUE(data);
+  EXPECT_EQ(std::string(data->f.payload.begin(), data->f.payload.end()), "HTTP/1.0 200 OK\r\n");
+  EXPECT_EQ(data->f.tcp->seq, snd);
+  snd += 17;
+  // guest FIN → host sees EOF; host closes → guest gets FIN.
+  SendTcp(40002, cfg_.gateway4, port, kTcpAck | kTcpFin, 119, snd);
+  char c;
+  ASSERT_TRUE(RunUntil([&]() { return recv(conn.get(), &c, 1, MSG_DONTWAIT) == 0; }));
+  conn.Reset();
+  std::unique_ptr<Captured> fin;
+  while ((fin = NextTcp(40002)) && !(fin->f.tcp->flags & kTcpFin)) {}
+  ASSERT_TRUE(fin);
+  EXPECT_EQ(fin->f.tcp->seq, snd);
+  SendTcp(40002, cfg_.gateway4, port, kTcpAck, 120, snd + 1);
+  EXPECT_TRUE(RunUntil([&]() { return stack_->tcp_flows() == 0; }));
+}
+
+TEST_F(StackTest, HostResetReachesTheGuest) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  uint32_t snd = Connect(40003, cfg_.gateway4, port);
+  UniqueFd conn = Accept(lfd.get());
+  ASSERT_TRUE(conn);
+  linger l{1, 0};
+  setsockopt(conn.get(), SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+  conn.Reset();
+  auto r = NextTcp(40003);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->f.tcp->flags & kTcpRst);
+  EXPECT_EQ(r->f.tcp->seq, snd);
+  EXPECT_TRUE(RunUntil([&]() { return stack_->tcp_flows() == 0; }));
+}
+
+TEST_F(StackTest, GuestResetClosesTheHostSocket) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  uint32_t snd = Connect(40004, cfg_.gateway4, port);
+  UniqueFd conn = Accept(lfd.get());
+  SendTcp(40004, cfg_.gateway4, port, kTcpRst, 101, snd);
+  char c;
+  ssize_t n = 0;
+  ASSERT_TRUE(RunUntil([&]() {
+    n = recv(conn.get(), &c, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }));
+  EXPECT_EQ(stack_->tcp_flows(), 0u);
+}
+
+TEST_F(StackTest, ClosedGuestWindowStopsDataAndLostSegmentIsRetransmitted) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  uint32_t snd = Connect(40005, cfg_.gateway4, port, 100, 3000);
+  UniqueFd conn = Accept(lfd.get());
+  std::string big(20000, 'q');
+  ASSERT_EQ(send(conn.get(), big.data(), big.size(), 0), static_cast<ssize_t>(big.size()));
+  // Only 3000 bytes (the guest's window) may arrive.
+  size_t got = 0;
+  uint32_t first_seq = 0;
+  RunUntil([&]() {
+    for (auto& c : frames_)
+      if (c->f.tcp && !c->f.payload.empty()) {
+        if (got == 0) first_seq = c->f.tcp->seq;
+        got += c->f.payload.size();
+      }
+    frames_.clear();
+    return got >= 3000;
+  });
+  EXPECT_EQ(got, 3000u);
+  EXPECT_EQ(first_seq, snd);
+  EXPECT_FALSE(RunUntil([&]() { return !frames_.empty() && !frames_.back()->f.payload.empty(); },
+                        milliseconds(100)))
+      << "data beyond the guest's window";
+  // The guest "lost" everything: no ACK. The RTO resends from snd_una.
+  auto re = NextTcp(40005, milliseconds(3000));
+  ASSERT_TRUE(re);
+  EXPECT_EQ(re->f.tcp->seq, snd);
+  EXPECT_FALSE(re->f.payload.empty());
+  // Ack all and open the window: the rest flows.
+  SendTcp(40005, cfg_.gateway4, port, kTcpAck, 101, snd + 3000, "", 65535);
+  size_t rest = 0;
+  RunUntil([&]() {
+    for (auto& c : frames_)
+      if (c->f.tcp) rest += c->f.payload.size();
+    frames_.clear();
+    return rest >= 17000;
+  });
+  EXPECT_GE(rest, 17000u);
+}
+
+TEST_F(StackTest, SlowHostPeerShrinksTheWindowAdvertisedToTheGuest) {
+  StackConfig cfg;
+  cfg.tcp_buffer = 64 * 1024;
+  stack_.reset();
+  Start(cfg);
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  uint32_t snd = Connect(40006, cfg_.gateway4, port);
+  UniqueFd conn = Accept(lfd.get());
+  // The guest pushes until the stack stops taking data; the host never reads.
+  uint32_t seq = 101;
+  std::string chunk(1400, 'g');
+  uint16_t window = 65535;
+  for (int i = 0; i < 5000 && window > 0; ++i) {
+    SendTcp(40006, cfg_.gateway4, port, kTcpAck, seq, snd, chunk);
+    auto a = NextTcp(40006);
+    ASSERT_TRUE(a);
+    seq = a->f.tcp->ack;
+    window = a->f.tcp->window;
+  }
+  EXPECT_EQ(window, 0) << "the window never closed";
+  // The host reads everything: the window reopens with an update.
+  std::string got = ReadAll(conn.get(), seq - 101);
+  EXPECT_EQ(got.size(), seq - 101);
+  auto upd = NextTcp(40006);
+  ASSERT_TRUE(upd);
+  EXPECT_GT(upd->f.tcp->window, 0);
+}
+
+TEST_F(StackTest, UdpFlowsAndDns) {
+  uint16_t port;
+  UniqueFd server = Listen(&port, SOCK_DGRAM);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  std::vector<uint8_t> out;
+  std::string msg = "ping";
+  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, cfg_.gateway4}, 5555, port,
+           {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()});
+  Inject(out);
+  sockaddr_in from{};
+  socklen_t len = sizeof(from);
+  char buf[100];
+  ssize_t n = -1;
+  ASSERT_TRUE(RunUntil([&]() {
+    n = recvfrom(server.get(), buf, sizeof(buf), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len);
+    return n >= 0;
+  }));
+  EXPECT_EQ(std::string(buf, n), "ping");
+  sendto(server.get(), "pong", 4, 0, reinterpret_cast<sockaddr*>(&from), len);
+  ASSERT_TRUE(RunUntil([&]() { return !frames_.empty(); }));
+  EXPECT_EQ(frames_[0]->f.dport, 5555);
+  EXPECT_EQ(frames_[0]->f.sport, port);
+  EXPECT_EQ(std::string(frames_[0]->f.payload.begin(), frames_[0]->f.payload.end()), "pong");
+  EXPECT_EQ(stack_->udp_flows(), 1u);
+  frames_.clear();
+
+  std::string q = "query";
+  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, cfg_.gateway4}, 5556, 53,
+           {reinterpret_cast<const uint8_t*>(q.data()), q.size()});
+  Inject(out);
+  ASSERT_EQ(frames_.size(), 1u);
+  EXPECT_EQ(frames_[0]->f.sport, 53);
+  EXPECT_EQ(std::string(frames_[0]->f.payload.begin(), frames_[0]->f.payload.end()), "answer:query");
+}
+
+TEST_F(StackTest, UdpFlowExpiresWhenIdle) {
+  StackConfig cfg;
+  cfg.udp_idle = milliseconds(50);
+  stack_.reset();
+  Start(cfg);
+  uint16_t port;
+  UniqueFd server = Listen(&port, SOCK_DGRAM);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  std::vector<uint8_t> out;
+  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, cfg_.gateway4}, 5557, port, {});
+  Inject(out);
+  EXPECT_EQ(stack_->udp_flows(), 1u);
+  EXPECT_TRUE(RunUntil([&]() { return stack_->udp_flows() == 0; }));
+}
+
+TEST_F(StackTest, DnsOverTcp) {
+  uint32_t snd = Connect(40007, cfg_.gateway4, 53);
+  std::string q = std::string("\0\x03", 2) + "abc";
+  SendTcp(40007, cfg_.gateway4, 53, kTcpAck | kTcpPsh, 101, snd, q);
+  std::string got;
+  RunUntil([&]() {
+    for (auto& c : frames_) got.append(c->f.payload.begin(), c->f.payload.end());
+    frames_.clear();
+    return got.size() >= 12;
+  });
+  EXPECT_EQ(got, std::string("\0\x0a", 2) + "answer:abc");
+}
+
+TEST_F(StackTest, InboundConnectionIsSplicedToTheGuest) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  UniqueFd outside(sv[0]);
+  ASSERT_TRUE(stack_->OpenInbound(UniqueFd(sv[1]), 8080).ok());
+  auto syn = NextTcp(8080);
+  ASSERT_TRUE(syn);
+  EXPECT_EQ(syn->f.tcp->flags, kTcpSyn);
+  EXPECT_EQ(syn->f.ip_src, cfg_.gateway4);
+  uint16_t gw_port = syn->f.sport;
+  uint32_t snd = syn->f.tcp->seq + 1;
+  // The guest answers SYN-ACK from port 8080.
+  auto send_from_guest = [&](uint8_t flags, uint32_t seq, uint32_t ack, const std::string& data) {
+    TcpHeader h;
+    h.sport = 8080;
+    h.dport = gw_port;
+    h.seq = seq;
+    h.ack = ack;
+    h.flags = flags;
+    h.window = 65535;
+    std::vector<uint8_t> out;
+    BuildTcp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, cfg_.gateway4}, h,
+             {reinterpret_cast<const uint8_t*>(data.data()), data.size()});
+    Inject(out);
+  };
+  send_from_guest(kTcpSyn | kTcpAck, 700, snd, "");
+  auto ack = NextTcp(8080);
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->f.tcp->ack, 701u);
+  ASSERT_EQ(send(outside.get(), "hello guest", 11, 0), 11);
+  auto data = NextTcp(8080);
+  ASSERT_TRUE(data);
+  EXPECT_EQ(std::string(data->f.payload.begin(), data->f.payload.end()), "hello guest");
+  send_from_guest(kTcpAck | kTcpPsh, 701, snd + 11, "hello host");
+  EXPECT_EQ(ReadAll(outside.get(), 10), "hello host");
+  EXPECT_EQ(stack_->stats().tcp_inbound, 1u);
+}
+
+TEST_F(StackTest, InboundRefusedByTheGuestClosesTheHostSide) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  UniqueFd outside(sv[0]);
+  ASSERT_TRUE(stack_->OpenInbound(UniqueFd(sv[1]), 8081).ok());
+  auto syn = NextTcp(8081);
+  ASSERT_TRUE(syn);
+  TcpHeader h;
+  h.sport = 8081;
+  h.dport = syn->f.sport;
+  h.ack = syn->f.tcp->seq + 1;
+  h.flags = kTcpRst | kTcpAck;
+  std::vector<uint8_t> out;
+  BuildTcp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, cfg_.gateway4}, h, {});
+  Inject(out);
+  char c;
+  EXPECT_TRUE(RunUntil([&]() {
+    ssize_t n = recv(outside.get(), &c, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN);
+  }));
+  EXPECT_EQ(stack_->tcp_flows(), 0u);
+}
+
+TEST_F(StackTest, UdpInboundForwardsAndRepliesToTheSender) {
+  uint16_t pub;
+  UniqueFd published = Listen(&pub, SOCK_DGRAM);
+  ASSERT_TRUE(stack_->AddUdpInbound(std::move(published), 9999).ok());
+  uint16_t cport;
+  UniqueFd client = Listen(&cport, SOCK_DGRAM);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  to.sin_port = htons(pub);
+  sendto(client.get(), "in", 2, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  ASSERT_TRUE(RunUntil([&]() { return !frames_.empty(); }));
+  const Frame& f = frames_[0]->f;
+  EXPECT_EQ(f.dport, 9999);
+  EXPECT_EQ(f.ip_src, cfg_.gateway4);
+  std::vector<uint8_t> out;
+  std::string reply = "out";
+  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, cfg_.gateway4}, 9999, f.sport,
+           {reinterpret_cast<const uint8_t*>(reply.data()), reply.size()});
+  Inject(out);
+  char buf[16];
+  ssize_t n = -1;
+  ASSERT_TRUE(RunUntil([&]() { return (n = recv(client.get(), buf, sizeof(buf), MSG_DONTWAIT)) >= 0; }));
+  EXPECT_EQ(std::string(buf, n), "out");
+}
+
+TEST_F(StackTest, SpoofedSourceAndGarbageAreDropped) {
+  std::vector<uint8_t> out;
+  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, InetAddr::V4(0x0a0002ff), cfg_.gateway4}, 1, 53, {});
+  Inject(out);
+  Inject({1, 2, 3});
+  EXPECT_TRUE(frames_.empty());
+  EXPECT_EQ(stack_->stats().frames_dropped, 2u);
+  EXPECT_TRUE(dns_queries_.empty());
+}
+
+}  // namespace
+}  // namespace msb::net
