@@ -450,4 +450,86 @@ Result<ErrorMsg> ParseErrorMsg(std::string_view payload) {
   return m;
 }
 
+// ---- unpack mode ----
+
+namespace {
+
+bool PrintableSerial(const std::string& s) {
+  if (s.empty() || s.size() > kMaxDiskSerial) return false;
+  for (char c : s)
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) return false;
+  return true;
+}
+
+bool IsSha256Digest(const std::string& d) {
+  if (d.size() != 71 || d.compare(0, 7, "sha256:") != 0) return false;
+  for (size_t i = 7; i < d.size(); ++i) {
+    char c = d[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Encode(const UnpackRequest& m) {
+  json layers = json::array();
+  for (const UnpackLayer& l : m.layers)
+    layers.push_back({{"serial", l.serial}, {"size", l.size}, {"media_type", l.media_type}});
+  return Dump(json{{"target_serial", m.target_serial}, {"layers", layers}});
+}
+
+std::string Encode(const LayerReport& m) {
+  return Dump(json{{"index", m.index}, {"diff_id", m.diff_id}, {"entries", m.entries}, {"bytes", m.bytes}});
+}
+
+Result<UnpackRequest> ParseUnpackRequest(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "unpack"));
+  UnpackRequest m;
+  Fields f(j, "unpack");
+  f.Str("target_serial", m.target_serial, true);
+  MSB_TRY_STATUS(f.status());
+  if (!PrintableSerial(m.target_serial))
+    return Error(ErrorCode::kProtocol, "unpack: field \"target_serial\": expected 1 to " +
+                                           std::to_string(kMaxDiskSerial) + " printable bytes");
+  auto it = j.find("layers");
+  if (it == j.end() || !it->is_array())
+    return Error(ErrorCode::kProtocol, "unpack: field \"layers\": expected an array of objects");
+  if (it->empty() || it->size() > kMaxUnpackLayers)
+    return Error(ErrorCode::kProtocol, "unpack: field \"layers\": expected 1 to " +
+                                           std::to_string(kMaxUnpackLayers) + " layers");
+  for (size_t i = 0; i < it->size(); ++i) {
+    std::string what = "unpack.layers[" + std::to_string(i) + "]";
+    const json& e = (*it)[i];
+    if (!e.is_object()) return Error(ErrorCode::kProtocol, what + ": expected an object");
+    UnpackLayer l;
+    Fields lf(e, what.c_str());
+    lf.Str("serial", l.serial, true);
+    lf.Int("size", l.size, 0, std::numeric_limits<int64_t>::max(), true);
+    lf.Str("media_type", l.media_type);
+    MSB_TRY_STATUS(lf.status());
+    if (!PrintableSerial(l.serial))
+      return Error(ErrorCode::kProtocol, what + ": field \"serial\": expected 1 to " +
+                                             std::to_string(kMaxDiskSerial) + " printable bytes");
+    if (l.media_type.size() > 255)
+      return Error(ErrorCode::kProtocol, what + ": field \"media_type\": longer than 255 bytes");
+    m.layers.push_back(std::move(l));
+  }
+  return m;
+}
+
+Result<LayerReport> ParseLayerReport(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "layer"));
+  LayerReport m;
+  Fields f(j, "layer");
+  f.Int("index", m.index, 0, static_cast<int64_t>(kMaxUnpackLayers) - 1, true);
+  f.Str("diff_id", m.diff_id, true);
+  f.Int("entries", m.entries, 0, std::numeric_limits<int64_t>::max(), true);
+  f.Int("bytes", m.bytes, 0, std::numeric_limits<int64_t>::max(), true);
+  MSB_TRY_STATUS(f.status());
+  if (!IsSha256Digest(m.diff_id))
+    return Error(ErrorCode::kProtocol, "layer: field \"diff_id\": expected sha256:<64 lowercase hex>");
+  return m;
+}
+
 }  // namespace msb::agent

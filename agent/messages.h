@@ -102,6 +102,30 @@ struct ErrorMsg {
   std::optional<uint32_t> id;
 };
 
+// Unpack mode (docs/agent-protocol.md "unpack"): kUnpack, host→agent, sent
+// instead of kBoot. Layers are applied in order onto the ext4 disk whose
+// serial is target_serial; each layer is read from the first `size` bytes of
+// the read-only disk with its serial.
+struct UnpackLayer {
+  std::string serial;
+  uint64_t size = 0;       // the blob's exact byte length
+  std::string media_type;  // informational: the compression is detected
+};
+struct UnpackRequest {
+  std::string target_serial;
+  std::vector<UnpackLayer> layers;
+};
+// kLayer, agent→host, one per layer applied, in order.
+struct LayerReport {
+  uint32_t index = 0;     // position in UnpackRequest::layers
+  std::string diff_id;    // "sha256:<64 hex>" of the uncompressed tar stream
+  uint64_t entries = 0;   // tar entries read (whiteouts included)
+  uint64_t bytes = 0;     // length of the uncompressed tar stream
+};
+// Layers one unpack request may name: microvm has 24 virtio-mmio transports,
+// and the agent port and the target disk take two.
+inline constexpr size_t kMaxUnpackLayers = 20;
+
 std::string Encode(const Hello& m);
 std::string Encode(const BootConfig& m);
 std::string Encode(const Ready& m);
@@ -115,6 +139,8 @@ std::string Encode(const PathRequest& m);
 std::string Encode(const ResultMsg& m);
 std::string Encode(const Shutdown& m);
 std::string Encode(const ErrorMsg& m);
+std::string Encode(const UnpackRequest& m);
+std::string Encode(const LayerReport& m);
 
 Result<Hello> ParseHello(std::string_view payload);
 Result<BootConfig> ParseBootConfig(std::string_view payload);
@@ -129,5 +155,7 @@ Result<PathRequest> ParsePathRequest(std::string_view payload);
 Result<ResultMsg> ParseResultMsg(std::string_view payload);
 Result<Shutdown> ParseShutdown(std::string_view payload);
 Result<ErrorMsg> ParseErrorMsg(std::string_view payload);
+Result<UnpackRequest> ParseUnpackRequest(std::string_view payload);
+Result<LayerReport> ParseLayerReport(std::string_view payload);
 
 }  // namespace msb::agent

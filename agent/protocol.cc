@@ -12,7 +12,7 @@ struct KindName {
   const char* name;
 };
 
-constexpr std::array<KindName, 18> kKindNames = {{
+constexpr std::array<KindName, 20> kKindNames = {{
     {FrameKind::kHello, "hello"},     {FrameKind::kBoot, "boot"},
     {FrameKind::kReady, "ready"},     {FrameKind::kExec, "exec"},
     {FrameKind::kStarted, "started"}, {FrameKind::kStdin, "stdin"},
@@ -21,7 +21,8 @@ constexpr std::array<KindName, 18> kKindNames = {{
     {FrameKind::kResize, "resize"},   {FrameKind::kCredit, "credit"},
     {FrameKind::kCopyIn, "copy-in"},  {FrameKind::kCopyOut, "copy-out"},
     {FrameKind::kData, "data"},       {FrameKind::kResult, "result"},
-    {FrameKind::kShutdown, "shutdown"}, {FrameKind::kError, "error"},
+    {FrameKind::kShutdown, "shutdown"}, {FrameKind::kUnpack, "unpack"},
+    {FrameKind::kLayer, "layer"},     {FrameKind::kError, "error"},
 }};
 
 // The table lists every enumerator once, in increasing order.
@@ -51,7 +52,8 @@ static_assert(TableCovers(FrameKind::kHello) && TableCovers(FrameKind::kBoot) &&
               TableCovers(FrameKind::kResize) && TableCovers(FrameKind::kCredit) &&
               TableCovers(FrameKind::kCopyIn) && TableCovers(FrameKind::kCopyOut) &&
               TableCovers(FrameKind::kData) && TableCovers(FrameKind::kResult) &&
-              TableCovers(FrameKind::kShutdown) && TableCovers(FrameKind::kError));
+              TableCovers(FrameKind::kShutdown) && TableCovers(FrameKind::kUnpack) &&
+              TableCovers(FrameKind::kLayer) && TableCovers(FrameKind::kError));
 
 }  // namespace
 

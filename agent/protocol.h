@@ -56,6 +56,8 @@ enum class FrameKind : uint8_t {
   kData = 34,      // both: raw tar bytes; empty payload = end of stream
   kResult = 35,    // agent→host: {"ok":true} or {"error":"..."}
   kShutdown = 48,  // host→agent: {"timeout_ms":N}
+  kUnpack = 64,    // host→agent, instead of kBoot: UnpackRequest (unpack mode)
+  kLayer = 65,     // agent→host: LayerReport, one per layer applied
   kError = 127,    // both: {"message":"..."} about that id
 };
 

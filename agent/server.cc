@@ -79,6 +79,7 @@
 #include "agent/mounts.h"
 #include "agent/spawn.h"
 #include "agent/tar.h"
+#include "agent/unpack.h"
 #include "agent/users.h"
 
 namespace msb::agent {
@@ -98,6 +99,7 @@ const char* ToString(ServerState state) {
     case ServerState::kServing: return "serving";
     case ServerState::kShuttingDown: return "shutting down";
     case ServerState::kDone: return "done";
+    case ServerState::kUnpacked: return "unpacked";
   }
   return "?";
 }
@@ -258,9 +260,10 @@ const char* Server::Gate(FrameKind kind) const {
       ok = kind == FrameKind::kHello;
       break;
     case ServerState::kAwaitBoot:
-      ok = kind == FrameKind::kBoot || kind == FrameKind::kShutdown;
+      ok = kind == FrameKind::kBoot || kind == FrameKind::kShutdown || kind == FrameKind::kUnpack;
       break;
     case ServerState::kBootFailed:
+    case ServerState::kUnpacked:
       ok = kind == FrameKind::kShutdown;
       break;
     case ServerState::kServing:
@@ -289,6 +292,7 @@ void Server::HandleFrame(Frame f) {
     case FrameKind::kStderr:
     case FrameKind::kExit:
     case FrameKind::kResult:
+    case FrameKind::kLayer:
       SendError(f.id, "unexpected " + ToString(f.kind) + " frame: only agentd sends it");
       return;
     case FrameKind::kError:
@@ -314,6 +318,7 @@ void Server::HandleFrame(Frame f) {
     case FrameKind::kResize: return HandleResize(f);
     case FrameKind::kCredit: return HandleCredit(f);
     case FrameKind::kShutdown: return HandleShutdown(f);
+    case FrameKind::kUnpack: return HandleUnpack(f);
     default: SendError(f.id, "unexpected " + ToString(f.kind) + " frame");
   }
 }
@@ -479,6 +484,25 @@ void Server::HandleShutdown(const Frame& f) {
   auto req = ParseShutdown(f.payload);
   if (!req.ok()) return SendError(f.id, req.error().message());
   StartShutdown(std::chrono::milliseconds(req->timeout_ms));
+}
+
+// Unpack mode (unpack.h): instead of kBoot, PID 1 applies image layers onto
+// a target disk and reports each layer; the loop is blocked meanwhile (there
+// is nothing else to serve), and afterwards only kShutdown is.
+void Server::HandleUnpack(const Frame& f) {
+  if (mode_ != ServerMode::kPid1)
+    return SendError(kChannelId, "unpack: only agentd as the guest's PID 1 unpacks layers");
+  auto req = ParseUnpackRequest(f.payload);
+  if (!req.ok()) return SendError(kChannelId, req.error().message());
+  booted_ = true;
+  state_ = ServerState::kUnpacked;
+  Status s = RunUnpack(*req, [this](const LayerReport& r) {
+    Queue(kChannelId, FrameKind::kLayer, Encode(r));
+    FlushBlocking(std::chrono::seconds(10));
+  });
+  if (!s.ok()) Diag("unpack failed: " + s.error().message());
+  Queue(kChannelId, FrameKind::kResult,
+        Encode(ResultMsg{s.ok() ? std::nullopt : std::optional<std::string>(Truncated(s.error().message()))}));
 }
 
 int Server::PollTimeoutMs() const {

@@ -30,6 +30,7 @@ enum class ServerState : uint8_t {
   kServing = 3,       // exec, copy, signals, ...
   kShuttingDown = 4,  // processes signalled, waiting for them to end
   kDone = 5,          // Run() returns (serve mode)
+  kUnpacked = 6,      // PID 1, unpack mode: the result was sent; only kShutdown is served
 };
 const char* ToString(ServerState state);
 
@@ -75,6 +76,7 @@ class Server {
   void HandleResize(const Frame& f);
   void HandleCredit(const Frame& f);
   void HandleShutdown(const Frame& f);
+  void HandleUnpack(const Frame& f);
   Status CheckNewId(uint32_t id) const;
   Session* Find(uint32_t id);
 
