@@ -184,6 +184,7 @@ void ScriptedHttpServer::Loop() {
       ssize_t n = ::read(c.get(), buf, sizeof buf);
       if (n <= 0) break;
       in.append(buf, static_cast<size_t>(n));
+      if (in[0] == 0x16) break;  // a TLS ClientHello: not spoken here, close
     }
     size_t end = in.find("\r\n\r\n");
     if (end == std::string::npos) continue;  // e.g. a TLS ClientHello: just close
