@@ -31,8 +31,10 @@
 //    name does not exist and be cached for every type). Kept addresses are
 //    pinned for every name on the chain; their TTL is capped at the pin set's
 //    max_ttl so the guest never caches an address longer than it is pinned.
-//  - Upstream failure: the upstream's rcode when it answered, else SERVFAIL
-//    (timeouts included; Options::timeout per try, Options::tries tries).
+//  - Upstream: NXDOMAIN and NOERROR answers pass with their rcode. A server
+//    answering SERVFAIL, REFUSED or NOTIMP counts as failed and c-ares asks
+//    the next one; when no server gives an answer (timeouts included:
+//    Options::timeout per try, Options::tries tries) the guest gets SERVFAIL.
 //  - UDP size: 512 bytes, or the query's EDNS size clamped to
 //    512..kMaxUdpEdns (an OPT record is then returned); larger answers are
 //    truncated with TC set. TCP: 65535.
