@@ -110,9 +110,10 @@ class Loader {
     MSB_CHECK(a != nullptr, "archive_read_new");
     archive_read_support_filter_all(a.get());
     archive_read_support_format_tar(a.get());
+    if (::access(path_.c_str(), R_OK) != 0) return Error::FromErrno("cannot read " + path_);
     if (archive_read_open_filename(a.get(), path_.c_str(), 1 << 16) != ARCHIVE_OK) {
-      return Error(ErrorCode::kIo, "cannot read " + path_ + ": " + archive_error_string(a.get()),
-                   archive_errno(a.get()));
+      const char* msg = archive_error_string(a.get());
+      return Bad(std::string("not a docker or OCI archive (tar): ") + (msg != nullptr ? msg : "unreadable"));
     }
     bool any = false;
     for (;;) {
