@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <random>
 
@@ -22,6 +23,7 @@
 
 #include "common/c_ptr.h"
 #include "common/io.h"
+#include "common/sha256.h"
 #include "fs/http.h"
 
 namespace msb::testing {
@@ -372,6 +374,28 @@ Status RegistryServer::Push(const std::string& layout, const std::string& tag, c
 
 Status MakeTestLayout(const std::string& dir, const std::string& tag) {
   return Run({std::string(MSB_TEST_SOURCE_DIR) + "/tests/support/make-test-image", dir, tag});
+}
+
+}  // namespace msb::testing
+
+namespace msb::testing {
+
+Result<std::string> CachedTestLayout(const std::string& tag) {
+  std::string script = std::string(MSB_TEST_SOURCE_DIR) + "/tests/support/make-test-image";
+  MSB_TRY(std::string hash, Sha256File(script));
+  const char* build = std::getenv("MSB_BUILD_DIR");
+  std::string root = std::string(build != nullptr && *build != '\0' ? build : "/tmp") + "/test-images";
+  MSB_TRY_STATUS(MakeDirs(root));
+  std::string dest = root + "/" + hash.substr(0, 16) + "-" + tag;
+  if (::access((dest + "/index.json").c_str(), F_OK) == 0) return dest;
+  std::string tmp = dest + ".tmp." + std::to_string(::getpid());
+  MSB_TRY_STATUS(MakeTestLayout(tmp, tag));
+  if (::rename(tmp.c_str(), dest.c_str()) != 0) {
+    // Another process won the race: use its copy.
+    (void)RunCapture({"rm", "-rf", tmp});
+    if (::access((dest + "/index.json").c_str(), F_OK) != 0) return Error::FromErrno("rename " + tmp);
+  }
+  return dest;
 }
 
 }  // namespace msb::testing

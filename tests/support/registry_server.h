@@ -102,4 +102,10 @@ Result<int> FreePort();
 // TAG in the OCI layout directory DIR (created when absent).
 Status MakeTestLayout(const std::string& dir, const std::string& tag);
 
+// The same image built once per build tree and script version under
+// $MSB_BUILD_DIR (else /tmp)/test-images/, shared by test processes (built in
+// a temporary directory and renamed into place). Returns the layout path;
+// treat it as read-only.
+Result<std::string> CachedTestLayout(const std::string& tag);
+
 }  // namespace msb::testing

@@ -1,0 +1,486 @@
+// Pulls from a real docker-registry (plain HTTP; TLS + Basic; TLS + Bearer
+// tokens) into a directory BlobTarget: by tag and by digest, an index to its
+// amd64 manifest, an index without one, unknown tags, refused credentials,
+// an untrusted CA, a blob corrupted in the registry's storage, and a
+// download that breaks mid-way and resumes from the sink's offset.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/fd.h"
+#include "common/io.h"
+#include "common/sha256.h"
+#include "fs/pull.h"
+#include "fs/registry.h"
+#include "tests/support/registry_server.h"
+
+namespace msb::fs {
+namespace {
+
+using msb::testing::RegistryMode;
+using msb::testing::RegistryServer;
+using nlohmann::json;
+
+std::string MakeTempDir() {
+  char tmpl[] = "/tmp/msb-pull-test-XXXXXX";
+  return ::mkdtemp(tmpl);
+}
+
+// A BlobTarget over a directory: partial/<hex> while writing, blobs/<hex>
+// once Commit verified size and sha256. Counts what sinks did.
+class DirTarget : public BlobTarget {
+ public:
+  explicit DirTarget(std::string root) : root_(std::move(root)) {
+    (void)MakeDirs(root_ + "/partial");
+    (void)MakeDirs(root_ + "/blobs");
+  }
+  bool HasBlob(const std::string& digest) const override { return ::access(BlobPath(digest).c_str(), F_OK) == 0; }
+  std::string BlobPath(const std::string& digest) const override { return root_ + "/blobs/" + digest.substr(7); }
+  Result<std::unique_ptr<BlobSink>> OpenBlob(const std::string& digest, int64_t size) override;
+
+  struct Stats {
+    int opens = 0;
+    int restarts = 0;
+    uint64_t bytes_written = 0;
+    std::vector<uint64_t> offsets_seen;  // Offset() answers
+  };
+  Stats StatsFor(const std::string& digest) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_[digest];
+  }
+  size_t PublishedCount() const {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator(root_ + "/blobs")) n += e.is_regular_file() ? 1 : 0;
+    return n;
+  }
+  // The sink of `digest` fails its Write once, after `after` bytes.
+  void FailOnce(const std::string& digest, uint64_t after) {
+    fail_digest_ = digest;
+    fail_after_ = after;
+  }
+
+ private:
+  friend class DirSink;
+  std::string root_;
+  std::mutex mu_;
+  std::map<std::string, Stats> stats_;
+  std::string fail_digest_;
+  uint64_t fail_after_ = 0;
+  bool failed_ = false;
+};
+
+class DirSink : public BlobSink {
+ public:
+  DirSink(DirTarget* t, std::string digest, int64_t size, UniqueFd fd, std::string partial)
+      : t_(t), digest_(std::move(digest)), size_(size), fd_(std::move(fd)), partial_(std::move(partial)) {}
+  uint64_t Offset() const override {
+    struct stat st;
+    ::fstat(fd_.get(), &st);
+    std::lock_guard<std::mutex> lock(t_->mu_);
+    t_->stats_[digest_].offsets_seen.push_back(st.st_size);
+    return st.st_size;
+  }
+  Status Restart() override {
+    {
+      std::lock_guard<std::mutex> lock(t_->mu_);
+      t_->stats_[digest_].restarts++;
+    }
+    if (::ftruncate(fd_.get(), 0) != 0) return Error::FromErrno("ftruncate");
+    return OkStatus();
+  }
+  Status Write(std::string_view bytes) override {
+    {
+      std::lock_guard<std::mutex> lock(t_->mu_);
+      auto& s = t_->stats_[digest_];
+      if (digest_ == t_->fail_digest_ && !t_->failed_ && s.bytes_written + bytes.size() > t_->fail_after_) {
+        t_->failed_ = true;
+        size_t part = t_->fail_after_ - s.bytes_written;
+        s.bytes_written += part;
+        (void)WriteAll(fd_.get(), bytes.substr(0, part));
+        return Error(ErrorCode::kIo, "injected write failure", EIO);
+      }
+      s.bytes_written += bytes.size();
+    }
+    return WriteAll(fd_.get(), bytes);
+  }
+  Status Commit() override {
+    struct stat st;
+    ::fstat(fd_.get(), &st);
+    auto hex = Sha256File(partial_);
+    if (!hex.ok()) return hex.error();
+    if ((size_ >= 0 && st.st_size != size_) || "sha256:" + *hex != digest_) {
+      ::unlink(partial_.c_str());
+      return Error(ErrorCode::kProtocol, "blob " + digest_ + " does not match its digest");
+    }
+    if (::rename(partial_.c_str(), t_->BlobPath(digest_).c_str()) != 0) return Error::FromErrno("rename");
+    return OkStatus();
+  }
+
+ private:
+  DirTarget* t_;
+  std::string digest_;
+  int64_t size_;
+  UniqueFd fd_;
+  std::string partial_;
+};
+
+Result<std::unique_ptr<BlobSink>> DirTarget::OpenBlob(const std::string& digest, int64_t size) {
+  std::string partial = root_ + "/partial/" + digest.substr(7);
+  UniqueFd fd(::open(partial.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!fd) return Error::FromErrno("open " + partial);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_[digest].opens++;
+  }
+  return std::unique_ptr<BlobSink>(new DirSink(this, digest, size, std::move(fd), partial));
+}
+
+// One registry per mode, the test image pushed to each, for the whole suite.
+class PullTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(MakeTempDir());
+    auto layout = msb::testing::CachedTestLayout("1.0");
+    ASSERT_TRUE(layout.ok()) << layout.error().message();
+    layout_ = new std::string(*layout);
+  }
+  static void TearDownTestSuite() {
+    for (auto*& r : registries_) {
+      delete r;
+      r = nullptr;
+    }
+    if (dir_) std::filesystem::remove_all(*dir_);
+    delete dir_;
+    delete layout_;
+  }
+  void SetUp() override { target_dir_ = MakeTempDir(); }
+  void TearDown() override { std::filesystem::remove_all(target_dir_); }
+
+  // Started on first use: ctest runs each test in a process of its own.
+  static RegistryServer& Reg(RegistryMode m) {
+    RegistryServer*& slot = registries_[static_cast<int>(m)];
+    if (slot == nullptr) {
+      auto r = RegistryServer::Start(m, *dir_ + "/reg" + std::to_string(static_cast<int>(m)));
+      MSB_CHECK(r.ok(), r.error().message());
+      auto pushed = (*r)->Push(*layout_, "1.0", "team/api:1.0");
+      MSB_CHECK(pushed.ok(), pushed.error().message());
+      slot = r->release();
+    }
+    return *slot;
+  }
+
+  static PullOptions OptionsFor(const RegistryServer& r, bool with_creds = true) {
+    PullOptions o;
+    o.initial_backoff = std::chrono::milliseconds(20);
+    if (r.mode() == RegistryMode::kPlain) {
+      o.registries.registries[r.host_port()].insecure = true;
+    } else {
+      o.registries.registries[r.host_port()].ca_file = r.ca_file();
+      if (with_creds) o.credentials = Credentials{r.username(), r.password()};
+    }
+    if (r.mode() == RegistryMode::kTlsToken) o.registries.registries[r.token_host_port()].insecure = true;
+    return o;
+  }
+
+  static ImageReference Ref(const RegistryServer& r, const std::string& tag, const std::string& digest = "") {
+    return ImageReference{r.host_port(), "team/api", tag, digest};
+  }
+
+  void ExpectComplete(const PullResult& res, DirTarget& target) {
+    EXPECT_TRUE(oci::IsValidDigest(res.manifest_digest));
+    ASSERT_EQ(res.layers.size(), 3u);
+    EXPECT_EQ(res.config.entrypoint, (std::vector<std::string>{"/bin/sh", "-c"}));
+    EXPECT_EQ(res.config.working_dir, "/srv");
+    EXPECT_EQ(res.config.exposed_ports, std::vector<std::string>{"8080/tcp"});
+    EXPECT_EQ(res.config.diff_ids.size(), 3u);
+    EXPECT_TRUE(target.HasBlob(res.manifest_digest));
+    EXPECT_TRUE(target.HasBlob(res.manifest.config.digest));
+    for (const auto& l : res.layers) {
+      ASSERT_TRUE(target.HasBlob(l.digest)) << l.digest;
+      auto hex = Sha256File(target.BlobPath(l.digest));
+      ASSERT_TRUE(hex.ok());
+      EXPECT_EQ("sha256:" + *hex, l.digest);
+    }
+    auto manifest = ReadFile(target.BlobPath(res.manifest_digest));
+    ASSERT_TRUE(manifest.ok());
+    EXPECT_EQ(*manifest, res.manifest_bytes);
+  }
+
+  std::string target_dir_;
+  static std::string* dir_;
+  static std::string* layout_;
+  static RegistryServer* registries_[3];
+};
+std::string* PullTest::dir_ = nullptr;
+std::string* PullTest::layout_ = nullptr;
+RegistryServer* PullTest::registries_[3] = {nullptr, nullptr, nullptr};
+
+TEST_F(PullTest, PlainHttpByTagThenAgainSkipsEverything) {
+  DirTarget target(target_dir_);
+  std::mutex mu;
+  std::map<int, PullProgress::Kind> last;
+  ProgressFn progress = [&](const PullProgress& p) {
+    std::lock_guard<std::mutex> lock(mu);
+    last[p.layer] = p.kind;
+    EXPECT_LE(p.done, p.total);
+  };
+  auto& r = Reg(RegistryMode::kPlain);
+  auto res = Pull(Ref(r, "1.0"), OptionsFor(r), target, progress);
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  ExpectComplete(*res, target);
+  EXPECT_TRUE(res->index_digest.empty());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(last[i], PullProgress::Kind::kDone) << i;
+  size_t published = target.PublishedCount();
+  EXPECT_EQ(published, 5u);  // manifest, config, 3 layers
+
+  last.clear();
+  auto again = Pull(Ref(r, "1.0"), OptionsFor(r), target, progress);
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(again->manifest_digest, res->manifest_digest);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(last[i], PullProgress::Kind::kSkipped) << i;
+  for (const auto& l : res->layers) EXPECT_EQ(target.StatsFor(l.digest).opens, 1) << l.digest;
+}
+
+TEST_F(PullTest, ByDigest) {
+  auto& r = Reg(RegistryMode::kPlain);
+  DirTarget first(target_dir_ + "/a");
+  auto by_tag = Pull(Ref(r, "1.0"), OptionsFor(r), first);
+  ASSERT_TRUE(by_tag.ok()) << by_tag.error().message();
+  DirTarget target(target_dir_ + "/b");
+  auto res = Pull(Ref(r, "", by_tag->manifest_digest), OptionsFor(r), target);
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  EXPECT_EQ(res->manifest_digest, by_tag->manifest_digest);
+  ExpectComplete(*res, target);
+  // A digest that is not in the registry.
+  auto missing = Pull(Ref(r, "", "sha256:" + std::string(64, '1')), OptionsFor(r), target);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound) << missing.error().message();
+}
+
+TEST_F(PullTest, TlsWithBasicAuth) {
+  auto& r = Reg(RegistryMode::kTlsBasic);
+  DirTarget target(target_dir_);
+  auto res = Pull(Ref(r, "1.0"), OptionsFor(r), target);
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  ExpectComplete(*res, target);
+}
+
+TEST_F(PullTest, TlsWithBearerTokens) {
+  auto& r = Reg(RegistryMode::kTlsToken);
+  int before = r.token_requests();
+  DirTarget target(target_dir_);
+  auto res = Pull(Ref(r, "1.0"), OptionsFor(r), target);
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  ExpectComplete(*res, target);
+  EXPECT_GT(r.token_requests(), before);
+}
+
+TEST_F(PullTest, WrongPasswordIsRefused) {
+  for (RegistryMode m : {RegistryMode::kTlsBasic, RegistryMode::kTlsToken}) {
+    auto& r = Reg(m);
+    PullOptions o = OptionsFor(r);
+    o.credentials->password = "wrong";
+    DirTarget target(target_dir_);
+    auto res = Pull(Ref(r, "1.0"), o, target);
+    ASSERT_FALSE(res.ok());
+    EXPECT_NE(res.error().message().find("registry " + r.host_port() + " refused the credentials for"),
+              std::string::npos)
+        << res.error().message();
+    EXPECT_NE(res.error().message().find("run msb login " + r.host_port()), std::string::npos);
+    EXPECT_EQ(target.PublishedCount(), 0u);
+  }
+}
+
+TEST_F(PullTest, NoCredentialsAsksForLogin) {
+  auto& r = Reg(RegistryMode::kTlsBasic);
+  DirTarget target(target_dir_);
+  auto res = Pull(Ref(r, "1.0"), OptionsFor(r, /*with_creds=*/false), target);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message().find("requires credentials"), std::string::npos) << res.error().message();
+}
+
+TEST_F(PullTest, UntrustedCaNamesHostAndFix) {
+  auto& r = Reg(RegistryMode::kTlsBasic);
+  PullOptions o = OptionsFor(r);
+  o.registries.registries.clear();
+  DirTarget target(target_dir_);
+  auto res = Pull(Ref(r, "1.0"), o, target);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message().find("TLS verification of " + r.host_port() + " failed"), std::string::npos)
+      << res.error().message();
+  EXPECT_NE(res.error().message().find("--registry-ca"), std::string::npos);
+  EXPECT_NE(res.error().message().find("registries.yaml"), std::string::npos);
+}
+
+TEST_F(PullTest, UnknownTagAndRepository) {
+  auto& r = Reg(RegistryMode::kPlain);
+  DirTarget target(target_dir_);
+  auto res = Pull(Ref(r, "nope"), OptionsFor(r), target);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(res.error().message().find("registry " + r.host_port() + " has no manifest team/api:nope"),
+            std::string::npos)
+      << res.error().message();
+  auto repo = Pull(ImageReference{r.host_port(), "team/none", "1.0", ""}, OptionsFor(r), target);
+  ASSERT_FALSE(repo.ok());
+  EXPECT_EQ(repo.error().code(), ErrorCode::kNotFound) << repo.error().message();
+}
+
+// Uploads an index over the plain registry, with a second manifest (the
+// first plus an annotation) to stand for another platform.
+class IndexPullTest : public PullTest {
+ protected:
+  struct Pushed {
+    std::string amd64_digest;
+    std::string other_digest;
+    size_t amd64_size = 0, other_size = 0;
+  };
+  static Result<Pushed> PushVariants(RegistryClient& client, const std::string& base_manifest) {
+    Pushed p;
+    p.amd64_digest = oci::DigestOf(base_manifest);
+    p.amd64_size = base_manifest.size();
+    json m = json::parse(base_manifest);
+    m["annotations"]["org.example.platform"] = "arm64";
+    std::string other = m.dump();
+    p.other_digest = oci::DigestOf(other);
+    p.other_size = other.size();
+    MSB_TRY_STATUS(client.PutManifest("team/api", p.other_digest, std::string(oci::kMediaTypeOciManifest), other));
+    return p;
+  }
+  static std::string Entry(const std::string& digest, size_t size, const std::string& arch) {
+    return json({{"mediaType", oci::kMediaTypeOciManifest},
+                 {"digest", digest},
+                 {"size", size},
+                 {"platform", {{"architecture", arch}, {"os", "linux"}}}})
+        .dump();
+  }
+};
+
+TEST_F(IndexPullTest, IndexResolvesToAmd64) {
+  auto& r = Reg(RegistryMode::kPlain);
+  DirTarget first(target_dir_ + "/a");
+  auto base = Pull(Ref(r, "1.0"), OptionsFor(r), first);
+  ASSERT_TRUE(base.ok()) << base.error().message();
+  RegistryClient client(r.host_port(), OptionsFor(r).registries, std::nullopt);
+  auto pushed = PushVariants(client, base->manifest_bytes);
+  ASSERT_TRUE(pushed.ok()) << pushed.error().message();
+  std::string index = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[)" +
+                      Entry(pushed->other_digest, pushed->other_size, "arm64") + "," +
+                      Entry(pushed->amd64_digest, pushed->amd64_size, "amd64") + "]}";
+  ASSERT_TRUE(client.PutManifest("team/api", "multi", std::string(oci::kMediaTypeOciIndex), index).ok());
+  DirTarget target(target_dir_ + "/b");
+  auto res = Pull(Ref(r, "multi"), OptionsFor(r), target);
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  EXPECT_EQ(res->manifest_digest, pushed->amd64_digest);
+  EXPECT_EQ(res->index_digest, oci::DigestOf(index));
+  ExpectComplete(*res, target);
+  EXPECT_FALSE(target.HasBlob(pushed->other_digest));
+}
+
+TEST_F(IndexPullTest, IndexWithoutAmd64IsAClearError) {
+  auto& r = Reg(RegistryMode::kPlain);
+  DirTarget first(target_dir_ + "/a");
+  auto base = Pull(Ref(r, "1.0"), OptionsFor(r), first);
+  ASSERT_TRUE(base.ok()) << base.error().message();
+  RegistryClient client(r.host_port(), OptionsFor(r).registries, std::nullopt);
+  auto pushed = PushVariants(client, base->manifest_bytes);
+  ASSERT_TRUE(pushed.ok()) << pushed.error().message();
+  std::string index = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[)" +
+                      Entry(pushed->other_digest, pushed->other_size, "arm64") + "]}";
+  ASSERT_TRUE(client.PutManifest("team/api", "armonly", std::string(oci::kMediaTypeOciIndex), index).ok());
+  DirTarget target(target_dir_ + "/b");
+  auto res = Pull(Ref(r, "armonly"), OptionsFor(r), target);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.error().message(), "image " + r.host_port() +
+                                       "/team/api:armonly has no linux/amd64 manifest; it has: linux/arm64");
+  EXPECT_EQ(target.PublishedCount(), 0u);
+}
+
+// Corruption and resume each get a registry of their own (blobs are shared
+// across a registry's repositories).
+class PrivateRegistryPullTest : public PullTest {
+ protected:
+  void StartOwn() {
+    auto r = RegistryServer::Start(RegistryMode::kPlain, target_dir_ + "/reg");
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    own_ = std::move(*r);
+    auto pushed = own_->Push(*layout_, "1.0", "team/api:1.0");
+    ASSERT_TRUE(pushed.ok()) << pushed.error().message();
+  }
+  // The largest layer of the pushed image.
+  oci::Descriptor LargestLayer() {
+    DirTarget probe(target_dir_ + "/probe");
+    RegistryClient client(own_->host_port(), OptionsFor(*own_).registries, std::nullopt);
+    auto m = client.GetManifest("team/api", "1.0");
+    EXPECT_TRUE(m.ok());
+    auto man = oci::ParseManifest(m->bytes);
+    EXPECT_TRUE(man.ok());
+    oci::Descriptor best = man->layers[0];
+    for (const auto& l : man->layers) {
+      if (l.size > best.size) best = l;
+    }
+    return best;
+  }
+  std::unique_ptr<RegistryServer> own_;
+};
+
+TEST_F(PrivateRegistryPullTest, CorruptBlobFailsNamingItAndPublishesNothingForIt) {
+  StartOwn();
+  oci::Descriptor layer = LargestLayer();
+  std::string data = own_->BlobDataPath(layer.digest);
+  auto bytes = ReadFile(data);
+  ASSERT_TRUE(bytes.ok()) << bytes.error().message();
+  ASSERT_GT(bytes->size(), 1000u);
+  std::string corrupt = *bytes;
+  corrupt[corrupt.size() / 2] ^= 0x55;  // same length, different bytes
+  ASSERT_TRUE(WriteFileAtomic(data, corrupt).ok());
+
+  DirTarget target(target_dir_ + "/t");
+  auto res = Pull(Ref(*own_, "1.0"), OptionsFor(*own_), target);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message().find(layer.digest), std::string::npos) << res.error().message();
+  EXPECT_NE(res.error().message().find("does not match its digest"), std::string::npos) << res.error().message();
+  EXPECT_FALSE(target.HasBlob(layer.digest));
+  EXPECT_EQ(::access((target_dir_ + "/t/partial/" + layer.digest.substr(7)).c_str(), F_OK) == 0 &&
+                std::filesystem::file_size(target_dir_ + "/t/partial/" + layer.digest.substr(7)) > 0,
+            false)
+      << "bad bytes kept for a later resume";
+}
+
+TEST_F(PrivateRegistryPullTest, InterruptedDownloadResumesAtTheSinkOffset) {
+  StartOwn();
+  oci::Descriptor layer = LargestLayer();
+  ASSERT_GT(layer.size, 200000);
+  DirTarget target(target_dir_ + "/t");
+  target.FailOnce(layer.digest, 100000);
+  std::vector<PullProgress> events;
+  std::mutex mu;
+  auto res = Pull(Ref(*own_, "1.0"), OptionsFor(*own_), target, [&](const PullProgress& p) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (p.digest == layer.digest) events.push_back(p);
+  });
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  ExpectComplete(*res, target);
+  auto stats = target.StatsFor(layer.digest);
+  EXPECT_EQ(stats.restarts, 0);
+  EXPECT_EQ(stats.bytes_written, static_cast<uint64_t>(layer.size));  // no byte written twice
+  ASSERT_GE(stats.offsets_seen.size(), 2u);
+  EXPECT_EQ(stats.offsets_seen.front(), 0u);
+  EXPECT_EQ(stats.offsets_seen.back(), 100000u);
+  bool retried = false;
+  for (const auto& e : events) retried |= e.kind == PullProgress::Kind::kRetrying;
+  EXPECT_TRUE(retried);
+  EXPECT_EQ(events.back().kind, PullProgress::Kind::kDone);
+}
+
+}  // namespace
+}  // namespace msb::fs
