@@ -79,6 +79,11 @@ CREATE TABLE volumes (
 
 INSERT INTO projects (name, directory, sandboxfile, created_at) VALUES ('_run', '', '', 0);
 )sql",
+    // 2: what an image's manifest says, for `msb images` without reading blobs.
+    R"sql(
+ALTER TABLE images ADD COLUMN config_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE images ADD COLUMN media_type TEXT NOT NULL DEFAULT '';
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -189,7 +194,8 @@ Result<int> ReadUserVersion(sqlite3* db) {
   "project, name, config_hash, image_ref, image_digest, spec_json, sandbox_dir, "   \
   "control_socket, agent_socket, qmp_socket, status, status_reason, supervisor_pid, " \
   "restarts, exit_code, created_at, started_at, finished_at"
-#define MSB_IMAGE_COLUMNS "reference, digest, size_bytes, base_disk, created_at"
+#define MSB_IMAGE_COLUMNS \
+  "reference, digest, size_bytes, base_disk, created_at, config_digest, media_type"
 #define MSB_VOLUME_COLUMNS "project, name, size_bytes, path, created_at"
 
 ProjectRecord ReadProject(const Stmt& s) {
@@ -238,6 +244,8 @@ ImageRecord ReadImage(const Stmt& s) {
   i.size_bytes = s.ColInt(2);
   i.base_disk = s.ColText(3);
   i.created_at = s.ColInt(4);
+  i.config_digest = s.ColText(5);
+  i.media_type = s.ColText(6);
   return i;
 }
 
@@ -548,13 +556,16 @@ Status Store::DeleteSandbox(const std::string& project, const std::string& name)
 Status Store::UpsertImage(const ImageRecord& i) {
   MSB_TRY(Stmt s, Stmt::Prepare(db_.get(),
                                 "INSERT INTO images (" MSB_IMAGE_COLUMNS
-                                ") VALUES (?1, ?2, ?3, ?4, ?5) "
+                                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
                                 "ON CONFLICT (reference) DO UPDATE SET "
                                 "digest = excluded.digest, size_bytes = excluded.size_bytes, "
                                 "base_disk = excluded.base_disk, "
-                                "created_at = excluded.created_at"));
+                                "created_at = excluded.created_at, "
+                                "config_digest = excluded.config_digest, "
+                                "media_type = excluded.media_type"));
   s.Text(1, i.reference).Text(2, i.digest).Int(3, i.size_bytes).Text(4, i.base_disk);
   s.Int(5, i.created_at != 0 ? i.created_at : NowSeconds());
+  s.Text(6, i.config_digest).Text(7, i.media_type);
   return s.Run("recording image " + i.reference);
 }
 
@@ -571,6 +582,13 @@ Result<std::vector<ImageRecord>> Store::ListImages() {
   MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "SELECT " MSB_IMAGE_COLUMNS
                                            " FROM images ORDER BY reference"));
   return CollectRows<ImageRecord>(s, "listing images", ReadImage);
+}
+
+Result<std::vector<ImageRecord>> Store::ListImagesByDigest(const std::string& digest) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "SELECT " MSB_IMAGE_COLUMNS
+                                           " FROM images WHERE digest = ?1 ORDER BY reference"));
+  s.Text(1, digest);
+  return CollectRows<ImageRecord>(s, "listing the images of " + digest, ReadImage);
 }
 
 Status Store::DeleteImage(const std::string& reference) {

@@ -82,6 +82,9 @@ struct ImageRecord {
   int64_t size_bytes = 0;
   std::string base_disk;  // path of the read-only ext4 base disk
   int64_t created_at = 0;
+  // Schema 2. Empty for a local directory (and rows written before).
+  std::string config_digest;  // the image config blob
+  std::string media_type;     // of the manifest at digest
 };
 
 struct VolumeRecord {
@@ -151,6 +154,8 @@ class Store {
   Status UpsertImage(const ImageRecord& image);
   Result<std::optional<ImageRecord>> GetImage(const std::string& reference);
   Result<std::vector<ImageRecord>> ListImages();
+  // The references pinned to digest, sorted.
+  Result<std::vector<ImageRecord>> ListImagesByDigest(const std::string& digest);
   Status DeleteImage(const std::string& reference);
 
   // Volumes, keyed by (project, name); the project must exist.

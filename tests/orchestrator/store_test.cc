@@ -430,6 +430,53 @@ TEST_F(StoreTest, ImageRoundTrip) {
   EXPECT_EQ(s.DeleteImage("alpine:3.19").error().code(), ErrorCode::kNotFound);
 }
 
+TEST_F(StoreTest, ImageManifestFieldsAndLookupByDigest) {
+  Store s = OpenOrDie();
+  ImageRecord a{"docker.io/library/busybox:v1", "sha256:aaaa", 100, "", 0, "sha256:cfg1",
+                "application/vnd.oci.image.manifest.v1+json"};
+  ImageRecord b = a;
+  b.reference = "example.com/busybox:stable";  // a second tag for the same image
+  ImageRecord c{"docker.io/library/alpine:3", "sha256:cccc", 1, "", 0, "sha256:cfg2", "x"};
+  for (const auto& r : {a, b, c}) ASSERT_TRUE(s.UpsertImage(r).ok());
+  auto got = s.GetImage(a.reference);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->config_digest, "sha256:cfg1");
+  EXPECT_EQ((*got)->media_type, "application/vnd.oci.image.manifest.v1+json");
+  auto same = s.ListImagesByDigest("sha256:aaaa");
+  ASSERT_TRUE(same.ok());
+  ASSERT_EQ(same->size(), 2u);
+  EXPECT_EQ((*same)[0].reference, "docker.io/library/busybox:v1");
+  EXPECT_EQ((*same)[1].reference, "example.com/busybox:stable");
+  auto none = s.ListImagesByDigest("sha256:ffff");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_F(StoreTest, MigrationTwoKeepsImageRows) {
+  // A database as schema 1 left it: the images table without the columns
+  // migration 2 adds, holding one row.
+  { Store s = OpenOrDie(); }
+  RawQuery(db_path_, "ALTER TABLE images DROP COLUMN config_digest");
+  RawQuery(db_path_, "ALTER TABLE images DROP COLUMN media_type");
+  RawQuery(db_path_,
+           "INSERT INTO images (reference, digest, size_bytes, base_disk, created_at) "
+           "VALUES ('old:1', 'sha256:0101', 7, '/d/0101.ext4', 42)");
+  RawQuery(db_path_, "PRAGMA user_version = 1");
+  ASSERT_EQ(RawQuery(db_path_, "SELECT count(*) FROM pragma_table_info('images')"), "5");
+
+  Store s = OpenOrDie();
+  EXPECT_EQ(RawQuery(db_path_, "PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
+  auto got = s.GetImage("old:1");
+  ASSERT_TRUE(got.ok()) << got.error().message();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ((*got)->digest, "sha256:0101");
+  EXPECT_EQ((*got)->size_bytes, 7);
+  EXPECT_EQ((*got)->base_disk, "/d/0101.ext4");
+  EXPECT_EQ((*got)->created_at, 42);
+  EXPECT_EQ((*got)->config_digest, "");
+  EXPECT_EQ((*got)->media_type, "");
+}
+
 TEST_F(StoreTest, VolumeRoundTrip) {
   Store s = OpenOrDie();
   AddProject(s, "web");
