@@ -22,6 +22,9 @@ namespace {
 
 constexpr size_t kChunk = 1 << 20;
 constexpr int kMaxIndexDepth = 4;
+// Where base disks named <hex>.ext4 live: disks/ for image manifests (the
+// unpacker's), local/ for local directories' tree hashes (orchestrator).
+constexpr const char* kDiskDirs[] = {"disks", "local"};
 
 void FreeMdCtx(EVP_MD_CTX* c) { EVP_MD_CTX_free(c); }
 
@@ -551,7 +554,8 @@ Result<std::set<std::string>> ImageStore::KeptClosure(const std::set<std::string
   return kept;
 }
 
-Status ImageStore::RemoveBlobs(const std::set<std::string>& blobs, const std::set<std::string>& candidate_disks, bool dry_run, PruneReport* report) {
+Status ImageStore::RemoveBlobs(const std::set<std::string>& blobs, const std::set<std::string>& disks, bool dry_run,
+                               PruneReport* report) {
   for (const auto& d : blobs) {
     std::string p = BlobPath(d);
     struct stat st;
@@ -560,15 +564,22 @@ Status ImageStore::RemoveBlobs(const std::set<std::string>& blobs, const std::se
     report->blobs.push_back(d);
     report->bytes += static_cast<uint64_t>(st.st_size);
   }
-  for (const auto& d : candidate_disks) {
-    std::string p = DiskPath(d);
+  for (const auto& p : disks) {
     struct stat st;
-    if (p.empty() || ::stat(p.c_str(), &st) != 0) continue;
+    if (::stat(p.c_str(), &st) != 0) continue;
     if (!dry_run && ::unlink(p.c_str()) != 0 && errno != ENOENT) return Error::FromErrno("removing base disk " + p);
     report->disks.push_back(p);
     report->bytes += static_cast<uint64_t>(st.st_blocks) * 512;
   }
   return OkStatus();
+}
+
+std::vector<std::string> ImageStore::DiskPaths(const std::string& digest) const {
+  if (!oci::IsValidDigest(digest)) return {};
+  std::string hex = Hex(digest);
+  std::vector<std::string> out;
+  for (const char* dir : kDiskDirs) out.push_back(root_ + "/" + dir + "/" + hex + ".ext4");
+  return out;
 }
 
 Result<PruneReport> ImageStore::Prune(const std::set<std::string>& keep_roots, const StoreLock& gc, bool dry_run) {
@@ -581,11 +592,12 @@ Result<PruneReport> ImageStore::Prune(const std::set<std::string>& keep_roots, c
     if (!kept.count(d)) blobs.insert(d);
   }
   std::set<std::string> disks;
-  MSB_TRY(auto disk_names, ListDir(root_ + "/disks"));
-  for (const auto& n : disk_names) {
-    if (n.size() != 64 + 5 || !EndsWith(n, ".ext4") || !IsHex64(std::string_view(n).substr(0, 64))) continue;
-    std::string d = "sha256:" + n.substr(0, 64);
-    if (!kept.count(d)) disks.insert(d);
+  for (const char* dir : kDiskDirs) {
+    MSB_TRY(auto disk_names, ListDir(root_ + "/" + dir));
+    for (const auto& n : disk_names) {
+      if (n.size() != 64 + 5 || !EndsWith(n, ".ext4") || !IsHex64(std::string_view(n).substr(0, 64))) continue;
+      if (!kept.count("sha256:" + n.substr(0, 64))) disks.insert(root_ + "/" + dir + "/" + n);
+    }
   }
   MSB_TRY_STATUS(RemoveBlobs(blobs, disks, dry_run, &report));
 
@@ -632,11 +644,13 @@ Result<PruneReport> ImageStore::RemoveImage(const std::string& root_digest, cons
   if (!oci::IsValidDigest(root_digest) || keep_roots.count(root_digest)) return report;
   MSB_TRY(auto kept, KeptClosure(keep_roots));
   MSB_TRY(auto mine, ImageBlobs(root_digest));
-  std::set<std::string> blobs;
+  std::set<std::string> blobs, disks;
   for (const auto& d : mine) {
-    if (!kept.count(d)) blobs.insert(d);
+    if (kept.count(d)) continue;
+    blobs.insert(d);
+    for (auto& p : DiskPaths(d)) disks.insert(std::move(p));
   }
-  MSB_TRY_STATUS(RemoveBlobs(blobs, blobs, false, &report));
+  MSB_TRY_STATUS(RemoveBlobs(blobs, disks, false, &report));
   return report;
 }
 

@@ -11,6 +11,7 @@
 //   ingest/<hex>.lock      flock(2) held by the one writer of <hex>
 //   ingest/new-XXXXXX      a blob whose digest is not known yet (CreateBlob)
 //   disks/<hex>.ext4       base disk of manifest <hex> (the unpacker writes it)
+//   local/<hex>.ext4       base disk of a local directory of tree hash <hex>
 //   gc.lock                shared by imports, exclusive for garbage collection
 #pragma once
 
@@ -157,8 +158,9 @@ class ImageStore final : public BlobTarget {
   Result<StoreLock> LockForGc() const;
 
   // Removes every blob outside the closures of keep_roots, every partial and
-  // stray lock no writer holds, and every base disk disks/<hex>.ext4 whose
-  // digest is outside the closures. Fails, removing nothing, when a kept
+  // stray lock no writer holds, and every base disk {disks,local}/<hex>.ext4
+  // whose sha256:<hex> is outside the closures (a local directory's tree
+  // hash digest keeps its disk when listed in keep_roots). Fails, removing nothing, when a kept
   // root's manifest or index cannot be read (the error names it).
   Result<PruneReport> Prune(const std::set<std::string>& keep_roots, const StoreLock& gc,
                             bool dry_run = false);
@@ -173,7 +175,9 @@ class ImageStore final : public BlobTarget {
   explicit ImageStore(std::string root) : root_(std::move(root)) {}
   Status CheckGcLock(const StoreLock& gc) const;
   Result<std::set<std::string>> KeptClosure(const std::set<std::string>& keep_roots) const;
-  // Removes the published blobs and the base disks (by manifest digest) named.
+  // {disks,local}/<hex>.ext4 of a digest.
+  std::vector<std::string> DiskPaths(const std::string& digest) const;
+  // Removes the published blobs (by digest) and base disks (by path) named.
   Status RemoveBlobs(const std::set<std::string>& blobs, const std::set<std::string>& disks, bool dry_run,
                      PruneReport* report);
 

@@ -476,8 +476,13 @@ TEST_F(ImageStoreTest, PruneKeepsWhatIsReferencedAndRemovesTheRest) {
   ASSERT_TRUE(WriteFileAtomic(store_->DiskPath(a), "disk a").ok());
   ASSERT_TRUE(WriteFileAtomic(store_->DiskPath(b), "disk b").ok());
   ASSERT_TRUE(WriteFileAtomic(store_->root() + "/disks/not-a-disk-name", "x").ok());
+  // Base disks of local directories, by tree hash: one in use, one not.
   std::string local_dir_digest = oci::DigestOf("a local directory tree");
-  ASSERT_TRUE(WriteFileAtomic(store_->DiskPath(local_dir_digest), "dir disk").ok());
+  std::string local_disk = store_->root() + "/local/" + local_dir_digest.substr(7) + ".ext4";
+  std::string stale_local = store_->root() + "/local/" + oci::DigestOf("an old tree").substr(7) + ".ext4";
+  ASSERT_TRUE(MakeDirs(store_->root() + "/local").ok());
+  ASSERT_TRUE(WriteFileAtomic(local_disk, "dir disk").ok());
+  ASSERT_TRUE(WriteFileAtomic(stale_local, "old dir disk").ok());
   // An interrupted download, and one in progress.
   std::string idle = Pattern(1000, 'i'), busy = Pattern(1000, 'j');
   {
@@ -519,9 +524,10 @@ TEST_F(ImageStoreTest, PruneKeepsWhatIsReferencedAndRemovesTheRest) {
   EXPECT_EQ(rep->blobs.size(), 4u);
   EXPECT_TRUE(Exists(store_->DiskPath(a)));
   EXPECT_FALSE(Exists(store_->DiskPath(b)));
-  EXPECT_TRUE(Exists(store_->DiskPath(local_dir_digest)));
+  EXPECT_TRUE(Exists(local_disk));
+  EXPECT_FALSE(Exists(stale_local));
   EXPECT_TRUE(Exists(store_->root() + "/disks/not-a-disk-name"));
-  EXPECT_EQ(rep->disks, std::vector<std::string>{store_->DiskPath(b)});
+  EXPECT_EQ(rep->disks, (std::vector<std::string>{store_->DiskPath(b), stale_local}));
   EXPECT_EQ(rep->partials, std::vector<std::string>{Ingest() + "/" + oci::DigestOf(idle).substr(7) + ".partial"});
   // The busy writer is untouched and still completes.
   ASSERT_TRUE((*busy_sink)->Write(busy.substr(10)).ok());
