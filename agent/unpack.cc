@@ -488,6 +488,7 @@ Status LayerApplier::ApplyEntry(archive* in, archive_entry* e, const std::string
   }
 
   const char* hardlink = archive_entry_hardlink(e);
+  if (hardlink == nullptr) hardlink = archive_entry_hardlink_utf8(e);
   mode_t type = archive_entry_filetype(e);
   if (hardlink == nullptr && type == AE_IFSOCK) return OkStatus();  // not restorable from a tar
   if (rel.empty()) {

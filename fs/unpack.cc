@@ -268,7 +268,7 @@ Status Builder::Run(const Batch& batch, std::vector<LayerResult>* results) {
     if (f.kind == FrameKind::kLayer) {
       auto r = agent::ParseLayerReport(f.payload);
       if (!r.ok()) return Error(ErrorCode::kProtocol, "the image builder: " + r.error().message());
-      if (r->index != next)
+      if (r->index != next || next >= batch.count)
         return Error(ErrorCode::kProtocol, "the image builder reported layer " + std::to_string(r->index) +
                                                " where layer " + std::to_string(next) + " was due");
       size_t global = batch.first + next;

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <clocale>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -211,6 +212,9 @@ int CountUnpackScratch() {
 class UnpackTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    // libarchive writes non-ASCII names as UTF-8 pax records only when the
+    // locale says what the bytes are.
+    std::setlocale(LC_ALL, "C.UTF-8");
     auto kernel = vm::FindKernel();
     if (!kernel.ok() || ::access("/usr/sbin/debugfs", X_OK) != 0 || ::access("/usr/sbin/mkfs.ext4", X_OK) != 0)
       return;
@@ -324,7 +328,8 @@ TEST_F(UnpackTest, FlattensLayersAndConfinesHostileNames) {
        File("opaque/new1", "new"), File("dir2file", "now a file"), Dir("file2dir"),
        File("file2dir/child", "child"), Hardlink("bin/hard", "bin/busy"), su, Hardlink("bin/su2", "bin/su"),
        owned, null_dev, sda, fifo, cap, old, File("lib/through.txt", "via lib"), File("/etc/abs_name", "abs"),
-       File("samelayer2", "x"), File(".wh.samelayer2", ""), File(".wh..wh.plnk", "")},
+       File("samelayer2", "x"), File(".wh.samelayer2", ""), File(".wh..wh.plnk", ""),
+       File("utf8/caf\xc3\xa9", "non-ascii")},
       Compression::kNone));
   // Layer 2, zstd: escapes that must stay inside the root, and a replacement.
   layers.push_back(Layer({Symlink("escape", "/"), File("escape/etc/pwned", "inside"),
@@ -389,6 +394,7 @@ TEST_F(UnpackTest, FlattensLayersAndConfinesHostileNames) {
   EXPECT_EQ(Cat("/etc/via_abs"), "in etc");
   EXPECT_EQ(Cat("/etc/abs_name"), "abs");
   EXPECT_EQ(Cat("/b/c.txt"), "cleaned");
+  EXPECT_EQ(Cat("/utf8/caf\xc3\xa9"), "non-ascii");
   EXPECT_EQ(tree.count("/a"), 0u);
   // Owners, modes, devices, fifos, xattrs, times.
   std::string s = Stat("/bin/su");
@@ -443,6 +449,20 @@ TEST_F(UnpackTest, ADiffIdMismatchLeavesNoOutput) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message().find("layer 1 (" + b.path + ")"), std::string::npos) << r.error().message();
   EXPECT_NE(r.error().message().find("diff_id"), std::string::npos) << r.error().message();
+  ExpectNothingLeft(before);
+}
+
+// A layer larger than the disk ends with an error that says so, not a hang.
+TEST_F(UnpackTest, AFullDiskIsACleanError) {
+  auto big = Layer({File("small", "x"), File("big", std::string(24u << 20, '\0'))}, Compression::kGzip);
+  auto before = ListDir(dir_);
+  auto req = Request({big});
+  req.disk_bytes = 8u << 20;
+  auto r = UnpackLayers(req);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("layer 0 (" + big.path + "): entry \"big\""), std::string::npos)
+      << r.error().message();
+  EXPECT_NE(r.error().message().find("the target disk is full"), std::string::npos) << r.error().message();
   ExpectNothingLeft(before);
 }
 
