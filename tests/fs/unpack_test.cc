@@ -466,6 +466,29 @@ TEST_F(UnpackTest, AFullDiskIsACleanError) {
   ExpectNothingLeft(before);
 }
 
+// Our children (every thread's /proc children list).
+std::string Children() {
+  std::string all;
+  for (const auto& t : sfs::directory_iterator("/proc/self/task")) {
+    auto c = ReadFile(t.path().string() + "/children");
+    if (c.ok()) all += *c;
+  }
+  return all;
+}
+
+// The deadline ends the builder: QEMU is killed and reaped, nothing is left.
+TEST_F(UnpackTest, ADeadlineKillsTheBuilder) {
+  auto l = Layer({File("a", "a")}, Compression::kGzip);
+  auto before = ListDir(dir_);
+  auto req = Request({l});
+  req.timeout = std::chrono::milliseconds(300);
+  auto r = UnpackLayers(req);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("in time"), std::string::npos) << r.error().message();
+  EXPECT_EQ(Children(), "");
+  ExpectNothingLeft(before);
+}
+
 // More layers than one builder boot attaches: a second boot continues on the
 // same disk, and a whiteout there removes a file of the first.
 TEST_F(UnpackTest, ManyLayersTakeSeveralBoots) {
