@@ -29,7 +29,10 @@ struct UnpackVm {
   std::string kernel;
   std::string initramfs;   // holding agentd as /init
   std::string accel = "tcg";  // "tcg" or "kvm" (vm::ChooseAccel)
-  uint64_t memory_bytes = 256ull << 20;
+  // Guest RAM; TCG and KVM allocate it as the guest touches it. The guest
+  // keeps every path of the layer being applied (for whiteouts within that
+  // layer): about 150 bytes per entry.
+  uint64_t memory_bytes = 512ull << 20;
   // Extra guest kernel arguments; "" = vm::TscKernelArg() (TCG boots hang
   // without a known TSC rate on a busy host).
   std::string kernel_args;
