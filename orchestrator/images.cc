@@ -1,9 +1,28 @@
 #include "orchestrator/images.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
 #include <set>
 
+#include "common/fd.h"
 #include "common/io.h"
 #include "fs/disk.h"
+#include "fs/image_store.h"
+#include "fs/oci_layout.h"
+#include "fs/pull.h"
+#include "fs/registry_config.h"
+#include "fs/unpack.h"
+#include "orchestrator/launch.h"
+#include "vm/accel.h"
+#include "vm/initramfs.h"
+#include "vm/kernel.h"
+#include "vm/spec.h"
 
 namespace msb::orchestrator {
 namespace {
@@ -19,6 +38,209 @@ Result<ResolvedImage> EnsureLocalDir(const schema::Image& image, const ImageOpti
   return r;
 }
 
+std::string ShortDigest(const std::string& digest) {
+  return digest.size() > 19 ? digest.substr(7, 12) : digest;
+}
+
+std::string Mib(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+// Pull progress on stderr: a bar per blob redrawn in place on a terminal, one
+// line per finished blob otherwise, nothing when quiet.
+class ProgressPrinter {
+ public:
+  ProgressPrinter(std::string reference, bool quiet)
+      : reference_(std::move(reference)), quiet_(quiet), tty_(::isatty(2) == 1) {}
+
+  void operator()(const fs::PullProgress& p) {
+    if (quiet_) return;
+    std::lock_guard g(mu_);
+    std::string what = p.layer < 0 ? "config" : "layer " + std::to_string(p.layer + 1);
+    std::string name = what + " " + ShortDigest(p.digest);
+    if (!tty_) {
+      if (p.kind == fs::PullProgress::Kind::kDone) {
+        std::fprintf(stderr, "%s: %s pulled (%s)\n", reference_.c_str(), name.c_str(), Mib(p.total).c_str());
+      } else if (p.kind == fs::PullProgress::Kind::kSkipped) {
+        std::fprintf(stderr, "%s: %s already present\n", reference_.c_str(), name.c_str());
+      } else if (p.kind == fs::PullProgress::Kind::kRetrying) {
+        std::fprintf(stderr, "%s: %s: retrying (%s)\n", reference_.c_str(), name.c_str(), p.reason.c_str());
+      }
+      return;
+    }
+    size_t i = 0;
+    while (i < rows_.size() && rows_[i].digest != p.digest) ++i;
+    if (i == rows_.size()) rows_.push_back({p.digest, name, ""});
+    std::string state;
+    switch (p.kind) {
+      case fs::PullProgress::Kind::kDone: state = "done " + Mib(p.total); break;
+      case fs::PullProgress::Kind::kSkipped: state = "already present"; break;
+      case fs::PullProgress::Kind::kRetrying: state = "retrying: " + p.reason; break;
+      default: {
+        int width = 30;
+        int filled = p.total ? static_cast<int>(width * std::min(p.done, p.total) / p.total) : 0;
+        state = "[" + std::string(filled, '#') + std::string(width - filled, ' ') + "] " +
+                Mib(p.done) + " / " + Mib(p.total);
+      }
+    }
+    rows_[i].state = state;
+    auto now = std::chrono::steady_clock::now();
+    bool final = p.kind != fs::PullProgress::Kind::kBytes;
+    if (!final && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    if (drawn_ > 0) std::fprintf(stderr, "\x1b[%zuA", drawn_);
+    for (const auto& r : rows_) std::fprintf(stderr, "\x1b[2K%s  %s\n", r.name.c_str(), r.state.c_str());
+    drawn_ = rows_.size();
+  }
+
+ private:
+  struct Row {
+    std::string digest, name, state;
+  };
+  std::string reference_;
+  bool quiet_;
+  bool tty_;
+  std::mutex mu_;
+  std::vector<Row> rows_;
+  size_t drawn_ = 0;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
+
+ImageDefaults DefaultsOf(const fs::oci::ImageConfig& c) {
+  ImageDefaults d;
+  d.entrypoint = c.entrypoint;
+  d.cmd = c.cmd;
+  d.env = c.env;
+  d.workdir = c.working_dir;
+  d.user = c.user;
+  d.exposed_ports = c.exposed_ports;
+  return d;
+}
+
+Status RecordImage(Store& store, const std::string& reference, const std::string& digest,
+                   int64_t size, const std::string& base_disk) {
+  ImageRecord rec;
+  rec.reference = reference;
+  rec.digest = digest;
+  rec.size_bytes = size;
+  rec.base_disk = base_disk;
+  rec.created_at = static_cast<int64_t>(std::time(nullptr));
+  return store.UpsertImage(rec);
+}
+
+// Builds the image's base disk in a builder VM unless it exists. Concurrent
+// callers for one image wait for each other (flock beside the disk).
+Status EnsureBaseDisk(const fs::StoredImage& image, const ImageOptions& options) {
+  const std::string& disk = image.base_disk;
+  if (::access(disk.c_str(), F_OK) == 0) return OkStatus();
+  std::string lock_path = disk + ".lock";
+  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock) return Error::FromErrno("cannot open " + lock_path);
+  if (::flock(lock.get(), LOCK_EX) != 0) return Error::FromErrno("cannot lock " + lock_path);
+  if (::access(disk.c_str(), F_OK) == 0) return OkStatus();  // built meanwhile
+  if (!image.missing_blobs.empty()) {
+    return Error(ErrorCode::kState, "the store lacks blob " + image.missing_blobs.front() +
+                                        "; pull the image again");
+  }
+  fs::UnpackRequest req;
+  for (const auto& l : image.layers) {
+    fs::UnpackLayerSpec spec;
+    spec.path = l.path;
+    spec.media_type = l.media_type;
+    spec.size = static_cast<uint64_t>(l.size);
+    spec.diff_id = l.diff_id;
+    req.layers.push_back(std::move(spec));
+  }
+  req.output = disk;
+  MSB_TRY(req.vm.qemu, vm::FindQemu());
+  MSB_TRY(req.vm.kernel, vm::FindKernel());
+  MSB_TRY(std::string agentd, FindAgentd());
+  MSB_TRY(req.vm.initramfs, vm::CachedInitramfs(agentd));
+  MSB_TRY(req.vm.accel, vm::ChooseAccel(req.vm.kernel, req.vm.qemu));
+  if (uint64_t khz = CachedTscKhz(); khz > 0) req.vm.kernel_args = "tsc_early_khz=" + std::to_string(khz);
+  if (!options.quiet) {
+    std::fprintf(stderr, "unpacking %s (%zu layers) in a builder VM\n",
+                 ShortDigest(image.manifest_digest).c_str(), image.layers.size());
+  }
+  auto r = fs::UnpackLayers(req);
+  if (!r.ok()) return r.error().Wrap("unpacking image " + image.manifest_digest);
+  (void)::unlink(lock_path.c_str());
+  return OkStatus();
+}
+
+Result<ResolvedImage> FromStore(const fs::ImageStore& images, const std::string& reference,
+                                const std::string& digest, const ImageOptions& options) {
+  MSB_TRY(fs::StoredImage stored, images.ReadImage(digest));
+  ResolvedImage r;
+  r.reference = reference;
+  r.digest = stored.manifest_digest;
+  r.defaults = DefaultsOf(stored.config);
+  if (options.fetch && options.unpack) {
+    MSB_TRY_STATUS(EnsureBaseDisk(stored, options));
+    r.base_disk = stored.base_disk;
+  }
+  return r;
+}
+
+Result<ResolvedImage> EnsureRegistryImage(Store& store, const schema::Image& image,
+                                          const ImageOptions& options) {
+  MSB_TRY(fs::ImageStore images, fs::ImageStore::Open(fs::DefaultImageRoot()));
+  MSB_TRY(auto pinned, store.GetImage(image.reference));
+  // A digest in the reference is the pin; else the store's record of the tag.
+  std::string digest = !image.digest.empty() ? image.digest : (pinned ? pinned->digest : "");
+  bool have = !digest.empty() && images.ReadImage(digest).ok();
+  if (have && !options.refresh) return FromStore(images, image.reference, digest, options);
+  if (!options.fetch) {
+    ResolvedImage r;
+    r.reference = image.reference;
+    r.digest = digest;  // empty: never pulled; the plan says create
+    return r;
+  }
+  MSB_TRY(fs::StoreLock import_lock, images.LockForImport());
+  fs::PullOptions po;
+  MSB_TRY(po.registries, fs::RegistryConfig::LoadDefault());
+  MSB_TRY_STATUS(po.registries.ApplyOverrides(options.insecure_registries, options.registry_cas));
+  MSB_TRY(po.credentials, fs::CredentialStore::Default().Lookup(image.registry));
+  fs::ImageReference ref;
+  ref.registry = image.registry;
+  ref.repository = image.repository;
+  ref.tag = image.tag;
+  ref.digest = image.digest;
+  ProgressPrinter printer(image.reference, options.quiet);
+  MSB_TRY(fs::PullResult pulled, fs::Pull(ref, po, images, [&](const fs::PullProgress& p) { printer(p); }));
+  MSB_TRY(fs::StoredImage stored, images.ReadImage(pulled.manifest_digest));
+  MSB_TRY_STATUS(RecordImage(store, image.reference, pulled.manifest_digest, stored.size_bytes,
+                             stored.base_disk));
+  if (!options.quiet) {
+    std::fprintf(stderr, "%s: pinned to %s\n", image.reference.c_str(), pulled.manifest_digest.c_str());
+  }
+  return FromStore(images, image.reference, pulled.manifest_digest, options);
+}
+
+// An OCI layout is imported on every use (blobs already stored are skipped),
+// so that a rebuilt layout is picked up like an edited directory.
+Result<ResolvedImage> EnsureLayoutImage(Store& store, const schema::Image& image,
+                                        const ImageOptions& options) {
+  MSB_TRY(fs::ImageStore images, fs::ImageStore::Open(fs::DefaultImageRoot()));
+  if (!options.fetch) {
+    MSB_TRY(auto pinned, store.GetImage(image.reference));
+    if (pinned && images.ReadImage(pinned->digest).ok()) {
+      return FromStore(images, image.reference, pinned->digest, options);
+    }
+    ResolvedImage r;
+    r.reference = image.reference;
+    return r;
+  }
+  MSB_TRY(fs::StoreLock import_lock, images.LockForImport());
+  MSB_TRY(fs::ImportedImage imported, fs::ImportOciLayout(image.path, image.tag, images));
+  MSB_TRY(fs::StoredImage stored, images.ReadImage(imported.manifest_digest));
+  MSB_TRY_STATUS(RecordImage(store, image.reference, imported.manifest_digest, stored.size_bytes,
+                             stored.base_disk));
+  return FromStore(images, image.reference, imported.manifest_digest, options);
+}
+
 }  // namespace
 
 Result<ResolvedImage> EnsureImage(Store& store, const schema::Image& image,
@@ -26,7 +248,11 @@ Result<ResolvedImage> EnsureImage(Store& store, const schema::Image& image,
   switch (image.kind) {
     case schema::Image::Kind::kLocalDir:
       return EnsureLocalDir(image, options);
-    default:
+    case schema::Image::Kind::kRegistry:
+      return EnsureRegistryImage(store, image, options);
+    case schema::Image::Kind::kOciLayout:
+      return EnsureLayoutImage(store, image, options);
+    case schema::Image::Kind::kSnapshot:
       break;
   }
   return Error(ErrorCode::kUnavailable,

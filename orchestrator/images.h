@@ -44,6 +44,8 @@ struct ImageOptions {
   bool fetch = true;
   // Pull again even when the reference is pinned (`msb pull`).
   bool refresh = false;
+  // Build the base disk when it is missing (off: `msb pull --no-unpack`).
+  bool unpack = true;
   // Per-command registry settings (--insecure-registry, --registry-ca H=F).
   std::vector<std::string> insecure_registries;
   std::vector<std::string> registry_cas;  // "HOST:PORT=FILE"

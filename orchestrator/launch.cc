@@ -61,8 +61,8 @@ std::string ReadLine(int fd, int deadline_ms) {
   }
 }
 
-// The host's TSC rate for the guest's command line, measured (20 ms) once per
-// host boot and kept in $MSB_HOME/host-tsc.json.
+}  // namespace
+
 uint64_t CachedTscKhz() {
   auto boot_id = ReadFile("/proc/sys/kernel/random/boot_id");
   std::string path = MsbHome() + "/host-tsc.json";
@@ -83,7 +83,6 @@ uint64_t CachedTscKhz() {
   return static_cast<uint64_t>(*khz);
 }
 
-}  // namespace
 
 Result<std::string> FindAgentd() {
   if (const char* a = std::getenv("MSB_AGENTD"); a != nullptr && *a != '\0') return std::string(a);

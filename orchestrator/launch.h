@@ -68,6 +68,11 @@ Status Remove(Store& store, const SandboxRecord& record);
 Result<SandboxRecord> FindSandbox(Store& store, const std::string& name,
                                   const std::string& project = "");
 
+// The host's TSC rate for the guest's command line (vm/kernel.h TscKernelArg),
+// measured (20 ms) once per host boot and kept in $MSB_HOME/host-tsc.json.
+// 0 when it cannot be measured.
+uint64_t CachedTscKhz();
+
 // The agentd binary to put in the initramfs: $MSB_AGENTD, else beside msb.
 Result<std::string> FindAgentd();
 
