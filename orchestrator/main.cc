@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterSupervisorCommand(app);
   msb::cli::RegisterKernelCommands(app);
   msb::cli::RegisterVolumeCommands(app);
+  msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterPullCommand(app);
   try {
     app.parse(argc, argv);
