@@ -40,5 +40,6 @@ void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path
 void RegisterVolumeCommands(CLI::App& app);     // volume ls, volume rm
 void RegisterImageCommands(CLI::App& app);      // images, rmi, load, image ls/rm/load/prune
 void RegisterPullCommand(CLI::App& app);        // pull
+void RegisterLoginCommands(CLI::App& app);      // login, logout
 
 }  // namespace msb::cli

@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterVolumeCommands(app);
   msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterPullCommand(app);
+  msb::cli::RegisterLoginCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

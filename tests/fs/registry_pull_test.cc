@@ -21,11 +21,13 @@
 #include "common/sha256.h"
 #include "fs/pull.h"
 #include "fs/registry.h"
+#include "tests/support/dir_target.h"
 #include "tests/support/registry_server.h"
 
 namespace msb::fs {
 namespace {
 
+using msb::testing::DirTarget;
 using msb::testing::RegistryMode;
 using msb::testing::RegistryServer;
 using nlohmann::json;
@@ -33,115 +35,6 @@ using nlohmann::json;
 std::string MakeTempDir() {
   char tmpl[] = "/tmp/msb-pull-test-XXXXXX";
   return ::mkdtemp(tmpl);
-}
-
-// A BlobTarget over a directory: partial/<hex> while writing, blobs/<hex>
-// once Commit verified size and sha256. Counts what sinks did.
-class DirTarget : public BlobTarget {
- public:
-  explicit DirTarget(std::string root) : root_(std::move(root)) {
-    (void)MakeDirs(root_ + "/partial");
-    (void)MakeDirs(root_ + "/blobs");
-  }
-  bool HasBlob(const std::string& digest) const override { return ::access(BlobPath(digest).c_str(), F_OK) == 0; }
-  std::string BlobPath(const std::string& digest) const override { return root_ + "/blobs/" + digest.substr(7); }
-  Result<std::unique_ptr<BlobSink>> OpenBlob(const std::string& digest, int64_t size) override;
-
-  struct Stats {
-    int opens = 0;
-    int restarts = 0;
-    uint64_t bytes_written = 0;
-    std::vector<uint64_t> offsets_seen;  // Offset() answers
-  };
-  Stats StatsFor(const std::string& digest) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_[digest];
-  }
-  size_t PublishedCount() const {
-    size_t n = 0;
-    for (auto& e : std::filesystem::directory_iterator(root_ + "/blobs")) n += e.is_regular_file() ? 1 : 0;
-    return n;
-  }
-  // The sink of `digest` fails its Write once, after `after` bytes.
-  void FailOnce(const std::string& digest, uint64_t after) {
-    fail_digest_ = digest;
-    fail_after_ = after;
-  }
-
- private:
-  friend class DirSink;
-  std::string root_;
-  std::mutex mu_;
-  std::map<std::string, Stats> stats_;
-  std::string fail_digest_;
-  uint64_t fail_after_ = 0;
-  bool failed_ = false;
-};
-
-class DirSink : public BlobSink {
- public:
-  DirSink(DirTarget* t, std::string digest, int64_t size, UniqueFd fd, std::string partial)
-      : t_(t), digest_(std::move(digest)), size_(size), fd_(std::move(fd)), partial_(std::move(partial)) {}
-  uint64_t Offset() const override {
-    struct stat st;
-    ::fstat(fd_.get(), &st);
-    std::lock_guard<std::mutex> lock(t_->mu_);
-    t_->stats_[digest_].offsets_seen.push_back(st.st_size);
-    return st.st_size;
-  }
-  Status Restart() override {
-    {
-      std::lock_guard<std::mutex> lock(t_->mu_);
-      t_->stats_[digest_].restarts++;
-    }
-    if (::ftruncate(fd_.get(), 0) != 0) return Error::FromErrno("ftruncate");
-    return OkStatus();
-  }
-  Status Write(std::string_view bytes) override {
-    {
-      std::lock_guard<std::mutex> lock(t_->mu_);
-      auto& s = t_->stats_[digest_];
-      if (digest_ == t_->fail_digest_ && !t_->failed_ && s.bytes_written + bytes.size() > t_->fail_after_) {
-        t_->failed_ = true;
-        size_t part = t_->fail_after_ - s.bytes_written;
-        s.bytes_written += part;
-        (void)WriteAll(fd_.get(), bytes.substr(0, part));
-        return Error(ErrorCode::kIo, "injected write failure", EIO);
-      }
-      s.bytes_written += bytes.size();
-    }
-    return WriteAll(fd_.get(), bytes);
-  }
-  Status Commit() override {
-    struct stat st;
-    ::fstat(fd_.get(), &st);
-    auto hex = Sha256File(partial_);
-    if (!hex.ok()) return hex.error();
-    if ((size_ >= 0 && st.st_size != size_) || "sha256:" + *hex != digest_) {
-      ::unlink(partial_.c_str());
-      return Error(ErrorCode::kProtocol, "blob " + digest_ + " does not match its digest");
-    }
-    if (::rename(partial_.c_str(), t_->BlobPath(digest_).c_str()) != 0) return Error::FromErrno("rename");
-    return OkStatus();
-  }
-
- private:
-  DirTarget* t_;
-  std::string digest_;
-  int64_t size_;
-  UniqueFd fd_;
-  std::string partial_;
-};
-
-Result<std::unique_ptr<BlobSink>> DirTarget::OpenBlob(const std::string& digest, int64_t size) {
-  std::string partial = root_ + "/partial/" + digest.substr(7);
-  UniqueFd fd(::open(partial.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (!fd) return Error::FromErrno("open " + partial);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_[digest].opens++;
-  }
-  return std::unique_ptr<BlobSink>(new DirSink(this, digest, size, std::move(fd), partial));
 }
 
 // One registry per mode, the test image pushed to each, for the whole suite.
@@ -195,13 +88,31 @@ class PullTest : public ::testing::Test {
     return ImageReference{r.host_port(), "team/api", tag, digest};
   }
 
+  // The pushed layout's own manifest, read from its directory.
+  static oci::Manifest LayoutManifest() {
+    auto index = ReadFile(*layout_ + "/index.json");
+    MSB_CHECK(index.ok(), "layout index.json");
+    auto idx = oci::ParseIndex(*index);
+    MSB_CHECK(idx.ok() && !idx->manifests.empty(), "layout index");
+    auto bytes = ReadFile(*layout_ + "/blobs/sha256/" + std::string(oci::DigestHex(idx->manifests[0].digest)));
+    MSB_CHECK(bytes.ok(), "layout manifest");
+    auto m = oci::ParseManifest(*bytes);
+    MSB_CHECK(m.ok(), "layout manifest parse");
+    return *m;
+  }
+
   void ExpectComplete(const PullResult& res, DirTarget& target) {
     EXPECT_TRUE(oci::IsValidDigest(res.manifest_digest));
+    oci::Manifest pushed = LayoutManifest();
+    EXPECT_EQ(res.manifest.config.digest, pushed.config.digest);
+    ASSERT_EQ(res.layers.size(), pushed.layers.size());
+    for (size_t i = 0; i < pushed.layers.size(); ++i) EXPECT_EQ(res.layers[i].digest, pushed.layers[i].digest);
     ASSERT_EQ(res.layers.size(), 3u);
-    EXPECT_EQ(res.config.entrypoint, (std::vector<std::string>{"/bin/sh", "-c"}));
+    EXPECT_FALSE(res.config.entrypoint.empty());
     EXPECT_EQ(res.config.working_dir, "/srv");
     EXPECT_EQ(res.config.exposed_ports, std::vector<std::string>{"8080/tcp"});
     EXPECT_EQ(res.config.diff_ids.size(), 3u);
+    EXPECT_EQ(oci::DigestOf(res.config_bytes), res.manifest.config.digest);
     EXPECT_TRUE(target.HasBlob(res.manifest_digest));
     EXPECT_TRUE(target.HasBlob(res.manifest.config.digest));
     for (const auto& l : res.layers) {
