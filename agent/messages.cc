@@ -245,6 +245,12 @@ std::string Encode(const BootConfig& m) {
             {"rows", m.rows},
             {"cols", m.cols}};
   for (const MountConfig& mount : m.mounts) j["mounts"].push_back(EncodeMount(mount));
+  if (m.network) {
+    const NetworkConfig& n = *m.network;
+    j["network"] = {{"mac", n.mac},         {"ipv4", n.ipv4},         {"prefix4", n.prefix4},
+                    {"gateway4", n.gateway4}, {"ipv6", n.ipv6},       {"prefix6", n.prefix6},
+                    {"gateway6", n.gateway6}, {"mtu", n.mtu},         {"dns", n.dns}};
+  }
   return Dump(j);
 }
 
@@ -325,6 +331,22 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
       MSB_TRY_STATUS(ParseMount((*it)[i], i, &mount));
       m.mounts.push_back(std::move(mount));
     }
+  }
+  if (auto it = j.find("network"); it != j.end() && !it->is_null() && f.status().ok()) {
+    if (!it->is_object()) return Error(ErrorCode::kProtocol, "boot: field \"network\": expected an object");
+    NetworkConfig n;
+    Fields nf(*it, "boot.network");
+    nf.Str("mac", n.mac, true);
+    nf.Str("ipv4", n.ipv4, true);
+    nf.Int("prefix4", n.prefix4, 0, 32);
+    nf.Str("gateway4", n.gateway4);
+    nf.Str("ipv6", n.ipv6);
+    nf.Int("prefix6", n.prefix6, 0, 128);
+    nf.Str("gateway6", n.gateway6);
+    nf.Int("mtu", n.mtu, 576, 65535);
+    nf.Str("dns", n.dns);
+    MSB_TRY_STATUS(nf.status());
+    m.network = std::move(n);
   }
   MSB_TRY_STATUS(f.status());
   if (m.hostname.size() > 64)

@@ -48,7 +48,21 @@ inline constexpr size_t kMaxDiskSerial = 20;  // virtio-blk serials are 20 bytes
 inline constexpr size_t kMaxVirtiofsTag = 36;
 inline constexpr size_t kMaxMountTarget = 4096;
 
-// kBoot, host→agent. `network` is reserved: accepted, ignored.
+// The guest's one network interface (the virtio-net device with `mac`),
+// configured statically: the host's user-mode stack is gateway and DNS.
+struct NetworkConfig {
+  std::string mac;       // "52:54:00:..", finds the interface
+  std::string ipv4;      // dotted quad
+  int prefix4 = 24;
+  std::string gateway4;
+  std::string ipv6;      // empty: no IPv6 address or route
+  int prefix6 = 64;
+  std::string gateway6;
+  int mtu = 1500;
+  std::string dns;       // the nameserver written to /etc/resolv.conf
+};
+
+// kBoot, host→agent. `network` absent or null: no network configured.
 struct BootConfig {
   std::string hostname;
   std::vector<std::string> env;  // "K=V"
@@ -60,6 +74,7 @@ struct BootConfig {
   bool tty = false;
   int rows = 24;
   int cols = 80;
+  std::optional<NetworkConfig> network;
 };
 
 // kReady, agent→host.

@@ -77,6 +77,7 @@
 #include "agent/flow.h"
 #include "agent/guest_init.h"
 #include "agent/mounts.h"
+#include "agent/net_config.h"
 #include "agent/spawn.h"
 #include "agent/tar.h"
 #include "agent/unpack.h"
@@ -361,6 +362,9 @@ void Server::HandleBoot(const Frame& f) {
     if (!boot_.hostname.empty() && ::sethostname(boot_.hostname.data(), boot_.hostname.size()) != 0)
       return fail(Error::FromErrno("sethostname " + boot_.hostname));
     if (auto s = LoopbackUp(); !s.ok()) Diag("loopback: " + s.error().message());
+    if (boot_.network) {
+      if (auto s = ConfigureNetwork(*boot_.network, boot_.hostname); !s.ok()) return fail(s.error());
+    }
   }
   if (!boot_.command.empty()) {
     if (auto s = StartWorkload(boot_); !s.ok()) return fail(s.error().Wrap("starting the workload"));

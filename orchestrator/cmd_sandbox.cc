@@ -55,6 +55,10 @@ struct RunArgs {
   std::vector<std::string> command;
   bool quiet = false;
   RegistryFlags registry;
+  // Interim network flags until the policy lands (vm/network.h InterimPolicy).
+  bool net = false;
+  std::vector<int> net_host_ports;
+  std::vector<std::string> net_allow;
 };
 
 int Run(const RunArgs& a) {
@@ -120,6 +124,12 @@ int Run(const RunArgs& a) {
   req.boot.command.clear();
   if (const char* t = std::getenv("MSB_BOOT_TIMEOUT_MS"); t != nullptr && std::atoi(t) > 0) {
     req.boot_timeout_ms = std::atoi(t);
+  }
+  if (a.net || !a.net_host_ports.empty() || !a.net_allow.empty()) {
+    vm::VmNetwork n;
+    n.host_ports = a.net_host_ports;
+    n.allow_cidrs = a.net_allow;
+    req.network = n;
   }
   auto rec = orchestrator::Launch(*store, req);
   if (!rec.ok()) {
@@ -376,6 +386,12 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_flag("-i,--interactive", a->interactive, "forward standard input");
     cmd->add_flag("-t,--tty", a->tty, "allocate a terminal");
     cmd->add_flag("--keep", a->keep, "keep the sandbox running afterwards");
+    cmd->add_flag("--net", a->net, "attach a network (everything denied unless allowed below)");
+    cmd->add_option("--net-host-port", a->net_host_ports,
+                    "forward the gateway's PORT to the host's 127.0.0.1:PORT (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--net-allow", a->net_allow, "allow destinations in CIDR (repeatable)")
+        ->allow_extra_args(false);
     cmd->add_option("command", a->command, "command and arguments (after --)");
     OnRun(cmd, [a]() { return Run(*a); });
   }

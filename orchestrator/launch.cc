@@ -182,6 +182,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   }
   spec.boot = nlohmann::json::parse(agent::Encode(boot));
   spec.policy = req.policy;
+  spec.network = req.network;
   if (auto st = vm::WriteSpec(spec); !st.ok()) {
     cleanup_dir();
     return st.error();

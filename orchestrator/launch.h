@@ -12,6 +12,7 @@
 #include "common/result.h"
 #include "orchestrator/store.h"
 #include "schema/model.h"
+#include "vm/spec.h"
 
 namespace msb::orchestrator {
 
@@ -38,6 +39,7 @@ struct LaunchRequest {
   std::string config_hash;
   std::string spec_json;
   int boot_timeout_ms = 60000;
+  std::optional<vm::VmNetwork> network;  // absent: no network device
 };
 
 // Prepares disks and the sandbox directory, records the sandbox, starts its

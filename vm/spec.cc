@@ -20,7 +20,37 @@ nlohmann::json ToJson(const VmSpec& s) {
                         {"boot", s.boot},              {"boot_timeout_ms", s.boot_timeout_ms},
                         {"tsc_khz", s.tsc_khz},        {"policy", s.policy},
                         {"stop_timeout_ms", s.stop_timeout_ms},
-                        {"volumes", DisksToJson(s.volumes)}, {"shares", SharesToJson(s.shares)}};
+                        {"volumes", DisksToJson(s.volumes)}, {"shares", SharesToJson(s.shares)},
+                        {"network", s.network ? ToJson(*s.network) : nlohmann::json()}};
+}
+
+nlohmann::json ToJson(const VmNetwork& n) {
+  return nlohmann::json{{"mac", n.mac},           {"gateway_mac", n.gateway_mac},
+                        {"ipv4", n.ipv4},         {"prefix4", n.prefix4},
+                        {"gateway4", n.gateway4}, {"ipv6", n.ipv6},
+                        {"prefix6", n.prefix6},   {"gateway6", n.gateway6},
+                        {"mtu", n.mtu},           {"allow_cidrs", n.allow_cidrs},
+                        {"host_ports", n.host_ports}};
+}
+
+Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j) {
+  VmNetwork n;
+  try {
+    n.mac = j.value("mac", n.mac);
+    n.gateway_mac = j.value("gateway_mac", n.gateway_mac);
+    n.ipv4 = j.value("ipv4", n.ipv4);
+    n.prefix4 = j.value("prefix4", n.prefix4);
+    n.gateway4 = j.value("gateway4", n.gateway4);
+    n.ipv6 = j.value("ipv6", n.ipv6);
+    n.prefix6 = j.value("prefix6", n.prefix6);
+    n.gateway6 = j.value("gateway6", n.gateway6);
+    n.mtu = j.value("mtu", n.mtu);
+    n.allow_cidrs = j.value("allow_cidrs", n.allow_cidrs);
+    n.host_ports = j.value("host_ports", n.host_ports);
+  } catch (const nlohmann::json::exception& e) {
+    return Error(ErrorCode::kInvalidArgument, std::string("malformed network in the sandbox spec: ") + e.what());
+  }
+  return n;
 }
 
 Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
@@ -43,6 +73,11 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
     if (j.contains("volumes")) s.volumes = DisksFromJson(j["volumes"]);
     if (j.contains("shares")) s.shares = SharesFromJson(j["shares"]);
     if (j.contains("policy")) s.policy = j["policy"];
+    if (j.contains("network") && !j["network"].is_null()) {
+      auto n = VmNetworkFromJson(j["network"]);
+      if (!n.ok()) return n.error();
+      s.network = std::move(*n);
+    }
   } catch (const nlohmann::json::exception& e) {
     return Error(ErrorCode::kInvalidArgument, std::string("malformed sandbox spec: ") + e.what());
   }
@@ -98,6 +133,10 @@ std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
                        "-device", "virtio-blk-device,drive=upper,serial=msb-upper"});
   }
   AppendDeviceArgs(s.volumes, s.shares, s.dir, a);
+  if (s.network) {
+    a.insert(a.end(), {"-netdev", "stream,id=net0,server=off,addr.type=unix,addr.path=" + s.NetSocket(),
+                       "-device", "virtio-net-device,netdev=net0,mac=" + s.network->mac});
+  }
   a.insert(a.end(), {"-object", "rng-random,id=rng,filename=/dev/urandom", "-device",
                      "virtio-rng-device,rng=rng"});
   return a;

@@ -6,12 +6,35 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/result.h"
 #include "vm/devices.h"
 
 namespace msb::vm {
+
+// The sandbox's network: a virtio-net device on QEMU's stream netdev, whose
+// other end is the supervisor's user-mode stack (net/stack.h) listening on
+// <dir>/net.sock. Addresses are the guest's; the gateway is the stack.
+struct VmNetwork {
+  std::string mac = "52:54:00:6d:73:02";
+  std::string gateway_mac = "52:54:00:6d:73:01";
+  std::string ipv4 = "10.0.2.15";
+  int prefix4 = 24;
+  std::string gateway4 = "10.0.2.2";
+  std::string ipv6 = "fd00:6d73:62::15";
+  int prefix6 = 64;
+  std::string gateway6 = "fd00:6d73:62::2";
+  int mtu = 1500;
+  // Interim policy until net/policy is wired in: destinations allowed as
+  // they are (CIDRs), and gateway ports forwarded to the host's 127.0.0.1.
+  // Everything else is denied.
+  std::vector<std::string> allow_cidrs;
+  std::vector<int> host_ports;
+};
+nlohmann::json ToJson(const VmNetwork& n);
+Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j);
 
 struct VmSpec {
   std::string project;
@@ -34,6 +57,7 @@ struct VmSpec {
   uint64_t tsc_khz = 0;
   int boot_timeout_ms = 60000;
   int stop_timeout_ms = 10000;
+  std::optional<VmNetwork> network;  // absent: no network device
 
   std::string AgentSocket() const { return dir + "/agent.sock"; }
   std::string QmpSocket() const { return dir + "/qmp.sock"; }
@@ -42,6 +66,7 @@ struct VmSpec {
   std::string WorkloadLog() const { return dir + "/workload.log"; }
   std::string SupervisorLog() const { return dir + "/supervisor.log"; }
   std::string SpecPath() const { return dir + "/spec.json"; }
+  std::string NetSocket() const { return dir + "/net.sock"; }
 };
 
 nlohmann::json ToJson(const VmSpec& spec);

@@ -144,6 +144,12 @@ Status Supervisor::SpawnVm() {
                                     [this](short) { OnQmpAccept(); });
   // Shared directories: their virtiofsd must hold the sockets QEMU connects to.
   MSB_TRY_STATUS(virtiofs_.Start(spec_.shares, spec_.dir, spec_.dir + "/virtiofsd.log"));
+  // The network stack listens before QEMU connects to it; a restart gets a fresh one.
+  net_.reset();
+  if (spec_.network) {
+    net_ = std::make_unique<NetworkAttachment>(dispatcher_, *spec_.network, spec_.NetSocket());
+    MSB_TRY_STATUS(net_->Start());
+  }
   UniqueFd qemu_log(::open((spec_.dir + "/qemu.log").c_str(),
                            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   SpawnOptions opts;
@@ -296,7 +302,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
           return;
         }
         SendAgent(0, FrameKind::kHello, json{{"version", agent::kProtocolVersion}}.dump());
-        SendAgent(0, FrameKind::kBoot, spec_.boot.dump());
+        SendAgent(0, FrameKind::kBoot, BootWithNetwork(spec_).dump());
         return;
       }
       case FrameKind::kReady: {

@@ -33,6 +33,7 @@
 #include "vm/policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
+#include "vm/network.h"
 #include "vm/virtiofs.h"
 
 namespace msb::vm {
@@ -109,6 +110,7 @@ class Supervisor {
   std::optional<int> workload_exit_;
 
   VirtiofsDaemons virtiofs_;  // one virtiofsd per shared directory, started before QEMU
+  std::unique_ptr<NetworkAttachment> net_;  // the user-mode stack, when the spec has a network
   ChildProcess qemu_;
   UniqueFd agent_listen_, qmp_listen_, control_listen_;
   EventHandle agent_accept_, qmp_accept_, control_accept_;
