@@ -246,6 +246,7 @@ Result<PullResult> Pull(const ImageReference& ref, const PullOptions& options, B
     if (!index.ok()) return index.error().Wrap("image " + image);
     MSB_TRY(oci::Descriptor chosen, oci::SelectPlatform(*index, image, options.os, options.architecture));
     result.index_digest = top.digest;
+    result.index_bytes = top.bytes;
     MSB_TRY(man, GetManifestRetrying(client, ref, chosen.digest, options));
     if (man.bytes.size() != static_cast<uint64_t>(chosen.size)) {
       return Error(ErrorCode::kProtocol, "image " + image + ": manifest " + chosen.digest + " is " +
@@ -326,9 +327,12 @@ Result<PullResult> Pull(const ImageReference& ref, const PullOptions& options, B
   for (auto& t : threads) t.join();
   if (first_error) return *first_error;
 
-  // Config and manifest last: a target that has the manifest has everything.
+  // Config, manifest, index last: a target that has the root has everything.
   MSB_TRY_STATUS(WriteSmallBlob(target, cd.digest, result.config_bytes));
   MSB_TRY_STATUS(WriteSmallBlob(target, result.manifest_digest, result.manifest_bytes));
+  if (!result.index_digest.empty()) {
+    MSB_TRY_STATUS(WriteSmallBlob(target, result.index_digest, result.index_bytes));
+  }
   return result;
 }
 

@@ -1,6 +1,7 @@
 // Pulling an image from a registry into a BlobTarget: resolve the reference
-// (tag or digest; an index/list -> its linux/amd64 manifest), then write the
-// manifest, the config and every layer through the target, skipping blobs it
+// (tag or digest; an index/list -> its linux/amd64 manifest), then write
+// every layer, the config, the manifest and the index (when there is one),
+// in that order, through the target, skipping blobs it
 // already has, verifying size and sha256 while streaming. Not the store, not
 // the unpacking, not the CLI (which draws the progress events).
 //
@@ -64,7 +65,8 @@ using ProgressFn = std::function<void(const PullProgress&)>;
 
 struct PullResult {
   std::string manifest_digest;  // the platform manifest (written to the target)
-  std::string index_digest;     // the index/list the tag named, or empty
+  std::string index_digest;     // the index/list the tag named (also written), or empty
+  std::string index_bytes;
   std::string manifest_bytes;
   oci::Manifest manifest;
   std::string config_bytes;

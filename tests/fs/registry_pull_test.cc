@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/sha256.h"
+#include "fs/image_store.h"
 #include "fs/pull.h"
 #include "fs/registry.h"
 #include "tests/support/dir_target.h"
@@ -295,6 +297,19 @@ TEST_F(IndexPullTest, IndexResolvesToAmd64) {
   EXPECT_EQ(res->index_digest, oci::DigestOf(index));
   ExpectComplete(*res, target);
   EXPECT_FALSE(target.HasBlob(pushed->other_digest));
+  EXPECT_TRUE(target.HasBlob(res->index_digest));
+
+  // The same into the image store, which reads the image back from the index.
+  auto store = ImageStore::Open(target_dir_ + "/store");
+  ASSERT_TRUE(store.ok()) << store.error().message();
+  auto into_store = Pull(Ref(r, "multi"), OptionsFor(r), *store);
+  ASSERT_TRUE(into_store.ok()) << into_store.error().message();
+  auto image = store->ReadImage(into_store->index_digest);
+  ASSERT_TRUE(image.ok()) << image.error().message();
+  EXPECT_EQ(image->manifest_digest, pushed->amd64_digest);
+  EXPECT_TRUE(image->missing_blobs.empty());
+  ASSERT_EQ(image->layers.size(), 3u);
+  EXPECT_EQ(image->layers[0].diff_id, into_store->config.diff_ids[0]);
 }
 
 TEST_F(IndexPullTest, IndexWithoutAmd64IsAClearError) {
@@ -391,6 +406,75 @@ TEST_F(PrivateRegistryPullTest, InterruptedDownloadResumesAtTheSinkOffset) {
   for (const auto& e : events) retried |= e.kind == PullProgress::Kind::kRetrying;
   EXPECT_TRUE(retried);
   EXPECT_EQ(events.back().kind, PullProgress::Kind::kDone);
+}
+
+// The image store as the target: a pull interrupted mid-layer resumes from
+// the store's partial in a second pull, and every blob ends up verified.
+TEST_F(PrivateRegistryPullTest, ImageStoreKeepsThePartialForTheNextPull) {
+  StartOwn();
+  oci::Descriptor layer = LargestLayer();
+  auto store = ImageStore::Open(target_dir_ + "/store");
+  ASSERT_TRUE(store.ok()) << store.error().message();
+  PullOptions o = OptionsFor(*own_);
+  o.max_attempts = 1;
+  // Stop the first pull once 100000 bytes of the layer are in.
+  std::atomic<bool> cut{false};
+  {
+    struct Cutting : BlobTarget {
+      ImageStore* s;
+      std::string digest;
+      std::atomic<bool>* cut;
+      bool HasBlob(const std::string& d) const override { return s->HasBlob(d); }
+      std::string BlobPath(const std::string& d) const override { return s->BlobPath(d); }
+      Result<std::unique_ptr<BlobSink>> OpenBlob(const std::string& d, int64_t size) override {
+        MSB_TRY(std::unique_ptr<BlobSink> inner, s->OpenBlob(d, size));
+        if (d != digest) return inner;
+        struct Sink : BlobSink {
+          std::unique_ptr<BlobSink> in;
+          std::atomic<bool>* cut;
+          uint64_t written = 0;
+          uint64_t Offset() const override { return in->Offset(); }
+          Status Restart() override { return in->Restart(); }
+          Status Write(std::string_view b) override {
+            if (written + b.size() > 100000) {
+              *cut = true;
+              MSB_TRY_STATUS(in->Write(b.substr(0, 100000 - written)));
+              written = 100000;
+              return Error(ErrorCode::kInvalidArgument, "cut");  // not retried
+            }
+            written += b.size();
+            return in->Write(b);
+          }
+          Status Commit() override { return in->Commit(); }
+        };
+        auto sink = std::make_unique<Sink>();
+        sink->in = std::move(inner);
+        sink->cut = cut;
+        return std::unique_ptr<BlobSink>(std::move(sink));
+      }
+    } cutting;
+    cutting.s = &*store;
+    cutting.digest = layer.digest;
+    cutting.cut = &cut;
+    auto first = Pull(Ref(*own_, "1.0"), o, cutting);
+    ASSERT_FALSE(first.ok());
+    EXPECT_TRUE(cut);
+    EXPECT_FALSE(store->HasBlob(layer.digest));
+  }
+  uint64_t resumed_from = 0;
+  auto second = Pull(Ref(*own_, "1.0"), o, *store, [&](const PullProgress& p) {
+    if (p.digest == layer.digest && p.kind == PullProgress::Kind::kStarted) resumed_from = p.done;
+  });
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  EXPECT_EQ(resumed_from, 100000u);
+  auto image = store->ReadImage(second->manifest_digest);
+  ASSERT_TRUE(image.ok()) << image.error().message();
+  EXPECT_TRUE(image->missing_blobs.empty());
+  for (const auto& l : image->layers) {
+    auto hex = Sha256File(l.path);
+    ASSERT_TRUE(hex.ok());
+    EXPECT_EQ("sha256:" + *hex, l.digest);
+  }
 }
 
 }  // namespace
