@@ -152,7 +152,7 @@ class StoreSink final : public BlobSink {
     struct stat st;
     if (::stat(blob_.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
       present_ = true;
-      offset_ = static_cast<uint64_t>(st.st_size);
+      present_size_ = offset_ = static_cast<uint64_t>(st.st_size);
       DropLock(lock_path_, lock_);
       return OkStatus();
     }
@@ -179,7 +179,12 @@ class StoreSink final : public BlobSink {
   uint64_t Offset() const override { return offset_; }
 
   Status Restart() override {
-    if (present_) return OkStatus();
+    if (present_) {  // the bytes written again are only checked (see Commit)
+      rewriting_ = true;
+      hasher_.Reset();
+      offset_ = 0;
+      return OkStatus();
+    }
     MSB_TRY_STATUS(Usable());
     if (::ftruncate(fd_.get(), 0) != 0 || ::lseek(fd_.get(), 0, SEEK_SET) != 0) {
       return Fail(WriteError(digest_, root_ + "/ingest", errno));
@@ -192,7 +197,16 @@ class StoreSink final : public BlobSink {
   Status Write(std::string_view bytes) override {
     if (present_) {
       if (bytes.empty()) return OkStatus();
-      return Error(ErrorCode::kState, "blob " + digest_ + " is already in the store; nothing more to write");
+      if (!rewriting_) {
+        return Error(ErrorCode::kState, "blob " + digest_ + " is already in the store; nothing more to write");
+      }
+      if (offset_ + bytes.size() > present_size_) {
+        return Error(ErrorCode::kProtocol, "blob " + digest_ + ": more than the " + std::to_string(present_size_) +
+                                               " bytes of the stored blob");
+      }
+      hasher_.Update(bytes);
+      offset_ += bytes.size();
+      return OkStatus();
     }
     MSB_TRY_STATUS(Usable());
     if (size_ >= 0 && offset_ + bytes.size() > static_cast<uint64_t>(size_)) {
@@ -209,11 +223,18 @@ class StoreSink final : public BlobSink {
 
   Status Commit() override {
     if (present_) {
-      if (size_ >= 0 && offset_ != static_cast<uint64_t>(size_)) {
-        return Error(ErrorCode::kProtocol, "blob " + digest_ + " is " + std::to_string(offset_) +
+      if (size_ >= 0 && present_size_ != static_cast<uint64_t>(size_)) {
+        return Error(ErrorCode::kProtocol, "blob " + digest_ + " is " + std::to_string(present_size_) +
                                                " bytes in the store, but its descriptor says " +
                                                std::to_string(size_));
       }
+      if (rewriting_ && (offset_ != present_size_ || hasher_.Finish() != digest_)) {
+        return Error(ErrorCode::kProtocol, "blob " + digest_ +
+                                               ": the bytes written again do not match it; the stored blob is "
+                                               "unchanged");
+      }
+      rewriting_ = false;
+      offset_ = present_size_;
       return OkStatus();
     }
     MSB_TRY_STATUS(Usable());
@@ -234,6 +255,7 @@ class StoreSink final : public BlobSink {
     }
     fd_.Reset();
     present_ = true;
+    present_size_ = offset_;
     DropLock(lock_path_, lock_);
     return FsyncDir(root_ + "/blobs/sha256");
   }
@@ -250,13 +272,16 @@ class StoreSink final : public BlobSink {
     ::unlink(partial_.c_str());
     fd_.Reset();
     broken_ = true;
+    offset_ = 0;
     return e;
   }
 
   std::string root_, digest_, partial_, lock_path_, blob_;
   int64_t size_;
   uint64_t offset_ = 0;
-  bool present_ = false;
+  bool present_ = false;  // published (by us or another writer)
+  uint64_t present_size_ = 0;
+  bool rewriting_ = false;  // present, and Restart() was called: writes are only checked
   bool broken_ = false;
   UniqueFd lock_;
   UniqueFd fd_;

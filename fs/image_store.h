@@ -105,7 +105,9 @@ class BlobWriter {
 // ingest/<hex>.lock for the sink's life; a second opener of the same digest
 // waits. If the blob was published meanwhile, the waiter's sink is already
 // complete: Offset() equals the blob's size, Write() fails, Commit() succeeds
-// without work (two pulls of one image download each blob once). An existing
+// without work (two pulls of one image download each blob once). A source
+// that calls Restart() on it anyway may write the bytes again; they are only
+// checked against the stored blob, which is never rewritten. An existing
 // partial is re-hashed on open to restore the sha256 state, and Offset() is
 // its length (a partial longer than a known size is discarded). Commit()
 // checks size and sha256, fsyncs, makes the file read-only and renames it to

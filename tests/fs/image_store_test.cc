@@ -298,6 +298,33 @@ TEST_F(ImageStoreTest, SecondWriterOfOneBlobWaitsThenFindsItPublished) {
   EXPECT_TRUE(Ls(Ingest()).empty());
 }
 
+TEST_F(ImageStoreTest, RestartOnAPublishedBlobOnlyChecks) {
+  std::string bytes = Pattern(4000, 'k');
+  std::string digest = oci::DigestOf(bytes);
+  ASSERT_TRUE(Put(digest, bytes).ok());
+  // A writer that lost the race and writes its copy again from the start.
+  auto sink = store_->OpenBlob(digest, 4000);
+  ASSERT_TRUE(sink.ok());
+  EXPECT_EQ((*sink)->Offset(), 4000u);
+  ASSERT_TRUE((*sink)->Restart().ok());
+  EXPECT_EQ((*sink)->Offset(), 0u);
+  ASSERT_TRUE((*sink)->Write(bytes).ok());
+  EXPECT_TRUE((*sink)->Commit().ok());
+  // Wrong bytes are refused and the stored blob stays as it was.
+  auto bad = store_->OpenBlob(digest, 4000);
+  ASSERT_TRUE(bad.ok());
+  ASSERT_TRUE((*bad)->Restart().ok());
+  ASSERT_TRUE((*bad)->Write(Pattern(4000, 'x')).ok());
+  auto st = (*bad)->Commit();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message().find("the stored blob is unchanged"), std::string::npos);
+  EXPECT_EQ(*ReadFile(store_->BlobPath(digest)), bytes);
+  // A descriptor of another size for a stored blob is an error.
+  auto other = store_->OpenBlob(digest, 3999);
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE((*other)->Commit().ok());
+}
+
 TEST_F(ImageStoreTest, WritersInTwoProcessesDoTheWorkOnce) {
   std::string bytes = Pattern(100000, 'p');
   std::string digest = oci::DigestOf(bytes);
