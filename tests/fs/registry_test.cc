@@ -13,7 +13,10 @@
 #include "common/io.h"
 #include "fs/http.h"
 #include "fs/registry.h"
+#include "fs/pull.h"
 #include "fs/registry_config.h"
+#include "fs/oci.h"
+#include "tests/support/dir_target.h"
 #include "tests/support/registry_server.h"
 
 namespace msb::fs {
@@ -431,6 +434,81 @@ TEST(RegistryClient, DigestMismatchOfManifestIsRefused) {
   auto m = client.GetManifest("team/api", other);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.error().message().find("not the digest asked for"), std::string::npos) << m.error().message();
+}
+
+// A scripted registry: the manifest answers 503 once, the layer's first
+// answer breaks off mid-body, and the retry's Range is ignored (200 with the
+// whole blob), so the sink must be restarted rather than appended to.
+TEST(PullRetries, ServerErrorsBrokenBodiesAndIgnoredRanges) {
+  std::string layer(200000, '\0');
+  for (size_t i = 0; i < layer.size(); ++i) layer[i] = static_cast<char>((i * 2654435761u) >> 13);
+  std::string layer_digest = oci::DigestOf(layer);
+  std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[")" +
+                       layer_digest + R"("]}})";
+  std::string config_digest = oci::DigestOf(config);
+  std::string manifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
+                         R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+                         config_digest + R"(","size":)" + std::to_string(config.size()) +
+                         R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":")" +
+                         layer_digest + R"(","size":)" + std::to_string(layer.size()) + "}]}";
+  std::mutex mu;
+  int manifest_gets = 0, layer_gets = 0;
+  std::string second_range = "unset";
+  auto server = ScriptedHttpServer::Start([&](const ScriptedHttpServer::Request& r) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (r.target == "/v2/team/api/manifests/1.0") {
+      if (++manifest_gets == 1) {
+        return ScriptedHttpServer::Response(503, "application/json", R"({"errors":[{"code":"UNAVAILABLE"}]})");
+      }
+      return ScriptedHttpServer::Response(200, std::string(oci::kMediaTypeOciManifest), manifest);
+    }
+    if (r.target == "/v2/team/api/blobs/" + config_digest) {
+      return ScriptedHttpServer::Response(200, "application/octet-stream", config);
+    }
+    if (r.target == "/v2/team/api/blobs/" + layer_digest) {
+      std::string full = ScriptedHttpServer::Response(200, "application/octet-stream", layer);
+      if (++layer_gets == 1) return full.substr(0, full.size() - layer.size() / 2);  // breaks off
+      second_range = r.headers.count("range") ? r.headers.at("range") : "";
+      return full;  // Range ignored
+    }
+    return ScriptedHttpServer::Response(404, "application/json", R"({"errors":[{"code":"NAME_UNKNOWN"}]})");
+  });
+  ASSERT_TRUE(server.ok());
+  TempDir t;
+  msb::testing::DirTarget target(t.path());
+  PullOptions o;
+  o.registries.registries[(*server)->host_port()].insecure = true;
+  o.initial_backoff = std::chrono::milliseconds(10);
+  std::vector<PullProgress::Kind> kinds;
+  auto res = Pull(ImageReference{(*server)->host_port(), "team/api", "1.0", ""}, o, target,
+                  [&](const PullProgress& p) { kinds.push_back(p.kind); });
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  EXPECT_EQ(manifest_gets, 2);
+  EXPECT_EQ(layer_gets, 2);
+  EXPECT_EQ(second_range, "bytes=" + std::to_string(layer.size() - layer.size() / 2) + "-");
+  auto stats = target.StatsFor(layer_digest);
+  EXPECT_EQ(stats.restarts, 1);
+  ASSERT_TRUE(target.HasBlob(layer_digest));
+  EXPECT_EQ(*ReadFile(target.BlobPath(layer_digest)), layer);
+  EXPECT_TRUE(target.HasBlob(res->manifest_digest));
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), PullProgress::Kind::kRetrying), kinds.end());
+}
+
+TEST(PullRetries, PersistentServerErrorGivesUp) {
+  auto server = ScriptedHttpServer::Start([&](const ScriptedHttpServer::Request&) {
+    return ScriptedHttpServer::Response(502, "application/json", "{}");
+  });
+  ASSERT_TRUE(server.ok());
+  TempDir t;
+  msb::testing::DirTarget target(t.path());
+  PullOptions o;
+  o.registries.registries[(*server)->host_port()].insecure = true;
+  o.initial_backoff = std::chrono::milliseconds(5);
+  o.max_attempts = 3;
+  auto res = Pull(ImageReference{(*server)->host_port(), "team/api", "1.0", ""}, o, target);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message().find("answered HTTP 502"), std::string::npos) << res.error().message();
+  EXPECT_EQ(target.PublishedCount(), 0u);
 }
 
 }  // namespace
