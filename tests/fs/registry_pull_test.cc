@@ -234,6 +234,32 @@ TEST_F(PullTest, UntrustedCaNamesHostAndFix) {
   EXPECT_NE(res.error().message().find("registries.yaml"), std::string::npos);
 }
 
+TEST_F(PullTest, TlsRegistryMarkedInsecureIsNotVerified) {
+  auto& r = Reg(RegistryMode::kTlsBasic);
+  PullOptions o = OptionsFor(r);
+  o.registries.registries.clear();
+  o.registries.registries[r.host_port()].insecure = true;
+  DirTarget target(target_dir_);
+  auto res = Pull(Ref(r, "1.0"), o, target);
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  ExpectComplete(*res, target);
+}
+
+TEST_F(PullTest, CheckLoginOverBasicAndTokens) {
+  for (RegistryMode m : {RegistryMode::kTlsBasic, RegistryMode::kTlsToken}) {
+    auto& r = Reg(m);
+    PullOptions o = OptionsFor(r);
+    RegistryClient good(r.host_port(), o.registries, o.credentials);
+    auto ok = good.CheckLogin();
+    EXPECT_TRUE(ok.ok()) << ok.error().message();
+    RegistryClient bad(r.host_port(), o.registries, Credentials{r.username(), "wrong"});
+    auto refused = bad.CheckLogin();
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message().find("refused the credentials"), std::string::npos)
+        << refused.error().message();
+  }
+}
+
 TEST_F(PullTest, UnknownTagAndRepository) {
   auto& r = Reg(RegistryMode::kPlain);
   DirTarget target(target_dir_);
