@@ -219,7 +219,7 @@ class UnpackTest : public ::testing::Test {
     if (!kernel.ok() || ::access("/usr/sbin/debugfs", X_OK) != 0 || ::access("/usr/sbin/mkfs.ext4", X_OK) != 0)
       return;
     kernel_ = *kernel;
-    char tmpl[] = "/tmp/msb-unpack-test-suite-XXXXXX";
+    char tmpl[] = "/tmp/msb-unpacktest-suite-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     suite_dir_ = tmpl;
     ASSERT_TRUE(vm::BuildInitramfs(AGENTD_PATH, suite_dir_ + "/initramfs.cpio").ok());
@@ -229,7 +229,7 @@ class UnpackTest : public ::testing::Test {
   }
   void SetUp() override {
     if (kernel_.empty()) GTEST_SKIP() << "needs a guest kernel (msb kernel build), debugfs and mkfs.ext4";
-    char tmpl[] = "/tmp/msb-unpack-test-XXXXXX";
+    char tmpl[] = "/tmp/msb-unpacktest-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     scratch_before_ = CountUnpackScratch();
