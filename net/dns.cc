@@ -239,12 +239,13 @@ class Writer {
   std::string& out() { return out_; }
 
  private:
-  // Case-insensitive suffix key: labels joined with their lengths.
+  // Suffix key: labels with their lengths. Case-sensitive, so a compressed
+  // name keeps its own spelling (the guest may randomise case, 0x20).
   static std::string Key(const std::vector<std::string>& labels, size_t from) {
     std::string k;
     for (size_t i = from; i < labels.size(); ++i) {
       k.push_back(static_cast<char>(labels[i].size()));
-      for (char c : labels[i]) k.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+      k.append(labels[i]);
     }
     return k;
   }

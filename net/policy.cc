@@ -301,7 +301,7 @@ Decision Policy::Decide(const IngressFlow& flow) const {
 
 // ---- PinSet ----
 
-void PinSet::Remove(const Key& key) {
+void PinSet::Remove(Key key) {
   auto it = pins_.find(key);
   if (it == pins_.end()) return;
   by_expiry_.erase({it->second, key});

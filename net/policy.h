@@ -162,7 +162,7 @@ class PinSet {
   std::map<Key, Clock::time_point> pins_;
   std::map<IpAddress, std::set<std::string>> by_ip_;
   std::set<std::pair<Clock::time_point, Key>> by_expiry_;
-  void Remove(const Key& key);
+  void Remove(Key key);  // by value: callers pass keys stored in the maps it erases from
 };
 
 // Counters of denied flows per Decision::key, and a rate-limited log: at most

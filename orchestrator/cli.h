@@ -38,8 +38,9 @@ void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, sto
 void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox supervisor
 void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path
 void RegisterVolumeCommands(CLI::App& app);     // volume ls, volume rm
-void RegisterImageCommands(CLI::App& app);      // images, rmi, load, image ls/rm/load/prune
 void RegisterPullCommand(CLI::App& app);        // pull
+void RegisterImageCommands(CLI::App& app);      // images, rmi, load, image ls/rm/load/prune
 void RegisterLoginCommands(CLI::App& app);      // login, logout
+void RegisterNetCommands(CLI::App& app);        // net check
 
 }  // namespace msb::cli

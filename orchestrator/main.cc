@@ -62,9 +62,10 @@ int main(int argc, char** argv) {
   msb::cli::RegisterSupervisorCommand(app);
   msb::cli::RegisterKernelCommands(app);
   msb::cli::RegisterVolumeCommands(app);
-  msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterPullCommand(app);
+  msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterLoginCommands(app);
+  msb::cli::RegisterNetCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
