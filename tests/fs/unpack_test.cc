@@ -361,6 +361,12 @@ TEST_F(UnpackTest, FlattensLayersAndConfinesHostileNames) {
   EXPECT_FALSE(sfs::exists("/etc/pwned"));
   EXPECT_FALSE(sfs::exists("/pwned2"));
 
+  // The guest unmounted it cleanly: consistent, and no journal to replay
+  // (sandboxes mount it read-only).
+  auto fsck = RunCapture({"e2fsck", "-fn", dir_ + "/base.ext4"});
+  ASSERT_TRUE(fsck.ok());
+  EXPECT_EQ(fsck->status.code, 0) << fsck->output;
+
   std::map<std::string, unsigned> tree;
   Walk(dir_ + "/base.ext4", "", &tree);
   std::string all;
