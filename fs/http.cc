@@ -247,12 +247,6 @@ class Conn {
   }
 };
 
-Status SetNonBlocking(int fd) {
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return Error::FromErrno("fcntl");
-  return OkStatus();
-}
-
 std::string AddrText(const sockaddr_storage& ss) {
   char buf[INET6_ADDRSTRLEN] = "?";
   if (ss.ss_family == AF_INET) {
