@@ -241,6 +241,14 @@ std::string RegistryServer::BlobDataPath(const std::string& digest) const {
 }
 
 Result<std::unique_ptr<RegistryServer>> RegistryServer::Start(RegistryMode mode, const std::string& work_dir) {
+  // The free port may be taken between FreePort and the registry's bind.
+  for (int attempt = 1;; ++attempt) {
+    auto s = StartOnce(mode, work_dir);
+    if (s.ok() || attempt == 3 || s.error().message().find("address already in use") == std::string::npos) return s;
+  }
+}
+
+Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode mode, const std::string& work_dir) {
   auto s = std::unique_ptr<RegistryServer>(new RegistryServer());
   s->mode_ = mode;
   s->work_dir_ = work_dir;

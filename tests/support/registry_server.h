@@ -81,6 +81,7 @@ class RegistryServer {
 
  private:
   RegistryServer() = default;
+  static Result<std::unique_ptr<RegistryServer>> StartOnce(RegistryMode mode, const std::string& work_dir);
   RegistryMode mode_ = RegistryMode::kPlain;
   int port_ = 0;
   std::string work_dir_;
