@@ -145,7 +145,9 @@ size_t TcpEndpoint::Send(std::span<const uint8_t> data) {
 void TcpEndpoint::Shutdown() {
   if (closed() || fin_queued_) return;
   fin_queued_ = true;
-  fin_seq_ = snd_una_ + static_cast<uint32_t>(snd_.size());
+  // Before the handshake completes snd_una_ still covers our SYN.
+  bool syn_unacked = state_ == State::kSynSent || state_ == State::kSynReceived;
+  fin_seq_ = snd_una_ + (syn_unacked ? 1 : 0) + static_cast<uint32_t>(snd_.size());
   TrySend();
   UpdateTimer();
 }
@@ -301,8 +303,14 @@ uint32_t TcpEndpoint::OnSegment(const TcpHeader& h, std::span<const uint8_t> pay
       emit_(r, {});
       return 0;
     }
+    // The SYN-ACK is acknowledged: its sequence number is not data.
+    snd_una_ = iss_ + 1;
     state_ = State::kEstablished;
     events |= kEstablishedEvent;
+    retries_ = 0;
+    rto_ = kRtoInitial;
+    timer_armed_ = false;
+    arm_timer_(std::chrono::milliseconds(0));
   }
 
   // Acknowledgement.

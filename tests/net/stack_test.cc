@@ -275,6 +275,26 @@ TEST_F(StackTest, DataBothWaysAndCloseFromTheGuest) {
   EXPECT_TRUE(RunUntil([&]() { return stack_->tcp_flows() == 0; }));
 }
 
+TEST_F(StackTest, HostClosingBeforeTheHandshakeCompletesStillSendsFin) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllowToHostLoopback}; };
+  SendTcp(40008, cfg_.gateway4, port, kTcpSyn, 100, 0);
+  auto sa = NextTcp(40008);
+  ASSERT_TRUE(sa);
+  UniqueFd conn = Accept(lfd.get());
+  conn.Reset();  // closes before the guest's ACK arrives
+  EXPECT_FALSE(NextTcp(40008, milliseconds(50)));  // nothing before the handshake completes
+  uint32_t snd = sa->f.tcp->seq + 1;
+  SendTcp(40008, cfg_.gateway4, port, kTcpAck, 101, snd);
+  auto fin = NextTcp(40008);
+  ASSERT_TRUE(fin);
+  EXPECT_TRUE(fin->f.tcp->flags & kTcpFin);
+  EXPECT_EQ(fin->f.tcp->seq, snd);
+  SendTcp(40008, cfg_.gateway4, port, kTcpAck | kTcpFin, 101, snd + 1);
+  EXPECT_TRUE(RunUntil([&]() { return stack_->tcp_flows() == 0; }));
+}
+
 TEST_F(StackTest, HostResetReachesTheGuest) {
   uint16_t port;
   UniqueFd lfd = Listen(&port);

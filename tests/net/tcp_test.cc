@@ -234,6 +234,35 @@ TEST_F(TcpTest, ActiveOpenAcrossSequenceWrap) {
   EXPECT_EQ(ep_->snd_nxt(), 0xffffffffu + 300);
 }
 
+TEST_F(TcpTest, DataAndFinQueuedBeforeTheHandshakeCompletes) {
+  Make();
+  ep_->OnGuestSyn(G(kTcpSyn, 5000, 0));
+  ep_->AcceptSyn();
+  Pop();
+  std::string s = "early";
+  ep_->Send({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+  ep_->Shutdown();  // the host peer closed right after connecting
+  EXPECT_TRUE(out_.empty());
+  uint32_t ev = ep_->OnSegment(G(kTcpAck, 5001, 1001), {});
+  EXPECT_TRUE(ev & TcpEndpoint::kEstablishedEvent);
+  std::string got;
+  bool fin = false;
+  uint32_t fin_seq = 0;
+  while (!out_.empty()) {
+    Seg g = Pop();
+    got += g.data;
+    if (g.h.flags & kTcpFin) {
+      fin = true;
+      fin_seq = g.h.seq + g.data.size();
+    }
+  }
+  EXPECT_EQ(got, "early");
+  EXPECT_TRUE(fin);
+  EXPECT_EQ(fin_seq, 1001u + 5);
+  ep_->OnSegment(G(kTcpAck | kTcpFin, 5001, 1001 + 5 + 1), {});
+  EXPECT_TRUE(ep_->closed());
+}
+
 TEST_F(TcpTest, RetransmittedSynGetsSynAckAgain) {
   Make();
   ep_->OnGuestSyn(G(kTcpSyn, 5000, 0));
