@@ -706,10 +706,16 @@ struct HttpClient::Impl {
                            "; if the registry uses a private CA, pass --registry-ca " + url.Authority() +
                            "=CA.pem or set ca_file for it in registries.yaml");
         }
-        return Error(ErrorCode::kIo, "TLS handshake with " + host_port + " failed: " + OpensslErrors() +
-                                         (url.scheme == "https" && policy.insecure
-                                              ? ""
-                                              : "; if the registry speaks plain HTTP, mark it insecure"));
+        int reason = ERR_GET_REASON(ERR_peek_error());
+        if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG) {
+          ERR_clear_error();
+          return Error(ErrorCode::kIo, host_port + " does not speak TLS (it may serve plain HTTP)" +
+                                           (policy.insecure ? std::string()
+                                                            : "; if that is intended, pass --insecure-registry " +
+                                                                  url.Authority() +
+                                                                  " or set insecure: true for it in registries.yaml"));
+        }
+        return Error(ErrorCode::kIo, "TLS handshake with " + host_port + " failed: " + OpensslErrors());
       }
     }
     return conn;

@@ -260,6 +260,17 @@ TEST_F(PullTest, CheckLoginOverBasicAndTokens) {
   }
 }
 
+TEST_F(PullTest, PlainRegistryNotMarkedInsecureSaysHowToAllowIt) {
+  auto& r = Reg(RegistryMode::kPlain);
+  PullOptions o;
+  DirTarget target(target_dir_);
+  auto res = Pull(Ref(r, "1.0"), o, target);
+  ASSERT_FALSE(res.ok());
+  EXPECT_NE(res.error().message().find(r.host_port() + " does not speak TLS"), std::string::npos)
+      << res.error().message();
+  EXPECT_NE(res.error().message().find("--insecure-registry " + r.host_port()), std::string::npos);
+}
+
 TEST_F(PullTest, UnknownTagAndRepository) {
   auto& r = Reg(RegistryMode::kPlain);
   DirTarget target(target_dir_);
