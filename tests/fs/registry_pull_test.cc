@@ -271,6 +271,22 @@ TEST_F(PullTest, PlainRegistryNotMarkedInsecureSaysHowToAllowIt) {
   EXPECT_NE(res.error().message().find("--insecure-registry " + r.host_port()), std::string::npos);
 }
 
+TEST_F(PullTest, KeepAliveReusesOneConnection) {
+  auto& r = Reg(RegistryMode::kTlsBasic);
+  http::ClientOptions co;
+  std::string ca = r.ca_file();
+  co.policy = [ca](const std::string&) { return http::HostPolicy{false, ca}; };
+  http::HttpClient client(co);
+  http::Request req;
+  req.url = *http::ParseUrl("https://" + r.host_port() + "/v2/");
+  for (int i = 0; i < 3; ++i) {
+    auto resp = client.Do(req);
+    ASSERT_TRUE(resp.ok()) << resp.error().message();
+    EXPECT_EQ(resp->status, 401);  // no credentials sent
+    EXPECT_EQ(client.IdleConnections(), 1u);
+  }
+}
+
 TEST_F(PullTest, UnknownTagAndRepository) {
   auto& r = Reg(RegistryMode::kPlain);
   DirTarget target(target_dir_);

@@ -240,6 +240,14 @@ TEST(RegistriesYaml, BadFilesNamePathAndProblem) {
   }
 }
 
+RC_GTEST_PROP(RegistriesYamlProps, AnyTextLoadsOrFailsNamingTheFile, (const std::string& text)) {
+  static TempDir t;
+  std::string path = t.path() + "/registries.yaml";
+  RC_ASSERT(WriteFileAtomic(path, text).ok());
+  auto cfg = RegistryConfig::Load(path);
+  if (!cfg.ok()) RC_ASSERT(cfg.error().message().rfind(path, 0) == 0u);
+}
+
 TEST(Credentials, StoreLookupAndDockerFallback) {
   TempDir t;
   CredentialStore store{t.path() + "/msb/auth.json", t.path() + "/docker/config.json"};
