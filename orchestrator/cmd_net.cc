@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "net/address.h"
 #include "net/policy.h"
@@ -24,6 +25,30 @@ using json = nlohmann::json;
 // Stands for the guest's gateway when DEST is `host`: the check needs some
 // address for it, and the stack's real one is per sandbox.
 const net::IpAddress kCheckGateway = net::IpAddress::V4(10, 0, 2, 2);
+// Stands for a sibling sandbox when DEST names one: its address is chosen at
+// run time, so the check uses one that no IP or CIDR rule names (rules that
+// name the real address are not judged here).
+net::IpAddress SiblingStandIn(const schema::Network& network) {
+  for (uint32_t i = 1;; ++i) {
+    net::IpAddress candidate = net::IpAddress::V4(0xc6120000u + i);  // 198.18.0.0/15
+    bool named = false;
+    for (const auto& r : network.rules) {
+      if (r.target_kind != schema::NetworkRule::TargetKind::kIp &&
+          r.target_kind != schema::NetworkRule::TargetKind::kCidr) {
+        continue;
+      }
+      auto cidr = net::Cidr::Parse(r.target);
+      if (cidr && cidr->Contains(candidate)) named = true;
+    }
+    if (!named || i == 0x1fffe) return candidate;
+  }
+}
+
+void ReplaceAll(std::string* s, const std::string& from, const std::string& to) {
+  for (size_t at = s->find(from); at != std::string::npos; at = s->find(from, at + to.size())) {
+    s->replace(at, from.size(), to);
+  }
+}
 
 struct CheckArgs {
   std::string sandbox;
@@ -141,6 +166,7 @@ int Check(const CheckArgs& a) {
 
   schema::Network network;
   std::string source;
+  std::set<std::string> siblings;  // the project's other sandboxes
   if (a.from_file) {
     auto project = LoadProjectOrReport(a.file);
     if (!project) return kError;
@@ -152,6 +178,7 @@ int Check(const CheckArgs& a) {
     }
     network = sb->second.network;
     source = project->source_path;
+    for (const auto& [n, _] : project->sandboxes) siblings.insert(n);
   } else {
     auto store = orchestrator::Store::Open(orchestrator::Store::DefaultPath());
     if (!store.ok()) return fail(store.error().message());
@@ -161,6 +188,11 @@ int Check(const CheckArgs& a) {
     if (!n.ok()) return fail(n.error().message());
     network = std::move(*n);
     source = "the recorded spec of " + rec->project + "/" + rec->name;
+    if (rec->project != orchestrator::Store::kRunProject) {
+      if (auto all = store->ListSandboxes(rec->project); all.ok()) {
+        for (const auto& r : *all) siblings.insert(r.name);
+      }
+    }
   }
 
   net::HostAddresses host;
@@ -169,6 +201,10 @@ int Check(const CheckArgs& a) {
   ctx.host = &host;
   bool is_host = a.dest == "host";
   if (is_host) ctx.gateways = {kCheckGateway};
+  siblings.erase(a.sandbox);
+  bool is_sibling = !is_host && siblings.count(a.dest) > 0;
+  const net::IpAddress sibling = SiblingStandIn(network);
+  if (is_sibling) ctx.group_members = {sibling};
   auto policy = net::Policy::Compile(network, ctx);
   if (!policy.ok()) return fail(source + ": " + policy.error().message());
 
@@ -176,6 +212,8 @@ int Check(const CheckArgs& a) {
   bool by_name = false;
   if (is_host) {
     addresses = {kCheckGateway};
+  } else if (is_sibling) {
+    addresses = {sibling};
   } else {
     auto r = Addresses(a.dest);
     if (!r.ok()) return fail(r.error().message());
@@ -195,7 +233,7 @@ int Check(const CheckArgs& a) {
   if (by_name) names.push_back(a.dest);
   for (const net::IpAddress& ip : addresses) {
     net::Decision d;
-    std::string what = is_host ? "host (the gateway)" : ip.ToString();
+    std::string what = is_host ? "host (the gateway)" : is_sibling ? a.dest : ip.ToString();
     std::string flow;
     if (port_proto.proto == schema::Protocol::kAny) {
       d = policy->MayReach(ip, names);
@@ -208,6 +246,7 @@ int Check(const CheckArgs& a) {
                  : std::string(schema::ToString(port_proto.proto)) + " " + what + ":" +
                        std::to_string(port_proto.port);
     }
+    if (is_sibling) ReplaceAll(&d.reason, sibling.ToString(), a.dest);
     std::string extra;
     if (d.redirect_to_host_loopback) extra = " (connects to the host's 127.0.0.1)";
     if (by_name && network.rebind_protection && !policy->MayReach(ip, names).allow) {
@@ -229,7 +268,7 @@ void RegisterNetCommands(CLI::App& app) {
   auto* check = net->add_subcommand(
       "check", "Print whether a sandbox's network policy allows a destination, and why (exit 0 allow, 1 deny)");
   check->add_option("sandbox", a->sandbox, "sandbox name")->required();
-  check->add_option("dest", a->dest, "destination: an IP address, a host name (resolved here) or `host`")
+  check->add_option("dest", a->dest, "destination: an IP address, a host name (resolved here), `host`, or another sandbox of the project")
       ->required();
   check->add_option("port", a->port_proto, "PORT[/tcp|udp] or icmp; default: any port");
   auto* file = check->add_option("-f,--file", a->file,

@@ -123,6 +123,13 @@ TEST_F(NetCheckTest, RecordedSpecDecidesWithTheRuleOrProfile) {
   EXPECT_NE(r.output.find("deny 93.184.216.34 (some port): profile none: 93.184.216.34 is public"),
             std::string::npos)
       << r.output;
+  // A sibling sandbox's name is judged as a group member.
+  r = Msb({"net", "check", "web", "locked", "80"});
+  EXPECT_EQ(r.status.code, 0) << r.output;
+  EXPECT_NE(r.output.find("allow tcp locked:80: profile public: locked is a group member [group]"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(Msb({"net", "check", "locked", "web", "80"}).status.code, 1);
   // No recorded spec: the default profile.
   r = Msb({"net", "check", "run-abc", "10.0.0.1", "icmp"});
   EXPECT_EQ(r.status.code, 1) << r.output;
