@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -181,6 +182,25 @@ TEST_F(OciLayoutTest, FollowsANestedIndexToAmd64) {
   ASSERT_FALSE(arm.ok());
   EXPECT_NE(arm.error().message().find("no linux/amd64 manifest"), std::string::npos) << arm.error().message();
   EXPECT_NE(arm.error().message().find("linux/arm64"), std::string::npos);
+}
+
+TEST_F(OciLayoutTest, TwoImportsAtOnceShareTheWork) {
+  // Two threads import one image into one store: both succeed, each blob is
+  // published once and nothing is left in ingest.
+  Result<ImportedImage> a = Error(ErrorCode::kInternal, "not run");
+  Result<ImportedImage> b = Error(ErrorCode::kInternal, "not run");
+  std::thread ta([&] { a = ImportOciLayout(layout_, "v1", *store_); });
+  std::thread tb([&] { b = ImportOciLayout(layout_, "v1", *store_); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(a.ok()) << a.error().message();
+  ASSERT_TRUE(b.ok()) << b.error().message();
+  EXPECT_EQ(a->manifest_digest, b->manifest_digest);
+  EXPECT_EQ(store_->ListBlobs()->size(), 3u);
+  EXPECT_TRUE(stdfs::is_empty(store_->root() + "/ingest"));
+  auto img = store_->ReadImage(a->manifest_digest);
+  ASSERT_TRUE(img.ok());
+  EXPECT_EQ(oci::DigestOf(*ReadFile(img->layers[0].path)), img->layers[0].digest);
 }
 
 TEST_F(OciLayoutTest, MissingBlobIsNamed) {

@@ -198,6 +198,18 @@ TEST_F(ImagesTest, LoadErrors) {
   EXPECT_EQ(missing.code, 1);
   EXPECT_THAT(missing.err, HasSubstr("cannot read " + work_ + "/absent.tar: No such file or directory"));
 
+  // An OCI archive whose layer was damaged: the error names the blob.
+  auto mk = RunCapture({"/bin/sh", "-ec",
+                        "cd " + work_ + " && cp -r layout bad && f=$(ls -S bad/blobs/sha256 | head -1)"
+                        " && printf XX | dd of=bad/blobs/sha256/$f bs=1 seek=4096 conv=notrunc 2>/dev/null"
+                        " && tar -C bad -cf bad.tar . && echo $f"});
+  ASSERT_TRUE(mk.ok() && mk->status.code == 0) << (mk.ok() ? mk->output : mk.error().message());
+  std::string layer = "sha256:" + mk->output.substr(0, 64);
+  auto corrupt = Msb({"load", work_ + "/bad.tar"});
+  EXPECT_EQ(corrupt.code, 1);
+  EXPECT_THAT(corrupt.err, HasSubstr("blob " + layer + " does not match its content"));
+  EXPECT_FALSE(stdfs::exists(Home() + "/images/blobs/sha256/" + layer.substr(7)));
+
   auto two_tags = Msb({"load", "-t", "not a reference!", work_ + "/busybox.tar"});
   EXPECT_EQ(two_tags.code, 1);
   EXPECT_THAT(two_tags.err, HasSubstr("--tag not a reference! is not an image reference"));
