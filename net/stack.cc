@@ -100,6 +100,8 @@ struct TcpFlow {
   short watch_flags = 0;
   EventHandle rto_timer;
   EventHandle aux_timer;  // connect timeout, then idle timeout
+  EventHandle ack_timer;  // delayed ACK
+  bool ack_armed = false;
   bool connecting = false;
   bool host_eof = false;
   bool host_wr_shut = false;
@@ -391,10 +393,15 @@ struct Stack::Impl {
     TcpParams params;
     params.mss = Mss(guest.v6);
     params.snd_buf = params.rcv_buf = cfg.tcp_buffer;
+    params.delay_acks = cfg.delayed_ack.count() > 0;
     f->rto_timer = dispatcher.Timer([this, f]() {
       if (!f->dead) HandleEvents(f, f->ep->OnTimer());
     });
     f->aux_timer = dispatcher.Timer([this, f]() { AuxTimer(f); });
+    f->ack_timer = dispatcher.Timer([f]() {
+      f->ack_armed = false;
+      if (!f->dead) f->ep->FlushAck();
+    });
     f->ep = std::make_unique<TcpEndpoint>(
         params, static_cast<uint32_t>(rng()),
         [this, f](const TcpHeader& h, std::span<const uint8_t> p) { EmitTcp(*f, h, p); },
@@ -416,6 +423,7 @@ struct Stack::Impl {
     f->watch.Reset();
     f->rto_timer.Disarm();
     f->aux_timer.Disarm();
+    f->ack_timer.Disarm();
     tcp_by_id.erase(f->id);
     auto it = tcp.find(f->tuple);
     if (it == tcp.end()) return;
@@ -595,6 +603,10 @@ struct Stack::Impl {
 
   void HandleEvents(TcpFlow* f, uint32_t ev) {
     if (f->dead) return;
+    if ((ev & TcpEndpoint::kAckDelayed) && !f->ack_armed) {
+      f->ack_armed = true;
+      f->ack_timer.Arm(cfg.delayed_ack);
+    }
     if (ev & TcpEndpoint::kReset) {
       ResetHost(f);
       return;

@@ -82,6 +82,9 @@ struct StackConfig {
   size_t max_tcp_flows = 8192;
   size_t max_udp_flows = 1024;
   size_t tcp_buffer = 512 * 1024;  // per direction, per flow
+  // Delay of an ACK the guest's data does not need at once (TcpParams::
+  // delay_acks); 0 acknowledges every segment at once.
+  std::chrono::milliseconds delayed_ack{1};
 };
 
 enum class FlowProto : int { kTcp = 0, kUdp = 1, kIcmp = 2 };

@@ -84,7 +84,10 @@ void TcpEndpoint::SendControl(uint8_t flags, uint32_t seq, bool with_options) {
     h.options.mss = params_.mss;
     if (state_ == State::kSynSent || wscale_ok_) h.options.wscale = kOurWscale;
   }
-  if (flags & kTcpAck) ack_pending_ = false;
+  if (flags & kTcpAck) {
+    ack_pending_ = false;
+    ack_owed_ = 0;
+  }
   emit_(h, {});
 }
 
@@ -162,6 +165,7 @@ void TcpEndpoint::SendRange(uint32_t seq, size_t len, bool fin) {
   h.flags = kTcpAck | (got ? kTcpPsh : 0) | (fin ? kTcpFin : 0);
   h.window = AdvertisedWindow();
   ack_pending_ = false;
+  ack_owed_ = 0;
   emit_(h, scratch_);
 }
 
@@ -347,6 +351,7 @@ uint32_t TcpEndpoint::OnSegment(const TcpHeader& h, std::span<const uint8_t> pay
 
   // Data and FIN.
   bool need_ack = false;
+  bool ack_now = !params_.delay_acks;
   if (!payload.empty() || (h.flags & kTcpFin)) {
     need_ack = true;
     uint32_t seq = h.seq;
@@ -354,6 +359,7 @@ uint32_t TcpEndpoint::OnSegment(const TcpHeader& h, std::span<const uint8_t> pay
     if (!guest_fin_) {
       if (SeqLt(seq, rcv_nxt_)) {
         size_t skip = rcv_nxt_ - seq;
+        ack_now = true;  // a retransmission: the guest is missing our ACK
         if (skip > payload.size()) {
           payload = {};
           fin = false;  // a FIN before rcv_nxt_ cannot be new
@@ -362,10 +368,13 @@ uint32_t TcpEndpoint::OnSegment(const TcpHeader& h, std::span<const uint8_t> pay
         }
         seq = rcv_nxt_;
       }
+      if (seq != rcv_nxt_) ack_now = true;  // a gap: duplicate ACK at once
       if (seq == rcv_nxt_) {
         size_t n = rcv_.Append(payload);
         rcv_nxt_ += static_cast<uint32_t>(n);
+        ack_owed_ += n;
         if (n > 0) events |= kData;
+        if (n < payload.size() || fin || ack_owed_ >= 2u * mss_ || rcv_.free() < 2u * mss_) ack_now = true;
         if (fin && n == payload.size()) {
           rcv_nxt_ += 1;
           guest_fin_ = true;
@@ -374,11 +383,21 @@ uint32_t TcpEndpoint::OnSegment(const TcpHeader& h, std::span<const uint8_t> pay
       }
     }
   }
-  ack_pending_ = need_ack;
+  if (need_ack) ack_pending_ = true;
   TrySend();  // a data segment carries the ACK and clears ack_pending_
-  if (ack_pending_) SendAck();
+  if (ack_pending_) {
+    if (ack_now || guest_fin_) {
+      SendAck();
+    } else {
+      events |= kAckDelayed;
+    }
+  }
   UpdateTimer();
   return events | CheckClosed();
+}
+
+void TcpEndpoint::FlushAck() {
+  if (ack_pending_ && !closed()) SendAck();
 }
 
 uint32_t TcpEndpoint::ConsumeRecv(size_t n) {

@@ -34,6 +34,11 @@
 // full the window advertised to the guest shrinks to zero, and ConsumeRecv
 // sends a window update once the window reopens by at least one MSS.
 //
+// ACKs: every data segment from the guest is acknowledged at once, unless
+// TcpParams::delay_acks: then in-order data is acknowledged at once only when
+// two full segments are owed (or on a FIN, a gap, a full buffer) and otherwise
+// when the owner calls FlushAck() after a short delay (kAckDelayed).
+//
 // Timer: one timer per endpoint. With bytes or SYN/FIN in flight it is the
 // retransmission timeout: rto_ starts at kRtoInitial, doubles on each expiry
 // (go-back-N from snd_una_) up to kRtoMax, and resets when an ACK makes
@@ -88,6 +93,10 @@ struct TcpParams {
   uint16_t mss = 1460;        // what we accept from the guest (MTU − headers)
   size_t snd_buf = 512 * 1024;
   size_t rcv_buf = 512 * 1024;
+  // Delayed ACKs: in-order data is acknowledged at once only every second
+  // full segment; otherwise OnSegment returns kAckDelayed and the owner calls
+  // FlushAck() a little later. The guest's Nagle then coalesces small writes.
+  bool delay_acks = false;
 };
 
 class TcpEndpoint {
@@ -100,6 +109,7 @@ class TcpEndpoint {
   static constexpr uint32_t kSendSpace = 1u << 3;         // the send buffer drained some
   static constexpr uint32_t kReset = 1u << 4;             // reset by the guest or timed out
   static constexpr uint32_t kClosedEvent = 1u << 5;       // both directions finished
+  static constexpr uint32_t kAckDelayed = 1u << 6;        // call FlushAck() soon
 
   static constexpr uint8_t kOurWscale = 7;
   static constexpr std::chrono::milliseconds kRtoInitial{200};
@@ -133,6 +143,8 @@ class TcpEndpoint {
   size_t RecvSize() const { return rcv_.size(); }
   std::span<const uint8_t> PeekRecv() const { return rcv_.Contiguous(); }
   uint32_t ConsumeRecv(size_t n);
+  // Sends the ACK that kAckDelayed postponed, if still owed.
+  void FlushAck();
 
   State state() const { return state_; }
   bool closed() const { return state_ == State::kClosed; }
@@ -172,6 +184,7 @@ class TcpEndpoint {
   uint32_t fin_seq_ = 0;     // sequence number of our FIN once queued
   size_t last_adv_bytes_ = 0;
   bool ack_pending_ = false;
+  size_t ack_owed_ = 0;  // in-order bytes received since our last ACK
   int dup_acks_ = 0;
   int retries_ = 0;
   std::chrono::milliseconds rto_ = kRtoInitial;

@@ -263,6 +263,26 @@ TEST_F(TcpTest, DataAndFinQueuedBeforeTheHandshakeCompletes) {
   EXPECT_TRUE(ep_->closed());
 }
 
+TEST_F(TcpTest, DelayedAcksWaitForTwoSegmentsOrTheOwner) {
+  TcpParams p;
+  p.delay_acks = true;
+  Establish(1000, 65535, p);  // the guest's MSS is 1000
+  uint32_t ev = Data(5001, 1001, std::string(600, 'a'));
+  EXPECT_TRUE(ev & TcpEndpoint::kAckDelayed);
+  EXPECT_TRUE(out_.empty());
+  ev = Data(5601, 1001, std::string(1400, 'b'));  // 2000 bytes owed: ACK now
+  EXPECT_FALSE(ev & TcpEndpoint::kAckDelayed);
+  EXPECT_EQ(Pop().h.ack, 7001u);
+  Data(7001, 1001, "c");
+  EXPECT_TRUE(out_.empty());
+  ep_->FlushAck();
+  EXPECT_EQ(Pop().h.ack, 7002u);
+  ep_->FlushAck();  // nothing owed any more
+  EXPECT_TRUE(out_.empty());
+  Data(9000, 1001, "gap");  // out of order: duplicate ACK at once
+  EXPECT_EQ(Pop().h.ack, 7002u);
+}
+
 TEST_F(TcpTest, RetransmittedSynGetsSynAckAgain) {
   Make();
   ep_->OnGuestSyn(G(kTcpSyn, 5000, 0));
