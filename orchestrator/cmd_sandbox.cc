@@ -59,6 +59,7 @@ struct RunArgs {
   bool net = false;
   std::vector<int> net_host_ports;
   std::vector<std::string> net_allow;
+  int net_mtu = 0;
 };
 
 int Run(const RunArgs& a) {
@@ -129,6 +130,7 @@ int Run(const RunArgs& a) {
     vm::VmNetwork n;
     n.host_ports = a.net_host_ports;
     n.allow_cidrs = a.net_allow;
+    if (a.net_mtu != 0) n.mtu = a.net_mtu;
     req.network = n;
   }
   auto rec = orchestrator::Launch(*store, req);
@@ -392,6 +394,7 @@ void RegisterSandboxCommands(CLI::App& app) {
         ->allow_extra_args(false);
     cmd->add_option("--net-allow", a->net_allow, "allow destinations in CIDR (repeatable)")
         ->allow_extra_args(false);
+    cmd->add_option("--net-mtu", a->net_mtu, "MTU of the guest's interface (default 65520)");
     cmd->add_option("command", a->command, "command and arguments (after --)");
     OnRun(cmd, [a]() { return Run(*a); });
   }
