@@ -232,6 +232,36 @@ std::optional<Healthcheck> LoadHealthcheck(Ctx& ctx, const Field& f, const std::
   return hc;
 }
 
+// "IP", "IPv4:PORT" or "[IPv6]:PORT", canonical (the port left out when 53).
+std::optional<std::string> CanonicalDnsServer(const std::string& text) {
+  std::string host = text;
+  std::string port;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos) return std::nullopt;
+    host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':') return std::nullopt;
+      port = text.substr(close + 2);
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    host = text.substr(0, text.find(':'));
+    port = text.substr(text.find(':') + 1);
+  }
+  auto ip = CanonicalIp(host);
+  if (!ip) return std::nullopt;
+  if (port.empty() && text.front() != '[') return *ip;
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  int n = std::stoi(port);
+  if (n < 1 || n > 65535) return std::nullopt;
+  bool v6 = ip->find(':') != std::string::npos;
+  if (n == 53) return *ip;
+  return (v6 ? "[" + *ip + "]" : *ip) + ":" + std::to_string(n);
+}
+
 void LoadNetwork(Ctx& ctx, const Field& f, Sandbox* sb, const Field& scope) {
   std::optional<NetworkPolicy> scope_policy;
   if (scope.present) {
@@ -266,12 +296,14 @@ void LoadNetwork(Ctx& ctx, const Field& f, Sandbox* sb, const Field& scope) {
     for (const Field& item : ctx.Items(d[kDnsServers])) {
       auto s = ctx.Scalar(item, "an IP address");
       if (!s) continue;
-      auto ip = CanonicalIp(*s);
-      if (!ip) {
-        ctx.Error(item.pos, item.path, "expected an IPv4 or IPv6 address, got \"" + *s + "\"");
+      auto server = CanonicalDnsServer(*s);
+      if (!server) {
+        ctx.Error(item.pos, item.path,
+                  "expected an IP address with an optional port (1.1.1.1, 10.0.0.2:5353, "
+                  "[2606:4700::1111]:53), got \"" + *s + "\"");
         continue;
       }
-      sb->network.dns_servers.push_back(*ip);
+      sb->network.dns_servers.push_back(*server);
     }
     if (d[kDnsRebind].present) {
       if (auto b = ctx.Bool(d[kDnsRebind])) sb->network.rebind_protection = *b;

@@ -294,8 +294,18 @@ TEST(LoaderTest, NetworkSectionAndLegacyScope) {
             "Sandboxfile:4:12: sandboxes.web.scope: expected none, group, public or any, got \"pubic\"; did you "
             "mean \"public\"?\n");
   EXPECT_EQ(Errors(Web("    network: {dns: {servers: [dns.google]}}\n")),
-            "Sandboxfile:4:31: sandboxes.web.network.dns.servers[0]: expected an IPv4 or IPv6 address, got "
-            "\"dns.google\"\n");
+            "Sandboxfile:4:31: sandboxes.web.network.dns.servers[0]: expected an IP address with an optional "
+            "port (1.1.1.1, 10.0.0.2:5353, [2606:4700::1111]:53), got \"dns.google\"\n");
+  EXPECT_EQ(Errors(Web("    network: {dns: {servers: [\"10.0.0.2:99999\"]}}\n")),
+            "Sandboxfile:4:31: sandboxes.web.network.dns.servers[0]: expected an IP address with an optional "
+            "port (1.1.1.1, 10.0.0.2:5353, [2606:4700::1111]:53), got \"10.0.0.2:99999\"\n");
+}
+
+TEST(LoaderTest, DnsServersTakeAPort) {
+  Project p = MustParse(Web("    network: {dns: {servers: [\"127.0.0.1:5353\", \"[::1]:5353\", \"10.0.0.1:53\", "
+                            "\"[2606:4700::1111]:53\"]}}\n"));
+  EXPECT_EQ(p.sandboxes["web"].network.dns_servers,
+            (std::vector<std::string>{"127.0.0.1:5353", "[::1]:5353", "10.0.0.1", "2606:4700::1111"}));
 }
 
 TEST(LoaderTest, NetworkRulesSayWhichPartIsWrong) {
