@@ -475,14 +475,23 @@ struct Stack::Impl {
                              << fr.ip_dst.ToString() << ":" << fr.dport << " denied";
       return SendStrayRst(fr);
     }
-    InetAddr dst = v.action == FlowAction::kAllowToHostLoopback ? InetAddr::V4(0x7f000001) : fr.ip_dst;
-    UniqueFd fd(socket(dst.v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    sockaddr_storage ss;
-    socklen_t len;
-    ToSockaddr(dst, fr.dport, &ss, &len);
-    if (!fd || (connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS)) {
-      ++stats.tcp_refused;
-      return SendStrayRst(fr);
+    UniqueFd fd;
+    if (v.connect) {
+      fd = v.connect();
+      if (!fd) {
+        ++stats.tcp_refused;
+        return SendStrayRst(fr);
+      }
+    } else {
+      InetAddr dst = v.action == FlowAction::kAllowToHostLoopback ? InetAddr::V4(0x7f000001) : fr.ip_dst;
+      fd = UniqueFd(socket(dst.v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      sockaddr_storage ss;
+      socklen_t len;
+      ToSockaddr(dst, fr.dport, &ss, &len);
+      if (!fd || (connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS)) {
+        ++stats.tcp_refused;
+        return SendStrayRst(fr);
+      }
     }
     int one = 1;
     setsockopt(fd.get(), IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));

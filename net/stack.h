@@ -101,6 +101,11 @@ enum class FlowAction : int { kDeny = 0, kAllow = 1, kAllowToHostLoopback = 2 };
 const char* ToString(FlowAction a);
 struct FlowVerdict {
   FlowAction action = FlowAction::kDeny;
+  // kAllow of a TCP flow: when set, the flow's host side is the stream this
+  // returns (non-blocking, connected or connecting) instead of a connection to
+  // the destination: a sandbox of the same project, reached through its
+  // supervisor. An invalid fd refuses the flow (RST).
+  std::function<UniqueFd()> connect;
 };
 
 using PolicyFn = std::function<FlowVerdict(const FlowKey&)>;

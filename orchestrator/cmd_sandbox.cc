@@ -23,6 +23,7 @@
 #include "orchestrator/reconcile.h"
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
+#include "schema/network_rule.h"
 #include "schema/values.h"
 
 namespace msb::cli {
@@ -55,10 +56,12 @@ struct RunArgs {
   std::vector<std::string> command;
   bool quiet = false;
   RegistryFlags registry;
-  // Interim network flags until the policy lands (vm/network.h InterimPolicy).
-  bool net = false;
+  // The network: a profile ("off": no network device), rules, published ports.
+  std::string net_policy = "public";
+  std::vector<std::string> net_rules;
   std::vector<int> net_host_ports;
   std::vector<std::string> net_allow;
+  std::vector<std::string> publish;
   int net_mtu = 0;
 };
 
@@ -126,10 +129,27 @@ int Run(const RunArgs& a) {
   if (const char* t = std::getenv("MSB_BOOT_TIMEOUT_MS"); t != nullptr && std::atoi(t) > 0) {
     req.boot_timeout_ms = std::atoi(t);
   }
-  if (a.net || !a.net_host_ports.empty() || !a.net_allow.empty()) {
+  if (a.net_policy != "off") {
     vm::VmNetwork n;
-    n.host_ports = a.net_host_ports;
-    n.allow_cidrs = a.net_allow;
+    n.profile = a.net_policy;
+    for (const auto& text : a.net_rules) {
+      auto rule = schema::ParseNetworkRule(text);
+      if (!rule.ok()) return Fail("--net-rule " + text + ": " + rule.error().message());
+      n.rules.push_back(schema::ToString(*rule));
+    }
+    // Shorthands: a CIDR allowed as it is, a gateway port reaching the host.
+    for (const auto& cidr : a.net_allow) {
+      std::string text = "allow@" + (cidr.find(':') != std::string::npos ? "[" + cidr + "]" : cidr);
+      auto rule = schema::ParseNetworkRule(text);
+      if (!rule.ok()) return Fail("--net-allow " + cidr + ": " + rule.error().message());
+      n.rules.push_back(schema::ToString(*rule));
+    }
+    for (int port : a.net_host_ports) n.rules.push_back("allow:egress@host:tcp:" + std::to_string(port));
+    for (const auto& text : a.publish) {
+      auto pm = schema::ParsePortMapping(text);
+      if (!pm.ok()) return Fail("--publish " + text + ": " + pm.error().message());
+      n.ports.push_back({pm->host_ip, pm->host_port, pm->guest_port, schema::ToString(pm->protocol)});
+    }
     if (a.net_mtu != 0) n.mtu = a.net_mtu;
     req.network = n;
   }
@@ -388,11 +408,17 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_flag("-i,--interactive", a->interactive, "forward standard input");
     cmd->add_flag("-t,--tty", a->tty, "allocate a terminal");
     cmd->add_flag("--keep", a->keep, "keep the sandbox running afterwards");
-    cmd->add_flag("--net", a->net, "attach a network (everything denied unless allowed below)");
-    cmd->add_option("--net-host-port", a->net_host_ports,
-                    "forward the gateway's PORT to the host's 127.0.0.1:PORT (repeatable)")
+    cmd->add_option("--network", a->net_policy,
+                    "network profile: none, group, public (default), any; off: no network device")
+        ->check(CLI::IsMember({"off", "none", "group", "public", "any"}));
+    cmd->add_option("--net-rule", a->net_rules, "a network rule, e.g. allow@10.1.2.3:tcp:5432 (repeatable)")
         ->allow_extra_args(false);
-    cmd->add_option("--net-allow", a->net_allow, "allow destinations in CIDR (repeatable)")
+    cmd->add_option("-p,--publish", a->publish, "publish a port: [IP:]HOST:GUEST[/tcp|udp] (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--net-host-port", a->net_host_ports,
+                    "let the gateway's PORT reach the host's 127.0.0.1:PORT (allow@host:tcp:PORT)")
+        ->allow_extra_args(false);
+    cmd->add_option("--net-allow", a->net_allow, "allow destinations in CIDR (allow@CIDR; repeatable)")
         ->allow_extra_args(false);
     cmd->add_option("--net-mtu", a->net_mtu, "MTU of the guest's interface (default 65520)");
     cmd->add_option("command", a->command, "command and arguments (after --)");

@@ -24,6 +24,7 @@
 #include "vm/accel.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
+#include "vm/network.h"
 #include "vm/spec.h"
 #include "vm/supervisor.h"
 
@@ -143,6 +144,8 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   MSB_TRY(std::string initramfs, vm::CachedInitramfs(agentd));
   MSB_TRY(std::string accel, vm::ChooseAccel(kernel, qemu));
   std::string home = MsbHome();
+  // A published port another program holds: say so before anything starts.
+  if (req.network) MSB_TRY_STATUS(vm::CheckPortsFree(req.network->ports));
   std::string base = req.base_disk;
   if (base.empty()) {
     MSB_TRY(base, fs::BuildBaseDiskFromDir(req.image_dir, home + "/images/local"));

@@ -19,6 +19,7 @@
 #include "orchestrator/control_client.h"
 #include "vm/policy.h"
 #include "vm/spec.h"
+#include "schema/network_rule.h"
 #include "schema/sandboxfile.h"
 
 namespace msb::orchestrator {
@@ -88,6 +89,17 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
     if (start != sb.scripts.end()) req.boot.command = start->second;
   }
   ApplyImageDefaults(image.defaults, !req.boot.command.empty(), req.boot);
+  vm::VmNetwork net;
+  net.profile = schema::ToString(sb.network.policy);
+  for (const auto& rule : sb.network.rules) net.rules.push_back(schema::ToString(rule));
+  net.dns_servers = sb.network.dns_servers;
+  net.rebind_protection = sb.network.rebind_protection;
+  for (const auto& p : sb.ports) {
+    net.ports.push_back({p.host_ip, p.host_port, p.guest_port, schema::ToString(p.protocol)});
+  }
+  net.group_dir = MsbHome() + "/net/" + project.name;
+  net.group_name = sb.name;
+  req.network = net;
   req.policy = SupervisorPolicy(sb);
   req.config_hash = schema::ConfigHash(sb, digest);
   req.spec_json = RecordSpecJson(sb, digest);

@@ -5,9 +5,16 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
-#include <cstring>
+#include <fcntl.h>
+#include <netinet/in.h>
 
+#include <cctype>
+#include <cstring>
+#include <filesystem>
+
+#include "common/io.h"
 #include "common/log.h"
+#include "schema/network_rule.h"
 
 namespace msb::vm {
 namespace {
@@ -34,35 +41,6 @@ Result<net::InetAddr> ParseAddr(const std::string& text, bool v6, const char* fi
   return *a;
 }
 
-struct Cidr {
-  net::InetAddr addr;
-  int prefix = 0;
-  bool Contains(const net::InetAddr& a) const {
-    if (a.v6 != addr.v6) return false;
-    int bits = prefix;
-    for (size_t i = 0; bits > 0; ++i, bits -= 8) {
-      uint8_t mask = bits >= 8 ? 0xff : static_cast<uint8_t>(0xff << (8 - bits));
-      if ((a.b[i] & mask) != (addr.b[i] & mask)) return false;
-    }
-    return true;
-  }
-};
-
-Result<Cidr> ParseCidr(const std::string& text) {
-  auto slash = text.find('/');
-  auto a = net::InetAddr::Parse(text.substr(0, slash));
-  int max = a && a->v6 ? 128 : 32;
-  int prefix = max;
-  if (a && slash != std::string::npos) {
-    char* end = nullptr;
-    long p = std::strtol(text.c_str() + slash + 1, &end, 10);
-    if (*end != '\0' || end == text.c_str() + slash + 1 || p < 0 || p > max) a.reset();
-    prefix = static_cast<int>(p);
-  }
-  if (!a) return Error(ErrorCode::kInvalidArgument, "network.allow_cidrs: \"" + text + "\" is not an address or CIDR (like 192.0.2.0/24)");
-  return Cidr{*a, prefix};
-}
-
 }  // namespace
 
 Result<net::StackConfig> StackConfigFor(const VmNetwork& n) {
@@ -83,27 +61,6 @@ Result<net::StackConfig> StackConfigFor(const VmNetwork& n) {
   return c;
 }
 
-Result<net::PolicyFn> InterimPolicy(const VmNetwork& n) {
-  std::vector<Cidr> allow;
-  for (const auto& text : n.allow_cidrs) {
-    MSB_TRY(Cidr c, ParseCidr(text));
-    allow.push_back(c);
-  }
-  MSB_TRY(net::StackConfig cfg, StackConfigFor(n));
-  std::vector<int> ports = n.host_ports;
-  return net::PolicyFn([allow, ports, cfg](const net::FlowKey& k) {
-    bool to_gateway = k.dst == cfg.gateway4 || (k.dst.v6 && k.dst == cfg.gateway6);
-    if (to_gateway) {
-      for (int p : ports)
-        if (p == k.dport) return net::FlowVerdict{net::FlowAction::kAllowToHostLoopback};
-      return net::FlowVerdict{net::FlowAction::kDeny};
-    }
-    for (const Cidr& c : allow)
-      if (c.Contains(k.dst)) return net::FlowVerdict{net::FlowAction::kAllow};
-    return net::FlowVerdict{net::FlowAction::kDeny};
-  });
-}
-
 nlohmann::json BootWithNetwork(const VmSpec& spec) {
   nlohmann::json boot = spec.boot;
   if (!spec.network || !boot.is_object()) return boot;
@@ -119,6 +76,10 @@ NetworkAttachment::NetworkAttachment(Dispatcher& dispatcher, VmNetwork network, 
 
 NetworkAttachment::~NetworkAttachment() {
   accept_.Reset();
+  group_accept_.Reset();
+  if (group_listen_) ::unlink(group_socket_.c_str());
+  listeners_.clear();
+  denial_flush_.Reset();
   link_.reset();
   stack_.reset();
   if (listen_) ::unlink(socket_path_.c_str());
@@ -126,13 +87,56 @@ NetworkAttachment::~NetworkAttachment() {
 
 Status NetworkAttachment::Start() {
   MSB_TRY(net::StackConfig cfg, StackConfigFor(network_));
-  MSB_TRY(net::PolicyFn policy, InterimPolicy(network_));
+  // The policy, from the spec's declaration.
+  schema::Network declared;
+  bool known = false;
+  for (auto p : {schema::NetworkPolicy::kNone, schema::NetworkPolicy::kGroup,
+                 schema::NetworkPolicy::kPublic, schema::NetworkPolicy::kAny}) {
+    if (network_.profile == schema::ToString(p)) {
+      declared.policy = p;
+      known = true;
+    }
+  }
+  if (!known) return Error(ErrorCode::kInvalidArgument, "network.profile \"" + network_.profile + "\" is unknown");
+  for (const auto& text : network_.rules) {
+    auto rule = schema::ParseNetworkRule(text);
+    if (!rule.ok()) return rule.error().Wrap("network rule " + text);
+    declared.rules.push_back(std::move(*rule));
+  }
+  declared.rebind_protection = network_.rebind_protection;
+  if (auto st = host_.Refresh(); !st.ok()) {
+    MSB_LOG(kWarn, "net") << "listing the host's addresses: " << st.error().message();
+  }
+  net::PolicyContext ctx;
+  ctx.gateways.push_back(net::IpAddress::V4(cfg.gateway4.v4()));
+  if (!network_.ipv6.empty()) ctx.gateways.push_back(net::IpAddress::V6(cfg.gateway6.b));
+  ctx.host = &host_;
+  MSB_TRY(net::Policy policy, net::Policy::Compile(declared, ctx));
+  policy_ = std::make_unique<net::Policy>(std::move(policy));
+  denials_ = std::make_unique<net::DenialLog>(10, [](const std::string& line) {
+    MSB_LOG(kWarn, "net") << line;
+  });
+  denial_flush_ = dispatcher_.Timer([this]() {
+    denials_->Flush(net::DenialLog::Clock::now());
+    denial_flush_.Arm(std::chrono::seconds(1));
+  });
+  denial_flush_.Arm(std::chrono::seconds(1));
+  net::DnsServer::Options dns_options;
+  dns_options.servers = network_.dns_servers;
+  MSB_TRY(dns_, net::DnsServer::Create(dispatcher_, *policy_, pins_, dns_options));
+  MSB_TRY_STATUS(BindPorts());
+  MSB_TRY_STATUS(ListenGroup());
+  RefreshGroup();
   stack_ = std::make_unique<net::Stack>(
       dispatcher_, cfg,
       [this](std::span<const uint8_t> frame) {
         if (link_) link_->Send(frame);
       },
-      std::move(policy), nullptr);
+      [this](const net::FlowKey& key) { return Decide(key); },
+      [this](std::string_view query, net::DnsReply reply) {
+        RefreshGroup();
+        dns_->Handle(query, std::move(reply));
+      });
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path_.size() >= sizeof addr.sun_path)
@@ -146,6 +150,15 @@ Status NetworkAttachment::Start() {
   ::chmod(socket_path_.c_str(), 0600);
   if (::listen(listen_.get(), 1) != 0) return Error::FromErrno("network: listen " + socket_path_);
   accept_ = dispatcher_.WatchFd(listen_.get(), Dispatcher::kRead, [this](short) { OnAccept(); });
+  for (auto& l : listeners_) {
+    Listener* raw = l.get();
+    if (raw->port.proto == "udp") {
+      UniqueFd fd = std::move(raw->fd);
+      MSB_TRY_STATUS(stack_->AddUdpInbound(std::move(fd), static_cast<uint16_t>(raw->port.guest_port)));
+      continue;
+    }
+    raw->watch = dispatcher_.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) { OnPublishedAccept(raw); });
+  }
   return OkStatus();
 }
 
@@ -164,6 +177,298 @@ void NetworkAttachment::OnAccept() {
           MSB_LOG(kInfo, "net") << "network link closed: " << why.error().message();
         }
       });
+}
+
+}  // namespace msb::vm
+
+// ---------------------------------------------------------------------------
+// Decisions
+
+namespace msb::vm {
+namespace {
+
+net::IpAddress ToIp(const net::InetAddr& a) {
+  return a.v6 ? net::IpAddress::V6(a.b) : net::IpAddress::V4(a.v4());
+}
+
+schema::Protocol ToProtocol(net::FlowProto p) {
+  switch (p) {
+    case net::FlowProto::kTcp: return schema::Protocol::kTcp;
+    case net::FlowProto::kUdp: return schema::Protocol::kUdp;
+    case net::FlowProto::kIcmp: return schema::Protocol::kIcmp;
+  }
+  return schema::Protocol::kTcp;
+}
+
+UniqueFd UnixConnect(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return UniqueFd();
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
+  return fd;
+}
+
+// Bounds the blocking exchanges of the group handshake.
+void SetTimeouts(int fd, int ms) {
+  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+bool IsSandboxName(const std::string& name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+net::IpAddress GroupAddress(const std::string& name) {
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 16777619u;
+  return net::IpAddress::V4(10, 201, static_cast<uint8_t>(1 + h % 254),
+                            static_cast<uint8_t>(1 + (h / 254) % 254));
+}
+
+Status CheckPortsFree(const std::vector<VmNetwork::Port>& ports) {
+  for (const auto& p : ports) {
+    auto ip = net::IpAddress::Parse(p.host_ip);
+    if (!ip) return Error(ErrorCode::kInvalidArgument, "published port: \"" + p.host_ip + "\" is not an address");
+    bool udp = p.proto == "udp";
+    UniqueFd fd(::socket(ip->is_v6() ? AF_INET6 : AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
+    int one = 1;
+    if (!udp) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (ip->is_v6()) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons(static_cast<uint16_t>(p.host_port));
+      std::memcpy(&a->sin6_addr, ip->bytes().data(), 16);
+      len = sizeof *a;
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_port = htons(static_cast<uint16_t>(p.host_port));
+      a->sin_addr.s_addr = htonl(ip->v4());
+      len = sizeof *a;
+    }
+    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+      std::string where = (ip->is_v6() ? "[" + p.host_ip + "]" : p.host_ip) + ":" +
+                          std::to_string(p.host_port) + "/" + p.proto;
+      if (errno == EADDRINUSE) {
+        return Error(ErrorCode::kState, "published port " + where +
+                                            " is already in use (by another program or sandbox); "
+                                            "choose another host port");
+      }
+      return Error::FromErrno("published port " + where + ": cannot bind");
+    }
+  }
+  return OkStatus();
+}
+
+net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
+  auto now = net::PinSet::Clock::now();
+  net::EgressFlow flow;
+  flow.dest = ToIp(key.dst);
+  flow.proto = ToProtocol(key.proto);
+  flow.port = key.dport;
+  // A group address: the peer must be alive in the project's directory.
+  std::string peer;
+  if (!network_.group_dir.empty() && flow.dest.is_v4() && (flow.dest.v4() >> 16) == ((10u << 8) | 201u)) {
+    RefreshGroup();
+    for (const auto& [name, ip] : group_) {
+      if (ip == flow.dest) peer = name;
+    }
+  }
+  flow.names = pins_.NamesFor(flow.dest, now);
+  net::Decision d = policy_->Decide(flow);
+  if (!d.allow || (!peer.empty() && key.proto != net::FlowProto::kTcp)) {
+    if (!d.allow) {
+      denials_->Record(d, net::FlowText(flow.dest, flow.proto, flow.port), now);
+    }
+    return net::FlowVerdict{net::FlowAction::kDeny};
+  }
+  if (!peer.empty()) {
+    net::FlowVerdict v{net::FlowAction::kAllow};
+    uint16_t port = key.dport;
+    v.connect = [this, peer, port]() { return ConnectPeer(peer, port); };
+    return v;
+  }
+  if (d.redirect_to_host_loopback) return net::FlowVerdict{net::FlowAction::kAllowToHostLoopback};
+  return net::FlowVerdict{net::FlowAction::kAllow};
+}
+
+void NetworkAttachment::RefreshGroup() {
+  if (network_.group_dir.empty()) return;
+  std::map<std::string, net::IpAddress> found;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(network_.group_dir, ec)) {
+    if (e.path().extension() != ".sock") continue;
+    std::string name = e.path().stem().string();
+    if (name == network_.group_name || !IsSandboxName(name)) continue;
+    found.emplace(name, GroupAddress(name));
+  }
+  if (found == group_) return;
+  group_ = std::move(found);
+  std::vector<net::IpAddress> members;
+  for (const auto& [name, ip] : group_) members.push_back(ip);
+  policy_->SetGroupMembers(members);
+  if (dns_) dns_->SetGroupNames(group_);
+}
+
+// The peer's supervisor answers "+" once its guest-side policy let the flow
+// in; anything else refuses it. Blocking, bounded by 2 s: peers are local
+// supervisors answering from their event loops.
+UniqueFd NetworkAttachment::ConnectPeer(const std::string& peer, uint16_t port) {
+  UniqueFd fd = UnixConnect(network_.group_dir + "/" + peer + ".sock");
+  if (!fd) return fd;
+  SetTimeouts(fd.get(), 2000);
+  std::string header = "tcp " + std::to_string(port) + " " + network_.group_name + "\n";
+  char answer = 0;
+  if (::send(fd.get(), header.data(), header.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(header.size()) ||
+      ::recv(fd.get(), &answer, 1, 0) != 1 || answer != '+') {
+    MSB_LOG(kInfo, "net") << "group: " << peer << " refused tcp port " << port;
+    return UniqueFd();
+  }
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  return fd;
+}
+
+Status NetworkAttachment::ListenGroup() {
+  if (network_.group_dir.empty()) return OkStatus();
+  MSB_TRY_STATUS(MakeDirs(network_.group_dir, 0700));
+  group_socket_ = network_.group_dir + "/" + network_.group_name + ".sock";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (group_socket_.size() >= sizeof addr.sun_path) {
+    return Error(ErrorCode::kInvalidArgument, "group socket path too long: " + group_socket_);
+  }
+  std::memcpy(addr.sun_path, group_socket_.c_str(), group_socket_.size() + 1);
+  group_listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!group_listen_) return Error::FromErrno("group: socket");
+  ::unlink(group_socket_.c_str());
+  if (::bind(group_listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Error::FromErrno("group: bind " + group_socket_);
+  }
+  ::chmod(group_socket_.c_str(), 0600);
+  if (::listen(group_listen_.get(), 64) != 0) return Error::FromErrno("group: listen " + group_socket_);
+  group_accept_ = dispatcher_.WatchFd(group_listen_.get(), Dispatcher::kRead, [this](short) { OnGroupAccept(); });
+  return OkStatus();
+}
+
+void NetworkAttachment::OnGroupAccept() {
+  UniqueFd fd(::accept4(group_listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!fd) return;
+  SetTimeouts(fd.get(), 2000);
+  // "tcp PORT FROM\n", read byte by byte so no payload is consumed.
+  std::string line;
+  char c;
+  while (line.size() < 128 && ::recv(fd.get(), &c, 1, 0) == 1 && c != '\n') line.push_back(c);
+  unsigned port = 0;
+  char from[80] = {0};
+  if (std::sscanf(line.c_str(), "tcp %u %79s", &port, from) != 2 || port == 0 || port > 65535 ||
+      !IsSandboxName(from) || !stack_ || !connected()) {
+    (void)::send(fd.get(), "-", 1, MSG_NOSIGNAL);
+    return;
+  }
+  net::IngressFlow in;
+  in.source = GroupAddress(from);
+  in.proto = schema::Protocol::kTcp;
+  in.port = static_cast<uint16_t>(port);
+  RefreshGroup();
+  net::Decision d = policy_->Decide(in);
+  if (!d.allow) {
+    denials_->Record(d, "ingress from " + std::string(from) + " to tcp port " + std::to_string(port),
+                     net::DenialLog::Clock::now());
+    (void)::send(fd.get(), "-", 1, MSG_NOSIGNAL);
+    return;
+  }
+  if (::send(fd.get(), "+", 1, MSG_NOSIGNAL) != 1) return;
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  SetTimeouts(fd.get(), 0);
+  if (auto st = stack_->OpenInbound(std::move(fd), static_cast<uint16_t>(port)); !st.ok()) {
+    MSB_LOG(kInfo, "net") << "group: " << st.error().message();
+  }
+}
+
+Status NetworkAttachment::BindPorts() {
+  MSB_TRY_STATUS(CheckPortsFree(network_.ports));
+  for (const auto& p : network_.ports) {
+    auto ip = net::IpAddress::Parse(p.host_ip);
+    bool udp = p.proto == "udp";
+    UniqueFd fd(::socket(ip->is_v6() ? AF_INET6 : AF_INET,
+                         (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    int one = 1;
+    if (!udp) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (ip->is_v6()) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons(static_cast<uint16_t>(p.host_port));
+      std::memcpy(&a->sin6_addr, ip->bytes().data(), 16);
+      len = sizeof *a;
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+      a->sin_family = AF_INET;
+      a->sin_port = htons(static_cast<uint16_t>(p.host_port));
+      a->sin_addr.s_addr = htonl(ip->v4());
+      len = sizeof *a;
+    }
+    std::string where = p.host_ip + ":" + std::to_string(p.host_port) + "/" + p.proto;
+    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+      return Error::FromErrno("published port " + where + ": cannot bind");
+    }
+    if (!udp && ::listen(fd.get(), 128) != 0) return Error::FromErrno("published port " + where + ": listen");
+    auto l = std::make_unique<Listener>();
+    l->fd = std::move(fd);
+    l->port = p;
+    listeners_.push_back(std::move(l));
+  }
+  return OkStatus();
+}
+
+void NetworkAttachment::OnPublishedAccept(Listener* l) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  UniqueFd fd(::accept4(l->fd.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  if (!fd || !stack_) return;
+  net::IngressFlow in;
+  if (auto src = net::IpAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&ss))) in.source = *src;
+  in.proto = schema::Protocol::kTcp;
+  in.port = static_cast<uint16_t>(l->port.guest_port);
+  in.published = true;
+  net::Decision d = policy_->Decide(in);
+  if (!d.allow) {
+    denials_->Record(d, "ingress to published tcp port " + std::to_string(l->port.guest_port),
+                     net::DenialLog::Clock::now());
+    return;
+  }
+  if (auto st = stack_->OpenInbound(std::move(fd), in.port); !st.ok()) {
+    MSB_LOG(kInfo, "net") << "published port: " << st.error().message();
+  }
+}
+
+nlohmann::json NetworkAttachment::StatusJson() const {
+  nlohmann::json j;
+  j["denied"] = denials_ ? denials_->total() : 0;
+  j["denied_by"] = nlohmann::json::object();
+  if (denials_) {
+    for (const auto& [reason, n] : denials_->counts()) j["denied_by"][reason] = n;
+  }
+  if (stack_) {
+    j["tcp_flows"] = stack_->tcp_flows();
+    j["udp_flows"] = stack_->udp_flows();
+    j["dns_queries"] = stack_->stats().dns_queries;
+  }
+  return j;
 }
 
 }  // namespace msb::vm

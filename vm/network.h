@@ -1,11 +1,30 @@
 // NetworkAttachment: the supervisor's end of a sandbox's network. It listens
 // on <sandbox dir>/net.sock before QEMU starts, accepts QEMU's stream netdev
 // connection and runs a net::Stack on the supervisor's Dispatcher, fed by a
-// net::StreamLink. One attachment per VM start: a restarted VM gets a fresh
-// stack (the old flows die with the old guest). Not the policy: until
-// net/policy is wired in, InterimPolicy() allows the spec's CIDRs and
-// forwards the spec's gateway ports to the host's 127.0.0.1, denying the rest.
+// net::StreamLink. Around the stack it holds what decides and answers:
+//   - the policy (net/policy.h) compiled from the spec, asked at every new
+//     flow; host-name rules see the names of this sandbox's own DNS answers
+//     (its PinSet); denied flows are counted and logged, rate-limited;
+//   - the DNS server at the gateway (net/dns_server.h);
+//   - published ports: a host listener per port, each connection or datagram
+//     opened towards the guest;
+//   - the group: sandboxes of one project reach each other by name through
+//     their supervisors. Each supervisor listens on <group dir>/<name>.sock;
+//     a peer's flow arrives there with a one-line header ("tcp PORT FROM\n"),
+//     is judged by this sandbox's ingress policy, answered "+" or "-", and
+//     opened towards the guest. A sandbox's group address (GroupAddress) is
+//     what its name resolves to for the others; no L2 segment is shared, and
+//     another project's directory is never consulted.
+// One attachment per VM start: a restarted VM gets a fresh stack (the old
+// flows die with the old guest).
 #pragma once
+
+#include <map>
+#include <memory>
+
+#include "net/address.h"
+#include "net/dns_server.h"
+#include "net/policy.h"
 
 #include <memory>
 #include <optional>
@@ -24,12 +43,18 @@ namespace msb::vm {
 
 // The stack's addresses from the spec; the error names the bad field.
 Result<net::StackConfig> StackConfigFor(const VmNetwork& n);
-// allow_cidrs → kAllow; gateway4/gateway6 with a port in host_ports →
-// kAllowToHostLoopback; everything else kDeny.
-Result<net::PolicyFn> InterimPolicy(const VmNetwork& n);
+
 // spec.boot with its "network" object filled from spec.network (the guest's
 // addresses, the gateway as router and DNS server), or spec.boot unchanged.
 nlohmann::json BootWithNetwork(const VmSpec& spec);
+
+// The address a sandbox's name resolves to for the rest of its project:
+// 10.201.x.y from a hash of the name (x, y in 1..254).
+net::IpAddress GroupAddress(const std::string& name);
+
+// Checks that every published port can be bound now: the error names the
+// first one taken ("127.0.0.1:8000/tcp is already in use ...").
+Status CheckPortsFree(const std::vector<VmNetwork::Port>& ports);
 
 class NetworkAttachment {
  public:
@@ -37,13 +62,29 @@ class NetworkAttachment {
   NetworkAttachment(Dispatcher& dispatcher, VmNetwork network, std::string socket_path);
   ~NetworkAttachment();
 
-  // Builds the stack and listens on the socket path (replacing a stale one).
+  // Compiles the policy, starts the DNS server, binds the published ports and
+  // the group socket, builds the stack and listens on the socket path
+  // (replacing a stale one). Fails, naming what, when a port is taken.
   Status Start();
   net::Stack* stack() { return stack_.get(); }
   bool connected() const { return link_ != nullptr && link_->open(); }
+  // {"denied": N, "denied_by": {reason: N}, "tcp_flows": N, "udp_flows": N, "dns_queries": N}
+  nlohmann::json StatusJson() const;
 
  private:
+  struct Listener {
+    UniqueFd fd;
+    EventHandle watch;
+    VmNetwork::Port port;
+  };
   void OnAccept();
+  net::FlowVerdict Decide(const net::FlowKey& key);
+  void RefreshGroup();
+  UniqueFd ConnectPeer(const std::string& peer, uint16_t port);
+  void OnPublishedAccept(Listener* l);
+  void OnGroupAccept();
+  Status BindPorts();
+  Status ListenGroup();
 
   Dispatcher& dispatcher_;
   VmNetwork network_;
@@ -52,6 +93,18 @@ class NetworkAttachment {
   EventHandle accept_;
   std::unique_ptr<net::StreamLink> link_;
   std::unique_ptr<net::Stack> stack_;
+
+  net::HostAddresses host_;
+  std::unique_ptr<net::Policy> policy_;
+  net::PinSet pins_;
+  std::unique_ptr<net::DenialLog> denials_;
+  EventHandle denial_flush_;
+  std::unique_ptr<net::DnsServer> dns_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  UniqueFd group_listen_;
+  EventHandle group_accept_;
+  std::string group_socket_;
+  std::map<std::string, net::IpAddress> group_;  // peers by name
 };
 
 }  // namespace msb::vm

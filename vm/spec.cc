@@ -25,12 +25,20 @@ nlohmann::json ToJson(const VmSpec& s) {
 }
 
 nlohmann::json ToJson(const VmNetwork& n) {
+  nlohmann::json ports = nlohmann::json::array();
+  for (const auto& p : n.ports) {
+    ports.push_back({{"host_ip", p.host_ip}, {"host_port", p.host_port},
+                     {"guest_port", p.guest_port}, {"proto", p.proto}});
+  }
   return nlohmann::json{{"mac", n.mac},           {"gateway_mac", n.gateway_mac},
                         {"ipv4", n.ipv4},         {"prefix4", n.prefix4},
                         {"gateway4", n.gateway4}, {"ipv6", n.ipv6},
                         {"prefix6", n.prefix6},   {"gateway6", n.gateway6},
-                        {"mtu", n.mtu},           {"allow_cidrs", n.allow_cidrs},
-                        {"host_ports", n.host_ports}};
+                        {"mtu", n.mtu},           {"profile", n.profile},
+                        {"rules", n.rules},       {"dns_servers", n.dns_servers},
+                        {"rebind_protection", n.rebind_protection},
+                        {"ports", ports},         {"group_dir", n.group_dir},
+                        {"group_name", n.group_name}};
 }
 
 Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j) {
@@ -45,8 +53,22 @@ Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j) {
     n.prefix6 = j.value("prefix6", n.prefix6);
     n.gateway6 = j.value("gateway6", n.gateway6);
     n.mtu = j.value("mtu", n.mtu);
-    n.allow_cidrs = j.value("allow_cidrs", n.allow_cidrs);
-    n.host_ports = j.value("host_ports", n.host_ports);
+    n.profile = j.value("profile", n.profile);
+    n.rules = j.value("rules", n.rules);
+    n.dns_servers = j.value("dns_servers", n.dns_servers);
+    n.rebind_protection = j.value("rebind_protection", n.rebind_protection);
+    if (j.contains("ports")) {
+      for (const auto& p : j.at("ports")) {
+        VmNetwork::Port port;
+        port.host_ip = p.at("host_ip").get<std::string>();
+        port.host_port = p.at("host_port").get<int>();
+        port.guest_port = p.at("guest_port").get<int>();
+        port.proto = p.at("proto").get<std::string>();
+        n.ports.push_back(std::move(port));
+      }
+    }
+    n.group_dir = j.value("group_dir", n.group_dir);
+    n.group_name = j.value("group_name", n.group_name);
   } catch (const nlohmann::json::exception& e) {
     return Error(ErrorCode::kInvalidArgument, std::string("malformed network in the sandbox spec: ") + e.what());
   }

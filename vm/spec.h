@@ -29,11 +29,26 @@ struct VmNetwork {
   // A large MTU lets the guest send 64 KiB segments: the link is memory, and
   // every frame costs the guest (emulated) CPU time.
   int mtu = 65520;
-  // Interim policy until net/policy is wired in: destinations allowed as
-  // they are (CIDRs), and gateway ports forwarded to the host's 127.0.0.1.
-  // Everything else is denied.
-  std::vector<std::string> allow_cidrs;
-  std::vector<int> host_ports;
+  // The policy (net/policy.h), as declared: profile none|group|public|any,
+  // rules in their canonical text, DNS upstreams ("IP", "IP:PORT",
+  // "[IPv6]:PORT"; empty: the host's resolvers) and rebinding defence.
+  std::string profile = "public";
+  std::vector<std::string> rules;
+  std::vector<std::string> dns_servers;
+  bool rebind_protection = true;
+  // Published ports: host listeners whose connections (TCP) or datagrams
+  // (UDP) the stack delivers to guest_port.
+  struct Port {
+    std::string host_ip = "127.0.0.1";
+    int host_port = 0;
+    int guest_port = 0;
+    std::string proto = "tcp";  // "tcp" or "udp"
+  };
+  std::vector<Port> ports;
+  // Sandbox to sandbox: the project's directory of supervisor sockets
+  // (vm/group.h) and this sandbox's name in it; empty: no group.
+  std::string group_dir;
+  std::string group_name;
 };
 nlohmann::json ToJson(const VmNetwork& n);
 Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j);

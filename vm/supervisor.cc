@@ -467,6 +467,7 @@ void Supervisor::HandleClientFrame(Client* c, Frame f) {
         st["restarts"] = restarts_;
         if (health_) st["health"] = ToString(health_->state());
         if (!reason_.empty()) st["reason"] = reason_;
+        if (net_) st["net"] = net_->StatusJson();
         SendClient(c, 0, FrameKind::kResult, st.dump());
         return;
       }
