@@ -234,39 +234,53 @@ net::IpAddress GroupAddress(const std::string& name) {
                             static_cast<uint8_t>(1 + (h / 254) % 254));
 }
 
+namespace {
+
+// A socket bound to the published port's host address: TCP (SO_REUSEADDR)
+// or UDP. The error names the port, and says so when another program has it.
+Result<UniqueFd> BindPort(const VmNetwork::Port& p, int flags) {
+  auto ip = net::IpAddress::Parse(p.host_ip);
+  if (!ip) return Error(ErrorCode::kInvalidArgument, "published port: \"" + p.host_ip + "\" is not an address");
+  bool udp = p.proto == "udp";
+  std::string where = (ip->is_v6() ? "[" + p.host_ip + "]" : p.host_ip) + ":" +
+                      std::to_string(p.host_port) + "/" + p.proto;
+  UniqueFd fd(::socket(ip->is_v6() ? AF_INET6 : AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | flags, 0));
+  if (!fd) return Error::FromErrno("published port " + where + ": socket");
+  int one = 1;
+  if (!udp) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (ip->is_v6()) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(static_cast<uint16_t>(p.host_port));
+    std::memcpy(&a->sin6_addr, ip->bytes().data(), 16);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<uint16_t>(p.host_port));
+    a->sin_addr.s_addr = htonl(ip->v4());
+    len = sizeof *a;
+  }
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    if (errno == EADDRINUSE) {
+      return Error(ErrorCode::kState, "published port " + where +
+                                          " is already in use (by another program or sandbox); "
+                                          "choose another host port");
+    }
+    return Error::FromErrno("published port " + where + ": cannot bind");
+  }
+  if (!udp && ::listen(fd.get(), 128) != 0) return Error::FromErrno("published port " + where + ": listen");
+  return fd;
+}
+
+}  // namespace
+
 Status CheckPortsFree(const std::vector<VmNetwork::Port>& ports) {
   for (const auto& p : ports) {
-    auto ip = net::IpAddress::Parse(p.host_ip);
-    if (!ip) return Error(ErrorCode::kInvalidArgument, "published port: \"" + p.host_ip + "\" is not an address");
-    bool udp = p.proto == "udp";
-    UniqueFd fd(::socket(ip->is_v6() ? AF_INET6 : AF_INET, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
-    int one = 1;
-    if (!udp) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_storage ss{};
-    socklen_t len = 0;
-    if (ip->is_v6()) {
-      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-      a->sin6_family = AF_INET6;
-      a->sin6_port = htons(static_cast<uint16_t>(p.host_port));
-      std::memcpy(&a->sin6_addr, ip->bytes().data(), 16);
-      len = sizeof *a;
-    } else {
-      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-      a->sin_family = AF_INET;
-      a->sin_port = htons(static_cast<uint16_t>(p.host_port));
-      a->sin_addr.s_addr = htonl(ip->v4());
-      len = sizeof *a;
-    }
-    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-      std::string where = (ip->is_v6() ? "[" + p.host_ip + "]" : p.host_ip) + ":" +
-                          std::to_string(p.host_port) + "/" + p.proto;
-      if (errno == EADDRINUSE) {
-        return Error(ErrorCode::kState, "published port " + where +
-                                            " is already in use (by another program or sandbox); "
-                                            "choose another host port");
-      }
-      return Error::FromErrno("published port " + where + ": cannot bind");
-    }
+    auto fd = BindPort(p, SOCK_CLOEXEC);
+    if (!fd.ok()) return fd.error();
   }
   return OkStatus();
 }
@@ -399,36 +413,9 @@ void NetworkAttachment::OnGroupAccept() {
 }
 
 Status NetworkAttachment::BindPorts() {
-  MSB_TRY_STATUS(CheckPortsFree(network_.ports));
   for (const auto& p : network_.ports) {
-    auto ip = net::IpAddress::Parse(p.host_ip);
-    bool udp = p.proto == "udp";
-    UniqueFd fd(::socket(ip->is_v6() ? AF_INET6 : AF_INET,
-                         (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    int one = 1;
-    if (!udp) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_storage ss{};
-    socklen_t len = 0;
-    if (ip->is_v6()) {
-      auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-      a->sin6_family = AF_INET6;
-      a->sin6_port = htons(static_cast<uint16_t>(p.host_port));
-      std::memcpy(&a->sin6_addr, ip->bytes().data(), 16);
-      len = sizeof *a;
-    } else {
-      auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-      a->sin_family = AF_INET;
-      a->sin_port = htons(static_cast<uint16_t>(p.host_port));
-      a->sin_addr.s_addr = htonl(ip->v4());
-      len = sizeof *a;
-    }
-    std::string where = p.host_ip + ":" + std::to_string(p.host_port) + "/" + p.proto;
-    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-      return Error::FromErrno("published port " + where + ": cannot bind");
-    }
-    if (!udp && ::listen(fd.get(), 128) != 0) return Error::FromErrno("published port " + where + ": listen");
     auto l = std::make_unique<Listener>();
-    l->fd = std::move(fd);
+    MSB_TRY(l->fd, BindPort(p, SOCK_NONBLOCK | SOCK_CLOEXEC));
     l->port = p;
     listeners_.push_back(std::move(l));
   }

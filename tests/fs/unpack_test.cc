@@ -202,9 +202,11 @@ std::vector<std::string> ListDir(const std::string& dir) {
   return names;
 }
 
-int CountUnpackScratch() {
+// Scratch directories the unpacker left in dir (the test's own TMPDIR, so
+// that unpacks of other tests running at the same time are not counted).
+int CountUnpackScratch(const std::string& dir) {
   int n = 0;
-  for (const auto& e : sfs::directory_iterator("/tmp"))
+  for (const auto& e : sfs::directory_iterator(dir))
     if (e.path().filename().string().rfind("msb-unpack-", 0) == 0) ++n;
   return n;
 }
@@ -232,10 +234,16 @@ class UnpackTest : public ::testing::Test {
     char tmpl[] = "/tmp/msb-unpacktest-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    scratch_before_ = CountUnpackScratch();
+    char tmp_tmpl[] = "/tmp/msb-unpacktmp-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmp_tmpl), nullptr);
+    tmp_ = tmp_tmpl;
+    ::setenv("TMPDIR", tmp_.c_str(), 1);
+    scratch_before_ = CountUnpackScratch(tmp_);
   }
   void TearDown() override {
+    ::unsetenv("TMPDIR");
     if (!dir_.empty()) sfs::remove_all(dir_);
+    if (!tmp_.empty()) sfs::remove_all(tmp_);
   }
 
   // Writes a layer blob; returns its spec (diff_id of the uncompressed tar).
@@ -268,7 +276,7 @@ class UnpackTest : public ::testing::Test {
   // After a failure: no output, no temporary disk, no scratch directory.
   void ExpectNothingLeft(const std::vector<std::string>& before) {
     EXPECT_EQ(ListDir(dir_), before);
-    EXPECT_EQ(CountUnpackScratch(), scratch_before_);
+    EXPECT_EQ(CountUnpackScratch(tmp_), scratch_before_);
   }
 
   std::string Stat(const std::string& path) { return DebugfsOut(dir_ + "/base.ext4", "stat \"" + path + "\""); }
@@ -276,6 +284,7 @@ class UnpackTest : public ::testing::Test {
 
   static inline std::string kernel_, suite_dir_;
   std::string dir_;
+  std::string tmp_;  // TMPDIR of the test: where the unpacker makes its scratch directory
   int layers_written_ = 0;
   int scratch_before_ = 0;
   std::vector<size_t> tar_sizes_;
@@ -357,7 +366,7 @@ TEST_F(UnpackTest, FlattensLayersAndConfinesHostileNames) {
   after.push_back("base.ext4");
   std::sort(after.begin(), after.end());
   EXPECT_EQ(ListDir(dir_), after);
-  EXPECT_EQ(CountUnpackScratch(), scratch_before_);
+  EXPECT_EQ(CountUnpackScratch(tmp_), scratch_before_);
   EXPECT_FALSE(sfs::exists("/etc/pwned"));
   EXPECT_FALSE(sfs::exists("/pwned2"));
 
