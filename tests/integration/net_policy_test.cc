@@ -1,0 +1,592 @@
+// The sandbox network policy and DNS end to end, with real guests under TCG.
+// The guest's peers are this test's own servers: on the host (any address),
+// and on test hosts in a network namespace the test creates (veth pair,
+// 10.77.K.0/24 and 192.168.K.2), so allowed flows never leave this machine.
+// Servers count accepted connections: a refused flow must also never reach
+// them. DNS comes from a dnsmasq on 127.0.0.1 that answers the test names.
+// Needs root (ip netns); skipped without it.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "common/child.h"
+#include "common/fd.h"
+#include "common/io.h"
+#include "common/sha256.h"
+#include "orchestrator/control_client.h"
+#include "tests/integration/harness.h"
+
+namespace msb::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct ShResult {
+  int code = -1;
+  std::string out;
+};
+
+ShResult Sh(const std::string& cmd) {
+  auto r = RunCapture({"/bin/sh", "-c", cmd});
+  if (!r.ok()) return {-1, r.error().message()};
+  return {r->status.code, r->output};
+}
+
+size_t Count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+sockaddr_in V4(const std::string& ip, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  EXPECT_EQ(::inet_pton(AF_INET, ip.c_str(), &a.sin_addr), 1) << ip;
+  return a;
+}
+
+// A listening TCP socket on ip:port in the calling thread's network namespace.
+UniqueFd ListenTcp(const std::string& ip, uint16_t port, std::string* why) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a = V4(ip, port);
+  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::listen(fd.get(), 64) != 0) {
+    *why = "listening on " + ip + ":" + std::to_string(port) + ": " + std::strerror(errno);
+    return UniqueFd();
+  }
+  return fd;
+}
+
+uint16_t PortOf(const UniqueFd& fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof(a);
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
+}
+
+// A one-thread HTTP/1.0 server over several listening sockets, each with a
+// label; answers every connection with `body` and counts accepts per label.
+class CountingServer {
+ public:
+  explicit CountingServer(std::string body) : body_(std::move(body)) {}
+  ~CountingServer() { Stop(); }
+  void Add(const std::string& label, UniqueFd fd) {
+    counts_[label] = 0;
+    listeners_.emplace_back(label, std::move(fd));
+  }
+  void Start() {
+    thread_ = std::thread([this]() { Loop(); });
+  }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  int accepted(const std::string& label) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = counts_.find(label);
+    EXPECT_NE(it, counts_.end()) << "no listener " << label;
+    return it == counts_.end() ? -1 : it->second;
+  }
+  std::string Counts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string s;
+    for (const auto& [label, n] : counts_) s += label + "=" + std::to_string(n) + " ";
+    return s;
+  }
+
+ private:
+  void Loop() {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(170);
+    while (!stop_ && std::chrono::steady_clock::now() < deadline) {
+      std::vector<pollfd> p;
+      for (auto& l : listeners_) p.push_back({l.second.get(), POLLIN, 0});
+      if (::poll(p.data(), p.size(), 50) <= 0) continue;
+      for (size_t i = 0; i < p.size(); ++i) {
+        if ((p[i].revents & POLLIN) == 0) continue;
+        UniqueFd c(::accept4(listeners_[i].second.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!c) continue;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++counts_[listeners_[i].first];
+        }
+        Serve(c);
+      }
+    }
+  }
+  void Serve(const UniqueFd& c) {
+    std::string req;
+    char buf[4096];
+    while (req.find("\r\n\r\n") == std::string::npos && req.size() < 65536) {
+      pollfd q{c.get(), POLLIN, 0};
+      if (::poll(&q, 1, 5000) <= 0) break;
+      ssize_t n = ::recv(c.get(), buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      req.append(buf, static_cast<size_t>(n));
+    }
+    std::string resp = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body_.size()) +
+                       "\r\n\r\n" + body_;
+    size_t off = 0;
+    while (off < resp.size()) {
+      ssize_t n = ::send(c.get(), resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+  }
+
+  std::string body_;
+  std::vector<std::pair<std::string, UniqueFd>> listeners_;
+  std::mutex mu_;
+  std::map<std::string, int> counts_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+constexpr const char* kNsPrefix = "msbnp-";
+
+// Removes namespaces of this test binary whose process is gone (a test
+// killed before its teardown ran).
+void RemoveStaleNamespaces() {
+  auto list = Sh("ip netns list");
+  std::istringstream in(list.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::string name = line.substr(0, line.find(' '));
+    if (name.rfind(kNsPrefix, 0) != 0) continue;
+    int pid = std::atoi(name.c_str() + std::strlen(kNsPrefix));
+    if (pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH) Sh("ip netns del " + name);
+  }
+}
+
+// Test hosts in a network namespace: 10.77.K.2 and 10.77.K.3 (the veth's
+// host side is 10.77.K.1) and 192.168.K.2 (a /32 route into the veth). The
+// destructor removes the namespace, which takes the veth pair and the route.
+class NamespaceHosts {
+ public:
+  bool Create(std::string* why) {
+    RemoveStaleNamespaces();
+    name_ = std::string(kNsPrefix) + std::to_string(::getpid());
+    std::string host_if = "mnp" + std::to_string(::getpid()) + "h";
+    std::string ns_if = "mnp" + std::to_string(::getpid()) + "n";
+    // A /24 no interface of this machine uses yet.
+    auto addrs = Sh("ip -4 -o addr show; ip -4 route show").out;
+    for (int i = 0; i < 200; ++i) {
+      int k = 20 + (::getpid() + i) % 200;
+      if (addrs.find("10.77." + std::to_string(k) + ".") == std::string::npos &&
+          addrs.find("192.168." + std::to_string(k) + ".") == std::string::npos) {
+        k_ = k;
+        break;
+      }
+    }
+    if (k_ < 0) {
+      *why = "no free 10.77.K.0/24 for the test hosts";
+      return false;
+    }
+    std::string k = std::to_string(k_);
+    std::string script =
+        "set -e; ip netns add " + name_ + "; created=1;"
+        "ip link add " + host_if + " type veth peer name " + ns_if + ";"
+        "ip link set " + ns_if + " netns " + name_ + ";"
+        "ip addr add 10.77." + k + ".1/24 dev " + host_if + ";"
+        "ip link set " + host_if + " up;"
+        "ip -n " + name_ + " link set lo up;"
+        "ip -n " + name_ + " addr add 10.77." + k + ".2/24 dev " + ns_if + ";"
+        "ip -n " + name_ + " addr add 10.77." + k + ".3/24 dev " + ns_if + ";"
+        "ip -n " + name_ + " addr add 192.168." + k + ".2/32 dev " + ns_if + ";"
+        "ip -n " + name_ + " link set " + ns_if + " up;"
+        "ip route add 192.168." + k + ".2/32 dev " + host_if + ";";
+    created_ = true;
+    auto r = Sh(script + " 2>&1");
+    if (r.code != 0) {
+      *why = "creating network namespace " + name_ + ": " + r.out;
+      return false;
+    }
+    return true;
+  }
+  ~NamespaceHosts() {
+    if (created_) Sh("ip netns del " + name_ + " 2>/dev/null");
+  }
+  std::string Ip(int host) const { return "10.77." + std::to_string(k_) + "." + std::to_string(host); }
+  std::string OtherPrivate() const { return "192.168." + std::to_string(k_) + ".2"; }
+  const std::string& name() const { return name_; }
+
+  // A listening socket inside the namespace (made by a thread that enters it).
+  UniqueFd Listen(const std::string& ip, uint16_t port, std::string* why) const {
+    UniqueFd result;
+    std::thread t([&]() {
+      UniqueFd ns(::open(("/run/netns/" + name_).c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns || ::setns(ns.get(), CLONE_NEWNET) != 0) {
+        *why = "entering network namespace " + name_ + ": " + std::strerror(errno);
+        return;
+      }
+      result = ListenTcp(ip, port, why);
+    });
+    t.join();
+    return result;
+  }
+
+ private:
+  std::string name_;
+  int k_ = -1;
+  bool created_ = false;
+};
+
+// A non-loopback IPv4 address of this machine outside the test hosts' ranges.
+std::string HostAddress() {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return "";
+  std::string found;
+  for (ifaddrs* i = list; i != nullptr && found.empty(); i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof(text));
+    std::string ip = text;
+    if (ip.rfind("127.", 0) == 0 || ip.rfind("10.77.", 0) == 0) continue;
+    found = ip;
+  }
+  ::freeifaddrs(list);
+  return found;
+}
+
+// Reads fd into *got until it contains text, EOF, or the deadline.
+bool ReadUntilText(int fd, std::string* got, const std::string& text, int deadline_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  while (got->find(text) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    got->append(buf, static_cast<size_t>(n));
+  }
+  return got->find(text) != std::string::npos;
+}
+
+// dnsmasq on 127.0.0.1:port answering only the given NAME,IP host records
+// (authoritative: a name's other record types get an empty answer).
+class Dnsmasq {
+ public:
+  bool Start(const std::vector<std::string>& records, std::string* why) {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      // A port free right now; dnsmasq fails to bind if someone takes it
+      // first, and the next attempt picks another.
+      UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+      sockaddr_in a = V4("127.0.0.1", 0);
+      if (::bind(probe.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) continue;
+      socklen_t len = sizeof(a);
+      ::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&a), &len);
+      port_ = ntohs(a.sin_port);
+      probe.Reset();
+      int err[2];
+      if (::pipe2(err, O_CLOEXEC) != 0) break;
+      UniqueFd err_r(err[0]), err_w(err[1]);
+      SpawnOptions o;
+      o.argv = {"/usr/sbin/dnsmasq", "--keep-in-foreground", "--port=" + std::to_string(port_),
+                "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+                "--conf-file=/dev/null", "--pid-file=", "--user=root", "--log-queries",
+                "--log-facility=-"};
+      for (const auto& r : records) o.argv.push_back("--host-record=" + r);
+      o.stdout_fd = err_w.get();
+      o.stderr_fd = err_w.get();
+      o.parent_death_signal = SIGKILL;
+      auto child = ChildProcess::Spawn(o);
+      if (!child.ok()) {
+        *why = "starting dnsmasq: " + child.error().message();
+        return false;
+      }
+      child_ = std::move(*child);
+      err_w.Reset();
+      out_fd_ = std::move(err_r);
+      // Ready when it reports its configuration ("started, version ...
+      // cachesize" then the --address lines), or failed when it exits.
+      if (ReadUntilText(out_fd_.get(), &log_, "compile time options", 20)) return true;
+      *why = "dnsmasq did not start: " + log_;
+      child_ = ChildProcess();
+      log_.clear();
+    }
+    return false;
+  }
+  uint16_t port() const { return port_; }
+  // Everything dnsmasq logged so far (its queries with --log-queries).
+  std::string Log() {
+    for (;;) {
+      pollfd p{out_fd_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 0) <= 0) break;
+      char buf[4096];
+      ssize_t n = ::read(out_fd_.get(), buf, sizeof(buf));
+      if (n <= 0) break;
+      log_.append(buf, static_cast<size_t>(n));
+    }
+    return log_;
+  }
+
+ private:
+  uint16_t port_ = 0;
+  ChildProcess child_;  // killed and reaped by its destructor
+  UniqueFd out_fd_;
+  std::string log_;
+};
+
+class NetPolicyTest : public ProjectTest {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root for network namespaces";
+    ProjectTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    std::string why;
+    ASSERT_TRUE(hosts_.Create(&why)) << why;
+  }
+
+  // The only sandbox directory under this test's home.
+  std::string SandboxDir() {
+    std::string found;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(Home() + "/sandboxes", ec)) {
+      if (e.is_directory()) found = e.path().string();
+    }
+    return found;
+  }
+
+  // The supervisor's status ("net": denied counters) over its control socket.
+  nlohmann::json SupervisorStatus() {
+    auto client = orchestrator::ControlClient::Connect(SandboxDir() + "/control.sock");
+    EXPECT_TRUE(client.ok()) << (client.ok() ? "" : client.error().message());
+    if (!client.ok()) return nlohmann::json();
+    auto st = client->GetStatus();
+    EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error().message());
+    return st.ok() ? *st : nlohmann::json();
+  }
+
+  // Waits until the supervisor log contains `text`.
+  std::string WaitForSupervisorLog(const std::string& text, int deadline_s = 20) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+    std::string log;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto r = ReadFile(SandboxDir() + "/supervisor.log");
+      if (r.ok()) log = *r;
+      if (log.find(text) != std::string::npos) return log;
+      pollfd none{-1, 0, 0};
+      ::poll(&none, 0, 100);  // re-read the file: the supervisor appends to it
+    }
+    return log;
+  }
+
+  NamespaceHosts hosts_;
+};
+
+// A guest fetch: "<tag>:rc=N" and wget's error text, if any. (This
+// busybox's wget crashes with -T or -O -.)
+std::string Fetch(const std::string& tag, const std::string& url) {
+  return "rm -f /tmp/" + tag + "; wget -q -O /tmp/" + tag + " " + url + " 2>&1; echo " + tag + ":rc=$?;";
+}
+
+std::string Token() {
+  std::mt19937_64 rng(std::random_device{}());
+  return "msb-netpol-" + std::to_string(rng());
+}
+
+// 1 and 5: the default profile (public) refuses the host (through the
+// gateway and at its own addresses), private ranges and the metadata
+// address; no server sees a connection; the denials are counted in the
+// supervisor's status and logged, rate-limited.
+TEST_F(NetPolicyTest, PublicProfileRefusesHostPrivateAndMetadataAndCountsDenials) {
+  std::string why;
+  std::string host_ip = HostAddress();
+  ASSERT_FALSE(host_ip.empty()) << "this machine has no non-loopback IPv4 address";
+  CountingServer server("never");
+  UniqueFd any = ListenTcp("0.0.0.0", 0, &why);
+  ASSERT_TRUE(any) << why;
+  std::string port = std::to_string(PortOf(any));
+  server.Add("host", std::move(any));
+  for (auto [label, ip, p] : std::vector<std::tuple<std::string, std::string, uint16_t>>{
+           {"ns2", hosts_.Ip(2), 8080}, {"ns3", hosts_.Ip(3), 8080}, {"ns192", hosts_.OtherPrivate(), 8080}}) {
+    UniqueFd fd = hosts_.Listen(ip, p, &why);
+    ASSERT_TRUE(fd) << why;
+    server.Add(label, std::move(fd));
+  }
+  server.Start();
+
+  ASSERT_EQ(Msb({"run", "--keep", "--name", "np", Rootfs(), "--", "true"}).code, 0);
+  std::string script =
+      Fetch("gw", "http://10.0.2.2:" + port + "/") +
+      Fetch("hostip", "http://" + host_ip + ":" + port + "/") +
+      Fetch("vethhost", "http://" + hosts_.Ip(1) + ":" + port + "/") +
+      Fetch("ns2", "http://" + hosts_.Ip(2) + ":8080/") +
+      Fetch("ns3", "http://" + hosts_.Ip(3) + ":8080/") +
+      Fetch("ns192", "http://" + hosts_.OtherPrivate() + ":8080/") +
+      Fetch("meta", "http://169.254.169.254/") +
+      // A burst of denied flows for the rate-limited log.
+      "i=0; while [ $i -lt 40 ]; do nc -w 2 " + hosts_.Ip(4) + " 9 </dev/null >/dev/null 2>&1; i=$((i+1)); done;"
+      "echo burst-done";
+  auto r = Msb({"exec", "np", "--", "sh", "-c", script});
+  EXPECT_EQ(r.code, 0) << r.err;
+  for (const char* tag : {"gw", "hostip", "vethhost", "ns2", "ns3", "ns192", "meta"}) {
+    EXPECT_THAT(r.out, HasSubstr(std::string(tag) + ":rc=1")) << r.out;
+  }
+  EXPECT_EQ(Count(r.out, "Connection refused"), 7u) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("burst-done")) << r.out;
+  EXPECT_EQ(server.accepted("host"), 0) << server.Counts();
+  EXPECT_EQ(server.accepted("ns2"), 0) << server.Counts();
+  EXPECT_EQ(server.accepted("ns3"), 0) << server.Counts();
+  EXPECT_EQ(server.accepted("ns192"), 0) << server.Counts();
+
+  auto check = Msb({"net", "check", "np", "169.254.169.254", "80/tcp"});
+  EXPECT_THAT(check.out, HasSubstr("deny")) << check.out << check.err;
+  EXPECT_THAT(check.out, Not(HasSubstr("allow"))) << check.out;
+
+  // The status counts every denied flow, by reason.
+  auto status = SupervisorStatus();
+  ASSERT_TRUE(status.contains("net")) << status.dump();
+  const auto& net = status["net"];
+  ASSERT_TRUE(net.contains("denied") && net["denied"].is_number_unsigned()) << net.dump();
+  EXPECT_GE(net["denied"].get<uint64_t>(), 47u) << net.dump();
+  std::string by = net.value("denied_by", nlohmann::json::object()).dump();
+  EXPECT_THAT(by, HasSubstr("meta")) << by;
+  EXPECT_THAT(by, HasSubstr("private")) << by;
+  EXPECT_THAT(by, HasSubstr("gateway")) << by;
+  EXPECT_THAT(by, HasSubstr("host")) << by;
+
+  // The supervisor log names denials, at most 10 lines a second: the burst
+  // of 40 leaves a "suppressed" summary.
+  std::string log = WaitForSupervisorLog("suppressed");
+  EXPECT_THAT(log, HasSubstr("deny tcp 169.254.169.254:80")) << log;
+  EXPECT_THAT(log, HasSubstr("deny tcp 10.0.2.2:" + port)) << log;
+  EXPECT_THAT(log, HasSubstr("suppressed")) << log;
+  EXPECT_LT(Count(log, "deny tcp " + hosts_.Ip(4) + ":9"), 40u) << log;
+
+  // No CLI command shows the counters yet: msb ps --json has no net field.
+  auto ps = Msb({"ps", "--json"});
+  EXPECT_EQ(ps.code, 0) << ps.err;
+  EXPECT_EQ(Msb({"rm", "np"}).code, 0);
+}
+
+// 2: an explicit rule opens exactly one address and port of a namespace
+// host; the page arrives intact; the next port and the next address stay
+// refused and their servers see nothing.
+TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
+  std::string token = Token();
+  std::string body;
+  while (body.size() < 200 * 1024) body += token + "\n";
+  std::string why;
+  CountingServer server(body);
+  for (auto [label, ip, p] : std::vector<std::tuple<std::string, std::string, uint16_t>>{
+           {"ns2:8080", hosts_.Ip(2), 8080}, {"ns2:8081", hosts_.Ip(2), 8081},
+           {"ns3:8080", hosts_.Ip(3), 8080}}) {
+    UniqueFd fd = hosts_.Listen(ip, p, &why);
+    ASSERT_TRUE(fd) << why;
+    server.Add(label, std::move(fd));
+  }
+  server.Start();
+  std::string script = Fetch("ok", "http://" + hosts_.Ip(2) + ":8080/") +
+                       "sha256sum /tmp/ok;" +
+                       Fetch("port", "http://" + hosts_.Ip(2) + ":8081/") +
+                       Fetch("addr", "http://" + hosts_.Ip(3) + ":8080/");
+  auto r = Msb({"run", "--net-rule", "allow@" + hosts_.Ip(2) + ":tcp:8080", Rootfs(), "--", "sh", "-c",
+                script});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("ok:rc=0")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr(Sha256Hex(body))) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("port:rc=1")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("addr:rc=1")) << r.out;
+  EXPECT_EQ(Count(r.out, "Connection refused"), 2u) << r.out;
+  EXPECT_EQ(server.accepted("ns2:8080"), 1) << server.Counts();
+  EXPECT_EQ(server.accepted("ns2:8081"), 0) << server.Counts();
+  EXPECT_EQ(server.accepted("ns3:8080"), 0) << server.Counts();
+}
+
+// 3 and 4: the gateway's DNS, forwarding to a dnsmasq, drops answers in
+// denied ranges (rebinding to loopback or a private host), and a host-name
+// rule allows only the address this sandbox's own DNS answered for the name:
+// not before the name was resolved, not another address the guest maps the
+// name to itself.
+TEST_F(NetPolicyTest, DnsRebindingDefenceAndPinnedHostNameRule) {
+  std::string token = Token();
+  std::string why;
+  Dnsmasq dns;
+  ASSERT_TRUE(dns.Start({"rebind.test,127.0.0.1", "private.test," + hosts_.Ip(2),
+                         "allowed.test," + hosts_.Ip(2)},
+                        &why))
+      << why;
+  CountingServer server(token);
+  for (auto [label, ip, p] : std::vector<std::tuple<std::string, std::string, uint16_t>>{
+           {"ns2", hosts_.Ip(2), 8080}, {"ns3", hosts_.Ip(3), 8080}}) {
+    UniqueFd fd = hosts_.Listen(ip, p, &why);
+    ASSERT_TRUE(fd) << why;
+    server.Add(label, std::move(fd));
+  }
+  server.Start();
+
+  WriteSandboxfile("name: netpol\nsandboxes:\n  box:\n    image: " + Rootfs() +
+                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+                   "    network:\n      rules:\n        - allow@allowed.test:tcp:8080\n"
+                   "      dns:\n        servers: [\"127.0.0.1:" + std::to_string(dns.port()) + "\"]\n");
+  auto up = InProject({"up"});
+  ASSERT_EQ(up.code, 0) << up.out << up.err;
+
+  // Before the name is resolved, its address is just a private host.
+  auto direct = Msb({"exec", "box", "--", "sh", "-c", Fetch("direct", "http://" + hosts_.Ip(2) + ":8080/")});
+  EXPECT_THAT(direct.out, HasSubstr("direct:rc=1")) << direct.out;
+  EXPECT_THAT(direct.out, HasSubstr("Connection refused")) << direct.out;
+
+  // Rebinding: answers in denied ranges are dropped; the names do not resolve.
+  auto rebind = Msb({"exec", "box", "--", "sh", "-c",
+                     "nslookup rebind.test 2>&1; nslookup private.test 2>&1;" +
+                         Fetch("rebind", "http://rebind.test:8080/") +
+                         Fetch("private", "http://private.test:8080/")});
+  EXPECT_THAT(rebind.out, Not(HasSubstr("127.0.0.1"))) << rebind.out;
+  EXPECT_THAT(rebind.out, Not(HasSubstr(hosts_.Ip(2)))) << rebind.out;
+  EXPECT_THAT(rebind.out, HasSubstr("rebind:rc=1")) << rebind.out;
+  EXPECT_THAT(rebind.out, HasSubstr("private:rc=1")) << rebind.out;
+  // dnsmasq was asked and answered: the supervisor dropped the answers.
+  std::string qlog = dns.Log();
+  EXPECT_THAT(qlog, HasSubstr("rebind.test is 127.0.0.1")) << qlog;
+  EXPECT_THAT(qlog, HasSubstr("private.test is " + hosts_.Ip(2))) << qlog;
+  EXPECT_EQ(server.accepted("ns2"), 0) << server.Counts();
+
+  // The allowed name resolves (the rule lets its answer through) and the
+  // guest reaches the address it was given.
+  auto allowed = Msb({"exec", "box", "--", "sh", "-c",
+                      "nslookup allowed.test 2>&1;" + Fetch("allowed", "http://allowed.test:8080/") +
+                          "cat /tmp/allowed; echo"});
+  EXPECT_THAT(allowed.out, HasSubstr(hosts_.Ip(2))) << allowed.out;
+  EXPECT_THAT(allowed.out, HasSubstr("allowed:rc=0")) << allowed.out;
+  EXPECT_THAT(allowed.out, HasSubstr(token)) << allowed.out;
+  EXPECT_EQ(server.accepted("ns2"), 1) << server.Counts();
+
+  // The guest maps the name to another address itself: not pinned, refused.
+  auto hosts = Msb({"exec", "box", "--", "sh", "-c",
+                    "printf '\\n%s allowed.test\\n' " + hosts_.Ip(3) + " >> /etc/hosts;" +
+                        Fetch("moved", "http://allowed.test:8080/")});
+  EXPECT_THAT(hosts.out, HasSubstr("moved:rc=1")) << hosts.out;
+  EXPECT_THAT(hosts.out, HasSubstr("Connection refused")) << hosts.out;
+  EXPECT_EQ(server.accepted("ns3"), 0) << server.Counts();
+  EXPECT_EQ(server.accepted("ns2"), 1) << server.Counts();
+
+  std::string log = WaitForSupervisorLog("deny tcp " + hosts_.Ip(3) + ":8080");
+  EXPECT_THAT(log, HasSubstr("deny tcp " + hosts_.Ip(3) + ":8080")) << log;
+  EXPECT_EQ(InProject({"down"}).code, 0);
+}
+
+}  // namespace
+}  // namespace msb::testing
