@@ -293,6 +293,20 @@ std::string FormatAge(int64_t since) {
   return std::to_string(d / 86400) + "d";
 }
 
+// Published ports as docker prints them: "127.0.0.1:8000->8000/tcp", from the
+// sandbox's VM spec (what its supervisor binds); empty when none or unreadable.
+std::vector<vm::VmNetwork::Port> PublishedPorts(const SandboxRecord& r) {
+  if (r.sandbox_dir.empty()) return {};
+  auto spec = vm::ReadSpec(r.sandbox_dir);
+  if (!spec.ok() || !spec->network) return {};
+  return spec->network->ports;
+}
+
+std::string PortText(const vm::VmNetwork::Port& p) {
+  std::string ip = p.host_ip.find(':') != std::string::npos ? "[" + p.host_ip + "]" : p.host_ip;
+  return ip + ":" + std::to_string(p.host_port) + "->" + std::to_string(p.guest_port) + "/" + p.proto;
+}
+
 int Ps(bool json_out) {
   auto store = OpenStore();
   if (!store.ok()) return Fail(store.error().message());
@@ -300,31 +314,49 @@ int Ps(bool json_out) {
   if (!all.ok()) return Fail(all.error().message());
   nlohmann::json arr = nlohmann::json::array();
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"PROJECT", "NAME", "STATE", "HEALTH", "IMAGE", "UPTIME", "RESTARTS"});
+  rows.push_back({"PROJECT", "NAME", "STATE", "HEALTH", "IMAGE", "UPTIME", "RESTARTS", "PORTS", "DENIED"});
   for (auto r : *all) {
     r = orchestrator::Observe(*store, r);
     const bool up = r.status == orchestrator::SandboxStatus::kRunning;
-    // Health is re-observed from the supervisor, never stored.
+    // Health and the network's counters are re-observed from the supervisor, never stored.
     std::string health;
+    nlohmann::json net;
     if (up) {
-      if (auto live = orchestrator::LiveStatus(r); live.ok()) health = live->value("health", "");
+      if (auto live = orchestrator::LiveStatus(r); live.ok()) {
+        health = live->value("health", "");
+        if (auto it = live->find("net"); it != live->end() && it->is_object()) net = *it;
+      }
     }
-    arr.push_back({{"project", r.project},
-                   {"name", r.name},
-                   {"state", orchestrator::ToString(r.status)},
-                   {"reason", r.status_reason},
-                   {"image", r.image_ref},
-                   {"health", health},
-                   {"started_at", r.started_at},
-                   {"restarts", r.restarts},
-                   {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json()}});
+    nlohmann::json ports = nlohmann::json::array();
+    std::string ports_text;
+    for (const auto& p : PublishedPorts(r)) {
+      ports.push_back({{"host_ip", p.host_ip}, {"host_port", p.host_port},
+                       {"guest_port", p.guest_port}, {"protocol", p.proto}});
+      ports_text += (ports_text.empty() ? "" : ",") + PortText(p);
+    }
+    nlohmann::json entry = {{"project", r.project},
+                            {"name", r.name},
+                            {"state", orchestrator::ToString(r.status)},
+                            {"reason", r.status_reason},
+                            {"image", r.image_ref},
+                            {"health", health},
+                            {"started_at", r.started_at},
+                            {"restarts", r.restarts},
+                            {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json()},
+                            {"ports", ports}};
+    if (!net.is_null()) entry["net"] = net;
+    arr.push_back(std::move(entry));
     std::string state = orchestrator::ToString(r.status);
     if (r.exit_code && r.status == orchestrator::SandboxStatus::kExited) {
       state += " (" + std::to_string(*r.exit_code) + ")";
     }
+    std::string denied = "-";
+    if (net.is_object() && net.contains("denied") && net["denied"].is_number_unsigned()) {
+      denied = std::to_string(net["denied"].get<uint64_t>());
+    }
     rows.push_back({r.project, r.name, state, health.empty() ? "-" : health, r.image_ref,
                     up ? FormatAge(r.started_at) : "-",
-                    std::to_string(r.restarts)});
+                    std::to_string(r.restarts), ports_text.empty() ? "-" : ports_text, denied});
   }
   if (json_out) {
     std::cout << arr.dump(2) << "\n";
