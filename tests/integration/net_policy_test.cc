@@ -284,7 +284,8 @@ bool ReadUntilText(int fd, std::string* got, const std::string& text, int deadli
 }
 
 // dnsmasq on 127.0.0.1:port answering only the given NAME,IP host records
-// (authoritative: a name's other record types get an empty answer).
+// of names under .test (local: their other record types get an empty
+// answer, never a refusal for want of an upstream server).
 class Dnsmasq {
  public:
   bool Start(const std::vector<std::string>& records, std::string* why) {
@@ -304,7 +305,7 @@ class Dnsmasq {
       SpawnOptions o;
       o.argv = {"/usr/sbin/dnsmasq", "--keep-in-foreground", "--port=" + std::to_string(port_),
                 "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
-                "--conf-file=/dev/null", "--pid-file=", "--user=root", "--log-queries",
+                "--conf-file=/dev/null", "--local=/test/", "--pid-file=", "--user=root", "--log-queries",
                 "--log-facility=-"};
       for (const auto& r : records) o.argv.push_back("--host-record=" + r);
       o.stdout_fd = err_w.get();
@@ -475,9 +476,18 @@ TEST_F(NetPolicyTest, PublicProfileRefusesHostPrivateAndMetadataAndCountsDenials
   EXPECT_THAT(log, HasSubstr("suppressed")) << log;
   EXPECT_LT(Count(log, "deny tcp " + hosts_.Ip(4) + ":9"), 40u) << log;
 
-  // No CLI command shows the counters yet: msb ps --json has no net field.
+  // msb ps --json: when an entry carries the supervisor's net counters, they
+  // are these (no CLI command shows them yet when this was written).
   auto ps = Msb({"ps", "--json"});
   EXPECT_EQ(ps.code, 0) << ps.err;
+  auto listed = nlohmann::json::parse(ps.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(listed.is_array()) << ps.out;
+  for (const auto& e : listed) {
+    if (!e.is_object() || e.value("name", "") != "np" || !e.contains("net")) continue;
+    const auto& n = e["net"];
+    ASSERT_TRUE(n.is_object() && n.contains("denied") && n["denied"].is_number()) << e.dump();
+    EXPECT_GE(n["denied"].get<uint64_t>(), 47u) << e.dump();
+  }
   EXPECT_EQ(Msb({"rm", "np"}).code, 0);
 }
 
@@ -585,6 +595,10 @@ TEST_F(NetPolicyTest, DnsRebindingDefenceAndPinnedHostNameRule) {
 
   std::string log = WaitForSupervisorLog("deny tcp " + hosts_.Ip(3) + ":8080");
   EXPECT_THAT(log, HasSubstr("deny tcp " + hosts_.Ip(3) + ":8080")) << log;
+  EXPECT_THAT(log, HasSubstr("dropped 127.0.0.1 from the answer for rebind.test")) << log;
+  EXPECT_THAT(log, HasSubstr("dropped " + hosts_.Ip(2) + " from the answer for private.test")) << log;
+  // The rule let the allowed name's answer through the rebinding defence.
+  EXPECT_THAT(log, Not(HasSubstr("answer for allowed.test"))) << log;
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 
