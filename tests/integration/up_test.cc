@@ -1,7 +1,10 @@
 // msb plan / up / down on real microVMs: the reconcile loop end to end.
 #include <signal.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -21,6 +24,33 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// GET / from 127.0.0.1:port over HTTP/1.0: the whole response, or what came
+// within 30 s.
+std::string HostHttpGet(uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
+  std::string req = "GET / HTTP/1.0\r\n\r\n";
+  if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::string got;
+  while (got.size() < (1u << 20)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
 
 class UpTest : public ProjectTest {
  protected:
@@ -308,9 +338,19 @@ TEST_F(UpTest, DevEnvExampleRunsAsIs) {
   EXPECT_LT(up.out.find("created db"), up.out.find("created app"));  // app waits for db healthy
   auto ps = Msb({"ps"});
   EXPECT_THAT(ps.out, HasSubstr("healthy"));
-  // The app serves the read-only bind mount of ./src.
-  auto page = Msb({"exec", "app", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8000/"});
-  EXPECT_EQ(page.out, *ReadFile(src + "/examples/dev-env/src/index.html"));
+  EXPECT_THAT(ps.out, HasSubstr("127.0.0.1:8000->8000/tcp"));
+  // The app serves the read-only bind mount of ./src, inside the guest and on
+  // the published port from the host.
+  const std::string index = *ReadFile(src + "/examples/dev-env/src/index.html");
+  auto page = Msb({"exec", "app", "--", "sh", "-c", "wget -q -O /tmp/p http://127.0.0.1:8000/ && cat /tmp/p"});
+  EXPECT_EQ(page.out, index);
+  std::string host_page = HostHttpGet(8000);
+  EXPECT_THAT(host_page, HasSubstr("200 OK"));
+  EXPECT_EQ(host_page.substr(std::min(host_page.size(), host_page.find("\r\n\r\n") + 4)), index);
+  // app reaches db by name (the group); db's profile lets nothing else in or out.
+  auto to_db = Msb({"exec", "app", "--", "nslookup", "db"});
+  EXPECT_EQ(to_db.code, 0) << to_db.out << to_db.err;
+  EXPECT_THAT(to_db.out, HasSubstr("10.201."));
   // The database's named volume survives down + up.
   auto starts = Msb({"exec", "db", "--", "wc", "-l", "/var/lib/db/starts"});
   EXPECT_THAT(starts.out, HasSubstr("1 "));
