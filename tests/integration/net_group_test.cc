@@ -269,6 +269,7 @@ TEST_F(NetGroupTest, TakenHostPortFailsUpBeforeAnythingStarts) {
   auto up = InProject({"up"});
   EXPECT_NE(up.code, 0) << up.out;
   EXPECT_THAT(up.err, HasSubstr("127.0.0.1:" + port + "/tcp is already in use")) << up.err;
+  EXPECT_THAT(up.out, Not(HasSubstr("created"))) << up.out;
   EXPECT_TRUE(MyQemus().empty());
   EXPECT_TRUE(MySupervisors().empty());
   auto js = nlohmann::json::parse(Msb({"ps", "--json"}).out, nullptr, false);
