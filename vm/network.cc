@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 
@@ -217,6 +218,30 @@ void SetTimeouts(int fd, int ms) {
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+// A non-blocking TCP connection (connecting) to ip:port; invalid on failure.
+UniqueFd ConnectTcp(const net::IpAddress& ip, uint16_t port) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (ip.is_v4()) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    a->sin_addr.s_addr = htonl(ip.v4());
+    len = sizeof(sockaddr_in);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(port);
+    std::memcpy(&a->sin6_addr, ip.bytes().data(), 16);
+    len = sizeof(sockaddr_in6);
+  }
+  UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd || (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS)) {
+    return UniqueFd();
+  }
+  return fd;
+}
+
 bool IsSandboxName(const std::string& name) {
   if (name.empty() || name.size() > 63) return false;
   for (char c : name) {
@@ -314,7 +339,16 @@ net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
     return v;
   }
   if (d.redirect_to_host_loopback) return net::FlowVerdict{net::FlowAction::kAllowToHostLoopback};
-  return net::FlowVerdict{net::FlowAction::kAllow};
+  net::FlowVerdict v{net::FlowAction::kAllow};
+  if (d.connect_to != flow.dest && key.proto == net::FlowProto::kTcp) {
+    // The policy judged the canonical address (an IPv6 form embedding an
+    // IPv4 address is that address): connect there, not to the form, which
+    // may route elsewhere (a 6to4 relay, a Teredo server, NAT64).
+    net::IpAddress to = d.connect_to;
+    uint16_t port = key.dport;
+    v.connect = [to, port]() { return ConnectTcp(to, port); };
+  }
+  return v;
 }
 
 void NetworkAttachment::RefreshGroup() {
