@@ -454,15 +454,21 @@ TEST_F(NetPolicyTest, PublicProfileRefusesHostPrivateAndMetadataAndCountsDenials
       Fetch("ns3", "http://" + hosts_.Ip(3) + ":8080/") +
       Fetch("ns192", "http://" + hosts_.OtherPrivate() + ":8080/") +
       Fetch("meta", "http://169.254.169.254/") +
+      // IPv6 forms: the v6 gateway, and NAT64 of a namespace host and of the
+      // metadata address (the stack judges the embedded IPv4 address).
+      Fetch("gw6", "http://[fd00:6d73:62::2]:" + port + "/") +
+      Fetch("nat64ns", "http://[64:ff9b::" + hosts_.Ip(2) + "]:8080/") +
+      Fetch("nat64meta", "http://[64:ff9b::169.254.169.254]/") +
       // A burst of denied flows, in parallel, for the rate-limited log.
       "i=0; while [ $i -lt 60 ]; do nc -w 2 " + hosts_.Ip(4) + " 9 </dev/null >/dev/null 2>&1 & i=$((i+1)); done;"
       "wait; echo burst-done";
   auto r = Msb({"exec", "np", "--", "sh", "-c", script});
   EXPECT_EQ(r.code, 0) << r.err;
-  for (const char* tag : {"gw", "hostip", "vethhost", "ns2", "ns3", "ns192", "meta"}) {
+  for (const char* tag : {"gw", "hostip", "vethhost", "ns2", "ns3", "ns192", "meta", "gw6", "nat64ns",
+                          "nat64meta"}) {
     EXPECT_THAT(r.out, HasSubstr(std::string(tag) + ":rc=1")) << r.out;
   }
-  EXPECT_EQ(Count(r.out, "Connection refused"), 7u) << r.out;
+  EXPECT_EQ(Count(r.out, "Connection refused"), 10u) << r.out;
   EXPECT_THAT(r.out, HasSubstr("burst-done")) << r.out;
   EXPECT_EQ(server.accepted("host"), 0) << server.Counts();
   EXPECT_EQ(server.accepted("ns2"), 0) << server.Counts();
@@ -471,6 +477,8 @@ TEST_F(NetPolicyTest, PublicProfileRefusesHostPrivateAndMetadataAndCountsDenials
 
   auto check = Msb({"net", "check", "np", "169.254.169.254", "80/tcp"});
   EXPECT_THAT(check.out, HasSubstr("deny")) << check.out << check.err;
+  EXPECT_THAT(check.out, HasSubstr("deny tcp 169.254.169.254:80: profile public: 169.254.169.254 is meta"))
+      << check.out;
   EXPECT_THAT(check.out, Not(HasSubstr("allow"))) << check.out;
 
   // The status counts every denied flow, by reason.
@@ -527,17 +535,22 @@ TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
   server.Start();
   std::string script = Fetch("ok", "http://" + hosts_.Ip(2) + ":8080/") +
                        "sha256sum /tmp/ok;" +
+                       // The NAT64 form of the same address is that address.
+                       Fetch("nat64", "http://[64:ff9b::" + hosts_.Ip(2) + "]:8080/") +
+                       "sha256sum /tmp/nat64;" +
                        Fetch("port", "http://" + hosts_.Ip(2) + ":8081/") +
                        Fetch("addr", "http://" + hosts_.Ip(3) + ":8080/");
   auto r = Msb({"run", "--net-rule", "allow@" + hosts_.Ip(2) + ":tcp:8080", Rootfs(), "--", "sh", "-c",
                 script});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("ok:rc=0")) << r.out;
-  EXPECT_THAT(r.out, HasSubstr(Sha256Hex(body))) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("nat64:rc=0")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr(Sha256Hex(body) + "  /tmp/ok")) << r.out;
+  EXPECT_THAT(r.out, HasSubstr(Sha256Hex(body) + "  /tmp/nat64")) << r.out;
   EXPECT_THAT(r.out, HasSubstr("port:rc=1")) << r.out;
   EXPECT_THAT(r.out, HasSubstr("addr:rc=1")) << r.out;
   EXPECT_EQ(Count(r.out, "Connection refused"), 2u) << r.out;
-  EXPECT_EQ(server.accepted("ns2:8080"), 1) << server.Counts();
+  EXPECT_EQ(server.accepted("ns2:8080"), 2) << server.Counts();
   EXPECT_EQ(server.accepted("ns2:8081"), 0) << server.Counts();
   EXPECT_EQ(server.accepted("ns3:8080"), 0) << server.Counts();
 }
