@@ -79,6 +79,30 @@ UniqueFd ListenTcp(const std::string& ip, uint16_t port, std::string* why) {
   return fd;
 }
 
+UniqueFd BindUdp(const std::string& ip, uint16_t port, std::string* why) {
+  UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a = V4(ip, port);
+  if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    *why = "binding udp " + ip + ":" + std::to_string(port) + ": " + std::strerror(errno);
+    return UniqueFd();
+  }
+  return fd;
+}
+
+// The datagrams waiting on fd, the first one waited for up to wait_ms.
+std::vector<std::string> Datagrams(const UniqueFd& fd, int wait_ms) {
+  std::vector<std::string> got;
+  pollfd p{fd.get(), POLLIN, 0};
+  if (::poll(&p, 1, wait_ms) <= 0) return got;
+  char buf[2048];
+  for (;;) {
+    ssize_t n = ::recv(fd.get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0) break;
+    got.emplace_back(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
 uint16_t PortOf(const UniqueFd& fd) {
   sockaddr_in a{};
   socklen_t len = sizeof(a);
@@ -245,8 +269,9 @@ class NamespaceHosts {
   std::string OtherPrivate() const { return "192.168." + std::to_string(k_) + ".2"; }
   const std::string& name() const { return name_; }
 
-  // A listening socket inside the namespace (made by a thread that enters it).
-  UniqueFd Listen(const std::string& ip, uint16_t port, std::string* why) const {
+  // A listening TCP (or bound UDP) socket inside the namespace, made by a
+  // thread that enters it.
+  UniqueFd Listen(const std::string& ip, uint16_t port, std::string* why, bool udp = false) const {
     UniqueFd result;
     std::thread t([&]() {
       UniqueFd ns(::open(("/run/netns/" + name_).c_str(), O_RDONLY | O_CLOEXEC));
@@ -254,7 +279,7 @@ class NamespaceHosts {
         *why = "entering network namespace " + name_ + ": " + std::strerror(errno);
         return;
       }
-      result = ListenTcp(ip, port, why);
+      result = udp ? BindUdp(ip, port, why) : ListenTcp(ip, port, why);
     });
     t.join();
     return result;
@@ -516,9 +541,9 @@ TEST_F(NetPolicyTest, PublicProfileRefusesHostPrivateAndMetadataAndCountsDenials
   EXPECT_EQ(Msb({"rm", "np"}).code, 0);
 }
 
-// 2: an explicit rule opens exactly one address and port of a namespace
-// host; the page arrives intact; the next port and the next address stay
-// refused and their servers see nothing.
+// 2: explicit rules open exactly one address and port of a namespace host
+// (TCP and UDP); the page and the datagram arrive intact; the next port and
+// the next address stay refused and their servers see nothing.
 TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
   std::string token = Token();
   std::string body;
@@ -533,15 +558,25 @@ TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
     server.Add(label, std::move(fd));
   }
   server.Start();
-  std::string script = Fetch("ok", "http://" + hosts_.Ip(2) + ":8080/") +
+  UniqueFd udp_allowed = hosts_.Listen(hosts_.Ip(2), 9999, &why, /*udp=*/true);
+  ASSERT_TRUE(udp_allowed) << why;
+  UniqueFd udp_denied = hosts_.Listen(hosts_.Ip(2), 9998, &why, /*udp=*/true);
+  ASSERT_TRUE(udp_denied) << why;
+  // UDP from the guest: busybox nc has no -u; nslookup sends a query.
+  auto udp_query = [&](const std::string& label, int port) {
+    return "nslookup -type=a -timeout=1 -retry=1 -port=" + std::to_string(port) + " " + label +
+           ".test " + hosts_.Ip(2) + " >/dev/null 2>&1;";
+  };
+  std::string script = udp_query("denied-" + token, 9998) + udp_query("allowed-" + token, 9999) +
+                       Fetch("ok", "http://" + hosts_.Ip(2) + ":8080/") +
                        "sha256sum /tmp/ok;" +
                        // The NAT64 form of the same address is that address.
                        Fetch("nat64", "http://[64:ff9b::" + hosts_.Ip(2) + "]:8080/") +
                        "sha256sum /tmp/nat64;" +
                        Fetch("port", "http://" + hosts_.Ip(2) + ":8081/") +
                        Fetch("addr", "http://" + hosts_.Ip(3) + ":8080/");
-  auto r = Msb({"run", "--net-rule", "allow@" + hosts_.Ip(2) + ":tcp:8080", Rootfs(), "--", "sh", "-c",
-                script});
+  auto r = Msb({"run", "--net-rule", "allow@" + hosts_.Ip(2) + ":tcp:8080", "--net-rule",
+                "allow@" + hosts_.Ip(2) + ":udp:9999", Rootfs(), "--", "sh", "-c", script});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("ok:rc=0")) << r.out;
   EXPECT_THAT(r.out, HasSubstr("nat64:rc=0")) << r.out;
@@ -553,6 +588,10 @@ TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
   EXPECT_EQ(server.accepted("ns2:8080"), 2) << server.Counts();
   EXPECT_EQ(server.accepted("ns2:8081"), 0) << server.Counts();
   EXPECT_EQ(server.accepted("ns3:8080"), 0) << server.Counts();
+  // UDP: the allowed port gets the datagram intact, the other nothing.
+  auto allowed = Datagrams(udp_allowed, 5000);
+  EXPECT_THAT(allowed, ::testing::Contains(HasSubstr("allowed-" + token)));
+  EXPECT_THAT(Datagrams(udp_denied, 0), ::testing::IsEmpty());
 }
 
 // 3 and 4: the gateway's DNS, forwarding to a dnsmasq, drops answers in
