@@ -449,7 +449,7 @@ std::string Token() {
   return "msb-netpol-" + std::to_string(rng());
 }
 
-// 1 and 5: the default profile (public) refuses the host (through the
+// The default profile (public) refuses the host (through the
 // gateway and at its own addresses), private ranges and the metadata
 // address; no server sees a connection; the denials are counted in the
 // supervisor's status and logged, rate-limited.
@@ -541,7 +541,7 @@ TEST_F(NetPolicyTest, PublicProfileRefusesHostPrivateAndMetadataAndCountsDenials
   EXPECT_EQ(Msb({"rm", "np"}).code, 0);
 }
 
-// 2: explicit rules open exactly one address and port of a namespace host
+// Explicit rules open exactly one address and port of a namespace host
 // (TCP and UDP); the page and the datagram arrive intact; the next port and
 // the next address stay refused and their servers see nothing.
 TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
@@ -594,7 +594,7 @@ TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
   EXPECT_THAT(Datagrams(udp_denied, 0), ::testing::IsEmpty());
 }
 
-// 3 and 4: the gateway's DNS, forwarding to a dnsmasq, drops answers in
+// The gateway's DNS, forwarding to a dnsmasq, drops answers in
 // denied ranges (rebinding to loopback or a private host), and a host-name
 // rule allows only the address this sandbox's own DNS answered for the name:
 // not before the name was resolved, not another address the guest maps the
