@@ -339,6 +339,11 @@ net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
     return v;
   }
   if (d.redirect_to_host_loopback) return net::FlowVerdict{net::FlowAction::kAllowToHostLoopback};
+  if (d.connect_to != flow.dest && key.proto != net::FlowProto::kTcp) {
+    // The stack sends UDP and ICMP to the literal destination, and an IPv6
+    // form that embeds the judged IPv4 address may route elsewhere: refused.
+    return net::FlowVerdict{net::FlowAction::kDeny};
+  }
   net::FlowVerdict v{net::FlowAction::kAllow};
   if (d.connect_to != flow.dest && key.proto == net::FlowProto::kTcp) {
     // The policy judged the canonical address (an IPv6 form embedding an
