@@ -136,7 +136,12 @@ Status NetworkAttachment::Start() {
       [this](const net::FlowKey& key) { return Decide(key); },
       [this](std::string_view query, net::DnsReply reply) {
         RefreshGroup();
-        dns_->Handle(query, std::move(reply));
+        // Local answers (group names, refusals) come back inside Handle; the
+        // stack gets every answer from the loop instead, never while it is
+        // still handling the query's frame.
+        dns_->Handle(query, [this, reply = std::move(reply)](std::string answer) {
+          dispatcher_.Post([reply, answer = std::move(answer)]() { reply(answer); });
+        });
       });
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
