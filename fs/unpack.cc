@@ -33,6 +33,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "common/unix_socket.h"
 #include "fs/disk.h"
 #include "fs/oci.h"
 #include "vm/kernel.h"
@@ -121,20 +122,6 @@ class FileGuard {
   std::string path_;
 };
 
-Result<UniqueFd> ListenUnix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path)
-    return Error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return Error::FromErrno("socket");
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return Error::FromErrno("bind " + path);
-  if (::listen(fd.get(), 1) != 0) return Error::FromErrno("listen " + path);
-  return fd;
-}
-
 struct Batch {
   size_t first = 0;  // index of its first layer in the request
   size_t count = 0;
@@ -216,7 +203,7 @@ Error Builder::GuestError(const Batch& batch, const std::string& text) const {
 Status Builder::Run(const Batch& batch, std::vector<LayerResult>* results) {
   std::string sock = work_ + "/agent.sock";
   ::unlink(sock.c_str());
-  MSB_TRY(UniqueFd listener, ListenUnix(sock));
+  MSB_TRY(UniqueFd listener, ListenUnix(sock, false, 1));
   UniqueFd log(::open((work_ + "/qemu.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   ::unlink((work_ + "/console.log").c_str());
   SpawnOptions opts;

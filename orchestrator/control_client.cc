@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "common/io.h"
+#include "common/unix_socket.h"
 #include "vm/control.h"
 
 namespace msb::orchestrator {
@@ -66,20 +67,13 @@ void WindowSize(int fd, int* rows, int* cols) {
 }  // namespace
 
 Result<ControlClient> ControlClient::Connect(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    return Error(ErrorCode::kInvalidArgument, "control socket path too long: " + path);
+  auto fd = ConnectUnix(path);
+  if (!fd.ok()) {
+    if (fd.error().code() != ErrorCode::kUnavailable) return fd.error();
+    return Error(ErrorCode::kUnavailable, "cannot reach the sandbox's supervisor (" +
+                                              fd.error().message() + "); is it running? see msb ps");
   }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return Error::FromErrno("socket");
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error(ErrorCode::kUnavailable,
-                 std::string("cannot reach the sandbox's supervisor (") + std::strerror(errno) +
-                     "); is it running? see msb ps");
-  }
-  return ControlClient(std::move(fd));
+  return ControlClient(std::move(*fd));
 }
 
 Status ControlClient::Send(uint32_t id, FrameKind kind, std::string_view payload) {

@@ -15,6 +15,7 @@
 
 #include "common/io.h"
 #include "common/log.h"
+#include "common/unix_socket.h"
 #include "schema/network_rule.h"
 
 namespace msb::vm {
@@ -143,18 +144,7 @@ Status NetworkAttachment::Start() {
           dispatcher_.Post([reply, answer = std::move(answer)]() { reply(answer); });
         });
       });
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path_.size() >= sizeof addr.sun_path)
-    return Error(ErrorCode::kInvalidArgument, "network socket path too long: " + socket_path_);
-  std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
-  listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!listen_) return Error::FromErrno("network: socket");
-  ::unlink(socket_path_.c_str());
-  if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return Error::FromErrno("network: bind " + socket_path_);
-  ::chmod(socket_path_.c_str(), 0600);
-  if (::listen(listen_.get(), 1) != 0) return Error::FromErrno("network: listen " + socket_path_);
+  MSB_TRY(listen_, ListenUnix(socket_path_, true, 1));
   accept_ = dispatcher_.WatchFd(listen_.get(), Dispatcher::kRead, [this](short) { OnAccept(); });
   for (auto& l : listeners_) {
     Listener* raw = l.get();
@@ -204,16 +194,6 @@ schema::Protocol ToProtocol(net::FlowProto p) {
     case net::FlowProto::kIcmp: return schema::Protocol::kIcmp;
   }
   return schema::Protocol::kTcp;
-}
-
-UniqueFd UnixConnect(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return UniqueFd();
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return UniqueFd();
-  return fd;
 }
 
 // Bounds the blocking exchanges of the group handshake.
@@ -383,8 +363,9 @@ void NetworkAttachment::RefreshGroup() {
 // in; anything else refuses it. Blocking, bounded by 2 s: peers are local
 // supervisors answering from their event loops.
 UniqueFd NetworkAttachment::ConnectPeer(const std::string& peer, uint16_t port) {
-  UniqueFd fd = UnixConnect(network_.group_dir + "/" + peer + ".sock");
-  if (!fd) return fd;
+  auto connected = ConnectUnix(network_.group_dir + "/" + peer + ".sock");
+  if (!connected.ok()) return UniqueFd();
+  UniqueFd fd = std::move(*connected);
   SetTimeouts(fd.get(), 2000);
   std::string header = "tcp " + std::to_string(port) + " " + network_.group_name + "\n";
   char answer = 0;
@@ -402,20 +383,7 @@ Status NetworkAttachment::ListenGroup() {
   if (network_.group_dir.empty()) return OkStatus();
   MSB_TRY_STATUS(MakeDirs(network_.group_dir, 0700));
   group_socket_ = network_.group_dir + "/" + network_.group_name + ".sock";
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (group_socket_.size() >= sizeof addr.sun_path) {
-    return Error(ErrorCode::kInvalidArgument, "group socket path too long: " + group_socket_);
-  }
-  std::memcpy(addr.sun_path, group_socket_.c_str(), group_socket_.size() + 1);
-  group_listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!group_listen_) return Error::FromErrno("group: socket");
-  ::unlink(group_socket_.c_str());
-  if (::bind(group_listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error::FromErrno("group: bind " + group_socket_);
-  }
-  ::chmod(group_socket_.c_str(), 0600);
-  if (::listen(group_listen_.get(), 64) != 0) return Error::FromErrno("group: listen " + group_socket_);
+  MSB_TRY(group_listen_, ListenUnix(group_socket_, true, 64));
   group_accept_ = dispatcher_.WatchFd(group_listen_.get(), Dispatcher::kRead, [this](short) { OnGroupAccept(); });
   return OkStatus();
 }

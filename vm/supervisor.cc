@@ -18,6 +18,7 @@
 #include "agent/messages.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "common/unix_socket.h"
 #include "vm/control.h"
 
 namespace msb::vm {
@@ -43,24 +44,6 @@ constexpr size_t kReadChunk = 64 * 1024;
 // What one control client may have queued towards it before it is dropped.
 // Relayed guest streams are bounded by credit; this bounds everything else.
 constexpr size_t kMaxClientBacklog = 8u << 20;
-
-Result<UniqueFd> ListenUnix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) {
-    return Error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return Error::FromErrno("socket");
-  ::unlink(path.c_str());
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error::FromErrno("bind " + path);
-  }
-  ::chmod(path.c_str(), 0600);
-  if (::listen(fd.get(), 16) != 0) return Error::FromErrno("listen " + path);
-  return fd;
-}
 
 UniqueFd AcceptNonBlocking(int listen_fd) {
   return UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
@@ -136,8 +119,8 @@ Status Supervisor::Start() {
 
 Status Supervisor::SpawnVm() {
   MSB_TRY(std::string qemu_bin, FindQemu());
-  MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket()));
-  MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket()));
+  MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket(), true, 16));
+  MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket(), true, 16));
   agent_accept_ = dispatcher_.WatchFd(agent_listen_.get(), Dispatcher::kRead,
                                       [this](short) { OnAgentAccept(); });
   qmp_accept_ = dispatcher_.WatchFd(qmp_listen_.get(), Dispatcher::kRead,
@@ -323,7 +306,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
         }
         boot_timer_.Reset();
         if (!control_listen_) {
-          auto listen = ListenUnix(spec_.ControlSocket());
+          auto listen = ListenUnix(spec_.ControlSocket(), true, 16);
           if (!listen.ok()) {
             Fail(listen.error().message());
             return;

@@ -17,29 +17,13 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "common/unix_socket.h"
 
 namespace msb::vm {
 namespace {
 
 // The fd number virtiofsd finds its listening socket on.
 constexpr int kSocketFd = 3;
-
-// A blocking listening socket at path (virtiofsd accepts on it itself).
-Result<UniqueFd> Listen(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path)
-    return Error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return Error::FromErrno("socket");
-  ::unlink(path.c_str());
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return Error::FromErrno("bind " + path);
-  ::chmod(path.c_str(), 0600);
-  if (::listen(fd.get(), 1) != 0) return Error::FromErrno("listen " + path);
-  return fd;
-}
 
 // Escapes a value inside virtiofsd's comma-separated -o list (libfuse's
 // fuse_opt takes a backslash before a character literally).
@@ -131,7 +115,8 @@ Status VirtiofsDaemons::Start(const std::vector<VmShare>& shares, const std::str
     if (::stat(share.source.c_str(), &st) != 0) return fail(Error::FromErrno(share.source));
     if (!S_ISDIR(st.st_mode))
       return fail(Error(ErrorCode::kInvalidArgument, share.source + " is not a directory"));
-    auto listen = Listen(ShareSocket(dir, i));
+    // Blocking: virtiofsd accepts on it itself.
+    auto listen = ListenUnix(ShareSocket(dir, i), false, 1);
     if (!listen.ok()) return fail(listen.error());
     const int listen_fd = listen->get();
     const bool read_only = share.read_only;
