@@ -158,6 +158,10 @@ struct Stack::Impl {
   std::unordered_map<TupleKey, std::unique_ptr<TcpFlow>, TupleHash> tcp;
   std::unordered_map<uint64_t, TcpFlow*> tcp_by_id;
   std::unordered_map<TupleKey, std::unique_ptr<UdpFlow>, TupleHash> udp;
+  // Echo flows to allowed destinations, keyed (guest, echo id, destination):
+  // an unprivileged ICMP socket each (guest_port holds the guest's echo id).
+  std::unordered_map<TupleKey, std::unique_ptr<UdpFlow>, TupleHash> icmp;
+  bool icmp_sockets_refused = false;  // the host forbids them (ping_group_range)
   std::vector<std::unique_ptr<UdpListener>> udp_listeners;
   std::unordered_map<uint16_t, std::unique_ptr<UdpPeer>> udp_peers;  // by gateway port
   std::unordered_map<std::string, uint16_t> udp_peer_ports;           // sender → gateway port
@@ -253,14 +257,97 @@ struct Stack::Impl {
   void OnIcmp(const Frame& f) {
     bool v6 = f.ip_src.v6;
     uint8_t echo_req = v6 ? kIcmp6EchoRequest : kIcmpEchoRequest;
-    if (f.icmp_type != echo_req || f.icmp_code != 0 || f.ip_dst != Gateway(v6)) {
+    if (f.icmp_type != echo_req || f.icmp_code != 0 || f.payload.size() < 4) {
       ++stats.frames_dropped;
       return;
     }
+    if (f.ip_dst != Gateway(v6)) return RelayEcho(f);
     ++stats.icmp_echo;
     BuildIcmp(out, ToGuest(f.ip_dst, f.ip_src), v6 ? kIcmp6EchoReply : kIcmpEchoReply, 0,
               f.payload);
     Emit();
+  }
+
+  // Echo to another destination: when the policy allows it, re-sent from an
+  // unprivileged ICMP socket (the host's kernel picks the echo id; replies
+  // get the guest's id back). Dropped where the host forbids such sockets.
+  void RelayEcho(const Frame& f) {
+    bool v6 = f.ip_src.v6;
+    uint16_t id = static_cast<uint16_t>(f.payload[0] << 8 | f.payload[1]);
+    TupleKey tuple = MakeTuple(f.ip_src, id, f.ip_dst, 0);
+    auto it = icmp.find(tuple);
+    if (it == icmp.end()) {
+      FlowVerdict v = policy ? policy(FlowKey{FlowProto::kIcmp, f.ip_src, f.ip_dst, 0, 0}) : FlowVerdict{};
+      if (v.action != FlowAction::kAllow || icmp_sockets_refused || icmp.size() >= cfg.max_udp_flows) {
+        ++stats.frames_dropped;
+        return;
+      }
+      UniqueFd fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                         v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP));
+      sockaddr_storage ss;
+      socklen_t len;
+      ToSockaddr(f.ip_dst, 0, &ss, &len);
+      if (!fd) {
+        if (errno == EACCES || errno == EPERM) icmp_sockets_refused = true;
+        ++stats.frames_dropped;
+        return;
+      }
+      if (connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+        ++stats.frames_dropped;
+        return;
+      }
+      auto flow = std::make_unique<UdpFlow>();
+      UdpFlow* raw = flow.get();
+      raw->tuple = tuple;
+      raw->guest_ip = f.ip_src;
+      raw->remote_ip = f.ip_dst;
+      raw->guest_port = id;
+      raw->fd = std::move(fd);
+      raw->watch = dispatcher.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) { EchoReadable(raw); });
+      raw->idle_timer = dispatcher.Timer([this, raw]() { EchoIdle(raw); });
+      raw->idle_timer.Arm(cfg.udp_idle);
+      it = icmp.emplace(tuple, std::move(flow)).first;
+    }
+    UdpFlow& flow = *it->second;
+    flow.last = Clock::now();
+    // type, code, checksum (the kernel fills it), then id, sequence and data.
+    std::vector<uint8_t> msg(4 + f.payload.size(), 0);
+    msg[0] = v6 ? kIcmp6EchoRequest : kIcmpEchoRequest;
+    std::copy(f.payload.begin(), f.payload.end(), msg.begin() + 4);
+    if (send(flow.fd.get(), msg.data(), msg.size(), MSG_DONTWAIT) < 0) ++stats.frames_dropped;
+  }
+
+  void EchoReadable(UdpFlow* flow) {
+    bool v6 = flow->guest_ip.v6;
+    for (int i = 0; i < 64; ++i) {
+      ssize_t n = recv(flow->fd.get(), readbuf.data(), readbuf.size(), MSG_DONTWAIT);
+      if (n < 0) return;
+      // An echo reply: 8 bytes of header (type, code, checksum, id, seq), data.
+      if (n < 8 || readbuf[0] != (v6 ? kIcmp6EchoReply : kIcmpEchoReply)) continue;
+      if (static_cast<size_t>(n) - 4 + (v6 ? kIpv6Header : kIpv4Header) + 4 > cfg.mtu) continue;
+      flow->last = Clock::now();
+      readbuf[4] = static_cast<uint8_t>(flow->guest_port >> 8);
+      readbuf[5] = static_cast<uint8_t>(flow->guest_port);
+      ++stats.icmp_echo;
+      BuildIcmp(out, ToGuest(flow->remote_ip, flow->guest_ip), v6 ? kIcmp6EchoReply : kIcmpEchoReply, 0,
+                {readbuf.data() + 4, static_cast<size_t>(n) - 4});
+      Emit();
+    }
+  }
+
+  void EchoIdle(UdpFlow* flow) {
+    auto idle = Clock::now() - flow->last;
+    if (idle < cfg.udp_idle) {
+      flow->idle_timer.Arm(std::chrono::duration_cast<std::chrono::milliseconds>(cfg.udp_idle - idle) +
+                           std::chrono::milliseconds(1));
+      return;
+    }
+    auto it = icmp.find(flow->tuple);
+    if (it == icmp.end()) return;
+    flow->watch.Reset();
+    flow->idle_timer.Reset();
+    dispatcher.DeferDelete(std::move(it->second));
+    icmp.erase(it);
   }
 
   // --- UDP ---

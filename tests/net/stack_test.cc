@@ -6,11 +6,17 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <deque>
+#include <thread>
 #include <functional>
 #include <string>
 
@@ -209,6 +215,61 @@ TEST_F(StackTest, AnswersEchoAndNeighborSolicitationForTheGateway) {
   ASSERT_EQ(frames_.size(), 1u);
   EXPECT_EQ(frames_[0]->f.icmp_type, kIcmp6NeighborAdvert);
   EXPECT_EQ(frames_[0]->f.ip_dst, cfg_.guest6);
+}
+
+// Echo to an allowed destination goes out through an unprivileged ICMP
+// socket. The host here forbids those (ping_group_range), so the test runs on
+// a thread in a network namespace of its own that permits them, pinging its
+// own loopback; a denied destination is dropped.
+TEST_F(StackTest, EchoToAnAllowedDestinationIsRelayedThroughAnIcmpSocket) {
+  bool in_namespace = false;
+  bool got_reply = false;
+  std::vector<uint8_t> reply_body;
+  uint64_t dropped_before = 0, dropped_after = 0;
+  size_t frames_after_deny = 0;
+  std::vector<uint8_t> body = {0x12, 0x34, 0, 9, 'r', 'e', 'l', 'a', 'y'};
+  std::thread t([&]() {
+    if (unshare(CLONE_NEWNET) != 0) return;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq ifr{};
+    std::strcpy(ifr.ifr_name, "lo");
+    ifr.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
+    bool up = ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+    close(s);
+    int fd = open("/proc/sys/net/ipv4/ping_group_range", O_WRONLY | O_CLOEXEC);
+    bool permitted = fd >= 0 && write(fd, "0 2147483647", 12) == 12;
+    if (fd >= 0) close(fd);
+    if (!up || !permitted) return;
+    in_namespace = true;
+    policy_ = [](const FlowKey& k) {
+      bool allowed = k.proto == FlowProto::kIcmp && k.dst == InetAddr::V4(0x7f000001);
+      return FlowVerdict{allowed ? FlowAction::kAllow : FlowAction::kDeny};
+    };
+    std::vector<uint8_t> out;
+    BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, InetAddr::V4(0x7f000001)},
+              kIcmpEchoRequest, 0, body);
+    Inject(out);
+    got_reply = RunUntil([&]() { return !frames_.empty(); });
+    if (got_reply) {
+      const Frame& f = frames_[0]->f;
+      if (f.icmp_type == kIcmpEchoReply && f.ip_src == InetAddr::V4(0x7f000001) && f.ip_dst == cfg_.guest4) {
+        reply_body.assign(f.payload.begin(), f.payload.end());
+      }
+    }
+    frames_.clear();
+    dropped_before = stack_->stats().frames_dropped;
+    BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, InetAddr::V4(0x7f000002)},
+              kIcmpEchoRequest, 0, body);
+    Inject(out);
+    dropped_after = stack_->stats().frames_dropped;
+    frames_after_deny = frames_.size();
+  });
+  t.join();
+  if (!in_namespace) GTEST_SKIP() << "needs root for a network namespace of its own";
+  ASSERT_TRUE(got_reply);
+  EXPECT_EQ(reply_body, body);  // the guest's echo id and sequence, the same data
+  EXPECT_EQ(dropped_after, dropped_before + 1);
+  EXPECT_EQ(frames_after_deny, 0u);
 }
 
 TEST_F(StackTest, DeniedSynGetsRstAndNoHostConnection) {
