@@ -17,7 +17,8 @@ Result<sockaddr_un> Address(const std::string& path) {
   if (path.size() >= sizeof addr.sun_path) {
     return Error(ErrorCode::kInvalidArgument, "socket path too long (" + std::to_string(path.size()) +
                                                   " bytes, at most " +
-                                                  std::to_string(sizeof addr.sun_path - 1) + "): " + path);
+                                                  std::to_string(sizeof addr.sun_path - 1) + "): " + path +
+                                                  "; choose a shorter MSB_HOME (or TMPDIR)");
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   return addr;

@@ -257,7 +257,7 @@ Result<ResolvedImage> EnsureImage(Store& store, const schema::Image& image,
   }
   return Error(ErrorCode::kUnavailable,
                "image " + image.reference + ": " + schema::ToString(image.kind) +
-                   " images cannot be run yet");
+                   " images cannot be run yet; use a registry reference, a ./dir or oci-layout:PATH[:tag]");
 }
 
 Result<std::map<std::string, ResolvedImage>> ResolveImages(Store& store,

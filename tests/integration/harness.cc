@@ -1,16 +1,21 @@
 // MsbTest implementation.
 #include "tests/integration/harness.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -67,6 +72,52 @@ void MsbTest::TearDown() {
   std::filesystem::remove_all(home_, ec);
 }
 
+SpawnOptions MsbTest::MsbSpawnOptions(const std::vector<std::string>& args) const {
+  SpawnOptions o;
+  o.argv = {BuildDir() + "/orchestrator/msb"};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  // The process's environment, with this test's variables over it.
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string kv = *e;
+    if (env_.count(kv.substr(0, kv.find('='))) == 0) env.push_back(kv);
+  }
+  for (const auto& [k, v] : env_) env.push_back(k + "=" + v);
+  o.env = env;
+  return o;
+}
+
+std::string HostHttpGet(uint16_t port, int deadline_s, std::string* error) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (error != nullptr) *error = "connect " + std::to_string(port) + ": " + std::strerror(errno);
+    return "";
+  }
+  std::string req = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    if (error != nullptr) *error = "send " + std::to_string(port) + ": " + std::strerror(errno);
+    return "";
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  std::string got;
+  while (got.size() < (1u << 20)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return got;
+}
+
 MsbResult MsbTest::Msb(const std::vector<std::string>& args, const std::string& stdin_data,
                        int deadline_s) {
   int in[2], out[2], err[2];
@@ -74,16 +125,7 @@ MsbResult MsbTest::Msb(const std::vector<std::string>& args, const std::string& 
   EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
   EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
   UniqueFd in_r(in[0]), in_w(in[1]), out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]);
-  SpawnOptions o;
-  o.argv = {BuildDir() + "/orchestrator/msb"};
-  o.argv.insert(o.argv.end(), args.begin(), args.end());
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string kv = *e;
-    if (env_.count(kv.substr(0, kv.find('='))) == 0) env.push_back(kv);
-  }
-  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
-  o.env = env;
+  SpawnOptions o = MsbSpawnOptions(args);
   o.stdin_fd = in_r.get();
   o.stdout_fd = out_w.get();
   o.stderr_fd = err_w.get();
@@ -123,16 +165,7 @@ MsbResult MsbTest::Msb(const std::vector<std::string>& args, const std::string& 
 }
 
 ChildProcess MsbTest::SpawnMsb(const std::vector<std::string>& args, int out_fd) {
-  SpawnOptions o;
-  o.argv = {BuildDir() + "/orchestrator/msb"};
-  o.argv.insert(o.argv.end(), args.begin(), args.end());
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    std::string kv = *e;
-    if (env_.count(kv.substr(0, kv.find('='))) == 0) env.push_back(kv);
-  }
-  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
-  o.env = env;
+  SpawnOptions o = MsbSpawnOptions(args);
   o.stdout_fd = out_fd;
   o.stderr_fd = out_fd;
   auto child = ChildProcess::Spawn(o);

@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <map>
 
 #include "common/child.h"
@@ -39,6 +40,8 @@ class MsbTest : public ::testing::Test {
   // Starts msb in the background with this test's environment; its stdout and
   // stderr go to out_fd (-2: /dev/null).
   ChildProcess SpawnMsb(const std::vector<std::string>& args, int out_fd = -2);
+  // The msb command line and this test's environment, for Msb and SpawnMsb.
+  SpawnOptions MsbSpawnOptions(const std::vector<std::string>& args) const;
   // Reads fd into *got until it contains text, EOF, or the deadline.
   static bool ReadUntil(int fd, std::string* got, const std::string& text, int deadline_s = 60);
   // Processes whose command line contains `what` and this test's home.
@@ -59,6 +62,10 @@ class MsbTest : public ::testing::Test {
   std::string home_;
   std::string rootfs_;
 };
+
+// GET / over HTTP/1.0 from 127.0.0.1:port: the whole response, or what came
+// within deadline_s; "" when it cannot connect or send (*error says why).
+std::string HostHttpGet(uint16_t port, int deadline_s = 30, std::string* error = nullptr);
 
 // A test with a project directory under its home: write the Sandboxfile,
 // run project commands with -f pointing at it.

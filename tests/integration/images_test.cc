@@ -69,7 +69,10 @@ class ImagesTest : public MsbTest {
     r.spec_json = "{}";
     r.sandbox_dir = Home() + "/sandboxes/" + name;
     ASSERT_TRUE(store->UpsertSandbox(r).ok());
-    ASSERT_TRUE(store->UpdateSandboxStatus(r.project, name, {orchestrator::SandboxStatus::kStopped, "test"}).ok());
+    orchestrator::SandboxStatusUpdate stopped;
+    stopped.status = orchestrator::SandboxStatus::kStopped;
+    stopped.reason = "test";
+    ASSERT_TRUE(store->UpdateSandboxStatus(r.project, name, stopped).ok());
   }
   void RemoveSandbox(const std::string& name) {
     auto store = orchestrator::Store::Open(Home() + "/state.db");

@@ -25,33 +25,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// GET / from 127.0.0.1:port over HTTP/1.0: the whole response, or what came
-// within 30 s.
-std::string HostHttpGet(uint16_t port) {
-  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
-  std::string req = "GET / HTTP/1.0\r\n\r\n";
-  if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "";
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  std::string got;
-  while (got.size() < (1u << 20)) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now()).count();
-    if (left <= 0) break;
-    pollfd p{fd.get(), POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
-  return got;
-}
-
 class UpTest : public ProjectTest {
  protected:
   std::string Sandbox(const std::string& name, const std::string& extra = "") {
