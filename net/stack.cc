@@ -304,7 +304,7 @@ struct Stack::Impl {
       raw->guest_port = id;
       raw->fd = std::move(fd);
       raw->watch = dispatcher.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) { EchoReadable(raw); });
-      raw->idle_timer = dispatcher.Timer([this, raw]() { EchoIdle(raw); });
+      raw->idle_timer = dispatcher.Timer([this, raw]() { FlowIdle(icmp, raw); });
       raw->idle_timer.Arm(cfg.udp_idle);
       it = icmp.emplace(tuple, std::move(flow)).first;
     }
@@ -333,21 +333,6 @@ struct Stack::Impl {
                 {readbuf.data() + 4, static_cast<size_t>(n) - 4});
       Emit();
     }
-  }
-
-  void EchoIdle(UdpFlow* flow) {
-    auto idle = Clock::now() - flow->last;
-    if (idle < cfg.udp_idle) {
-      flow->idle_timer.Arm(std::chrono::duration_cast<std::chrono::milliseconds>(cfg.udp_idle - idle) +
-                           std::chrono::milliseconds(1));
-      return;
-    }
-    auto it = icmp.find(flow->tuple);
-    if (it == icmp.end()) return;
-    flow->watch.Reset();
-    flow->idle_timer.Reset();
-    dispatcher.DeferDelete(std::move(it->second));
-    icmp.erase(it);
   }
 
   // --- UDP ---
@@ -412,7 +397,7 @@ struct Stack::Impl {
     raw->fd = std::move(fd);
     raw->last = Clock::now();
     raw->watch = dispatcher.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) { UdpReadable(raw); });
-    raw->idle_timer = dispatcher.Timer([this, raw]() { UdpIdle(raw); });
+    raw->idle_timer = dispatcher.Timer([this, raw]() { FlowIdle(udp, raw); });
     raw->idle_timer.Arm(cfg.udp_idle);
     udp.emplace(tuple, std::move(flow));
     ++stats.udp_opened;
@@ -434,19 +419,21 @@ struct Stack::Impl {
     }
   }
 
-  void UdpIdle(UdpFlow* flow) {
+  // A UDP or echo flow's idle timer: re-armed while the flow is in use, else
+  // the flow leaves its table.
+  void FlowIdle(std::unordered_map<TupleKey, std::unique_ptr<UdpFlow>, TupleHash>& table, UdpFlow* flow) {
     auto idle = Clock::now() - flow->last;
     if (idle < cfg.udp_idle) {
       flow->idle_timer.Arm(std::chrono::duration_cast<std::chrono::milliseconds>(cfg.udp_idle - idle) +
                            std::chrono::milliseconds(1));
       return;
     }
-    auto it = udp.find(flow->tuple);
-    if (it == udp.end()) return;
+    auto it = table.find(flow->tuple);
+    if (it == table.end()) return;
     flow->watch.Reset();
     flow->idle_timer.Reset();  // frees this callback's closure: copy made by the trampoline
     dispatcher.DeferDelete(std::move(it->second));
-    udp.erase(it);
+    table.erase(it);
   }
 
   void DnsUdp(const Frame& f) {
