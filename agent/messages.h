@@ -28,7 +28,7 @@ struct RootConfig {
 };
 
 // One mount agentd makes inside the new root, after the overlay root and
-// before switching into it (agent/mounts.h). The target is resolved inside
+// before switching into it (agentd/mounts.h). The target is resolved inside
 // the new root (symlinks included), its missing directories created.
 struct MountConfig {
   enum class Type : int { kDisk = 0, kVirtiofs = 1, kTmpfs = 2 };

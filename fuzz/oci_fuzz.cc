@@ -1,5 +1,5 @@
 // libFuzzer target for what a registry sends back: OCI/Docker documents
-// (fs/oci.h), WWW-Authenticate challenges and chunked bodies (fs/http.h).
+// (image/oci.h), WWW-Authenticate challenges and chunked bodies (image/http.h).
 // Any input parses or yields an error, never a crash; a parsed manifest's
 // descriptors always carry valid digests and sizes; chunked decoding of any
 // split gives the same bytes. Not a test of which inputs are accepted.
@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "fs/http.h"
-#include "fs/oci.h"
+#include "image/http.h"
+#include "image/oci.h"
 
 namespace {
 
@@ -18,13 +18,13 @@ namespace {
   std::abort();
 }
 
-void CheckDescriptor(const msb::fs::oci::Descriptor& d) {
-  if (!msb::fs::oci::IsValidDigest(d.digest)) Die("descriptor with an invalid digest accepted");
+void CheckDescriptor(const msb::image::oci::Descriptor& d) {
+  if (!msb::image::oci::IsValidDigest(d.digest)) Die("descriptor with an invalid digest accepted");
   if (d.size < 0) Die("descriptor with a negative size accepted");
 }
 
 std::string Decode(std::string_view in, size_t split, bool* ok) {
-  msb::fs::http::ChunkedDecoder dec;
+  msb::image::http::ChunkedDecoder dec;
   std::string out;
   auto sink = [&](std::string_view b) {
     out.append(b);
@@ -45,7 +45,7 @@ std::string Decode(std::string_view in, size_t split, bool* ok) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace msb::fs;
+  using namespace msb::image;
   if (size > 256 * 1024) return 0;
   std::string_view text(reinterpret_cast<const char*>(data), size);
   (void)oci::ClassifyDocument(text, "application/vnd.oci.image.manifest.v1+json");

@@ -43,7 +43,7 @@ void ParseTcpOptions(std::span<const uint8_t> opt, TcpOptions& out) {
   }
 }
 
-bool ParseTransport(Frame& f, std::span<const uint8_t> l4) {
+bool ParseTransport(ParsedFrame& f, std::span<const uint8_t> l4) {
   f.l4 = l4;
   switch (f.proto) {
     case kProtoUdp: {
@@ -187,9 +187,9 @@ uint32_t PseudoHeaderSum(const InetAddr& src, const InetAddr& dst, uint8_t proto
   return ChecksumAdd(sum, tail);
 }
 
-std::optional<Frame> ParseFrame(std::span<const uint8_t> bytes) {
+std::optional<ParsedFrame> ParseFrame(std::span<const uint8_t> bytes) {
   if (bytes.size() < kEthHeader) return std::nullopt;
-  Frame f;
+  ParsedFrame f;
   std::memcpy(f.dst.data(), bytes.data(), 6);
   std::memcpy(f.src.data(), bytes.data() + 6, 6);
   f.ethertype = Get16(&bytes[12]);
@@ -330,7 +330,7 @@ void BuildNeighborAdvert(std::vector<uint8_t>& out, const L2L3& a, const InetAdd
   BuildIcmp(out, a, kIcmp6NeighborAdvert, 0, body);
 }
 
-std::optional<InetAddr> NeighborSolicitTarget(const Frame& f) {
+std::optional<InetAddr> NeighborSolicitTarget(const ParsedFrame& f) {
   if (f.proto != kProtoIcmp6 || f.icmp_type != kIcmp6NeighborSolicit) return std::nullopt;
   if (f.payload.size() < 4 + 16) return std::nullopt;
   std::array<uint8_t, 16> t;

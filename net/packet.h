@@ -101,7 +101,7 @@ struct ArpPacket {
 };
 
 // One parsed frame. Views (payload) point into the caller's buffer.
-struct Frame {
+struct ParsedFrame {
   Mac dst{}, src{};
   uint16_t ethertype = 0;
   std::optional<ArpPacket> arp;
@@ -117,7 +117,7 @@ struct Frame {
   std::span<const uint8_t> payload;       // UDP/TCP data; ICMP: bytes after the 4-byte header
 };
 
-std::optional<Frame> ParseFrame(std::span<const uint8_t> bytes);
+std::optional<ParsedFrame> ParseFrame(std::span<const uint8_t> bytes);
 
 // --- building ----------------------------------------------------------------
 
@@ -143,6 +143,6 @@ void BuildNeighborAdvert(std::vector<uint8_t>& out, const L2L3& a, const InetAdd
                          const Mac& target_mac);
 
 // The target address of a neighbour solicitation, or nullopt.
-std::optional<InetAddr> NeighborSolicitTarget(const Frame& f);
+std::optional<InetAddr> NeighborSolicitTarget(const ParsedFrame& f);
 
 }  // namespace msb::net

@@ -191,7 +191,7 @@ struct Stack::Impl {
   }
 
   // A RST for a segment that belongs to no flow (RFC 793 "reset generation").
-  void SendStrayRst(const Frame& f) {
+  void SendStrayRst(const ParsedFrame& f) {
     const TcpHeader& in = *f.tcp;
     TcpHeader h;
     h.sport = in.dport;
@@ -217,7 +217,7 @@ struct Stack::Impl {
       ++stats.frames_dropped;
       return;
     }
-    Frame& f = *parsed;
+    ParsedFrame& f = *parsed;
     if (f.arp) return OnArp(*f.arp);
     if (f.ip_src.v6 && f.proto == kProtoIcmp6) {
       if (auto target = NeighborSolicitTarget(f)) {
@@ -254,7 +254,7 @@ struct Stack::Impl {
     Emit();
   }
 
-  void OnIcmp(const Frame& f) {
+  void OnIcmp(const ParsedFrame& f) {
     bool v6 = f.ip_src.v6;
     uint8_t echo_req = v6 ? kIcmp6EchoRequest : kIcmpEchoRequest;
     if (f.icmp_type != echo_req || f.icmp_code != 0 || f.payload.size() < 4) {
@@ -271,7 +271,7 @@ struct Stack::Impl {
   // Echo to another destination: when the policy allows it, re-sent from an
   // unprivileged ICMP socket (the host's kernel picks the echo id; replies
   // get the guest's id back). Dropped where the host forbids such sockets.
-  void RelayEcho(const Frame& f) {
+  void RelayEcho(const ParsedFrame& f) {
     bool v6 = f.ip_src.v6;
     uint16_t id = static_cast<uint16_t>(f.payload[0] << 8 | f.payload[1]);
     TupleKey tuple = MakeTuple(f.ip_src, id, f.ip_dst, 0);
@@ -340,7 +340,7 @@ struct Stack::Impl {
     return payload + kUdpHeader + (v6 ? kIpv6Header : kIpv4Header) <= cfg.mtu;
   }
 
-  void OnUdp(const Frame& f) {
+  void OnUdp(const ParsedFrame& f) {
     bool v6 = f.ip_src.v6;
     if (f.ip_dst == Gateway(v6)) {
       if (f.dport == 53) return DnsUdp(f);
@@ -366,7 +366,7 @@ struct Stack::Impl {
       ++stats.udp_dropped;
   }
 
-  UdpFlow* OpenUdp(const Frame& f, const TupleKey& tuple) {
+  UdpFlow* OpenUdp(const ParsedFrame& f, const TupleKey& tuple) {
     FlowKey key{FlowProto::kUdp, f.ip_src, f.ip_dst, f.sport, f.dport};
     FlowVerdict v = policy ? policy(key) : FlowVerdict{};
     bool to_gateway = f.ip_dst == Gateway(f.ip_src.v6);
@@ -436,7 +436,7 @@ struct Stack::Impl {
     table.erase(it);
   }
 
-  void DnsUdp(const Frame& f) {
+  void DnsUdp(const ParsedFrame& f) {
     ++stats.dns_queries;
     if (!dns) return;
     std::weak_ptr<bool> weak = alive;
@@ -515,7 +515,7 @@ struct Stack::Impl {
     RemoveTcp(f);
   }
 
-  void OnTcp(const Frame& fr) {
+  void OnTcp(const ParsedFrame& fr) {
     const TcpHeader& h = *fr.tcp;
     TupleKey tuple = MakeTuple(fr.ip_src, fr.sport, fr.ip_dst, fr.dport);
     auto it = tcp.find(tuple);

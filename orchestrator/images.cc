@@ -12,12 +12,12 @@
 
 #include "common/fd.h"
 #include "common/io.h"
-#include "fs/disk.h"
-#include "fs/image_store.h"
-#include "fs/oci_layout.h"
-#include "fs/pull.h"
-#include "fs/registry_config.h"
-#include "fs/unpack.h"
+#include "storage/disk.h"
+#include "image/image_store.h"
+#include "image/oci_layout.h"
+#include "image/pull.h"
+#include "image/registry_config.h"
+#include "image/flatten.h"
 #include "orchestrator/launch.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
@@ -30,10 +30,10 @@ namespace {
 Result<ResolvedImage> EnsureLocalDir(const schema::Image& image, const ImageOptions& options) {
   ResolvedImage r;
   r.reference = image.reference;
-  MSB_TRY(fs::TreeSummary sum, fs::HashTree(image.path));
+  MSB_TRY(storage::TreeSummary sum, storage::HashTree(image.path));
   r.digest = "sha256:" + sum.sha256;
   if (options.fetch) {
-    MSB_TRY(r.base_disk, fs::BuildBaseDiskFromDir(image.path, MsbHome() + "/images/local"));
+    MSB_TRY(r.base_disk, storage::BuildBaseDiskFromDir(image.path, MsbHome() + "/images/local"));
   }
   return r;
 }
@@ -55,17 +55,17 @@ class ProgressPrinter {
   ProgressPrinter(std::string reference, bool quiet)
       : reference_(std::move(reference)), quiet_(quiet), tty_(::isatty(2) == 1) {}
 
-  void operator()(const fs::PullProgress& p) {
+  void operator()(const image::PullProgress& p) {
     if (quiet_) return;
     std::lock_guard g(mu_);
     std::string what = p.layer < 0 ? "config" : "layer " + std::to_string(p.layer + 1);
     std::string name = what + " " + ShortDigest(p.digest);
     if (!tty_) {
-      if (p.kind == fs::PullProgress::Kind::kDone) {
+      if (p.kind == image::PullProgress::Kind::kDone) {
         std::fprintf(stderr, "%s: %s pulled (%s)\n", reference_.c_str(), name.c_str(), Mib(p.total).c_str());
-      } else if (p.kind == fs::PullProgress::Kind::kSkipped) {
+      } else if (p.kind == image::PullProgress::Kind::kSkipped) {
         std::fprintf(stderr, "%s: %s already present\n", reference_.c_str(), name.c_str());
-      } else if (p.kind == fs::PullProgress::Kind::kRetrying) {
+      } else if (p.kind == image::PullProgress::Kind::kRetrying) {
         std::fprintf(stderr, "%s: %s: retrying (%s)\n", reference_.c_str(), name.c_str(), p.reason.c_str());
       }
       return;
@@ -75,9 +75,9 @@ class ProgressPrinter {
     if (i == rows_.size()) rows_.push_back({p.digest, name, ""});
     std::string state;
     switch (p.kind) {
-      case fs::PullProgress::Kind::kDone: state = "done " + Mib(p.total); break;
-      case fs::PullProgress::Kind::kSkipped: state = "already present"; break;
-      case fs::PullProgress::Kind::kRetrying: state = "retrying: " + p.reason; break;
+      case image::PullProgress::Kind::kDone: state = "done " + Mib(p.total); break;
+      case image::PullProgress::Kind::kSkipped: state = "already present"; break;
+      case image::PullProgress::Kind::kRetrying: state = "retrying: " + p.reason; break;
       default: {
         int width = 30;
         int filled = p.total ? static_cast<int>(width * std::min(p.done, p.total) / p.total) : 0;
@@ -87,7 +87,7 @@ class ProgressPrinter {
     }
     rows_[i].state = state;
     auto now = std::chrono::steady_clock::now();
-    bool final = p.kind != fs::PullProgress::Kind::kBytes;
+    bool final = p.kind != image::PullProgress::Kind::kBytes;
     if (!final && now - last_draw_ < std::chrono::milliseconds(100)) return;
     last_draw_ = now;
     if (drawn_ > 0) std::fprintf(stderr, "\x1b[%zuA", drawn_);
@@ -108,7 +108,7 @@ class ProgressPrinter {
   std::chrono::steady_clock::time_point last_draw_{};
 };
 
-ImageDefaults DefaultsOf(const fs::oci::ImageConfig& c) {
+ImageDefaults DefaultsOf(const image::oci::ImageConfig& c) {
   ImageDefaults d;
   d.entrypoint = c.entrypoint;
   d.cmd = c.cmd;
@@ -132,7 +132,7 @@ Status RecordImage(Store& store, const std::string& reference, const std::string
 
 // Builds the image's base disk in a builder VM unless it exists. Concurrent
 // callers for one image wait for each other (flock beside the disk).
-Status EnsureBaseDisk(const fs::StoredImage& image, const ImageOptions& options) {
+Status EnsureBaseDisk(const image::StoredImage& image, const ImageOptions& options) {
   const std::string& disk = image.base_disk;
   if (::access(disk.c_str(), F_OK) == 0) return OkStatus();
   std::string lock_path = disk + ".lock";
@@ -144,9 +144,9 @@ Status EnsureBaseDisk(const fs::StoredImage& image, const ImageOptions& options)
     return Error(ErrorCode::kState, "the store lacks blob " + image.missing_blobs.front() +
                                         "; pull the image again");
   }
-  fs::UnpackRequest req;
+  image::FlattenRequest req;
   for (const auto& l : image.layers) {
-    fs::UnpackLayerSpec spec;
+    image::UnpackLayerSpec spec;
     spec.path = l.path;
     spec.media_type = l.media_type;
     spec.size = static_cast<uint64_t>(l.size);
@@ -164,15 +164,15 @@ Status EnsureBaseDisk(const fs::StoredImage& image, const ImageOptions& options)
     std::fprintf(stderr, "unpacking %s (%zu layers) in a builder VM\n",
                  ShortDigest(image.manifest_digest).c_str(), image.layers.size());
   }
-  auto r = fs::UnpackLayers(req);
+  auto r = image::FlattenLayers(req);
   if (!r.ok()) return r.error().Wrap("unpacking image " + image.manifest_digest);
   (void)::unlink(lock_path.c_str());
   return OkStatus();
 }
 
-Result<ResolvedImage> FromStore(const fs::ImageStore& images, const std::string& reference,
+Result<ResolvedImage> FromStore(const image::ImageStore& images, const std::string& reference,
                                 const std::string& digest, const ImageOptions& options) {
-  MSB_TRY(fs::StoredImage stored, images.ReadImage(digest));
+  MSB_TRY(image::StoredImage stored, images.ReadImage(digest));
   ResolvedImage r;
   r.reference = reference;
   r.digest = stored.manifest_digest;
@@ -186,7 +186,7 @@ Result<ResolvedImage> FromStore(const fs::ImageStore& images, const std::string&
 
 Result<ResolvedImage> EnsureRegistryImage(Store& store, const schema::Image& image,
                                           const ImageOptions& options) {
-  MSB_TRY(fs::ImageStore images, fs::ImageStore::Open(fs::DefaultImageRoot()));
+  MSB_TRY(image::ImageStore images, image::ImageStore::Open(image::DefaultImageRoot()));
   MSB_TRY(auto pinned, store.GetImage(image.reference));
   // A digest in the reference is the pin; else the store's record of the tag.
   std::string digest = !image.digest.empty() ? image.digest : (pinned ? pinned->digest : "");
@@ -198,19 +198,19 @@ Result<ResolvedImage> EnsureRegistryImage(Store& store, const schema::Image& ima
     r.digest = digest;  // empty: never pulled; the plan says create
     return r;
   }
-  MSB_TRY(fs::StoreLock import_lock, images.LockForImport());
-  fs::PullOptions po;
-  MSB_TRY(po.registries, fs::RegistryConfig::LoadDefault());
+  MSB_TRY(image::StoreLock import_lock, images.LockForImport());
+  image::PullOptions po;
+  MSB_TRY(po.registries, image::RegistryConfig::LoadDefault());
   MSB_TRY_STATUS(po.registries.ApplyOverrides(options.insecure_registries, options.registry_cas));
-  MSB_TRY(po.credentials, fs::CredentialStore::Default().Lookup(image.registry));
-  fs::ImageReference ref;
+  MSB_TRY(po.credentials, image::CredentialStore::Default().Lookup(image.registry));
+  image::ImageReference ref;
   ref.registry = image.registry;
   ref.repository = image.repository;
   ref.tag = image.tag;
   ref.digest = image.digest;
   ProgressPrinter printer(image.reference, options.quiet);
-  MSB_TRY(fs::PullResult pulled, fs::Pull(ref, po, images, [&](const fs::PullProgress& p) { printer(p); }));
-  MSB_TRY(fs::StoredImage stored, images.ReadImage(pulled.manifest_digest));
+  MSB_TRY(image::PullResult pulled, image::Pull(ref, po, images, [&](const image::PullProgress& p) { printer(p); }));
+  MSB_TRY(image::StoredImage stored, images.ReadImage(pulled.manifest_digest));
   MSB_TRY_STATUS(RecordImage(store, image.reference, pulled.manifest_digest, stored.size_bytes,
                              stored.base_disk));
   if (!options.quiet) {
@@ -223,7 +223,7 @@ Result<ResolvedImage> EnsureRegistryImage(Store& store, const schema::Image& ima
 // so that a rebuilt layout is picked up like an edited directory.
 Result<ResolvedImage> EnsureLayoutImage(Store& store, const schema::Image& image,
                                         const ImageOptions& options) {
-  MSB_TRY(fs::ImageStore images, fs::ImageStore::Open(fs::DefaultImageRoot()));
+  MSB_TRY(image::ImageStore images, image::ImageStore::Open(image::DefaultImageRoot()));
   if (!options.fetch) {
     MSB_TRY(auto pinned, store.GetImage(image.reference));
     if (pinned && images.ReadImage(pinned->digest).ok()) {
@@ -233,9 +233,9 @@ Result<ResolvedImage> EnsureLayoutImage(Store& store, const schema::Image& image
     r.reference = image.reference;
     return r;
   }
-  MSB_TRY(fs::StoreLock import_lock, images.LockForImport());
-  MSB_TRY(fs::ImportedImage imported, fs::ImportOciLayout(image.path, image.tag, images));
-  MSB_TRY(fs::StoredImage stored, images.ReadImage(imported.manifest_digest));
+  MSB_TRY(image::StoreLock import_lock, images.LockForImport());
+  MSB_TRY(image::ImportedImage imported, image::ImportOciLayout(image.path, image.tag, images));
+  MSB_TRY(image::StoredImage stored, images.ReadImage(imported.manifest_digest));
   MSB_TRY_STATUS(RecordImage(store, image.reference, imported.manifest_digest, stored.size_bytes,
                              stored.base_disk));
   return FromStore(images, image.reference, imported.manifest_digest, options);

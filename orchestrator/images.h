@@ -1,9 +1,9 @@
 // From an `image:` value to what a sandbox boots: the pinned digest, the
 // read-only base disk and the image's defaults (entrypoint, cmd, env, working
 // directory, user, exposed ports). Registry images are pulled into the image
-// store (fs/pull.h, fs/image_store.h) and flattened in a builder VM
-// (fs/unpack.h); OCI layouts are imported into the store first; local
-// directories become a base disk directly (fs/disk.h). The one place that
+// store (image/pull.h, image/image_store.h) and flattened in a builder VM
+// (image/flatten.h); OCI layouts are imported into the store first; local
+// directories become a base disk directly (storage/disk.h). The one place that
 // decides *when* to fetch: a tag is pinned at its first pull and refreshed
 // only by `msb pull`. Not the transport, the store or the unpacker themselves.
 #pragma once

@@ -18,9 +18,9 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/log.h"
-#include "fs/disk.h"
+#include "storage/disk.h"
 #include "orchestrator/control_client.h"
-#include "orchestrator/mounts.h"
+#include "orchestrator/launch_mounts.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
@@ -88,9 +88,8 @@ uint64_t CachedTscKhz() {
 Result<std::string> FindAgentd() {
   if (const char* a = std::getenv("MSB_AGENTD"); a != nullptr && *a != '\0') return std::string(a);
   std::string self = SelfDir();
-  for (const std::string& cand : {self + "/../agent/agentd", self + "/agentd"}) {
-    if (::access(cand.c_str(), X_OK) == 0) return cand;
-  }
+  std::string cand = self + "/agentd";
+  if (::access(cand.c_str(), X_OK) == 0) return cand;
   return Error(ErrorCode::kUnavailable,
                "agentd (the guest agent) was not found beside msb; build it with scripts/setup");
 }
@@ -148,7 +147,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   if (req.network) MSB_TRY_STATUS(vm::CheckPortsFree(req.network->ports));
   std::string base = req.base_disk;
   if (base.empty()) {
-    MSB_TRY(base, fs::BuildBaseDiskFromDir(req.image_dir, home + "/images/local"));
+    MSB_TRY(base, storage::BuildBaseDiskFromDir(req.image_dir, home + "/images/local"));
   }
 
   std::string dir = home + "/sandboxes/" + RandomId();
@@ -174,7 +173,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
     boot.root.upper_size_bytes = req.disk_bytes;
   } else {
     spec.upper_disk = dir + "/upper.ext4";
-    if (auto st = fs::CreateSparseExt4(spec.upper_disk, req.disk_bytes, "msb-upper"); !st.ok()) {
+    if (auto st = storage::CreateSparseExt4(spec.upper_disk, req.disk_bytes, "msb-upper"); !st.ok()) {
       cleanup_dir();
       return st.error().Wrap("creating the writable layer of " + req.name);
     }

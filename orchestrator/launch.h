@@ -31,11 +31,11 @@ struct LaunchRequest {
   bool ephemeral = false;
   agent::BootConfig boot;
   // Mounts as declared; Prepare makes them devices and the guest's mount list
-  // (orchestrator/mounts.h). volume_sizes: each named volume's size, by name.
+  // (orchestrator/launch_mounts.h). volume_sizes: each named volume's size, by name.
   std::vector<schema::Mount> mounts;
   std::vector<schema::Tmpfs> tmpfs;
   std::map<std::string, uint64_t> volume_sizes;
-  nlohmann::json policy;  // vm/policy.h: restart policy and health check
+  nlohmann::json policy;  // vm/lifecycle_policy.h: restart policy and health check
   std::string config_hash;
   std::string spec_json;
   int boot_timeout_ms = 60000;

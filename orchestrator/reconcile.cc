@@ -15,9 +15,9 @@
 #include <thread>
 
 #include "common/io.h"
-#include "fs/disk.h"
+#include "storage/disk.h"
 #include "orchestrator/control_client.h"
-#include "vm/policy.h"
+#include "vm/lifecycle_policy.h"
 #include "vm/spec.h"
 #include "schema/network_rule.h"
 #include "schema/sandboxfile.h"
@@ -45,7 +45,7 @@ Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::strin
 }
 
 nlohmann::json SupervisorPolicy(const schema::Sandbox& sb) {
-  vm::Policy p;
+  vm::LifecyclePolicy p;
   p.restart.kind = static_cast<vm::RestartPolicy::Kind>(static_cast<int>(sb.restart.policy));
   p.restart.max_retries = sb.restart.max_retries;
   if (sb.healthcheck) {

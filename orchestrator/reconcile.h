@@ -33,7 +33,7 @@ class ProjectLock {
 // The project's records, each corrected for a dead supervisor.
 Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::string& project);
 
-// The supervisor's policy (vm/policy.h JSON) for a declared sandbox.
+// The supervisor's policy (vm/lifecycle_policy.h JSON) for a declared sandbox.
 nlohmann::json SupervisorPolicy(const schema::Sandbox& sb);
 
 // The launch request for a declared sandbox.

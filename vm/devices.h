@@ -2,7 +2,7 @@
 // volumes (ext4 disks on virtio-blk) and shared host directories (virtio-fs
 // over vhost-user, one virtiofsd each; vm/virtiofs.h runs them). Their part of
 // the VmSpec JSON and of the QEMU command line. Not the guest's view: agentd
-// mounts them from the boot configuration (agent/mounts.h).
+// mounts them from the boot configuration (agentd/mounts.h).
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -101,7 +101,7 @@ std::string Supervisor::ConsoleTail(const std::string& path, int lines) {
 }
 
 Status Supervisor::Start() {
-  if (auto p = PolicyFromJson(spec_.policy); p.ok()) {
+  if (auto p = LifecyclePolicyFromJson(spec_.policy); p.ok()) {
     policy_ = *p;
   } else {
     return p.error().Wrap("sandbox spec");
@@ -471,7 +471,7 @@ void Supervisor::HandleClientFrame(Client* c, Frame f) {
       }
       case static_cast<uint8_t>(ControlKind::kUpdatePolicy): {
         auto j = json::parse(f.payload, nullptr, false);
-        auto p = PolicyFromJson(j);
+        auto p = LifecyclePolicyFromJson(j);
         if (!p.ok()) {
           SendClient(c, 0, FrameKind::kResult, json{{"error", p.error().message()}}.dump());
           return;

@@ -30,7 +30,7 @@
 #include "common/child.h"
 #include "common/dispatcher.h"
 #include "common/fd.h"
-#include "vm/policy.h"
+#include "vm/lifecycle_policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
 #include "vm/network.h"
@@ -128,7 +128,7 @@ class Supervisor {
   uint32_t next_guest_id_ = agent::kFirstHostId;
   std::vector<Client*> stop_waiters_;
 
-  Policy policy_;
+  LifecyclePolicy policy_;
   int restarts_ = 0;
   bool stop_requested_ = false;
   bool restart_after_exit_ = false;  // the workload ended: restart once QEMU is gone

@@ -1,6 +1,6 @@
 // The filesystem broker: one virtiofsd (Debian's /usr/lib/qemu/virtiofsd,
 // QEMU 7.2's C daemon) per shared host directory, owned by the supervisor,
-// started before QEMU and gone with it. Not the guest side (agent/mounts.h)
+// started before QEMU and gone with it. Not the guest side (agentd/mounts.h)
 // and not the QEMU arguments (vm/devices.h).
 //
 // How a share is served:

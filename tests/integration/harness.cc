@@ -38,7 +38,7 @@ namespace {
 std::string KernelPath() {
   static std::string cached = [] {
     if (const char* k = std::getenv("MSB_KERNEL"); k != nullptr && *k) return std::string(k);
-    auto r = RunCapture({BuildDir() + "/orchestrator/msb", "kernel", "path"}, false);
+    auto r = RunCapture({BuildDir() + "/bin/msb", "kernel", "path"}, false);
     if (!r.ok() || r->status.code != 0) return std::string();
     std::string p = r->output;
     while (!p.empty() && p.back() == '\n') p.pop_back();
@@ -74,7 +74,7 @@ void MsbTest::TearDown() {
 
 SpawnOptions MsbTest::MsbSpawnOptions(const std::vector<std::string>& args) const {
   SpawnOptions o;
-  o.argv = {BuildDir() + "/orchestrator/msb"};
+  o.argv = {BuildDir() + "/bin/msb"};
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   // The process's environment, with this test's variables over it.
   std::vector<std::string> env;

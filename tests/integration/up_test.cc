@@ -127,7 +127,7 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   WriteSandboxfile("name: crash\nsandboxes:\n" + Sandbox("a") + Sandbox("b") + Sandbox("c"));
   // Start an up and kill it as soon as its first sandbox is recorded.
   SpawnOptions o;
-  o.argv = {BuildDir() + "/orchestrator/msb", "up", "-f",
+  o.argv = {BuildDir() + "/bin/msb", "up", "-f",
             project_ + "/Sandboxfile"};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);

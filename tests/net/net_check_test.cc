@@ -26,7 +26,7 @@ class NetCheckTest : public ::testing::Test {
     dir_ = tmpl;
     home_ = dir_ + "/home";
     ::setenv("MSB_HOME", home_.c_str(), 1);
-    msb_ = std::string(MSB_TEST_BUILD_DIR) + "/orchestrator/msb";
+    msb_ = std::string(MSB_TEST_BUILD_DIR) + "/bin/msb";
     auto store = Store::Open(home_ + "/state.db");
     ASSERT_TRUE(store.ok()) << store.error().message();
     orchestrator::ProjectRecord p;

@@ -21,7 +21,7 @@ L2L3 V6Path() {
 }
 
 // A transport checksum is right when summing the pseudo-header and segment gives 0.
-bool L4ChecksumOk(const Frame& f) {
+bool L4ChecksumOk(const ParsedFrame& f) {
   uint32_t sum = PseudoHeaderSum(f.ip_src, f.ip_dst, f.proto, static_cast<uint32_t>(f.l4.size()));
   return ChecksumFinish(ChecksumAdd(sum, f.l4)) == 0;
 }

@@ -44,7 +44,7 @@ UniqueFd Listen(uint16_t* port, int type = SOCK_STREAM) {
 
 struct Captured {
   std::vector<uint8_t> bytes;
-  Frame f;
+  ParsedFrame f;
 };
 
 class StackTest : public ::testing::Test {
@@ -251,7 +251,7 @@ TEST_F(StackTest, EchoToAnAllowedDestinationIsRelayedThroughAnIcmpSocket) {
     Inject(out);
     got_reply = RunUntil([&]() { return !frames_.empty(); });
     if (got_reply) {
-      const Frame& f = frames_[0]->f;
+      const ParsedFrame& f = frames_[0]->f;
       if (f.icmp_type == kIcmpEchoReply && f.ip_src == InetAddr::V4(0x7f000001) && f.ip_dst == cfg_.guest4) {
         reply_body.assign(f.payload.begin(), f.payload.end());
       }
@@ -597,7 +597,7 @@ TEST_F(StackTest, UdpInboundForwardsAndRepliesToTheSender) {
   to.sin_port = htons(pub);
   sendto(client.get(), "in", 2, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
   ASSERT_TRUE(RunUntil([&]() { return !frames_.empty(); }));
-  const Frame& f = frames_[0]->f;
+  const ParsedFrame& f = frames_[0]->f;
   EXPECT_EQ(f.dport, 9999);
   EXPECT_EQ(f.ip_src, cfg_.gateway4);
   std::vector<uint8_t> out;

@@ -28,7 +28,7 @@ size_t DirTarget::PublishedCount() const {
   return n;
 }
 
-class DirSink : public fs::BlobSink {
+class DirSink : public image::BlobSink {
  public:
   DirSink(DirTarget* t, std::string digest, int64_t size, UniqueFd fd, std::string partial)
       : t_(t), digest_(std::move(digest)), size_(size), fd_(std::move(fd)), partial_(std::move(partial)) {}
@@ -83,7 +83,7 @@ class DirSink : public fs::BlobSink {
   std::string partial_;
 };
 
-Result<std::unique_ptr<fs::BlobSink>> DirTarget::OpenBlob(const std::string& digest, int64_t size) {
+Result<std::unique_ptr<image::BlobSink>> DirTarget::OpenBlob(const std::string& digest, int64_t size) {
   std::string partial = root_ + "/partial/" + digest.substr(7);
   UniqueFd fd(::open(partial.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (!fd) return Error::FromErrno("open " + partial);
@@ -91,7 +91,7 @@ Result<std::unique_ptr<fs::BlobSink>> DirTarget::OpenBlob(const std::string& dig
     std::lock_guard<std::mutex> lock(mu_);
     stats_[digest].opens++;
   }
-  return std::unique_ptr<fs::BlobSink>(new DirSink(this, digest, size, std::move(fd), partial));
+  return std::unique_ptr<image::BlobSink>(new DirSink(this, digest, size, std::move(fd), partial));
 }
 
 }  // namespace msb::testing

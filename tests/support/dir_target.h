@@ -10,18 +10,18 @@
 #include <string>
 #include <vector>
 
-#include "fs/blob_target.h"
+#include "image/blob_target.h"
 
 namespace msb::testing {
 
 class DirSink;
 
-class DirTarget : public fs::BlobTarget {
+class DirTarget : public image::BlobTarget {
  public:
   explicit DirTarget(std::string root);
   bool HasBlob(const std::string& digest) const override;
   std::string BlobPath(const std::string& digest) const override;
-  Result<std::unique_ptr<fs::BlobSink>> OpenBlob(const std::string& digest, int64_t size) override;
+  Result<std::unique_ptr<image::BlobSink>> OpenBlob(const std::string& digest, int64_t size) override;
 
   struct Stats {
     int opens = 0;

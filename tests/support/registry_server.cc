@@ -24,7 +24,7 @@
 #include "common/c_ptr.h"
 #include "common/io.h"
 #include "common/sha256.h"
-#include "fs/http.h"
+#include "image/http.h"
 
 namespace msb::testing {
 namespace {
@@ -43,7 +43,7 @@ Status Run(const std::vector<std::string>& argv) {
 }
 
 std::string Base64Url(std::string_view in) {
-  std::string s = fs::http::Base64Encode(in);
+  std::string s = image::http::Base64Encode(in);
   for (char& c : s) {
     if (c == '+') c = '-';
     else if (c == '/') c = '_';
@@ -100,7 +100,7 @@ class TokenIssuer {
     if (!t->key_ || cert == nullptr) return Error(ErrorCode::kInternal, "cannot load the token key or certificate");
     unsigned char* der = nullptr;
     int n = i2d_X509(cert, &der);
-    t->cert_der_b64_ = fs::http::Base64Encode(std::string_view(reinterpret_cast<char*>(der), n));
+    t->cert_der_b64_ = image::http::Base64Encode(std::string_view(reinterpret_cast<char*>(der), n));
     OPENSSL_free(der);
     X509_free(cert);
     return t;
@@ -292,7 +292,7 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
     std::shared_ptr<TokenIssuer> shared_issuer(std::move(issuer));
     MSB_TRY(s->token_server_, ScriptedHttpServer::Start([shared_issuer, user, pass](const ScriptedHttpServer::Request& r) {
       auto it = r.headers.find("authorization");
-      std::string expect = "Basic " + fs::http::Base64Encode(user + ":" + pass);
+      std::string expect = "Basic " + image::http::Base64Encode(user + ":" + pass);
       if (it == r.headers.end() || it->second != expect) {
         return ScriptedHttpServer::Response(401, "application/json", R"({"details":"bad credentials"})",
                                             "WWW-Authenticate: Basic realm=\"token\"\r\n");
@@ -335,13 +335,13 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
   MSB_TRY(s->registry_, ChildProcess::Spawn(so));
 
   // Ready when /v2/ answers at all (200 or 401).
-  fs::http::ClientOptions co;
+  image::http::ClientOptions co;
   std::string ca = s->ca_file_;
-  co.policy = [ca](const std::string&) { return fs::http::HostPolicy{ca.empty(), ca}; };
+  co.policy = [ca](const std::string&) { return image::http::HostPolicy{ca.empty(), ca}; };
   co.idle_timeout = std::chrono::milliseconds(2000);
-  fs::http::HttpClient client(co);
-  fs::http::Request req;
-  MSB_TRY(req.url, fs::http::ParseUrl(std::string(mode == RegistryMode::kPlain ? "http" : "https") + "://" +
+  image::http::HttpClient client(co);
+  image::http::Request req;
+  MSB_TRY(req.url, image::http::ParseUrl(std::string(mode == RegistryMode::kPlain ? "http" : "https") + "://" +
                                       s->host_port() + "/v2/"));
   auto deadline = Clock::now() + std::chrono::seconds(20);
   std::string last;

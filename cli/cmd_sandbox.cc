@@ -1,0 +1,540 @@
+// msb run / exec / shell / logs / cp / stop / rm / ps: commands on one sandbox.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <random>
+
+#include "common/io.h"
+#include "cli/cli.h"
+#include "orchestrator/control_client.h"
+#include "orchestrator/host_tar.h"
+#include "orchestrator/images.h"
+#include "orchestrator/launch.h"
+#include "orchestrator/reconcile.h"
+#include "orchestrator/store.h"
+#include "schema/image_ref.h"
+#include "schema/network_rule.h"
+#include "schema/values.h"
+
+namespace msb::cli {
+namespace {
+
+using orchestrator::ControlClient;
+using orchestrator::SandboxRecord;
+using orchestrator::Store;
+
+Result<Store> OpenStore() { return Store::Open(Store::DefaultPath()); }
+
+std::string Abs(const std::string& p) {
+  std::error_code ec;
+  auto a = std::filesystem::absolute(p, ec);
+  return ec ? p : a.lexically_normal().string();
+}
+
+struct RunArgs {
+  std::string image;
+  int cpus = 1;
+  std::string memory = "512M";
+  std::string disk = "2G";
+  std::vector<std::string> env;
+  std::string workdir;
+  std::string user;
+  std::string name;
+  bool interactive = false;
+  bool tty = false;
+  bool keep = false;
+  std::vector<std::string> command;
+  bool quiet = false;
+  RegistryFlags registry;
+  // The network: a profile ("off": no network device), rules, published ports.
+  std::string net_policy = "public";
+  std::vector<std::string> net_rules;
+  std::vector<int> net_host_ports;
+  std::vector<std::string> net_allow;
+  std::vector<std::string> publish;
+  int net_mtu = 0;
+};
+
+int Run(const RunArgs& a) {
+  std::string home = std::getenv("HOME") ? std::getenv("HOME") : "";
+  std::string cwd = std::filesystem::current_path().string();
+  auto image = schema::ParseImage(a.image, cwd, home);
+  if (!image.ok()) return Fail("image " + a.image + ": " + image.error().message());
+  if (image->kind == schema::Image::Kind::kLocalDir) {
+    struct stat st;
+    if (::stat(image->path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return Fail("image " + a.image + ": " + image->path + " is not a directory");
+    }
+  }
+  auto mem = schema::ParseSize(a.memory, 1ull << 20);
+  if (!mem.ok()) return Fail("--memory " + a.memory + ": " + mem.error().message());
+  auto disk = schema::ParseSize(a.disk, 1ull << 20);
+  if (!disk.ok()) return Fail("--disk " + a.disk + ": " + disk.error().message());
+  if (a.cpus < 1 || a.cpus > 64) return Fail("--cpus must be between 1 and 64");
+  for (const auto& e : a.env) {
+    if (e.find('=') == std::string::npos || e.front() == '=') {
+      return Fail("-e " + e + ": expected KEY=VALUE");
+    }
+  }
+  auto store = OpenStore();
+  if (!store.ok()) return Fail(store.error().message());
+  orchestrator::ImageOptions io;
+  io.insecure_registries = a.registry.insecure;
+  io.registry_cas = a.registry.cas;
+  io.quiet = a.quiet;
+  auto resolved = orchestrator::EnsureImage(*store, *image, io);
+  if (!resolved.ok()) return Fail("image " + a.image + ": " + resolved.error().message());
+  std::vector<std::string> argv = orchestrator::RunArgv(resolved->defaults, a.command);
+  if (argv.empty()) {
+    return Fail("no command given and image " + a.image +
+                " has none: msb run IMAGE -- COMMAND [ARGS...]");
+  }
+
+  orchestrator::LaunchRequest req;
+  req.project = Store::kRunProject;
+  if (a.name.empty()) {
+    std::random_device rd;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "run-%06x", rd() & 0xffffff);
+    req.name = buf;
+  } else {
+    req.name = a.name;
+    auto existing = store->GetSandbox(req.project, req.name);
+    if (existing.ok() && *existing) return Fail("a sandbox named " + a.name + " already exists");
+  }
+  req.image_ref = image->reference;
+  req.image_dir = image->path;
+  req.image_digest = resolved->digest;
+  req.base_disk = resolved->base_disk;
+  req.cpus = a.cpus;
+  req.memory_bytes = *mem;
+  req.disk_bytes = *disk;
+  req.boot.env = a.env;
+  req.boot.workdir = a.workdir;
+  req.boot.user = a.user;
+  // The image's env, workdir and user where the command line is silent; the
+  // command itself runs as an exec below.
+  orchestrator::ApplyImageDefaults(resolved->defaults, true, req.boot);
+  req.boot.command.clear();
+  if (const char* t = std::getenv("MSB_BOOT_TIMEOUT_MS"); t != nullptr && std::atoi(t) > 0) {
+    req.boot_timeout_ms = std::atoi(t);
+  }
+  if (a.net_policy != "off") {
+    vm::VmNetwork n;
+    n.profile = a.net_policy;
+    for (const auto& text : a.net_rules) {
+      auto rule = schema::ParseNetworkRule(text);
+      if (!rule.ok()) return Fail("--net-rule " + text + ": " + rule.error().message());
+      n.rules.push_back(schema::ToString(*rule));
+    }
+    // Shorthands: a CIDR allowed as it is, a gateway port reaching the host.
+    for (const auto& cidr : a.net_allow) {
+      std::string text = "allow@" + (cidr.find(':') != std::string::npos ? "[" + cidr + "]" : cidr);
+      auto rule = schema::ParseNetworkRule(text);
+      if (!rule.ok()) return Fail("--net-allow " + cidr + ": " + rule.error().message());
+      n.rules.push_back(schema::ToString(*rule));
+    }
+    for (int port : a.net_host_ports) n.rules.push_back("allow:egress@host:tcp:" + std::to_string(port));
+    for (const auto& text : a.publish) {
+      auto pm = schema::ParsePortMapping(text);
+      if (!pm.ok()) return Fail("--publish " + text + ": " + pm.error().message());
+      n.ports.push_back({pm->host_ip, pm->host_port, pm->guest_port, schema::ToString(pm->protocol)});
+    }
+    if (a.net_mtu != 0) n.mtu = a.net_mtu;
+    req.network = n;
+  }
+  auto rec = orchestrator::Launch(*store, req);
+  if (!rec.ok()) {
+    // A temporary sandbox that never started leaves nothing behind.
+    if (auto failed = store->GetSandbox(req.project, req.name); failed.ok() && *failed) {
+      (void)orchestrator::Remove(*store, **failed);
+    }
+    return Fail(rec.error().message());
+  }
+
+  auto client = ControlClient::Connect(rec->control_socket);
+  int code;
+  if (!client.ok()) {
+    code = Fail(client.error().message());
+  } else {
+    agent::ExecRequest ex;
+    ex.argv = argv;
+    ex.env = a.env;
+    ex.cwd = req.boot.workdir;
+    ex.user = req.boot.user;
+    orchestrator::ExecIo io;
+    io.forward_stdin = a.interactive;
+    io.tty = a.tty;
+    auto r = client->Exec(ex, io);
+    code = r.ok() ? *r : Fail(r.error().message());
+  }
+  if (!a.keep) {
+    auto st = orchestrator::Remove(*store, *rec);
+    if (!st.ok()) Fail("removing " + rec->name + ": " + st.error().message());
+  }
+  // The supervisor was our child: reap it.
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+  return code;
+}
+
+int Exec(const std::string& name, const std::vector<std::string>& cmd, bool interactive, bool tty,
+         const std::vector<std::string>& env, const std::string& workdir, const std::string& user) {
+  auto store = OpenStore();
+  if (!store.ok()) return Fail(store.error().message());
+  auto rec = orchestrator::FindSandbox(*store, name);
+  if (!rec.ok()) return Fail(rec.error().message());
+  if (rec->status != orchestrator::SandboxStatus::kRunning) {
+    return Fail("sandbox " + name + " is " + orchestrator::ToString(rec->status) +
+                "; start it with: msb start " + name);
+  }
+  auto client = ControlClient::Connect(rec->control_socket);
+  if (!client.ok()) return Fail(client.error().message());
+  agent::ExecRequest ex;
+  ex.argv = cmd;
+  ex.env = env;
+  ex.cwd = workdir;
+  ex.user = user;
+  orchestrator::ExecIo io;
+  io.forward_stdin = interactive;
+  io.tty = tty;
+  auto r = client->Exec(ex, io);
+  if (!r.ok()) return Fail(r.error().message());
+  return *r;
+}
+
+// "box:/path" -> {"box", "/path"}; host paths have no colon before a slash.
+std::optional<std::pair<std::string, std::string>> SplitSandboxPath(const std::string& s) {
+  auto colon = s.find(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  auto slash = s.find('/');
+  if (slash != std::string::npos && slash < colon) return std::nullopt;
+  return std::make_pair(s.substr(0, colon), s.substr(colon + 1));
+}
+
+std::string BaseName(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  auto s = p.rfind('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+std::string DirName(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  auto s = p.rfind('/');
+  if (s == std::string::npos) return ".";
+  if (s == 0) return "/";
+  return p.substr(0, s);
+}
+
+int Copy(const std::string& src, const std::string& dst) {
+  auto s = SplitSandboxPath(src);
+  auto d = SplitSandboxPath(dst);
+  if ((s && d) || (!s && !d)) {
+    return Fail("msb cp copies between the host and a sandbox: one side must be SANDBOX:/path");
+  }
+  auto store = OpenStore();
+  if (!store.ok()) return Fail(store.error().message());
+  auto rec = orchestrator::FindSandbox(*store, s ? s->first : d->first);
+  if (!rec.ok()) return Fail(rec.error().message());
+  auto client = ControlClient::Connect(rec->control_socket);
+  if (!client.ok()) return Fail(client.error().message());
+  if (d) {  // host -> sandbox
+    const std::string& guest = d->second;
+    if (guest.empty() || guest[0] != '/') return Fail("the path in the sandbox must be absolute");
+    // Into an existing directory keeps the name, as cp does; otherwise rename.
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    orchestrator::ExecIo io{false, false, devnull, devnull, devnull};
+    agent::ExecRequest test_dir;
+    test_dir.argv = {"test", "-d", guest};
+    auto is_dir = client->Exec(test_dir, io);
+    ::close(devnull);
+    bool into = is_dir.ok() && *is_dir == 0;
+    std::string target_dir = into ? guest : DirName(guest);
+    std::string top = into ? BaseName(src) : BaseName(guest);
+    auto st = client->CopyIn(target_dir, [&](const ControlClient::Sink& sink) {
+      return orchestrator::PackHostPath(src, top, sink);
+    });
+    if (!st.ok()) return Fail("copying " + src + " to " + dst + ": " + st.error().message());
+    return 0;
+  }
+  // sandbox -> host: spool the stream, then unpack it with the secure flags.
+  const std::string& guest = s->second;
+  struct stat st;
+  bool into = ::stat(dst.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  std::string dest_dir = into ? dst : DirName(dst);
+  std::string top = into ? BaseName(guest) : BaseName(dst);
+  std::string spool = dest_dir + "/.msb-cp." + std::to_string(::getpid()) + ".tar";
+  int fd = ::open(spool.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Fail("cannot write into " + dest_dir + ": " + std::strerror(errno));
+  auto res = client->CopyOut(guest, [&](std::string_view chunk) { return WriteAll(fd, chunk); });
+  ::close(fd);
+  if (res.ok()) res = orchestrator::UnpackGuestTar(spool, dest_dir, BaseName(guest), top);
+  ::unlink(spool.c_str());
+  if (!res.ok()) return Fail("copying " + src + " to " + dst + ": " + res.error().message());
+  return 0;
+}
+
+std::string FormatAge(int64_t since) {
+  if (since <= 0) return "-";
+  int64_t d = static_cast<int64_t>(::time(nullptr)) - since;
+  if (d < 60) return std::to_string(d) + "s";
+  if (d < 3600) return std::to_string(d / 60) + "m";
+  if (d < 86400) return std::to_string(d / 3600) + "h";
+  return std::to_string(d / 86400) + "d";
+}
+
+// Published ports as docker prints them: "127.0.0.1:8000->8000/tcp", from the
+// sandbox's VM spec (what its supervisor binds); empty when none or unreadable.
+std::vector<vm::VmNetwork::Port> PublishedPorts(const SandboxRecord& r) {
+  if (r.sandbox_dir.empty()) return {};
+  auto spec = vm::ReadSpec(r.sandbox_dir);
+  if (!spec.ok() || !spec->network) return {};
+  return spec->network->ports;
+}
+
+std::string PortText(const vm::VmNetwork::Port& p) {
+  std::string ip = p.host_ip.find(':') != std::string::npos ? "[" + p.host_ip + "]" : p.host_ip;
+  return ip + ":" + std::to_string(p.host_port) + "->" + std::to_string(p.guest_port) + "/" + p.proto;
+}
+
+int Ps(bool json_out) {
+  auto store = OpenStore();
+  if (!store.ok()) return Fail(store.error().message());
+  auto all = store->ListAllSandboxes();
+  if (!all.ok()) return Fail(all.error().message());
+  nlohmann::json arr = nlohmann::json::array();
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"PROJECT", "NAME", "STATE", "HEALTH", "IMAGE", "UPTIME", "RESTARTS", "PORTS", "DENIED"});
+  for (auto r : *all) {
+    r = orchestrator::Observe(*store, r);
+    const bool up = r.status == orchestrator::SandboxStatus::kRunning;
+    // Health and the network's counters are re-observed from the supervisor, never stored.
+    std::string health;
+    nlohmann::json net;
+    if (up) {
+      if (auto live = orchestrator::LiveStatus(r); live.ok()) {
+        health = live->value("health", "");
+        if (auto it = live->find("net"); it != live->end() && it->is_object()) net = *it;
+      }
+    }
+    nlohmann::json ports = nlohmann::json::array();
+    std::string ports_text;
+    for (const auto& p : PublishedPorts(r)) {
+      ports.push_back({{"host_ip", p.host_ip}, {"host_port", p.host_port},
+                       {"guest_port", p.guest_port}, {"protocol", p.proto}});
+      ports_text += (ports_text.empty() ? "" : ",") + PortText(p);
+    }
+    nlohmann::json entry = {{"project", r.project},
+                            {"name", r.name},
+                            {"state", orchestrator::ToString(r.status)},
+                            {"reason", r.status_reason},
+                            {"image", r.image_ref},
+                            {"health", health},
+                            {"started_at", r.started_at},
+                            {"restarts", r.restarts},
+                            {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json()},
+                            {"ports", ports}};
+    if (!net.is_null()) entry["net"] = net;
+    arr.push_back(std::move(entry));
+    std::string state = orchestrator::ToString(r.status);
+    if (r.exit_code && r.status == orchestrator::SandboxStatus::kExited) {
+      state += " (" + std::to_string(*r.exit_code) + ")";
+    }
+    std::string denied = "-";
+    if (net.is_object() && net.contains("denied") && net["denied"].is_number_unsigned()) {
+      denied = std::to_string(net["denied"].get<uint64_t>());
+    }
+    rows.push_back({r.project, r.name, state, health.empty() ? "-" : health, r.image_ref,
+                    up ? FormatAge(r.started_at) : "-",
+                    std::to_string(r.restarts), ports_text.empty() ? "-" : ports_text, denied});
+  }
+  if (json_out) {
+    std::cout << arr.dump(2) << "\n";
+    return 0;
+  }
+  PrintTable(rows);
+  return 0;
+}
+
+// Prints workload.log lines (JSON: t, stream, data) newer than `since`.
+size_t PrintLog(const std::string& text, size_t from, const std::string& since) {
+  size_t pos = from;
+  for (;;) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) return pos;
+    auto j = nlohmann::json::parse(text.substr(pos, nl - pos), nullptr, false);
+    pos = nl + 1;
+    if (!j.is_object()) continue;
+    if (!since.empty() && j.value("t", std::string()) < since) continue;
+    std::string data = j.value("data", std::string());
+    (void)WriteAll(j.value("stream", std::string()) == "stderr" ? 2 : 1, data);
+  }
+}
+
+int Logs(const std::string& name, bool follow, const std::string& since_text) {
+  auto store = OpenStore();
+  if (!store.ok()) return Fail(store.error().message());
+  auto rec = orchestrator::FindSandbox(*store, name);
+  if (!rec.ok()) return Fail(rec.error().message());
+  std::string since;
+  if (!since_text.empty()) {
+    auto ms = schema::ParseDuration(since_text);
+    if (!ms.ok()) return Fail("--since " + since_text + ": " + ms.error().message());
+    std::time_t t = std::time(nullptr) - static_cast<std::time_t>(*ms / 1000);
+    char buf[40];
+    struct tm tm_buf;
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", gmtime_r(&t, &tm_buf));
+    since = buf;
+  }
+  std::string path = rec->sandbox_dir + "/workload.log";
+  int ino = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (follow && ino >= 0) ::inotify_add_watch(ino, path.c_str(), IN_MODIFY);
+  size_t offset = 0;
+  for (;;) {
+    auto text = ReadFile(path);
+    if (text.ok()) offset = PrintLog(*text, offset, since);
+    if (!follow) break;
+    if (!orchestrator::SupervisorAlive(*rec)) {
+      if (auto last = ReadFile(path); last.ok()) PrintLog(*last, offset, since);
+      break;
+    }
+    // Woken by a write to the log, or once a second to notice the sandbox ended.
+    pollfd p{ino, POLLIN, 0};
+    if (::poll(&p, 1, 1000) > 0) {
+      char buf[4096];
+      while (::read(ino, buf, sizeof buf) > 0) {
+      }
+    }
+  }
+  if (ino >= 0) ::close(ino);
+  return 0;
+}
+
+}  // namespace
+
+void RegisterSandboxCommands(CLI::App& app) {
+  {
+    auto a = std::make_shared<RunArgs>();
+    auto* cmd = app.add_subcommand("run", "Run a command in a new temporary sandbox");
+    cmd->add_option("image", a->image,
+                    "image: a registry reference, ./dir, or oci-layout:PATH[:tag]")->required();
+    cmd->add_flag("-q,--quiet", a->quiet, "no pull progress");
+    AddRegistryFlags(cmd, &a->registry);
+    cmd->add_option("--cpus", a->cpus, "virtual CPUs");
+    cmd->add_option("--memory,-m", a->memory, "memory, e.g. 512M or 1G");
+    cmd->add_option("--disk", a->disk, "size of the writable layer");
+    cmd->add_option("-e,--env", a->env, "environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
+    cmd->add_option("-w,--workdir", a->workdir, "working directory in the guest");
+    cmd->add_option("-u,--user", a->user, "user in the guest (uid, uid:gid or name)");
+    cmd->add_option("--name", a->name, "name of the sandbox");
+    cmd->add_flag("-i,--interactive", a->interactive, "forward standard input");
+    cmd->add_flag("-t,--tty", a->tty, "allocate a terminal");
+    cmd->add_flag("--keep", a->keep, "keep the sandbox running afterwards");
+    cmd->add_option("--network", a->net_policy,
+                    "network profile: none, group, public (default), any; off: no network device")
+        ->check(CLI::IsMember({"off", "none", "group", "public", "any"}));
+    cmd->add_option("--net-rule", a->net_rules, "a network rule, e.g. allow@10.1.2.3:tcp:5432 (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("-p,--publish", a->publish, "publish a port: [IP:]HOST:GUEST[/tcp|udp] (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--net-host-port", a->net_host_ports,
+                    "let the gateway's PORT reach the host's 127.0.0.1:PORT (allow@host:tcp:PORT)")
+        ->allow_extra_args(false);
+    cmd->add_option("--net-allow", a->net_allow, "allow destinations in CIDR (allow@CIDR; repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--net-mtu", a->net_mtu, "MTU of the guest's interface (default 65520)");
+    cmd->add_option("command", a->command, "command and arguments (after --)");
+    OnRun(cmd, [a]() { return Run(*a); });
+  }
+  {
+    struct ExecArgs {
+      std::string name, workdir, user;
+      std::vector<std::string> cmd, env;
+      bool i = false, t = false;
+    };
+    auto a = std::make_shared<ExecArgs>();
+    auto* cmd = app.add_subcommand("exec", "Run a command in a running sandbox");
+    cmd->add_flag("-i,--interactive", a->i, "forward standard input");
+    cmd->add_flag("-t,--tty", a->t, "allocate a terminal");
+    cmd->add_option("-e,--env", a->env, "environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
+    cmd->add_option("-w,--workdir", a->workdir, "working directory");
+    cmd->add_option("-u,--user", a->user, "user (uid, uid:gid or name)");
+    cmd->add_option("sandbox", a->name, "sandbox name")->required();
+    cmd->add_option("command", a->cmd, "command and arguments (after --)")->required();
+    OnRun(cmd, [a]() { return Exec(a->name, a->cmd, a->i, a->t, a->env, a->workdir, a->user); });
+  }
+  {
+    auto name = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("shell", "Open an interactive shell in a running sandbox");
+    cmd->add_option("sandbox", *name, "sandbox name")->required();
+    OnRun(cmd, [name]() {
+      bool tty = ::isatty(0) != 0;
+      return Exec(*name, {"/bin/sh"}, true, tty, {}, "", "");
+    });
+  }
+  {
+    struct LogArgs {
+      std::string name, since;
+      bool follow = false;
+    };
+    auto a = std::make_shared<LogArgs>();
+    auto* cmd = app.add_subcommand("logs", "Print a sandbox's workload output");
+    cmd->add_flag("-f,--follow", a->follow, "keep printing new output");
+    cmd->add_option("--since", a->since, "only output newer than this, e.g. 10m");
+    cmd->add_option("sandbox", a->name, "sandbox name")->required();
+    OnRun(cmd, [a]() { return Logs(a->name, a->follow, a->since); });
+  }
+  {
+    auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("cp", "Copy files between the host and a sandbox");
+    cmd->add_option("src", *src, "SRC (host path or SANDBOX:/path)")->required();
+    cmd->add_option("dst", *dst, "DST (host path or SANDBOX:/path)")->required();
+    OnRun(cmd, [src, dst]() { return Copy(*src, *dst); });
+  }
+  {
+    auto name = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("stop", "Stop a sandbox");
+    cmd->add_option("sandbox", *name, "sandbox name")->required();
+    OnRun(cmd, [name]() {
+      auto store = OpenStore();
+      if (!store.ok()) return Fail(store.error().message());
+      auto rec = orchestrator::FindSandbox(*store, *name);
+      if (!rec.ok()) return Fail(rec.error().message());
+      auto st = orchestrator::Stop(*store, *rec);
+      if (!st.ok()) return Fail(st.error().message());
+      return 0;
+    });
+  }
+  {
+    auto name = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("rm", "Stop and remove a sandbox");
+    cmd->add_option("sandbox", *name, "sandbox name")->required();
+    OnRun(cmd, [name]() {
+      auto store = OpenStore();
+      if (!store.ok()) return Fail(store.error().message());
+      auto rec = orchestrator::FindSandbox(*store, *name);
+      if (!rec.ok()) return Fail(rec.error().message());
+      auto st = orchestrator::Remove(*store, *rec);
+      if (!st.ok()) return Fail(st.error().message());
+      return 0;
+    });
+  }
+  {
+    auto json_out = std::make_shared<bool>(false);
+    auto* cmd = app.add_subcommand("ps", "List sandboxes");
+    cmd->add_flag("--json", *json_out, "JSON output");
+    OnRun(cmd, [json_out]() { return Ps(*json_out); });
+  }
+}
+
+}  // namespace msb::cli

@@ -1,0 +1,151 @@
+// A small HTTP/1.1 client for OCI registries: TLS through OpenSSL (system CAs
+// plus an optional per-host CA file, hostname verification, SNI), plain HTTP
+// only for hosts marked insecure, DNS through c-ares, keep-alive, chunked and
+// content-length bodies streamed to a callback, redirects. Not a general
+// browser client: no cookies, no proxies, no HTTP/2, no request bodies beyond
+// a small buffer.
+//
+// Theory of operation. Each Do() runs on the calling thread with blocking
+// sockets bounded by poll() deadlines (kConnectTimeout, options.idle_timeout
+// between any two reads or writes). Registry downloads write into BlobSinks
+// whose Write/Commit block on the disk and whose OpenBlob may wait for another
+// writer of the same blob, so downloads run on a few worker threads (see
+// image/pull.h) rather than on a libevent loop, which such blocking calls would
+// stall. An HttpClient is thread-safe: idle keep-alive connections sit in a
+// pool keyed by scheme://host:port, taken by one request at a time.
+//
+// Response bodies: with a BodyCallback every byte of the (de-chunked) body
+// goes to it as it arrives and nothing is buffered; without one, up to
+// options.max_buffered_body bytes are kept in HttpResponse::body. Redirects
+// (301, 302, 303, 307, 308) are followed up to kMaxRedirects; on a change of
+// host the Authorization header is dropped. A connection is returned to the
+// pool only when its response was read completely and the server did not ask
+// to close it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/result.h"
+
+namespace msb::image::http {
+
+inline constexpr int kMaxRedirects = 5;
+inline constexpr size_t kMaxHeaderBytes = 64 << 10;
+inline constexpr std::chrono::seconds kConnectTimeout{15};
+
+struct Url {
+  std::string scheme;  // "http" or "https"
+  std::string host;    // without brackets for IPv6
+  uint16_t port = 0;
+  std::string target;  // path and query, starts with '/'
+  // "host" or "host:port" when the port is not the scheme's default.
+  std::string Authority() const;
+  std::string ToString() const;
+};
+// Absolute http(s) URLs only.
+Result<Url> ParseUrl(std::string_view text);
+// Resolves a Location header (absolute, or a path) against base.
+Result<Url> ResolveUrl(const Url& base, std::string_view location);
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Request {
+  std::string method = "GET";
+  Url url;
+  Headers headers;   // Host, Content-Length and Connection are added by Do()
+  std::string body;  // small bodies only (token requests, PUTs in tests)
+};
+
+struct Response {
+  int status = 0;
+  std::string reason;
+  Headers headers;  // names lowercased, in order received
+  std::string body;  // only when no BodyCallback was given
+  Url url;           // after redirects
+  // The first value of a header (name in lowercase), or "".
+  std::string Header(std::string_view name) const;
+};
+
+// Receives body bytes in order. Returning an error stops the request; Do()
+// then returns that error.
+using BodyCallback = std::function<Status(std::string_view bytes)>;
+// Sees a 2xx response's status and headers before its body is streamed.
+using HeadCallback = std::function<Status(const struct Response& head)>;
+
+// How to reach one host:port: TLS settings come from the registry config.
+struct HostPolicy {
+  bool insecure = false;  // plain http allowed (and TLS not verified when https is used)
+  std::string ca_file;    // extra CA bundle trusted for this host, besides the system's
+};
+// Maps "host:port" (port always present) to the host's policy.
+using PolicyFn = std::function<HostPolicy(const std::string& host_port)>;
+
+struct ClientOptions {
+  PolicyFn policy;  // null: every host is secure with system CAs
+  std::chrono::milliseconds idle_timeout{30000};
+  size_t max_buffered_body = 8 << 20;
+  std::string user_agent = "msb";
+};
+
+class HttpClient {
+ public:
+  explicit HttpClient(ClientOptions options = {});
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Sends req and reads the response head, following redirects. For 2xx
+  // answers with on_body set, streams the body to on_body; for any other
+  // status (and with no callback) the body is buffered (bounded). Errors are
+  // transport failures only: an HTTP 404 is a Response, not an error.
+  Result<Response> Do(const Request& req, const BodyCallback& on_body = nullptr,
+                      const HeadCallback& on_head = nullptr);
+
+  // Connections currently idle in the pool (for tests of keep-alive).
+  size_t IdleConnections() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Incremental decoder of a chunked body (RFC 9112 §7.1): Feed() any split of
+// the encoded stream; decoded bytes go to out. Chunk extensions are ignored,
+// trailers skipped. Done() once the last chunk and trailers were consumed;
+// bytes after that are left unconsumed (Feed returns how many it used).
+class ChunkedDecoder {
+ public:
+  Result<size_t> Feed(std::string_view in, const BodyCallback& out);
+  bool Done() const { return state_ == State::kDone; }
+
+ private:
+  enum class State : int { kSize = 0, kData = 1, kDataCrlf = 2, kTrailer = 3, kDone = 4 };
+  State state_ = State::kSize;
+  std::string line_;
+  uint64_t remaining_ = 0;
+};
+
+// WWW-Authenticate: the scheme ("bearer", "basic"; lowercased) and its
+// parameters (names lowercased, quoted-string values unescaped). Several
+// challenges in one header: the first.
+struct Challenge {
+  std::string scheme;
+  std::vector<std::pair<std::string, std::string>> params;
+  std::string Param(std::string_view name) const;
+};
+Result<Challenge> ParseChallenge(std::string_view header);
+
+std::string Base64Encode(std::string_view bytes);
+// Standard alphabet with optional padding; kInvalidArgument on other bytes.
+Result<std::string> Base64Decode(std::string_view text);
+// Percent-encodes everything but unreserved characters (for query values).
+std::string QueryEscape(std::string_view s);
+
+}  // namespace msb::image::http
