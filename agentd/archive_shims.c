@@ -4,8 +4,9 @@
  * libarchive defines in archive_write_set_format.o next to the table of
  * every writer (7zip, iso9660, xar → libxml2, zip → nettle ...). Defining the
  * function here satisfies the reference, so the linker never loads that
- * member and agentd carries only the tar code (DESIGN.md §4). Same behaviour
- * as libarchive 3.6's own definition: an error naming the entry. */
+ * member and agentd carries only the tar code (docs/design.md "agentd").
+ * Same behaviour as libarchive 3.6's own definition: an error naming the
+ * entry. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>

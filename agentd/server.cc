@@ -3,7 +3,7 @@
 // Theory of operation
 // ===================
 // Scope: one channel to the host (the virtio-serial port "msb.agent" when
-// PID 1, any connected fd in serve mode), carrying frames (frame.h) whose
+// PID 1, any connected fd in serve mode), carrying frames (agent/frame.h) whose
 // grammar is docs/agent-protocol.md. agentd answers requests; it never starts
 // a conversation except for its kHello.
 //
@@ -28,7 +28,7 @@
 // always means N has ended. Frames for an id that has ended are dropped
 // silently: kStdin, kCredit, kSignal may cross the final frame.
 //
-// Flow control, per session (flow.h): `send` counts the host's credit for
+// Flow control, per session (agent/flow.h): `send` counts the host's credit for
 // our kStdout/kStderr/kData; a session's output fds are polled only while
 // send.available() > 0, and one read takes at most min(kMaxChunk,
 // available) bytes, so at most kCreditWindow bytes per id are ever in flight

@@ -1,8 +1,8 @@
 // Copy in/out as tar streams, with libarchive limited to tar: the reader
 // accepts ustar, gnu and pax (archive_read_support_format_tar), the writer
-// produces restricted pax; no compression, no other formats (see DESIGN.md §4
-// for why agentd never calls the *_all functions). Blocking: agentd runs these
-// in a forked child (SpawnFunction) and streams the pipe.
+// produces restricted pax; no compression, no other formats (docs/design.md
+// "agentd" says why agentd never calls the *_all functions). Blocking: agentd
+// runs these in a forked child (SpawnFunction) and streams the pipe.
 #pragma once
 
 #include <string>

@@ -1,8 +1,8 @@
 // msb images / rmi / load / image prune: the references in the state store
 // and the blobs and base disks in the image store ($MSB_HOME/images). A
 // reference pins a manifest digest; blobs live while some reference or some
-// sandbox (its image_digest) holds them. Not pulling (images.cc) and not the
-// store's mechanics (image/image_store.h).
+// sandbox (its image_digest) holds them. Not pulling (orchestrator/images.cc)
+// and not the store's mechanics (image/image_store.h).
 #include <unistd.h>
 
 #include <algorithm>

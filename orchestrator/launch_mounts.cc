@@ -1,4 +1,4 @@
-// Launch-time mounts (mounts.h).
+// Launch-time mounts (launch_mounts.h).
 #include "orchestrator/launch_mounts.h"
 
 #include <sys/stat.h>

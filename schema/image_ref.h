@@ -1,4 +1,4 @@
-// The `image:` value (SANDBOXFILE.md "Images"): an OCI registry reference,
+// The `image:` value (docs/sandboxfile.md "Images"): an OCI registry reference,
 // a local root file system directory, an OCI layout directory or a snapshot,
 // normalised so that equal images have equal references. Resolving a tag to
 // a digest and fetching are the image store's job, not this.

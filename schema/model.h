@@ -27,12 +27,13 @@ inline constexpr uint64_t kDefaultDisk = 2 * kGiB;
 inline constexpr uint64_t kDefaultVolumeSize = 10 * kGiB;
 inline constexpr const char* kDefaultShell = "/bin/sh";
 // microvm has 24 virtio-mmio transports; root, upper, agent, network and rng
-// take 5 (DESIGN.md §3). Named volumes and bind mounts share the rest.
+// take 5 (docs/design.md "Disks and devices"). Named volumes and bind mounts
+// share the rest.
 inline constexpr int kVirtioTransports = 24;
 inline constexpr int kSystemDevices = 5;
 inline constexpr int kMaxMounts = kVirtioTransports - kSystemDevices;
 
-// The image a sandbox boots from (SANDBOXFILE.md "Images").
+// The image a sandbox boots from (docs/sandboxfile.md "Images").
 struct Image {
   enum class Kind : int { kRegistry = 0, kLocalDir = 1, kOciLayout = 2, kSnapshot = 3 };
   Kind kind = Kind::kRegistry;

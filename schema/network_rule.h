@@ -1,4 +1,4 @@
-// The network rule grammar of SANDBOXFILE.md:
+// The network rule grammar of docs/sandboxfile.md:
 //   <action>[:<direction>]@<target>[:<proto>[:<ports>]]
 // parsed into a NetworkRule and printed back in canonical form. IPv6
 // addresses and CIDRs are written in brackets ("allow@[2001:db8::/32]:tcp").

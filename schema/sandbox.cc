@@ -1,4 +1,4 @@
-// One `sandboxes.<name>` entry: every key of SANDBOXFILE.md, its legacy
+// One `sandboxes.<name>` entry: every key of docs/sandboxfile.md, its legacy
 // microsandbox spelling, and the rules local to one sandbox. Rules across
 // sandboxes are in checks.cc.
 #include <algorithm>

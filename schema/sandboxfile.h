@@ -1,4 +1,4 @@
-// Loading a Sandboxfile (SANDBOXFILE.md): find the file, substitute
+// Loading a Sandboxfile (docs/sandboxfile.md): find the file, substitute
 // variables, parse, validate every rule at once, and produce the typed model
 // (model.h), its canonical form and the per-sandbox config hash. Starting,
 // replacing or stopping anything is the reconciler's job, not this.

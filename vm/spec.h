@@ -46,7 +46,7 @@ struct VmNetwork {
   };
   std::vector<Port> ports;
   // Sandbox to sandbox: the project's directory of supervisor sockets
-  // (vm/group.h) and this sandbox's name in it; empty: no group.
+  // (vm/network.h) and this sandbox's name in it; empty: no group.
   std::string group_dir;
   std::string group_name;
 };
@@ -67,7 +67,7 @@ struct VmSpec {
   std::vector<VmDisk> volumes;  // named volumes (virtio-blk), serial msb-vol-<i>
   std::vector<VmShare> shares;  // host directories (virtio-fs), tag msbfs<i>
   nlohmann::json boot;     // agent boot configuration (docs/agent-protocol.md)
-  nlohmann::json policy;   // restart policy and health check (policy.h)
+  nlohmann::json policy;   // restart policy and health check (vm/lifecycle_policy.h)
   // The guest's TSC frequency, passed as tsc_early_khz: under TCG the kernel's
   // PIT calibration can fail and then wait forever for timer ticks; with a
   // known frequency it never calibrates. 0: let the kernel calibrate.

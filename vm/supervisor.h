@@ -8,7 +8,7 @@
 // agent; after stop_timeout_ms QMP system_powerdown; after as long again, kill)
 // → kStopped, or kFailed from any state (boot timeout, QEMU died, the guest
 // broke the protocol). The process exits when QEMU is gone, unless the
-// restart policy (policy.h) says to boot again: the workload ended, or QEMU
+// restart policy (vm/lifecycle_policy.h) says to boot again: the workload ended, or QEMU
 // died, and the policy allows it → after RestartBackoff, kBooting again with a
 // new QEMU (restarts counted). A stop the user asked for never restarts.
 //

@@ -1,4 +1,4 @@
-// Tests of fs/image_archive: docker-archive and oci-archive files made by
+// Tests of image/image_archive: docker-archive and oci-archive files made by
 // skopeo from a umoci-built layout, and hand-made tars (libarchive writer)
 // for gzip layers, links between entries, hostile names, and the errors: not
 // a tar, neither format, a missing layer, a corrupt blob.

@@ -1,4 +1,4 @@
-// Tests of fs/image_store: publication only of verified bytes, resume from a
+// Tests of image/image_store: publication only of verified bytes, resume from a
 // kept partial, one writer per digest across threads and processes, ENOSPC in
 // a 1 MiB tmpfs (private mount namespace), per-image metadata, and garbage
 // collection (prune, remove one image) with the GC lock.

@@ -1,4 +1,4 @@
-// Tests of fs/oci_layout: importing from a layout built offline with umoci
+// Tests of image/oci_layout: importing from a layout built offline with umoci
 // (busybox-static in one layer, plus an empty image under a second tag), tag
 // choice, a nested index followed to linux/amd64, and the errors for a
 // missing tag, a missing or corrupt blob and a directory that is no layout.

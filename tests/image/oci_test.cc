@@ -1,4 +1,4 @@
-// Tests of fs/oci: index/list platform choice, manifest and config parsing,
+// Tests of image/oci: index/list platform choice, manifest and config parsing,
 // schema 1 refusal, digest validation, layer media types, and that no input
 // makes the parsers throw.
 #include "image/oci.h"

@@ -1,4 +1,4 @@
-// Tests of fs/disk: base disks from directories (contents checked with
+// Tests of storage/disk: base disks from directories (contents checked with
 // debugfs, never by mounting), the content cache, and sparse ext4 disks.
 #include "storage/disk.h"
 

@@ -1,4 +1,4 @@
-// Tests of fs/volume: where a named volume's disk lives, that it is created
+// Tests of storage/volume: where a named volume's disk lives, that it is created
 // once (label: the name cut to 16 bytes) and never overwritten.
 #include "storage/volume.h"
 
