@@ -46,13 +46,30 @@ std::string Quote(std::string_view s) {
   return out + "\"";
 }
 
-std::string PlaceName(const Found& f, const HttpRequest& request) {
+// text with every secret value replaced by "[secret NAME]".
+std::string RedactValues(std::string_view text, const std::vector<SecretBinding>& secrets) {
+  std::string out(text);
+  for (const SecretBinding& s : secrets) {
+    if (s.value.empty()) continue;
+    std::string mark = "[secret " + s.name + "]";
+    for (size_t pos = out.find(s.value); pos != std::string::npos; pos = out.find(s.value, pos + mark.size())) {
+      out.replace(pos, s.value.size(), mark);
+    }
+  }
+  return out;
+}
+
+// Where a placeholder was found, in words; a field's name is guest text.
+std::string PlaceName(const Found& f, const HttpRequest& request, const std::vector<SecretBinding>& secrets) {
   switch (f.place) {
     case Place::kRequestLine: return "the request line";
     case Place::kPath: return "the request path";
     case Place::kQuery: return "the query";
     case Place::kFieldName: return "a field name";
-    case Place::kFieldValue: return "the " + request.headers[f.field].name + " field";
+    case Place::kFieldValue: {
+      std::string name = RedactValues(request.headers[f.field].name, secrets);
+      return "the " + (name.size() > 64 ? name.substr(0, 64) + "..." : name) + " field";
+    }
     case Place::kBasicAuth: return "the Authorization: Basic credentials";
     case Place::kBody: return "the body";
     case Place::kTrailer: return "the trailers";
@@ -242,6 +259,10 @@ SubstitutionEngine::SubstitutionEngine(std::vector<SecretBinding> secrets)
         return placeholders;
       }()) {}
 
+std::string SubstitutionEngine::Redact(std::string_view guest_text) const {
+  return RedactValues(guest_text, secrets_);
+}
+
 Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpRequest& request,
                                        std::string_view raw) const {
   Substitution out;
@@ -253,10 +274,12 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
   }
 
   auto hosts = FindHeaders(request.headers, "Host");
-  auto block = [&](size_t secret, std::string reason) {
+  // Guest text in a reason (the SNI, a field name) is redacted as a whole;
+  // quoted text was redacted before quoting turned control bytes into '?'.
+  auto block = [&](size_t secret, const std::string& reason) {
     out.verdict = Verdict::kBlocked;
     out.blocked_secret = secrets_[secret].name;
-    out.reason = std::move(reason);
+    out.reason = RedactValues(reason, secrets_);
     out.response = ErrorResponse(403, "blocked: " + out.reason);
     return out;
   };
@@ -269,7 +292,7 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     const SecretBinding& s = secrets_[i];
     const std::string who = "secret " + s.name;
     if (!flow.sni) {
-      std::string host = hosts.size() == 1 ? Quote(hosts[0]->value) : flow.dest_ip;
+      std::string host = hosts.size() == 1 ? Quote(Redact(hosts[0]->value)) : flow.dest_ip;
       return block(i, who + " in a plain-HTTP request to " + host + ": secrets are sent only over TLS");
     }
     const std::string& sni = *flow.sni;
@@ -285,18 +308,18 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     }
     auto host = NormalizeHost(hosts[0]->value);
     if (!host || *host != sni) {
-      return block(i, who + ": the request's Host " + Quote(hosts[0]->value) + " is not " + sni);
+      return block(i, who + ": the request's Host " + Quote(Redact(hosts[0]->value)) + " is not " + sni);
     }
     if (auto authority = AbsoluteAuthority(request.target)) {
       auto a = NormalizeHost(*authority);
-      if (!a || *a != sni) return block(i, who + ": the request target's authority " + Quote(*authority) + " is not " + sni);
+      if (!a || *a != sni) return block(i, who + ": the request target's authority " + Quote(Redact(*authority)) + " is not " + sni);
     }
   }
 
   // Gate 4: every occurrence in a place and form its secret's inject allows.
   for (const Found& f : scan.found) {
     const SecretBinding& s = secrets_[f.secret];
-    const std::string where = PlaceName(f, request) + " of a request to " + *flow.sni;
+    const std::string where = PlaceName(f, request, secrets_) + " of a request to " + *flow.sni;
     const char* flag = InjectFlagName(f.place);
     if (flag == nullptr) return block(f.secret, "secret " + s.name + " in " + where + ", where it is never substituted");
     if (!FormAllowed(f.place, f.form)) {
@@ -307,7 +330,7 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     }
     if (f.place == Place::kFieldValue && !ValidInField(s.value)) {
       return block(f.secret, "secret " + s.name + "'s value holds control characters and cannot go in " +
-                                 PlaceName(f, request));
+                                 PlaceName(f, request, secrets_));
     }
   }
 

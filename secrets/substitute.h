@@ -49,7 +49,8 @@
 // upstream unchanged; gates 0-3 are not judged for it.
 //
 // Blocking: kBlocked carries the first failing secret's name, a one-line
-// reason naming the secret and the host (never the value) and an
+// reason naming the secret and the host (never a value: guest bytes it
+// quotes are redacted first, SubstitutionEngine::Redact) and an
 // ErrorResponse(403) for the guest. Nothing of the request goes upstream and
 // the owner closes the connection after the response.
 #pragma once
@@ -133,6 +134,11 @@ class SubstitutionEngine {
 
   // raw: the bytes the request spanned (ParseOutcome::raw).
   Substitution Judge(const FlowContext& flow, const HttpRequest& request, std::string_view raw) const;
+
+  // guest_text with every secret value replaced by "[secret NAME]". Reasons
+  // that quote guest bytes (Host, parser refusals) pass through it before
+  // they are logged: a guest that learnt a value cannot get it into a log.
+  std::string Redact(std::string_view guest_text) const;
 
  private:
   std::vector<SecretBinding> secrets_;

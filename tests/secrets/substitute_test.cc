@@ -184,6 +184,17 @@ TEST(SubstituteTest, Gate3HostMustBeExactlyOneAndEqualTheSni) {
             Verdict::kSubstituted);
 }
 
+TEST(SubstituteTest, GuestBytesQuotedInReasonsAreRedacted) {
+  Fixture f;
+  Substitution s = f.Judge("GET / HTTP/1.1\r\nHost: x" + std::string(kGithubValue) + ".com\r\nAuthorization: Bearer " +
+                           f.p_github + "\r\n\r\n");
+  ExpectBlocked(s, "GITHUB_TOKEN", "Host \"x[secret GITHUB_TOKEN].com\"");
+  SubstitutionEngine engine(f.secrets);
+  EXPECT_EQ(engine.Redact("a" + std::string(kStoreValue) + std::string(kStoreValue) + "b"),
+            "a[secret STORE_KEY][secret STORE_KEY]b");
+  EXPECT_EQ(engine.Redact("nothing here"), "nothing here");
+}
+
 TEST(SubstituteTest, NormalizeHost) {
   EXPECT_EQ(NormalizeHost("Example.COM"), "example.com");
   EXPECT_EQ(NormalizeHost("example.com.:443"), "example.com");
