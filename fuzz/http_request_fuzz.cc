@@ -58,9 +58,7 @@ std::vector<ParseOutcome> ParseAll(std::string_view stream, size_t step) {
 
 void CheckJudgement(const Substitution& s, const ParseOutcome& o) {
   switch (s.verdict) {
-    case Verdict::kPassThrough:
-      Check(s.upstream == o.raw);
-      break;
+    case Verdict::kPassThrough: Check(s.upstream == o.raw); break;
     case Verdict::kBlocked:
       Check(s.upstream.empty() && !s.reason.empty() && !s.blocked_secret.empty());
       Check(s.reason.find('\n') == std::string::npos);

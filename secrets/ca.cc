@@ -54,7 +54,8 @@ Status SetRandomSerial(X509* cert) {
   return OkStatus();
 }
 
-Status SetValidity(X509* cert, CertificateAuthority::Clock::time_point from, CertificateAuthority::Clock::time_point to) {
+Status SetValidity(X509* cert, CertificateAuthority::Clock::time_point from,
+                   CertificateAuthority::Clock::time_point to) {
   if (ASN1_TIME_set(X509_getm_notBefore(cert), CertificateAuthority::Clock::to_time_t(from)) == nullptr ||
       ASN1_TIME_set(X509_getm_notAfter(cert), CertificateAuthority::Clock::to_time_t(to)) == nullptr) {
     return OpensslError("setting the validity");
@@ -64,10 +65,10 @@ Status SetValidity(X509* cert, CertificateAuthority::Clock::time_point from, Cer
 
 Status SetName(X509* cert, const std::string& common_name, bool issuer_too) {
   X509_NAME* name = X509_get_subject_name(cert);
-  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("msb"), -1, -1,
-                                 0) != 1 ||
-      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                 reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) != 1) {
+  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("msb"), -1, -1, 0) !=
+          1 ||
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(common_name.c_str()),
+                                 -1, -1, 0) != 1) {
     return OpensslError("setting the subject name");
   }
   if (issuer_too && X509_set_issuer_name(cert, name) != 1) return OpensslError("setting the issuer name");

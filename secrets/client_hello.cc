@@ -194,11 +194,8 @@ bool ParseBody(std::span<const uint8_t> body, ClientHello* hello, std::string* w
       case kExtSupportedVersions:
         if (!ParseSupportedVersions(data, hello, why)) return false;
         break;
-      case kExtEch:
-        hello->has_ech = true;
-        break;
-      default:
-        break;
+      case kExtEch: hello->has_ech = true; break;
+      default: break;
     }
   }
   return true;

@@ -67,8 +67,8 @@ enum class HelloVerdict : int { kNeedMore = 0, kNotTls = 1, kTls = 2, kMalformed
 const char* ToString(HelloVerdict verdict);
 
 struct ClientHello {
-  uint16_t record_version = 0;  // of the first record
-  uint16_t legacy_version = 0;  // in the hello (0x0303 for TLS 1.2 and 1.3)
+  uint16_t record_version = 0;     // of the first record
+  uint16_t legacy_version = 0;     // in the hello (0x0303 for TLS 1.2 and 1.3)
   std::optional<std::string> sni;  // validated, lower-case; none when not sent
   std::vector<std::string> alpn;   // in the client's order, as sent
   bool offers_tls13 = false;       // supported_versions was sent and lists 0x0304

@@ -17,8 +17,7 @@ std::optional<std::string> InjectionCounters::Record(const Substitution& judgeme
   }
   std::string line = "blocked: " + judgement.reason;
   if (st.held_back > 0) {
-    line += " (" + std::to_string(st.held_back) + " more blocks of secret " + judgement.blocked_secret +
-            " not logged)";
+    line += " (" + std::to_string(st.held_back) + " more blocks of secret " + judgement.blocked_secret + " not logged)";
   }
   st.logged = true;
   st.last = now;

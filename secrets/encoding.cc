@@ -14,8 +14,7 @@ namespace {
 // placeholder on its own.
 constexpr size_t kMinAnchor = 6;
 
-constexpr std::array<const char*, 4> kFormNames = {"raw", "percent-encoded", "percent-encoded twice",
-                                                   "base64"};
+constexpr std::array<const char*, 4> kFormNames = {"raw", "percent-encoded", "percent-encoded twice", "base64"};
 static_assert(kFormNames.size() == static_cast<size_t>(Form::kBase64) + 1);
 
 int HexValue(char c) {
@@ -137,8 +136,7 @@ std::vector<std::string> Base64Cores(std::string_view needle) {
   return cores;
 }
 
-PlaceholderScanner::PlaceholderScanner(std::vector<std::string> placeholders)
-    : placeholders_(std::move(placeholders)) {
+PlaceholderScanner::PlaceholderScanner(std::vector<std::string> placeholders) : placeholders_(std::move(placeholders)) {
   if (!placeholders_.empty()) {
     std::string_view anchor = placeholders_[0];
     for (const std::string& p : placeholders_) {
@@ -154,8 +152,7 @@ PlaceholderScanner::PlaceholderScanner(std::vector<std::string> placeholders)
   for (const std::string& p : placeholders_) cores_.push_back(Base64Cores(p));
 }
 
-void PlaceholderScanner::FindPlain(std::string_view text, const PercentDecoded* decoded,
-                                   std::vector<Hit>* hits) const {
+void PlaceholderScanner::FindPlain(std::string_view text, const PercentDecoded* decoded, std::vector<Hit>* hits) const {
   std::string_view searched = decoded != nullptr ? std::string_view(decoded->text) : text;
   auto add = [&](size_t secret, size_t pos) {
     size_t len = placeholders_[secret].size();

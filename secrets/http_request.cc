@@ -11,8 +11,8 @@ namespace msb::secrets {
 
 namespace {
 
-constexpr std::array<const char*, 6> kRefusalNames = {"malformed", "too-large", "smuggling",
-                                                      "expect-continue", "http2", "unsupported"};
+constexpr std::array<const char*, 6> kRefusalNames = {"malformed",       "too-large", "smuggling",
+                                                      "expect-continue", "http2",     "unsupported"};
 static_assert(kRefusalNames.size() == static_cast<size_t>(Refusal::kUnsupported) + 1);
 
 char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -21,13 +21,7 @@ char Lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' +
 bool IsTokenChar(unsigned char c) {
   if (c >= '0' && c <= '9') return true;
   if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
-  }
+  return c != 0 && std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
 }
 
 bool IsToken(std::string_view s) {
@@ -250,7 +244,8 @@ bool HttpRequestParser::OnFieldsEnd() {
     return false;
   }
   if (te.size() > 1 || cl.size() > 1) {
-    Refuse(Refusal::kSmuggling, 400, te.size() > 1 ? "more than one Transfer-Encoding" : "more than one Content-Length");
+    Refuse(Refusal::kSmuggling, 400,
+           te.size() > 1 ? "more than one Transfer-Encoding" : "more than one Content-Length");
     return false;
   }
   if (!te.empty()) {
@@ -392,8 +387,8 @@ ParseOutcome HttpRequestParser::Next() {
         if (st != LineStatus::kLine) break;
         if (line.empty()) {
           if (++empty_lines_ > kMaxLeadingEmptyLines) {
-            Refuse(Refusal::kMalformed, 400, "more than " + std::to_string(kMaxLeadingEmptyLines) +
-                                                 " empty lines before a request");
+            Refuse(Refusal::kMalformed, 400,
+                   "more than " + std::to_string(kMaxLeadingEmptyLines) + " empty lines before a request");
             return refused();
           }
           start_ = cursor_;
@@ -462,8 +457,7 @@ ParseOutcome HttpRequestParser::Next() {
         if (phase_ == Phase::kTrailers) field_bytes_ = 0;
         continue;
       }
-      case Phase::kRefused:
-        return refused();
+      case Phase::kRefused: return refused();
     }
     if (st == LineStatus::kRefused) return refused();
     if (st == LineStatus::kNeedMore) return out;

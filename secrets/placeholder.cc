@@ -95,8 +95,8 @@ Result<SecretValue> SecretValue::ReadFile(const std::string& path) {
   if (::fstat(fd.get(), &st) != 0) return Error::FromErrno("reading secret file " + path);
   if (!S_ISREG(st.st_mode)) return Error(ErrorCode::kInvalidArgument, "secret file " + path + " is not a regular file");
   if (static_cast<uint64_t>(st.st_size) > kMaxSecretBytes) {
-    return Error(ErrorCode::kInvalidArgument, "secret file " + path + " is larger than " +
-                                                  std::to_string(kMaxSecretBytes) + " bytes");
+    return Error(ErrorCode::kInvalidArgument,
+                 "secret file " + path + " is larger than " + std::to_string(kMaxSecretBytes) + " bytes");
   }
   // One byte more than allowed tells a file that grew after fstat.
   MSB_TRY(SecretValue v, Allocate(kMaxSecretBytes + 1));
@@ -111,8 +111,8 @@ Result<SecretValue> SecretValue::ReadFile(const std::string& path) {
     len += static_cast<size_t>(n);
   }
   if (len > kMaxSecretBytes) {
-    return Error(ErrorCode::kInvalidArgument, "secret file " + path + " is larger than " +
-                                                  std::to_string(kMaxSecretBytes) + " bytes");
+    return Error(ErrorCode::kInvalidArgument,
+                 "secret file " + path + " is larger than " + std::to_string(kMaxSecretBytes) + " bytes");
   }
   if (len > 0 && buf[len - 1] == '\n') {
     --len;

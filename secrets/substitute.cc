@@ -23,7 +23,7 @@ enum class Place : int {
   kQuery = 2,
   kFieldName = 3,
   kFieldValue = 4,
-  kBasicAuth = 5,    // the decoded credentials of Authorization: Basic
+  kBasicAuth = 5,  // the decoded credentials of Authorization: Basic
   kBody = 6,
   kTrailer = 7,
 };
@@ -153,7 +153,7 @@ std::string Rewrite(std::string_view text, const std::vector<Hit>& hits, F repla
 struct Scanned {
   std::vector<Found> found;
   std::vector<Hit> query;
-  std::vector<std::vector<Hit>> fields;  // per header: hits in the value
+  std::vector<std::vector<Hit>> fields;           // per header: hits in the value
   std::vector<std::optional<std::string>> basic;  // per header: decoded Basic credentials
   std::vector<std::vector<Hit>> basic_hits;
   std::vector<Hit> body;
@@ -259,9 +259,7 @@ SubstitutionEngine::SubstitutionEngine(std::vector<SecretBinding> secrets)
         return placeholders;
       }()) {}
 
-std::string SubstitutionEngine::Redact(std::string_view guest_text) const {
-  return RedactValues(guest_text, secrets_);
-}
+std::string SubstitutionEngine::Redact(std::string_view guest_text) const { return RedactValues(guest_text, secrets_); }
 
 Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpRequest& request,
                                        std::string_view raw) const {
@@ -296,8 +294,8 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
       return block(i, who + " in a plain-HTTP request to " + host + ": secrets are sent only over TLS");
     }
     const std::string& sni = *flow.sni;
-    bool allowed = std::any_of(s.allow.begin(), s.allow.end(),
-                               [&](const std::string& p) { return AllowMatches(p, sni); });
+    bool allowed =
+        std::any_of(s.allow.begin(), s.allow.end(), [&](const std::string& p) { return AllowMatches(p, sni); });
     if (!allowed) return block(i, who + " may not be sent to " + sni + " (not in its allow list)");
     if (!flow.pinned || !flow.pinned(sni, flow.dest_ip)) {
       return block(i, who + ": " + sni + " was not resolved to " + flow.dest_ip + " by this sandbox's DNS");
@@ -312,7 +310,8 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     }
     if (auto authority = AbsoluteAuthority(request.target)) {
       auto a = NormalizeHost(*authority);
-      if (!a || *a != sni) return block(i, who + ": the request target's authority " + Quote(Redact(*authority)) + " is not " + sni);
+      if (!a || *a != sni)
+        return block(i, who + ": the request target's authority " + Quote(Redact(*authority)) + " is not " + sni);
     }
   }
 
@@ -321,9 +320,11 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     const SecretBinding& s = secrets_[f.secret];
     const std::string where = PlaceName(f, request, secrets_) + " of a request to " + *flow.sni;
     const char* flag = InjectFlagName(f.place);
-    if (flag == nullptr) return block(f.secret, "secret " + s.name + " in " + where + ", where it is never substituted");
+    if (flag == nullptr)
+      return block(f.secret, "secret " + s.name + " in " + where + ", where it is never substituted");
     if (!FormAllowed(f.place, f.form)) {
-      return block(f.secret, "secret " + s.name + " " + ToString(f.form) + " in " + where + ", which is never substituted");
+      return block(f.secret,
+                   "secret " + s.name + " " + ToString(f.form) + " in " + where + ", which is never substituted");
     }
     if (!FlagFor(s.inject, f.place)) {
       return block(f.secret, "secret " + s.name + " in " + where + ", where inject." + flag + " is off");
@@ -340,7 +341,8 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
   auto encoded = [&](const Hit& h) { return PercentEncode(secrets_[h.secret].value); };
   if (!scan.query.empty()) {
     size_t q = request.target.find('?');
-    rewritten.target = request.target.substr(0, q + 1) + Rewrite(std::string_view(request.target).substr(q + 1), scan.query, encoded);
+    rewritten.target =
+        request.target.substr(0, q + 1) + Rewrite(std::string_view(request.target).substr(q + 1), scan.query, encoded);
   }
   for (size_t i = 0; i < request.headers.size(); ++i) {
     HttpHeader& h = rewritten.headers[i];
@@ -354,9 +356,8 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     }
   }
   if (!scan.body.empty()) {
-    rewritten.body = Rewrite(request.body, scan.body, [&](const Hit& h) {
-      return h.form == Form::kPercent ? encoded(h) : value(h);
-    });
+    rewritten.body = Rewrite(request.body, scan.body,
+                             [&](const Hit& h) { return h.form == Form::kPercent ? encoded(h) : value(h); });
     if (!rewritten.chunked) {
       for (HttpHeader& h : rewritten.headers) {
         if (EqualsIgnoreCase(h.name, "Content-Length")) h.value = std::to_string(rewritten.body.size());
@@ -372,8 +373,8 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
   return out;
 }
 
-Substitution Substitute(const std::vector<SecretBinding>& secrets, const FlowContext& flow,
-                        const HttpRequest& request, std::string_view raw) {
+Substitution Substitute(const std::vector<SecretBinding>& secrets, const FlowContext& flow, const HttpRequest& request,
+                        std::string_view raw) {
   return SubstitutionEngine(secrets).Judge(flow, request, raw);
 }
 

@@ -77,9 +77,9 @@ struct InjectFlags {
 };
 
 struct SecretBinding {
-  std::string name;         // the guest's variable; in logs and counters
-  std::string placeholder;  // what the guest holds
-  std::string_view value;   // bytes of a SecretValue that outlives the binding
+  std::string name;                // the guest's variable; in logs and counters
+  std::string placeholder;         // what the guest holds
+  std::string_view value;          // bytes of a SecretValue that outlives the binding
   std::vector<std::string> allow;  // "host" or "*.domain", canonical (schema/sandbox.cc)
   InjectFlags inject;
 };
@@ -117,7 +117,7 @@ const char* ToString(Verdict verdict);
 // then wipes them (WipeString, placeholder.h).
 struct Substitution {
   Verdict verdict = Verdict::kPassThrough;
-  std::string upstream;  // kPassThrough: raw as received; kSubstituted: the rewritten request
+  std::string upstream;                  // kPassThrough: raw as received; kSubstituted: the rewritten request
   std::vector<std::string> substituted;  // kSubstituted: the secrets' names, in binding order
   std::string blocked_secret;            // kBlocked
   std::string reason;                    // kBlocked: one line
@@ -147,7 +147,7 @@ class SubstitutionEngine {
 
 // One request judged by a one-off engine (tests, tools); the owner of many
 // flows keeps a SubstitutionEngine.
-Substitution Substitute(const std::vector<SecretBinding>& secrets, const FlowContext& flow,
-                        const HttpRequest& request, std::string_view raw);
+Substitution Substitute(const std::vector<SecretBinding>& secrets, const FlowContext& flow, const HttpRequest& request,
+                        std::string_view raw);
 
 }  // namespace msb::secrets

@@ -248,12 +248,14 @@ TEST(ClientHelloTest, MalformedHellosAreFinal) {
        }()))},
       {"empty record", Bytes{22, 3, 1, 0, 0}},
       {"oversized record", Bytes{22, 3, 1, 0x40, 0x01}},
-      {"alert record mid-hello", [&] {
+      {"alert record mid-hello",
+       [&] {
          Bytes r = Records(Handshake(body), 10);
          r[15] = 21;  // the second record's type
          return r;
        }()},
-      {"record version 2.x mid-hello", [&] {
+      {"record version 2.x mid-hello",
+       [&] {
          Bytes r = Records(Handshake(body), 10);
          r[16] = 2;
          return r;
@@ -309,8 +311,8 @@ RC_GTEST_PROP(ClientHelloProperty, RecordSplitsDoNotMatter, ()) {
   size_t i = 0;
   while (i < handshake.size()) {
     size_t n = *rc::gen::inRange<size_t>(1, std::min<size_t>(handshake.size() - i, 400) + 1);
-    Bytes part = Records(Bytes(handshake.begin() + static_cast<ptrdiff_t>(i),
-                               handshake.begin() + static_cast<ptrdiff_t>(i + n)));
+    Bytes part = Records(
+        Bytes(handshake.begin() + static_cast<ptrdiff_t>(i), handshake.begin() + static_cast<ptrdiff_t>(i + n)));
     records.insert(records.end(), part.begin(), part.end());
     i += n;
   }

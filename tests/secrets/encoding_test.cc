@@ -137,7 +137,8 @@ RC_GTEST_PROP(EncodingProperty, Base64CoresAreInEveryEncoding, (std::string pref
   RC_ASSERT(cores.size() >= 3u);
   std::string b64 = Base64Encode(prefix + placeholder + suffix);
   auto in = [&](const std::string& t) {
-    return std::any_of(cores.begin(), cores.end(), [&](const std::string& c) { return t.find(c) != std::string::npos; });
+    return std::any_of(cores.begin(), cores.end(),
+                       [&](const std::string& c) { return t.find(c) != std::string::npos; });
   };
   RC_ASSERT(in(b64));
   RC_ASSERT(in(UrlSafe(b64)));

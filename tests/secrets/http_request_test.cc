@@ -57,7 +57,9 @@ TEST(HttpRequestTest, SimpleGet) {
 
 TEST(HttpRequestTest, PipelinedRequestsOneAtATimeInAnySplit) {
   std::string a = "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
-  std::string b = "PUT /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;x=\"y z\"\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 1\r\n\r\n";
+  std::string b =
+      "PUT /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;x=\"y z\"\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: "
+      "1\r\n\r\n";
   std::string c = "GET /c HTTP/1.0\r\n\r\n";
   std::string stream = a + b + c;
   for (size_t step : {1, 2, 3, 7, 16, 1000}) {
@@ -106,16 +108,21 @@ struct RefusalCase {
 TEST(HttpRequestTest, RefusesSmugglingAndUnsupportedForms) {
   const std::string get = "GET / HTTP/1.1\r\nHost: h\r\n";
   std::vector<RefusalCase> cases = {
-      {"CL and TE", "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", Refusal::kSmuggling, 400},
-      {"TE and CL", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Refusal::kSmuggling, 400},
-      {"duplicate CL", "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", Refusal::kSmuggling, 400},
-      {"conflicting CL", "POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 4\r\n\r\nabcd", Refusal::kSmuggling, 400},
+      {"CL and TE", "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", Refusal::kSmuggling,
+       400},
+      {"TE and CL", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", Refusal::kSmuggling,
+       400},
+      {"duplicate CL", "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", Refusal::kSmuggling,
+       400},
+      {"conflicting CL", "POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 4\r\n\r\nabcd", Refusal::kSmuggling,
+       400},
       {"CL list", "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc", Refusal::kSmuggling, 400},
       {"CL sign", "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", Refusal::kSmuggling, 400},
       {"CL hex", "POST / HTTP/1.1\r\nContent-Length: 0x3\r\n\r\nabc", Refusal::kSmuggling, 400},
       {"TE gzip", "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Refusal::kSmuggling, 501},
       {"TE chunked twice", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Refusal::kSmuggling, 501},
-      {"TE twice", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Refusal::kSmuggling, 400},
+      {"TE twice", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+       Refusal::kSmuggling, 400},
       {"TE identity", "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n", Refusal::kSmuggling, 501},
       {"TE in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
       {"obs-fold", get + "X-A: 1\r\n  continued\r\n\r\n", Refusal::kSmuggling, 400},
@@ -124,16 +131,26 @@ TEST(HttpRequestTest, RefusesSmugglingAndUnsupportedForms) {
       {"bare LF ending head", get + "\n", Refusal::kSmuggling, 400},
       {"bare CR in field", get + "X-A: 1\r2\r\n\r\n", Refusal::kSmuggling, 400},
       {"NUL in field", get + std::string("X-A: 1\0 2\r\n\r\n", 13), Refusal::kSmuggling, 400},
-      {"chunk size with space", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
-      {"chunk size 0x", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
-      {"chunk size negative", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
-      {"chunk size empty", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\nabc\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
-      {"chunk size overflow", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\n", Refusal::kTooLarge, 413},
-      {"chunk data too long", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
-      {"chunk LF only", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
-      {"chunk ext unterminated", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=\"b\r\nabc\r\n0\r\n\r\n", Refusal::kSmuggling, 400},
-      {"CL in trailers", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 4\r\n\r\n", Refusal::kSmuggling, 400},
-      {"expect 100-continue", "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", Refusal::kExpectContinue, 417},
+      {"chunk size with space", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n",
+       Refusal::kSmuggling, 400},
+      {"chunk size 0x", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n",
+       Refusal::kSmuggling, 400},
+      {"chunk size negative", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n",
+       Refusal::kSmuggling, 400},
+      {"chunk size empty", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\nabc\r\n0\r\n\r\n",
+       Refusal::kSmuggling, 400},
+      {"chunk size overflow", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\n",
+       Refusal::kTooLarge, 413},
+      {"chunk data too long", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
+       Refusal::kSmuggling, 400},
+      {"chunk LF only", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", Refusal::kSmuggling,
+       400},
+      {"chunk ext unterminated", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=\"b\r\nabc\r\n0\r\n\r\n",
+       Refusal::kSmuggling, 400},
+      {"CL in trailers", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 4\r\n\r\n",
+       Refusal::kSmuggling, 400},
+      {"expect 100-continue", "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+       Refusal::kExpectContinue, 417},
       {"HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Refusal::kHttp2, 505},
       {"HTTP/2.0 version", "GET / HTTP/2.0\r\n\r\n", Refusal::kUnsupported, 505},
       {"HTTP/0.9", "GET /\r\n\r\n", Refusal::kMalformed, 400},
@@ -160,7 +177,9 @@ TEST(HttpRequestTest, RefusesSmugglingAndUnsupportedForms) {
 
 TEST(HttpRequestTest, RefusalIsStickyAndStopsPipelining) {
   HttpRequestParser p;
-  p.Feed("GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nxGET / HTTP/1.1\r\n\r\n");
+  p.Feed(
+      "GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nxGET / "
+      "HTTP/1.1\r\n\r\n");
   EXPECT_EQ(p.Next().status, ParseStatus::kRequest);
   EXPECT_EQ(p.Next().status, ParseStatus::kRefused);
   EXPECT_EQ(p.Next().status, ParseStatus::kRefused);
@@ -170,7 +189,8 @@ TEST(HttpRequestTest, RefusalIsStickyAndStopsPipelining) {
 }
 
 TEST(HttpRequestTest, AbsoluteAndAsteriskForms) {
-  auto all = ParseAll("GET https://api.github.com/x HTTP/1.1\r\nHost: api.github.com\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+  auto all = ParseAll(
+      "GET https://api.github.com/x HTTP/1.1\r\nHost: api.github.com\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].request.target, "https://api.github.com/x");
   EXPECT_EQ(all[1].request.target, "*");
@@ -190,12 +210,12 @@ TEST(HttpRequestTest, Limits) {
   while (big.size() < kMaxHeaderBytes) big += "X-Big: " + std::string(4000, 'v') + "\r\n";
   EXPECT_EQ(RefusalOf(big + "\r\n").status, 431);
 
-  std::string chunk_line = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" +
-                           std::string(kMaxChunkLineBytes, 'e') + "\r\n";
+  std::string chunk_line =
+      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" + std::string(kMaxChunkLineBytes, 'e') + "\r\n";
   EXPECT_EQ(RefusalOf(chunk_line).status, 400);
 
-  std::string huge_chunks = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" +
-                            std::string("800000\r\n") + std::string(0x800000, 'x') + "\r\n" + "800001\r\n";
+  std::string huge_chunks = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string("800000\r\n") +
+                            std::string(0x800000, 'x') + "\r\n" + "800001\r\n";
   EXPECT_EQ(RefusalOf(huge_chunks).status, 413);
 
   std::string at_limit = "POST / HTTP/1.1\r\nContent-Length: " + std::to_string(kMaxBodyBytes) + "\r\n\r\n";
@@ -268,7 +288,9 @@ RC_GTEST_PROP(HttpRequestProperty, PipelinedStreamSplitsAnywhere, ()) {
 // Any bytes: the parser answers, and whatever it accepts serializes to bytes
 // it reads back the same.
 RC_GTEST_PROP(HttpRequestProperty, ArbitraryBytesNeverBreakTheRoundTrip, (std::string junk)) {
-  std::string stream = *rc::gen::element<std::string>("", "GET / HTTP/1.1\r\n", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") + junk;
+  std::string stream = *rc::gen::element<std::string>("", "GET / HTTP/1.1\r\n",
+                                                      "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") +
+                       junk;
   for (const ParseOutcome& o : ParseAll(stream, 1 + junk.size() % 7)) {
     if (o.status != ParseStatus::kRequest) continue;
     auto again = ParseAll(SerializeRequest(o.request));

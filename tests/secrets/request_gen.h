@@ -14,20 +14,21 @@
 namespace msb::secrets {
 
 inline rc::Gen<std::string> TokenGen() {
-  return rc::gen::nonEmpty(rc::gen::container<std::string>(rc::gen::element(
-      'a', 'b', 'z', 'A', 'Q', '0', '9', '-', '_', '.', '!', '~', '*', '+', '#', '|')));
+  return rc::gen::nonEmpty(rc::gen::container<std::string>(
+      rc::gen::element('a', 'b', 'z', 'A', 'Q', '0', '9', '-', '_', '.', '!', '~', '*', '+', '#', '|')));
 }
 
 inline rc::Gen<std::string> FieldValueGen() {
   // Visible characters and inner spaces; never leading or trailing whitespace.
-  return rc::gen::map(rc::gen::container<std::string>(rc::gen::oneOf(
-                          rc::gen::inRange<char>(0x21, 0x7f), rc::gen::element(' ', '\t'),
-                          rc::gen::map(rc::gen::inRange<int>(0x80, 0x100), [](int c) { return static_cast<char>(c); }))),
-                      [](std::string v) {
-                        while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.erase(0, 1);
-                        while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.pop_back();
-                        return v;
-                      });
+  return rc::gen::map(
+      rc::gen::container<std::string>(
+          rc::gen::oneOf(rc::gen::inRange<char>(0x21, 0x7f), rc::gen::element(' ', '\t'),
+                         rc::gen::map(rc::gen::inRange<int>(0x80, 0x100), [](int c) { return static_cast<char>(c); }))),
+      [](std::string v) {
+        while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.erase(0, 1);
+        while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.pop_back();
+        return v;
+      });
 }
 
 inline rc::Gen<HttpHeader> HeaderGen() {

@@ -168,7 +168,8 @@ TEST(SubstituteTest, Gate2UnpinnedDestinationIsBlocked) {
 TEST(SubstituteTest, Gate3HostMustBeExactlyOneAndEqualTheSni) {
   Fixture f;
   std::string auth = "Authorization: Bearer " + f.p_github + "\r\n";
-  ExpectBlocked(f.Judge("GET / HTTP/1.1\r\nHost: evil.com\r\n" + auth + "\r\n"), "GITHUB_TOKEN", "is not api.github.com");
+  ExpectBlocked(f.Judge("GET / HTTP/1.1\r\nHost: evil.com\r\n" + auth + "\r\n"), "GITHUB_TOKEN",
+                "is not api.github.com");
   ExpectBlocked(f.Judge("GET / HTTP/1.1\r\n" + auth + "\r\n"), "GITHUB_TOKEN", "0 Host fields");
   ExpectBlocked(f.Judge("GET / HTTP/1.1\r\nHost: api.github.com\r\nhost: api.github.com\r\n" + auth + "\r\n"),
                 "GITHUB_TOKEN", "2 Host fields");
@@ -212,9 +213,9 @@ TEST(SubstituteTest, Gate4QueryNeedsInjectQuery) {
   ExpectBlocked(f.Judge("GET /?token=" + f.p_github + " HTTP/1.1\r\nHost: api.github.com\r\n\r\n"), "GITHUB_TOKEN",
                 "where inject.query is off");
   auto store = f.Flow("files.example.com", "93.184.215.14");
-  Substitution s = f.Judge("GET /get?key=" + f.p_store + "&k2=%6dsb" + f.p_store.substr(3) +
-                               " HTTP/1.1\r\nHost: files.example.com\r\n\r\n",
-                           store);
+  Substitution s = f.Judge(
+      "GET /get?key=" + f.p_store + "&k2=%6dsb" + f.p_store.substr(3) + " HTTP/1.1\r\nHost: files.example.com\r\n\r\n",
+      store);
   ASSERT_EQ(s.verdict, Verdict::kSubstituted) << s.reason;
   EXPECT_EQ(Reparse(s.upstream).target, "/get?key=s3%20cr%2Ft%26%3D%2B&k2=s3%20cr%2Ft%26%3D%2B");
 }
@@ -227,10 +228,10 @@ TEST(SubstituteTest, Gate4PlacesThatAreNeverSubstituted) {
   ExpectBlocked(f.Judge("GET / HTTP/1.1\r\n" + host + "X-" + f.p_store + ": 1\r\n\r\n", store), "STORE_KEY",
                 "a field name");
   ExpectBlocked(f.Judge(f.p_store + " / HTTP/1.1\r\n" + host + "\r\n", store), "STORE_KEY", "the request line");
-  ExpectBlocked(f.Judge("POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + f.p_store +
-                            "\r\n\r\n",
-                        store),
-                "STORE_KEY", "the trailers");
+  ExpectBlocked(
+      f.Judge("POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: " + f.p_store + "\r\n\r\n",
+              store),
+      "STORE_KEY", "the trailers");
 }
 
 TEST(SubstituteTest, Gate4FormsThatAreNeverSubstituted) {
@@ -241,10 +242,10 @@ TEST(SubstituteTest, Gate4FormsThatAreNeverSubstituted) {
                 "STORE_KEY", "percent-encoded in the X-Key field");
   ExpectBlocked(f.Judge("GET / HTTP/1.1\r\n" + host + "X-Key: " + Base64Encode("k:" + f.p_store) + "\r\n\r\n", store),
                 "STORE_KEY", "base64 in the X-Key field");
-  ExpectBlocked(f.Judge("GET /?q=%25" + PercentEncode("6D") + "sb" + f.p_store.substr(3) + " HTTP/1.1\r\n" + host +
-                            "\r\n",
-                        store),
-                "STORE_KEY", "percent-encoded twice");
+  ExpectBlocked(
+      f.Judge("GET /?q=%25" + PercentEncode("6D") + "sb" + f.p_store.substr(3) + " HTTP/1.1\r\n" + host + "\r\n",
+              store),
+      "STORE_KEY", "percent-encoded twice");
   std::string b64_body = Base64Encode("{\"k\":\"" + f.p_store + "\"}");
   ExpectBlocked(f.Judge("POST / HTTP/1.1\r\n" + host + "Content-Length: " + std::to_string(b64_body.size()) +
                             "\r\n\r\n" + b64_body,
@@ -274,9 +275,10 @@ TEST(SubstituteTest, Gate4BodyAndBasicAuthFollowTheFlags) {
 TEST(SubstituteTest, BodyWithContentLengthIsRecomputed) {
   Fixture f;
   std::string body = "a=" + f.p_store + "&b=" + std::string("%6D") + f.p_store.substr(1);
-  Substitution s = f.Judge("POST /form HTTP/1.1\r\nHost: files.example.com\r\nContent-Length: " +
-                               std::to_string(body.size()) + "\r\nX-After: 1\r\n\r\n" + body,
-                           f.Flow("files.example.com", "93.184.215.14"));
+  Substitution s =
+      f.Judge("POST /form HTTP/1.1\r\nHost: files.example.com\r\nContent-Length: " + std::to_string(body.size()) +
+                  "\r\nX-After: 1\r\n\r\n" + body,
+              f.Flow("files.example.com", "93.184.215.14"));
   ASSERT_EQ(s.verdict, Verdict::kSubstituted) << s.reason;
   HttpRequest r = Reparse(s.upstream);
   EXPECT_EQ(r.body, "a=" + std::string(kStoreValue) + "&b=" + PercentEncode(kStoreValue));
@@ -289,8 +291,8 @@ TEST(SubstituteTest, ChunkedBodyIsRechunked) {
   std::string p = f.p_store;
   // The placeholder spans two chunks: 10 bytes, then the other 33 (0x21).
   ASSERT_EQ(p.size(), 43u);
-  std::string chunks = "5\r\n{\"k\":\r\n1\r\n\"\r\na\r\n" + p.substr(0, 10) + "\r\n21\r\n" + p.substr(10) +
-                       "\r\n2\r\n\"}\r\n0\r\n\r\n";
+  std::string chunks =
+      "5\r\n{\"k\":\r\n1\r\n\"\r\na\r\n" + p.substr(0, 10) + "\r\n21\r\n" + p.substr(10) + "\r\n2\r\n\"}\r\n0\r\n\r\n";
   Substitution s = f.Judge("POST / HTTP/1.1\r\nHost: files.example.com\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks,
                            f.Flow("files.example.com", "93.184.215.14"));
   ASSERT_EQ(s.verdict, Verdict::kSubstituted) << s.reason;
@@ -354,7 +356,8 @@ TEST(SubstituteTest, CountersAndRateLimitedLogLines) {
   InjectionCounters counters;
   auto t0 = InjectionCounters::Clock::time_point{} + std::chrono::hours(1);
   Substitution blocked = f.Judge("GET /?t=" + f.p_github + " HTTP/1.1\r\nHost: api.github.com\r\n\r\n");
-  Substitution ok = f.Judge("GET / HTTP/1.1\r\nHost: api.github.com\r\nAuthorization: Bearer " + f.p_github + "\r\n\r\n");
+  Substitution ok =
+      f.Judge("GET / HTTP/1.1\r\nHost: api.github.com\r\nAuthorization: Bearer " + f.p_github + "\r\n\r\n");
   EXPECT_FALSE(counters.Record(ok, t0));
   auto first = counters.Record(blocked, t0);
   ASSERT_TRUE(first);
@@ -413,8 +416,8 @@ RC_GTEST_PROP(SubstituteProperty, BlockedNeverHoldsTheValue, ()) {
   std::string ip = which == 0 ? kGithubIp : "93.184.215.14";
   if (*rc::gen::arbitrary<bool>()) {
     host = *rc::gen::element<std::string>("api.github.com", "files.example.com", "evil.com");
-    sni = *rc::gen::element<std::optional<std::string>>(std::nullopt, "api.github.com", "files.example.com",
-                                                         "evil.com");
+    sni =
+        *rc::gen::element<std::optional<std::string>>(std::nullopt, "api.github.com", "files.example.com", "evil.com");
     ip = *rc::gen::element(kGithubIp, std::string("93.184.215.14"), std::string("6.6.6.6"));
   }
   r.headers.push_back({"Host", host});
