@@ -117,14 +117,17 @@ void HttpRequestParser::Reset() {
 std::string HttpRequestParser::TakeBuffered() {
   std::string out = buffer_.substr(start_);
   buffer_.clear();
-  start_ = cursor_ = 0;
+  start_ = cursor_ = scanned_ = 0;
   Reset();
   return out;
 }
 
 HttpRequestParser::LineStatus HttpRequestParser::TakeLine(size_t limit, int too_long_status, const char* what,
                                                           std::string_view* line) {
-  size_t nl = buffer_.find('\n', cursor_);
+  // Bytes before scanned_ are known to hold no LF: a line trickled in one
+  // byte at a time is searched once, not once per byte.
+  size_t nl = buffer_.find('\n', std::max(cursor_, scanned_));
+  scanned_ = nl == std::string::npos ? buffer_.size() : nl;
   size_t len = (nl == std::string::npos ? buffer_.size() : nl) - cursor_;
   // The CR that ends a complete line does not count towards the limit.
   size_t content = (nl != std::string::npos && len > 0 && buffer_[nl - 1] == '\r') ? len - 1 : len;
@@ -466,7 +469,7 @@ ParseOutcome HttpRequestParser::Next() {
   out.request = std::move(request_);
   out.raw = buffer_.substr(start_, cursor_ - start_);
   buffer_.erase(0, cursor_);
-  start_ = cursor_ = 0;
+  start_ = cursor_ = scanned_ = 0;
   Reset();
   return out;
 }

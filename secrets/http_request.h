@@ -144,8 +144,9 @@ class HttpRequestParser {
   void Reset();
 
   std::string buffer_;
-  size_t start_ = 0;   // where the current request begins in buffer_
-  size_t cursor_ = 0;  // the next byte to parse
+  size_t start_ = 0;    // where the current request begins in buffer_
+  size_t cursor_ = 0;   // the next byte to parse
+  size_t scanned_ = 0;  // TakeLine searched [cursor_, scanned_) for LF in vain
   Phase phase_ = Phase::kRequestLine;
   size_t empty_lines_ = 0;
   size_t field_bytes_ = 0;  // of the head, or of the trailers

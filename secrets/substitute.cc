@@ -133,15 +133,28 @@ std::optional<std::string_view> AbsoluteAuthority(std::string_view target) {
   return rest.substr(0, rest.find_first_of("/?"));
 }
 
-// Replaces the kRaw/kPercent hits of text; replacement(hit) is the new text.
-template <typename F>
-std::string Rewrite(std::string_view text, const std::vector<Hit>& hits, F replacement) {
+// How a value is written in a place: as it is, or percent-encoded.
+enum class Writing { kAsIs, kPercentEncoded, kLikeTheHit };
+
+// text with its kRaw/kPercent hits replaced by their secrets' values. Copies
+// of a value made on the way are wiped.
+std::string Rewrite(std::string_view text, const std::vector<Hit>& hits, const std::vector<SecretBinding>& secrets,
+                    Writing writing) {
   std::string out;
+  out.reserve(text.size() + 64);
   size_t at = 0;
   for (const Hit& h : hits) {
     if (h.form != Form::kRaw && h.form != Form::kPercent) continue;
     out.append(text.substr(at, h.begin - at));
-    out.append(replacement(h));
+    std::string_view value = secrets[h.secret].value;
+    bool encode = writing == Writing::kPercentEncoded || (writing == Writing::kLikeTheHit && h.form == Form::kPercent);
+    if (encode) {
+      std::string encoded = PercentEncode(value);
+      out.append(encoded);
+      WipeString(&encoded);
+    } else {
+      out.append(value);
+    }
     at = h.end;
   }
   out.append(text.substr(at));
@@ -310,8 +323,9 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     }
     if (auto authority = AbsoluteAuthority(request.target)) {
       auto a = NormalizeHost(*authority);
-      if (!a || *a != sni)
+      if (!a || *a != sni) {
         return block(i, who + ": the request target's authority " + Quote(Redact(*authority)) + " is not " + sni);
+      }
     }
   }
 
@@ -320,8 +334,9 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
     const SecretBinding& s = secrets_[f.secret];
     const std::string where = PlaceName(f, request, secrets_) + " of a request to " + *flow.sni;
     const char* flag = InjectFlagName(f.place);
-    if (flag == nullptr)
+    if (flag == nullptr) {
       return block(f.secret, "secret " + s.name + " in " + where + ", where it is never substituted");
+    }
     if (!FormAllowed(f.place, f.form)) {
       return block(f.secret,
                    "secret " + s.name + " " + ToString(f.form) + " in " + where + ", which is never substituted");
@@ -337,27 +352,24 @@ Substitution SubstitutionEngine::Judge(const FlowContext& flow, const HttpReques
 
   // Rewrite.
   HttpRequest rewritten = request;
-  auto value = [&](const Hit& h) { return std::string(secrets_[h.secret].value); };
-  auto encoded = [&](const Hit& h) { return PercentEncode(secrets_[h.secret].value); };
   if (!scan.query.empty()) {
     size_t q = request.target.find('?');
-    rewritten.target =
-        request.target.substr(0, q + 1) + Rewrite(std::string_view(request.target).substr(q + 1), scan.query, encoded);
+    rewritten.target = request.target.substr(0, q + 1) + Rewrite(std::string_view(request.target).substr(q + 1),
+                                                                 scan.query, secrets_, Writing::kPercentEncoded);
   }
   for (size_t i = 0; i < request.headers.size(); ++i) {
     HttpHeader& h = rewritten.headers[i];
     if (!scan.basic_hits[i].empty()) {
-      std::string credentials = Rewrite(*scan.basic[i], scan.basic_hits[i], value);
+      std::string credentials = Rewrite(*scan.basic[i], scan.basic_hits[i], secrets_, Writing::kAsIs);
       std::string_view scheme = std::string_view(request.headers[i].value).substr(0, 5);
       h.value = std::string(scheme) + " " + Base64Encode(credentials);
       WipeString(&credentials);
     } else if (!scan.fields[i].empty()) {
-      h.value = Rewrite(request.headers[i].value, scan.fields[i], value);
+      h.value = Rewrite(request.headers[i].value, scan.fields[i], secrets_, Writing::kAsIs);
     }
   }
   if (!scan.body.empty()) {
-    rewritten.body = Rewrite(request.body, scan.body,
-                             [&](const Hit& h) { return h.form == Form::kPercent ? encoded(h) : value(h); });
+    rewritten.body = Rewrite(request.body, scan.body, secrets_, Writing::kLikeTheHit);
     if (!rewritten.chunked) {
       for (HttpHeader& h : rewritten.headers) {
         if (EqualsIgnoreCase(h.name, "Content-Length")) h.value = std::to_string(rewritten.body.size());
