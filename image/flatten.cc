@@ -1,42 +1,32 @@
-// The host side of unpacking layers in a builder microVM (unpack.h).
+// The host side of unpacking layers in a builder microVM (flatten.h).
 //
 // One builder boot handles up to agent::kMaxUnpackLayers layers (microvm's
 // virtio-mmio transports run out beyond); more layers take more boots onto
-// the same target disk. Per boot: listen on <work>/agent.sock, start QEMU
-// (PDEATHSIG, killed and reaped by ChildProcess on every early return),
-// accept its agent chardev, hello ⇄ hello, unpack → layer* result, then
-// shutdown and wait for QEMU to exit. Everything the guest sends is hostile:
-// frames are bounded by FrameChannel, bodies validated by the Parse*
-// decoders, the layer index must be the next one, and the reported diff_id
-// must equal the expected one, else the unpack fails right away.
+// the same target disk. Per boot: vm::BuilderVm boots QEMU with the target
+// disk and the batch's layer blobs and connects its agent port (on every
+// early return it kills and reaps QEMU and removes its scratch directory);
+// then hello ⇄ hello, unpack → layer* result, and BuilderVm::PowerOff.
+// Everything the guest sends is hostile: frames are bounded by FrameChannel,
+// bodies validated by the Parse* decoders, the layer index must be the next
+// one, and the reported diff_id must equal the expected one, else the unpack
+// fails right away.
 #include "image/flatten.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <memory>
 
 #include "agent/channel.h"
 #include "agent/messages.h"
 #include "agent/protocol.h"
-#include "common/child.h"
 #include "common/fd.h"
-#include "common/io.h"
 #include "common/log.h"
-#include "common/unix_socket.h"
-#include "storage/disk.h"
 #include "image/oci.h"
-#include "vm/kernel.h"
+#include "storage/disk.h"
 #include "vm/spec.h"
 
 namespace msb::image {
@@ -50,64 +40,8 @@ constexpr const char* kTargetSerial = "msb-target";
 constexpr const char* kDiskLabel = "msb-base";
 // How long a guest gets to power off after the unpack before it is killed.
 constexpr auto kShutdownGrace = std::chrono::seconds(20);
-constexpr size_t kMaxGuestText = 2000;
 
 std::string LayerSerial(size_t i) { return "msb-layer-" + std::to_string(i); }
-
-// A QEMU option value: commas doubled.
-std::string QemuEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) out += c == ',' ? std::string(",,") : std::string(1, c);
-  return out;
-}
-
-// Guest text for an error message: printable, bounded.
-std::string GuestText(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, kMaxGuestText)) {
-    auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 && c != '\n') || u == 0x7f ? '?' : c;
-  }
-  if (s.size() > kMaxGuestText) out += "...";
-  return out;
-}
-
-std::string Tail(const std::string& path, int lines) {
-  auto text = ReadFile(path);
-  if (!text.ok() || text->empty()) return "(nothing)";
-  std::string s = text->size() > 8192 ? text->substr(text->size() - 8192) : *text;
-  size_t pos = s.size();
-  if (!s.empty() && s.back() == '\n') --pos;
-  int n = 0;
-  while (pos > 0) {
-    if (s[pos - 1] == '\n' && ++n == lines) break;
-    --pos;
-  }
-  return GuestText(s.substr(pos));
-}
-
-// The scratch directory for sockets and logs; removed with everything in it.
-class WorkDir {
- public:
-  ~WorkDir() {
-    if (!path_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(path_, ec);
-    }
-  }
-  Status Create() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string base = tmp != nullptr && *tmp != '\0' && std::strlen(tmp) < 60 ? tmp : "/tmp";
-    std::string tmpl = base + "/msb-unpack-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) return Error::FromErrno("creating a directory in " + base);
-    path_ = tmpl;
-    return OkStatus();
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Removes the file unless Keep() was called.
 class FileGuard {
@@ -127,67 +61,29 @@ struct Batch {
   size_t count = 0;
 };
 
-class Builder {
+// Runs the unpack protocol for one batch after another onto one disk.
+class Unpacker {
  public:
-  Builder(const FlattenRequest& req, std::string qemu, std::string disk, std::string work,
-          Clock::time_point deadline)
-      : req_(req), qemu_bin_(std::move(qemu)), disk_(std::move(disk)), work_(std::move(work)),
-        deadline_(deadline) {}
+  Unpacker(const FlattenRequest& req, vm::BuilderVmOptions vm, std::string disk, Clock::time_point deadline)
+      : req_(req), vm_(std::move(vm)), disk_(std::move(disk)), deadline_(deadline) {}
 
   Status Run(const Batch& batch, std::vector<LayerResult>* results);
 
  private:
-  std::vector<std::string> Argv(const Batch& batch) const;
-  Error Fail(const std::string& what) const;
   std::string LayerName(size_t global) const {
     return "layer " + std::to_string(global) + " (" + req_.layers[global].path + ")";
   }
   Error GuestError(const Batch& batch, const std::string& text) const;
 
   const FlattenRequest& req_;
-  std::string qemu_bin_, disk_, work_;
+  vm::BuilderVmOptions vm_;
+  std::string disk_;
   Clock::time_point deadline_;
 };
 
-std::vector<std::string> Builder::Argv(const Batch& batch) const {
-  const bool kvm = req_.vm.accel == "kvm";
-  std::string kargs = req_.vm.kernel_args.empty() ? vm::TscKernelArg() : req_.vm.kernel_args;
-  std::vector<std::string> a = {
-      qemu_bin_,
-      "-M", std::string("microvm,accel=") + (kvm ? "kvm" : "tcg") + ",rtc=on",
-      "-cpu", kvm ? "host" : "max",
-      "-smp", "1",
-      "-m", std::to_string(std::max<uint64_t>(req_.vm.memory_bytes >> 20, 64)) + "M",
-      "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-      "-kernel", req_.vm.kernel,
-      "-initrd", req_.vm.initramfs,
-      "-append", "console=ttyS0 quiet panic=-1 reboot=t " + kargs,
-      "-chardev", "file,id=con,path=" + QemuEscape(work_ + "/console.log"),
-      "-serial", "chardev:con",
-      "-device", "virtio-serial-device",
-      "-chardev", "socket,id=agent,path=" + QemuEscape(work_ + "/agent.sock"),
-      "-device", "virtserialport,chardev=agent,name=" + std::string(agent::kPortName),
-      "-drive", "id=target,file=" + QemuEscape(disk_) + ",format=raw,if=none,discard=unmap",
-      "-device", std::string("virtio-blk-device,drive=target,serial=") + kTargetSerial,
-  };
-  for (size_t i = 0; i < batch.count; ++i) {
-    const UnpackLayerSpec& l = req_.layers[batch.first + i];
-    std::string id = "layer" + std::to_string(i);
-    a.insert(a.end(), {"-drive", "id=" + id + ",file=" + QemuEscape(l.path) + ",format=raw,if=none,readonly=on",
-                       "-device", "virtio-blk-device,drive=" + id + ",serial=" + LayerSerial(i)});
-  }
-  return a;
-}
-
-Error Builder::Fail(const std::string& what) const {
-  return Error(ErrorCode::kUnavailable, "the image builder VM " + what + "; its console:\n" +
-                                            Tail(work_ + "/console.log", 12) + "\nQEMU:\n" +
-                                            Tail(work_ + "/qemu.log", 5));
-}
-
 // "layer N: rest" from the guest (N within the batch) → the request's layer.
-Error Builder::GuestError(const Batch& batch, const std::string& text) const {
-  std::string t = GuestText(text);
+Error Unpacker::GuestError(const Batch& batch, const std::string& text) const {
+  std::string t = vm::BoundedGuestText(text);
   if (t.rfind("layer ", 0) == 0) {
     size_t colon = t.find(": ");
     char* end = nullptr;
@@ -200,38 +96,25 @@ Error Builder::GuestError(const Batch& batch, const std::string& text) const {
   return Error(ErrorCode::kInvalidArgument, "cannot unpack the image: " + t);
 }
 
-Status Builder::Run(const Batch& batch, std::vector<LayerResult>* results) {
-  std::string sock = work_ + "/agent.sock";
-  ::unlink(sock.c_str());
-  MSB_TRY(UniqueFd listener, ListenUnix(sock, false, 1));
-  UniqueFd log(::open((work_ + "/qemu.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  ::unlink((work_ + "/console.log").c_str());
-  SpawnOptions opts;
-  opts.argv = Argv(batch);
-  opts.stdout_fd = log.valid() ? log.get() : -2;
-  opts.stderr_fd = log.valid() ? log.get() : -2;
-  opts.parent_death_signal = SIGKILL;
-  MSB_TRY(ChildProcess qemu, ChildProcess::Spawn(opts));
-
-  // QEMU connects to the agent socket as soon as it starts.
-  UniqueFd conn;
-  while (!conn) {
-    if (Clock::now() >= deadline_) return Fail("did not start in time");
-    if (auto st = qemu.TryWait()) return Fail("exited at start (" + st->ToString() + ")");
-    pollfd p{listener.get(), POLLIN, 0};
-    if (::poll(&p, 1, 100) == 1) conn.Reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  }
-  listener.Reset();
-  agent::FrameChannel chan(std::move(conn));
+Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
+  vm::BuilderVmBoot boot;
+  boot.name = "the image builder VM";
+  boot.scratch_prefix = "msb-unpack-";
+  boot.deadline = deadline_;
+  boot.disks.push_back(vm::VmDisk{disk_, kTargetSerial, false});
+  for (size_t i = 0; i < batch.count; ++i)
+    boot.disks.push_back(vm::VmDisk{req_.layers[batch.first + i].path, LayerSerial(i), true});
+  MSB_TRY(vm::BuilderVm builder, vm::BuilderVm::Boot(vm_, boot));
+  agent::FrameChannel& chan = builder.channel();
   auto receive = [&]() -> Result<Frame> {
     auto f = chan.Receive(deadline_);
     if (f.ok()) return f;
-    if (f.error().code() == ErrorCode::kTimeout) return Fail("did not finish in time");
-    return Fail("closed the agent channel (" + f.error().message() + ")");
+    if (f.error().code() == ErrorCode::kTimeout) return builder.Fail("did not finish in time");
+    return builder.Fail("closed the agent channel (" + f.error().message() + ")");
   };
 
   MSB_TRY(Frame hello, receive());
-  if (hello.kind != FrameKind::kHello) return Fail("sent " + agent::ToString(hello.kind) + " before hello");
+  if (hello.kind != FrameKind::kHello) return builder.Fail("sent " + agent::ToString(hello.kind) + " before hello");
   MSB_TRY(agent::Hello h, agent::ParseHello(hello.payload));
   if (h.version != agent::kProtocolVersion)
     return Error(ErrorCode::kUnavailable, "the builder's agentd speaks agent protocol version " +
@@ -276,32 +159,13 @@ Status Builder::Run(const Batch& batch, std::vector<LayerResult>* results) {
       break;
     } else if (f.kind == FrameKind::kError) {
       auto e = agent::ParseErrorMsg(f.payload);
-      return Error(ErrorCode::kProtocol,
-                   "the image builder refused the request: " + GuestText(e.ok() ? e->message : f.payload));
+      return Error(ErrorCode::kProtocol, "the image builder refused the request: " +
+                                             vm::BoundedGuestText(e.ok() ? e->message : f.payload));
     }
   }
 
-  // The guest has unmounted the target; shut it down and wait for QEMU.
-  auto stop_deadline = std::min(deadline_, Clock::now() + kShutdownGrace);
-  (void)chan.Send(Frame{agent::kChannelId, FrameKind::kShutdown, agent::Encode(agent::Shutdown{1000})},
-                  stop_deadline);
-  for (;;) {
-    auto f = chan.Receive(stop_deadline);
-    if (!f.ok()) break;  // closed (QEMU exited) or the grace ran out
-  }
-  for (;;) {
-    if (auto st = qemu.TryWait()) {
-      if (st->code != 0) MSB_LOG(kWarn, "unpack") << "builder QEMU ended with " << st->ToString();
-      break;
-    }
-    if (Clock::now() >= stop_deadline) {
-      // The result is on the disk already (the guest unmounted it).
-      qemu.Kill(SIGKILL);
-      qemu.Wait();
-      break;
-    }
-    ::poll(nullptr, 0, 20);
-  }
+  // The guest has unmounted the target: the result is on the disk already.
+  (void)builder.PowerOff(std::min(deadline_, Clock::now() + kShutdownGrace));
   return OkStatus();
 }
 
@@ -349,9 +213,10 @@ std::chrono::milliseconds UnpackTimeout(const std::vector<UnpackLayerSpec>& laye
 
 Result<FlattenResult> FlattenLayers(const FlattenRequest& req) {
   MSB_TRY_STATUS(ValidateRequest(req));
-  std::string qemu = req.vm.qemu;
-  if (qemu.empty()) {
-    MSB_TRY(qemu, vm::FindQemu());
+  // QEMU is looked up once, before any disk is made.
+  vm::BuilderVmOptions vm_options = req.vm;
+  if (vm_options.qemu.empty()) {
+    MSB_TRY(vm_options.qemu, vm::FindQemu());
   }
   auto started = Clock::now();
   auto deadline = started + (req.timeout.count() > 0 ? req.timeout : UnpackTimeout(req.layers));
@@ -362,13 +227,10 @@ Result<FlattenResult> FlattenLayers(const FlattenRequest& req) {
   ::unlink(tmp.c_str());  // a stale one from a builder that died
   MSB_TRY_STATUS(storage::CreateSparseExt4(tmp, result.disk_bytes, kDiskLabel));
   FileGuard tmp_guard(tmp);
-  WorkDir work;
-  MSB_TRY_STATUS(work.Create());
-
-  Builder builder(req, qemu, tmp, work.path(), deadline);
+  Unpacker unpacker(req, std::move(vm_options), tmp, deadline);
   for (size_t first = 0; first < req.layers.size(); first += agent::kMaxUnpackLayers) {
     Batch batch{first, std::min(agent::kMaxUnpackLayers, req.layers.size() - first)};
-    MSB_TRY_STATUS(builder.Run(batch, &result.layers));
+    MSB_TRY_STATUS(unpacker.Run(batch, &result.layers));
     ++result.boots;
   }
 

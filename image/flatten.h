@@ -1,9 +1,10 @@
 // Flattening an image's layers into its read-only base disk, inside a builder
-// microVM: the host creates an empty ext4 disk, attaches it and the layer
-// blobs (read-only) to a QEMU microvm whose agentd runs in unpack mode
+// microVM (vm/builder_vm.h): the host creates an empty ext4 disk, attaches it
+// and the layer blobs (read-only) to a VM whose agentd runs in unpack mode
 // (agentd/unpack.h), checks every diff_id the guest reports, and publishes the
 // disk only when all layers applied. Untrusted tar data is never read on the
-// host. Not the pull and not the image store: callers pass verified blobs.
+// host. Not the pull and not the image store: callers pass verified blobs; and
+// not the VM: no QEMU option is written here.
 #pragma once
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "vm/builder_vm.h"
 
 namespace msb::image {
 
@@ -22,27 +24,13 @@ struct UnpackLayerSpec {
   std::string diff_id;     // expected "sha256:<hex>" of the uncompressed tar
 };
 
-// How to run the builder VM. kernel and initramfs are required (vm::FindKernel,
-// vm::CachedInitramfs(agentd)); the rest has defaults.
-struct UnpackVm {
-  std::string qemu;        // "" = vm::FindQemu()
-  std::string kernel;
-  std::string initramfs;   // holding agentd as /init
-  std::string accel = "tcg";  // "tcg" or "kvm" (vm::ChooseAccel)
-  // Guest RAM; TCG and KVM allocate it as the guest touches it. The guest
-  // keeps every path of the layer being applied (for whiteouts within that
-  // layer): about 150 bytes per entry.
-  uint64_t memory_bytes = 512ull << 20;
-  // Extra guest kernel arguments; "" = vm::TscKernelArg() (TCG boots hang
-  // without a known TSC rate on a busy host).
-  std::string kernel_args;
-};
-
 struct FlattenRequest {
   std::vector<UnpackLayerSpec> layers;  // bottom first; at least one
   std::string output;                   // the base disk to create (must not exist)
   uint64_t disk_bytes = 0;              // 0 = EstimateDiskBytes(layers)
-  UnpackVm vm;
+  // The builder VM. Its memory: the guest keeps every path of the layer being
+  // applied (for whiteouts within that layer), about 150 bytes per entry.
+  ::msb::vm::BuilderVmOptions vm;
   // The whole unpack; 0 = UnpackTimeout(layers).
   std::chrono::milliseconds timeout{0};
 };

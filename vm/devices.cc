@@ -2,6 +2,8 @@
 // (devices.h).
 #include "vm/devices.h"
 
+#include "vm/qemu_cmdline.h"
+
 namespace msb::vm {
 
 std::string VolumeSerial(size_t index) { return "msb-vol-" + std::to_string(index); }
@@ -42,24 +44,11 @@ std::vector<VmShare> SharesFromJson(const nlohmann::json& j) {
   return out;
 }
 
-void AppendDeviceArgs(const std::vector<VmDisk>& disks, const std::vector<VmShare>& shares,
-                      const std::string& dir, std::vector<std::string>& a) {
-  for (size_t i = 0; i < disks.size(); ++i) {
-    const VmDisk& d = disks[i];
-    std::string id = "vol" + std::to_string(i);
-    // A comma in a QEMU option value is written twice.
-    std::string file;
-    for (char c : d.path) file += c == ',' ? std::string(",,") : std::string(1, c);
-    a.insert(a.end(), {"-drive", "id=" + id + ",file=" + file + ",format=raw,if=none" +
-                                     (d.read_only ? ",readonly=on" : ",discard=unmap"),
-                       "-device", "virtio-blk-device,drive=" + id + ",serial=" + d.serial});
-  }
+void AttachVolumesAndShares(const std::vector<VmDisk>& disks, const std::vector<VmShare>& shares,
+                            const std::string& dir, QemuCommandLine& cmd) {
+  for (size_t i = 0; i < disks.size(); ++i) cmd.AttachBlock("vol" + std::to_string(i), disks[i]);
   for (size_t i = 0; i < shares.size(); ++i) {
-    std::string id = "fs" + std::to_string(i);
-    std::string sock;
-    for (char c : ShareSocket(dir, i)) sock += c == ',' ? std::string(",,") : std::string(1, c);
-    a.insert(a.end(), {"-chardev", "socket,id=" + id + ",path=" + sock, "-device",
-                       "vhost-user-fs-device,chardev=" + id + ",tag=" + shares[i].tag});
+    cmd.AttachVhostUserFs("fs" + std::to_string(i), ShareSocket(dir, i), shares[i].tag);
   }
 }
 

@@ -1,7 +1,8 @@
 // The sandbox's optional devices, beside the fixed ones of QemuArgv: named
 // volumes (ext4 disks on virtio-blk) and shared host directories (virtio-fs
 // over vhost-user, one virtiofsd each; vm/virtiofs.h runs them). Their part of
-// the VmSpec JSON and of the QEMU command line. Not the guest's view: agentd
+// the VmSpec JSON, and their ids and sockets on the QEMU command line (the
+// options themselves are vm/qemu_cmdline.h's). Not the guest's view: agentd
 // mounts them from the boot configuration (agentd/mounts.h).
 #pragma once
 
@@ -43,8 +44,10 @@ nlohmann::json SharesToJson(const std::vector<VmShare>& shares);
 std::vector<VmDisk> DisksFromJson(const nlohmann::json& j);
 std::vector<VmShare> SharesFromJson(const nlohmann::json& j);
 
-// Appends the -drive/-device (disks) and -chardev/-device (shares) arguments.
-void AppendDeviceArgs(const std::vector<VmDisk>& disks, const std::vector<VmShare>& shares,
-                      const std::string& dir, std::vector<std::string>& argv);
+class QemuCommandLine;
+// Attaches the disks (drive ids vol<i>) and then the shares (chardev ids
+// fs<i>, sockets ShareSocket(dir, i)) in index order.
+void AttachVolumesAndShares(const std::vector<VmDisk>& disks, const std::vector<VmShare>& shares,
+                            const std::string& dir, QemuCommandLine& cmd);
 
 }  // namespace msb::vm

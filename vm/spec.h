@@ -93,7 +93,9 @@ Result<VmSpec> ReadSpec(const std::string& dir);
 
 // The guest kernel's command line.
 std::string KernelCmdline(const VmSpec& spec);
-// The QEMU command line for spec (argv[0] is the QEMU binary).
+// The QEMU command line for spec (argv[0] is the QEMU binary), written with
+// QemuCommandLine (vm/qemu_cmdline.h). Its device order is fixed: console,
+// QMP, agent port, base, upper, volumes, shares, network, rng.
 std::vector<std::string> QemuArgv(const VmSpec& spec, const std::string& qemu_binary);
 
 // The QEMU binary: $MSB_QEMU, else qemu-system-x86_64 on PATH. The error names

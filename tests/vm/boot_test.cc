@@ -1,6 +1,7 @@
-// Integration: boots the built guest kernel under TCG with an initramfs that
-// BuildInitramfs made around a static test init (tests/vm/test_init.c), and
-// checks the init's marker on the serial console and that QEMU exits by itself.
+// Integration: boots the built guest kernel under TCG on the shared microvm
+// command line (vm/qemu_cmdline.h) with an initramfs that BuildInitramfs made
+// around a static test init (tests/vm/test_init.c), and checks the init's
+// marker on the serial console and that QEMU exits by itself.
 // Skipped when no kernel is built (msb kernel build).
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -19,6 +20,7 @@
 #include "common/fd.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
+#include "vm/qemu_cmdline.h"
 
 namespace msb::vm {
 namespace {
@@ -37,15 +39,17 @@ Boot BootOnce(const std::string& kernel, const std::string& initrd) {
   int p[2];
   EXPECT_EQ(::pipe2(p, O_CLOEXEC), 0);
   UniqueFd rd(p[0]), wr(p[1]);
+  // The machine every VM of msb runs on, with the console on stdout.
+  MicrovmConfig m;
+  m.qemu = "qemu-system-x86_64";
+  m.memory_mib = 256;
+  m.kernel = kernel;
+  m.initramfs = initrd;
+  m.kernel_args = TscKernelArg();
+  QemuCommandLine cmd = QemuCommandLine::ForMicrovm(m);
+  cmd.AttachSerialStdio();
   SpawnOptions opts;
-  opts.argv = {"qemu-system-x86_64",
-               "-M", "microvm,accel=tcg,rtc=on",
-               "-m", "256M", "-smp", "1",
-               "-nodefaults", "-no-user-config", "-nographic",
-               "-serial", "stdio",
-               "-kernel", kernel, "-initrd", initrd,
-               "-append", "console=ttyS0 quiet panic=-1 reboot=t " + TscKernelArg(),
-               "-no-reboot"};
+  opts.argv = std::move(cmd).TakeArgv();
   opts.stdin_fd = -2;
   opts.stdout_fd = wr.get();
   opts.stderr_fd = wr.get();

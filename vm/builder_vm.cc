@@ -1,0 +1,153 @@
+// Booting and powering off a one-shot builder microVM (builder_vm.h).
+//
+// Boot: scratch directory → listen on <dir>/agent.sock → QEMU (its output in
+// <dir>/qemu.log, the guest console in <dir>/console.log) → accept QEMU's
+// agent chardev connection. QEMU connects as soon as it starts, before the
+// guest runs; the caller's first frame (agentd's hello) comes later.
+#include "vm/builder_vm.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "agent/messages.h"
+#include "common/io.h"
+#include "common/log.h"
+#include "common/unix_socket.h"
+#include "vm/kernel.h"
+#include "vm/qemu_cmdline.h"
+#include "vm/spec.h"
+
+namespace msb::vm {
+namespace {
+
+constexpr size_t kMaxGuestText = 2000;
+constexpr uint64_t kMinMemoryMib = 64;
+// $TMPDIR longer than this leaves no room for "/<prefix>XXXXXX/agent.sock"
+// in a unix socket path (108 bytes).
+constexpr size_t kMaxTmpdir = 60;
+
+std::string Tail(const std::string& path, int lines) {
+  auto text = ReadFile(path);
+  if (!text.ok() || text->empty()) return "(nothing)";
+  std::string s = text->size() > 8192 ? text->substr(text->size() - 8192) : *text;
+  size_t pos = s.size();
+  if (!s.empty() && s.back() == '\n') --pos;
+  int n = 0;
+  while (pos > 0) {
+    if (s[pos - 1] == '\n' && ++n == lines) break;
+    --pos;
+  }
+  return BoundedGuestText(s.substr(pos));
+}
+
+std::vector<std::string> Argv(const BuilderVmOptions& o, const std::string& qemu,
+                              const BuilderVmBoot& boot, const std::string& dir) {
+  MicrovmConfig m;
+  m.qemu = qemu;
+  m.kvm = o.accel == "kvm";
+  m.cpus = 1;
+  m.memory_mib = std::max<uint64_t>(o.memory_bytes >> 20, kMinMemoryMib);
+  m.kernel = o.kernel;
+  m.initramfs = o.initramfs;
+  m.kernel_args = o.kernel_args.empty() ? TscKernelArg() : o.kernel_args;
+  QemuCommandLine cmd = QemuCommandLine::ForMicrovm(m);
+  cmd.AttachSerialConsole(dir + "/console.log");
+  cmd.AttachAgentPort(dir + "/agent.sock");
+  for (size_t i = 0; i < boot.disks.size(); ++i) cmd.AttachBlock("disk" + std::to_string(i), boot.disks[i]);
+  return std::move(cmd).TakeArgv();
+}
+
+}  // namespace
+
+std::string BoundedGuestText(std::string_view s) {
+  std::string out;
+  for (char c : s.substr(0, kMaxGuestText)) {
+    auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 && c != '\n') || u == 0x7f ? '?' : c;
+  }
+  if (s.size() > kMaxGuestText) out += "...";
+  return out;
+}
+
+BuilderVm::ScratchDir::~ScratchDir() {
+  if (path_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+Status BuilderVm::ScratchDir::Create(const std::string& prefix) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string base = tmp != nullptr && *tmp != '\0' && std::strlen(tmp) < kMaxTmpdir ? tmp : "/tmp";
+  std::string tmpl = base + "/" + prefix + "XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) return Error::FromErrno("creating a directory in " + base);
+  path_ = tmpl;
+  return OkStatus();
+}
+
+Error BuilderVm::Fail(const std::string& name, const std::string& dir, const std::string& what) {
+  return Error(ErrorCode::kUnavailable, name + " " + what + "; its console:\n" + Tail(dir + "/console.log", 12) +
+                                            "\nQEMU:\n" + Tail(dir + "/qemu.log", 5));
+}
+
+Error BuilderVm::Fail(const std::string& what) const { return Fail(name_, scratch_.path(), what); }
+
+Result<BuilderVm> BuilderVm::Boot(const BuilderVmOptions& options, const BuilderVmBoot& boot) {
+  std::string qemu_bin = options.qemu;
+  if (qemu_bin.empty()) {
+    MSB_TRY(qemu_bin, FindQemu());
+  }
+  ScratchDir scratch;
+  MSB_TRY_STATUS(scratch.Create(boot.scratch_prefix));
+  const std::string& dir = scratch.path();
+  MSB_TRY(UniqueFd listener, ListenUnix(dir + "/agent.sock", false, 1));
+  UniqueFd log(::open((dir + "/qemu.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  SpawnOptions opts;
+  opts.argv = Argv(options, qemu_bin, boot, dir);
+  opts.stdout_fd = log.valid() ? log.get() : -2;
+  opts.stderr_fd = log.valid() ? log.get() : -2;
+  opts.parent_death_signal = SIGKILL;
+  MSB_TRY(ChildProcess qemu, ChildProcess::Spawn(opts));
+
+  UniqueFd conn;
+  while (!conn) {
+    if (Clock::now() >= boot.deadline) return Fail(boot.name, dir, "did not start in time");
+    if (auto st = qemu.TryWait()) return Fail(boot.name, dir, "exited at start (" + st->ToString() + ")");
+    pollfd p{listener.get(), POLLIN, 0};
+    if (::poll(&p, 1, 100) == 1) conn.Reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  }
+  return BuilderVm(std::move(scratch), std::move(qemu), std::move(conn), boot.name);
+}
+
+ExitStatus BuilderVm::PowerOff(Clock::time_point deadline) {
+  (void)channel_.Send(
+      agent::Frame{agent::kChannelId, agent::FrameKind::kShutdown, agent::Encode(agent::Shutdown{1000})},
+      deadline);
+  for (;;) {
+    auto f = channel_.Receive(deadline);
+    if (!f.ok()) break;  // closed (QEMU exited) or the deadline passed
+  }
+  for (;;) {
+    if (auto st = qemu_.TryWait()) {
+      if (st->code != 0) {
+        MSB_LOG(kWarn, "vm") << name_ << ": QEMU ended with " << st->ToString();
+      }
+      return *st;
+    }
+    if (Clock::now() >= deadline) {
+      qemu_.Kill(SIGKILL);
+      return qemu_.Wait();
+    }
+    ::poll(nullptr, 0, 20);
+  }
+}
+
+}  // namespace msb::vm

@@ -1,0 +1,109 @@
+// BuilderVm: a one-shot microVM that boots agentd with a list of disks and
+// hands its caller the agent channel and the QEMU process; the image builder
+// (image/flatten.cc) unpacks layers in one. Not a sandbox: no supervisor, QMP,
+// network, shares, restarts or event loop; and no protocol beyond powering
+// off: the caller speaks agent frames over channel(). Its command line is
+// vm/qemu_cmdline.h's, like the sandbox's.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/channel.h"
+#include "common/child.h"
+#include "common/result.h"
+#include "vm/devices.h"
+
+namespace msb::vm {
+
+// How to run a builder VM. kernel and initramfs are required (vm::FindKernel,
+// vm::CachedInitramfs(agentd)); the rest has defaults.
+struct BuilderVmOptions {
+  std::string qemu;        // "" = vm::FindQemu()
+  std::string kernel;
+  std::string initramfs;   // holding agentd as /init
+  std::string accel = "tcg";  // "tcg" or "kvm" (vm::ChooseAccel)
+  // Guest RAM (at least 64 MiB is given); TCG and KVM allocate it as the
+  // guest touches it.
+  uint64_t memory_bytes = 512ull << 20;
+  // Extra guest kernel arguments; "" = vm::TscKernelArg() (TCG boots hang
+  // without a known TSC rate on a busy host).
+  std::string kernel_args;
+};
+
+// One boot: its disks, and how its errors and scratch directory are named.
+struct BuilderVmBoot {
+  // Attached in order as virtio-blk; the guest finds them by serial.
+  std::vector<VmDisk> disks;
+  // Errors begin with it: "<name> did not start in time; its console: ...".
+  std::string name = "the builder VM";
+  // The scratch directory (agent.sock, console.log, qemu.log) is
+  // <$TMPDIR>/<scratch_prefix>XXXXXX, or under /tmp when $TMPDIR is unset or
+  // too long for a socket path.
+  std::string scratch_prefix = "msb-builder-";
+  // Until QEMU has connected the agent port.
+  agent::Clock::time_point deadline = agent::Clock::time_point::max();
+};
+
+// Guest text for an error message: control bytes replaced, at most 2000 bytes.
+std::string BoundedGuestText(std::string_view text);
+
+// One running builder VM. Move-only; single-threaded. Destroying it closes the
+// channel, kills and reaps QEMU if it still runs, and removes the scratch
+// directory.
+class BuilderVm {
+ public:
+  using Clock = agent::Clock;
+
+  // Makes the scratch directory, listens on its agent.sock, starts QEMU
+  // (killed by the kernel if this thread dies) and waits until QEMU connects
+  // the agent port. On an error nothing is left: no process, no directory.
+  static Result<BuilderVm> Boot(const BuilderVmOptions& options, const BuilderVmBoot& boot);
+
+  BuilderVm(BuilderVm&&) = default;
+  BuilderVm& operator=(BuilderVm&&) = delete;
+  ~BuilderVm() = default;
+
+  agent::FrameChannel& channel() { return channel_; }
+  ChildProcess& process() { return qemu_; }
+
+  // kUnavailable "<name> <what>; its console:\n<tail>\nQEMU:\n<tail>".
+  Error Fail(const std::string& what) const;
+
+  // Asks agentd to power off (kShutdown), waits until the channel closes and
+  // QEMU exits, and kills QEMU when `deadline` passes first; returns how QEMU
+  // ended. Whatever the guest wrote to its disks before it was asked is on
+  // them either way.
+  ExitStatus PowerOff(Clock::time_point deadline);
+
+ private:
+  // The scratch directory, removed with everything in it.
+  class ScratchDir {
+   public:
+    ScratchDir() = default;
+    ScratchDir(ScratchDir&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+    ScratchDir& operator=(ScratchDir&&) = delete;
+    ~ScratchDir();
+    Status Create(const std::string& prefix);
+    const std::string& path() const { return path_; }
+
+   private:
+    std::string path_;
+  };
+
+  BuilderVm(ScratchDir scratch, ChildProcess qemu, UniqueFd agent, std::string name)
+      : scratch_(std::move(scratch)), qemu_(std::move(qemu)), channel_(std::move(agent)),
+        name_(std::move(name)) {}
+  static Error Fail(const std::string& name, const std::string& dir, const std::string& what);
+
+  // Destroyed in reverse: the channel, then QEMU, then the directory.
+  ScratchDir scratch_;
+  ChildProcess qemu_;
+  agent::FrameChannel channel_;
+  std::string name_;
+};
+
+}  // namespace msb::vm
