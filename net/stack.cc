@@ -58,25 +58,8 @@ struct TupleHash {
   }
 };
 
-TupleKey MakeTuple(const InetAddr& guest, uint16_t gport, const InetAddr& remote, uint16_t rport) {
-  return TupleKey{guest.v6, guest.b, remote.b, gport, rport};
-}
-
-void ToSockaddr(const InetAddr& a, uint16_t port, sockaddr_storage* ss, socklen_t* len) {
-  std::memset(ss, 0, sizeof(*ss));
-  if (a.v6) {
-    auto* s6 = reinterpret_cast<sockaddr_in6*>(ss);
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(port);
-    std::memcpy(&s6->sin6_addr, a.b.data(), 16);
-    *len = sizeof(sockaddr_in6);
-  } else {
-    auto* s4 = reinterpret_cast<sockaddr_in*>(ss);
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons(port);
-    std::memcpy(&s4->sin_addr, a.b.data(), 4);
-    *len = sizeof(sockaddr_in);
-  }
+TupleKey MakeTuple(const IpAddress& guest, uint16_t gport, const IpAddress& remote, uint16_t rport) {
+  return TupleKey{guest.is_v6(), guest.bytes(), remote.bytes(), gport, rport};
 }
 
 bool SetNonBlocking(int fd) {
@@ -92,7 +75,7 @@ const char* ToString(FlowAction a) { return kActionNames[static_cast<int>(a)]; }
 struct TcpFlow {
   uint64_t id = 0;
   TupleKey tuple;
-  InetAddr guest_ip, remote_ip;
+  IpAddress guest_ip, remote_ip;
   uint16_t guest_port = 0, remote_port = 0;
   std::unique_ptr<TcpEndpoint> ep;
   UniqueFd fd;
@@ -115,7 +98,7 @@ struct TcpFlow {
 
 struct UdpFlow {
   TupleKey tuple;
-  InetAddr guest_ip, remote_ip;
+  IpAddress guest_ip, remote_ip;
   uint16_t guest_port = 0, remote_port = 0;
   UniqueFd fd;
   EventHandle watch;
@@ -174,12 +157,12 @@ struct Stack::Impl {
     ++stats.frames_out;
     sink(out);
   }
-  const InetAddr& Gateway(bool v6) const { return v6 ? cfg.gateway6 : cfg.gateway4; }
-  const InetAddr& Guest(bool v6) const { return v6 ? cfg.guest6 : cfg.guest4; }
+  const IpAddress& Gateway(bool v6) const { return v6 ? cfg.gateway6 : cfg.gateway4; }
+  const IpAddress& Guest(bool v6) const { return v6 ? cfg.guest6 : cfg.guest4; }
   uint16_t Mss(bool v6) const {
     return static_cast<uint16_t>(cfg.mtu - (v6 ? kIpv6Header : kIpv4Header) - kTcpHeader);
   }
-  L2L3 ToGuest(const InetAddr& from, const InetAddr& to) const {
+  L2L3 ToGuest(const IpAddress& from, const IpAddress& to) const {
     return L2L3{cfg.gateway_mac, cfg.guest_mac, from, to};
   }
 
@@ -219,11 +202,11 @@ struct Stack::Impl {
     }
     ParsedFrame& f = *parsed;
     if (f.arp) return OnArp(*f.arp);
-    if (f.ip_src.v6 && f.proto == kProtoIcmp6) {
+    if (f.ip_src.is_v6() && f.proto == kProtoIcmp6) {
       if (auto target = NeighborSolicitTarget(f)) {
         if (*target == cfg.gateway6) {
-          InetAddr to = f.ip_src;
-          if (to == InetAddr::V6({})) to = *InetAddr::Parse("ff02::1");
+          IpAddress to = f.ip_src;
+          if (to == IpAddress::V6({})) to = *IpAddress::Parse("ff02::1");
           BuildNeighborAdvert(out, L2L3{cfg.gateway_mac, f.src, cfg.gateway6, to}, cfg.gateway6,
                               cfg.gateway_mac);
           Emit();
@@ -231,7 +214,7 @@ struct Stack::Impl {
         return;
       }
     }
-    if (f.ip_src != Guest(f.ip_src.v6)) {
+    if (f.ip_src != Guest(f.ip_src.is_v6())) {
       ++stats.frames_dropped;  // spoofed or link-local source
       return;
     }
@@ -255,7 +238,7 @@ struct Stack::Impl {
   }
 
   void OnIcmp(const ParsedFrame& f) {
-    bool v6 = f.ip_src.v6;
+    bool v6 = f.ip_src.is_v6();
     uint8_t echo_req = v6 ? kIcmp6EchoRequest : kIcmpEchoRequest;
     if (f.icmp_type != echo_req || f.icmp_code != 0 || f.payload.size() < 4) {
       ++stats.frames_dropped;
@@ -272,7 +255,7 @@ struct Stack::Impl {
   // unprivileged ICMP socket (the host's kernel picks the echo id; replies
   // get the guest's id back). Dropped where the host forbids such sockets.
   void RelayEcho(const ParsedFrame& f) {
-    bool v6 = f.ip_src.v6;
+    bool v6 = f.ip_src.is_v6();
     uint16_t id = static_cast<uint16_t>(f.payload[0] << 8 | f.payload[1]);
     TupleKey tuple = MakeTuple(f.ip_src, id, f.ip_dst, 0);
     auto it = icmp.find(tuple);
@@ -283,10 +266,9 @@ struct Stack::Impl {
         return;
       }
       UniqueFd fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                         v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP));
+                         v6 ? int{IPPROTO_ICMPV6} : int{IPPROTO_ICMP}));
       sockaddr_storage ss;
-      socklen_t len;
-      ToSockaddr(f.ip_dst, 0, &ss, &len);
+      socklen_t len = f.ip_dst.ToSockaddr(0, &ss);
       if (!fd) {
         if (errno == EACCES || errno == EPERM) icmp_sockets_refused = true;
         ++stats.frames_dropped;
@@ -318,7 +300,7 @@ struct Stack::Impl {
   }
 
   void EchoReadable(UdpFlow* flow) {
-    bool v6 = flow->guest_ip.v6;
+    bool v6 = flow->guest_ip.is_v6();
     for (int i = 0; i < 64; ++i) {
       ssize_t n = recv(flow->fd.get(), readbuf.data(), readbuf.size(), MSG_DONTWAIT);
       if (n < 0) return;
@@ -341,7 +323,7 @@ struct Stack::Impl {
   }
 
   void OnUdp(const ParsedFrame& f) {
-    bool v6 = f.ip_src.v6;
+    bool v6 = f.ip_src.is_v6();
     if (f.ip_dst == Gateway(v6)) {
       if (f.dport == 53) return DnsUdp(f);
       auto peer = udp_peers.find(f.dport);
@@ -369,7 +351,7 @@ struct Stack::Impl {
   UdpFlow* OpenUdp(const ParsedFrame& f, const TupleKey& tuple) {
     FlowKey key{FlowProto::kUdp, f.ip_src, f.ip_dst, f.sport, f.dport};
     FlowVerdict v = policy ? policy(key) : FlowVerdict{};
-    bool to_gateway = f.ip_dst == Gateway(f.ip_src.v6);
+    bool to_gateway = f.ip_dst == Gateway(f.ip_src.is_v6());
     if (v.action == FlowAction::kDeny || (v.action == FlowAction::kAllow && to_gateway)) {
       ++stats.udp_denied;
       return nullptr;
@@ -378,11 +360,10 @@ struct Stack::Impl {
       ++stats.udp_dropped;
       return nullptr;
     }
-    InetAddr dst = v.action == FlowAction::kAllowToHostLoopback ? InetAddr::V4(0x7f000001) : f.ip_dst;
-    UniqueFd fd(socket(dst.v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    IpAddress dst = v.action == FlowAction::kAllowToHostLoopback ? IpAddress::V4(127, 0, 0, 1) : f.ip_dst;
+    UniqueFd fd(socket(dst.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     sockaddr_storage ss;
-    socklen_t len;
-    ToSockaddr(dst, f.dport, &ss, &len);
+    socklen_t len = dst.ToSockaddr(f.dport, &ss);
     if (!fd || connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
       ++stats.udp_dropped;
       return nullptr;
@@ -409,7 +390,7 @@ struct Stack::Impl {
       ssize_t n = recv(flow->fd.get(), readbuf.data(), readbuf.size(), MSG_DONTWAIT);
       if (n < 0) return;  // EAGAIN, or an ICMP error reported on the socket
       flow->last = Clock::now();
-      if (!FitsGuest(static_cast<size_t>(n), flow->guest_ip.v6)) {
+      if (!FitsGuest(static_cast<size_t>(n), flow->guest_ip.is_v6())) {
         ++stats.udp_dropped;
         continue;
       }
@@ -440,12 +421,12 @@ struct Stack::Impl {
     ++stats.dns_queries;
     if (!dns) return;
     std::weak_ptr<bool> weak = alive;
-    InetAddr guest = f.ip_src, gw = f.ip_dst;
+    IpAddress guest = f.ip_src, gw = f.ip_dst;
     uint16_t port = f.sport;
     dns(std::string_view(reinterpret_cast<const char*>(f.payload.data()), f.payload.size()),
         [this, weak, guest, gw, port](std::string reply) {
           if (weak.expired()) return;
-          if (!FitsGuest(reply.size(), guest.v6)) return;  // the server sets TC for us
+          if (!FitsGuest(reply.size(), guest.is_v6())) return;  // the server sets TC for us
           BuildUdp(out, ToGuest(gw, guest), 53, port,
                    {reinterpret_cast<const uint8_t*>(reply.data()), reply.size()});
           Emit();
@@ -453,8 +434,8 @@ struct Stack::Impl {
   }
 
   // --- TCP ---
-  TcpFlow* NewTcpFlow(const TupleKey& tuple, const InetAddr& guest, uint16_t gport,
-                      const InetAddr& remote, uint16_t rport) {
+  TcpFlow* NewTcpFlow(const TupleKey& tuple, const IpAddress& guest, uint16_t gport,
+                      const IpAddress& remote, uint16_t rport) {
     auto flow = std::make_unique<TcpFlow>();
     TcpFlow* f = flow.get();
     f->id = next_id++;
@@ -465,7 +446,7 @@ struct Stack::Impl {
     f->remote_port = rport;
     f->last = Clock::now();
     TcpParams params;
-    params.mss = Mss(guest.v6);
+    params.mss = Mss(guest.is_v6());
     params.snd_buf = params.rcv_buf = cfg.tcp_buffer;
     params.delay_acks = cfg.delayed_ack.count() > 0;
     f->rto_timer = dispatcher.Timer([this, f]() {
@@ -527,7 +508,7 @@ struct Stack::Impl {
     }
     if (h.flags & kTcpRst) return;
     if (!(h.flags & kTcpSyn) || (h.flags & kTcpAck)) return SendStrayRst(fr);
-    bool v6 = fr.ip_src.v6;
+    bool v6 = fr.ip_src.is_v6();
     bool to_gateway = fr.ip_dst == Gateway(v6);
     if (tcp.size() >= cfg.max_tcp_flows) {
       ++stats.tcp_refused;
@@ -557,11 +538,10 @@ struct Stack::Impl {
         return SendStrayRst(fr);
       }
     } else {
-      InetAddr dst = v.action == FlowAction::kAllowToHostLoopback ? InetAddr::V4(0x7f000001) : fr.ip_dst;
-      fd = UniqueFd(socket(dst.v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      IpAddress dst = v.action == FlowAction::kAllowToHostLoopback ? IpAddress::V4(127, 0, 0, 1) : fr.ip_dst;
+      fd = UniqueFd(socket(dst.is_v6() ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
       sockaddr_storage ss;
-      socklen_t len;
-      ToSockaddr(dst, fr.dport, &ss, &len);
+      socklen_t len = dst.ToSockaddr(fr.dport, &ss);
       if (!fd || (connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS)) {
         ++stats.tcp_refused;
         return SendStrayRst(fr);
@@ -761,8 +741,8 @@ struct Stack::Impl {
                                                 std::to_string(guest_port) +
                                                 ": the flow table is full (max_tcp_flows)");
     if (!SetNonBlocking(host_fd.get())) return Error::FromErrno("inbound connection: fcntl");
-    const InetAddr& guest = Guest(v6);
-    const InetAddr& gw = Gateway(v6);
+    const IpAddress& guest = Guest(v6);
+    const IpAddress& gw = Gateway(v6);
     for (int tries = 0; tries < 65536 - kEphemeralFirst; ++tries) {
       uint16_t port = next_tcp_port;
       next_tcp_port = next_tcp_port == 65535 ? kEphemeralFirst : next_tcp_port + 1;

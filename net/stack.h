@@ -69,11 +69,11 @@ namespace msb::net {
 struct StackConfig {
   Mac guest_mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
   Mac gateway_mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x01};
-  InetAddr guest4 = InetAddr::V4(0x0a000202);    // 10.0.2.2
-  InetAddr gateway4 = InetAddr::V4(0x0a000201);  // 10.0.2.1
+  IpAddress guest4 = IpAddress::V4(10, 0, 2, 2);
+  IpAddress gateway4 = IpAddress::V4(10, 0, 2, 1);
   int prefix4 = 24;
-  InetAddr guest6 = *InetAddr::Parse("fd00:6d73:62::2");
-  InetAddr gateway6 = *InetAddr::Parse("fd00:6d73:62::1");
+  IpAddress guest6 = *IpAddress::Parse("fd00:6d73:62::2");
+  IpAddress gateway6 = *IpAddress::Parse("fd00:6d73:62::1");
   int prefix6 = 64;
   uint16_t mtu = 1500;
   std::chrono::milliseconds udp_idle{60000};
@@ -93,7 +93,7 @@ const char* ToString(FlowProto p);
 // A flow as the guest sees it: src is the guest, dst the destination it asked for.
 struct FlowKey {
   FlowProto proto = FlowProto::kTcp;
-  InetAddr src, dst;
+  IpAddress src, dst;
   uint16_t sport = 0, dport = 0;
 };
 
