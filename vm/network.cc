@@ -88,23 +88,9 @@ NetworkAttachment::~NetworkAttachment() {
 
 Status NetworkAttachment::Start() {
   MSB_TRY(net::StackConfig cfg, StackConfigFor(network_));
-  // The policy, from the spec's declaration.
-  schema::Network declared;
-  bool known = false;
-  for (auto p : {schema::NetworkPolicy::kNone, schema::NetworkPolicy::kGroup,
-                 schema::NetworkPolicy::kPublic, schema::NetworkPolicy::kAny}) {
-    if (network_.profile == schema::ToString(p)) {
-      declared.policy = p;
-      known = true;
-    }
-  }
-  if (!known) return Error(ErrorCode::kInvalidArgument, "network.profile \"" + network_.profile + "\" is unknown");
-  for (const auto& text : network_.rules) {
-    auto rule = schema::ParseNetworkRule(text);
-    if (!rule.ok()) return rule.error().Wrap("network rule " + text);
-    declared.rules.push_back(std::move(*rule));
-  }
-  declared.rebind_protection = network_.rebind_protection;
+  // The policy, from the spec's declaration in canonical text.
+  MSB_TRY(schema::Network declared,
+          schema::NetworkFromCanonical(network_.profile, network_.rules, network_.rebind_protection));
   if (auto st = host_.Refresh(); !st.ok()) {
     MSB_LOG(kWarn, "net") << "listing the host's addresses: " << st.error().message();
   }
