@@ -58,16 +58,9 @@ struct CheckArgs {
   bool from_file = false;
 };
 
-std::optional<schema::NetworkPolicy> PolicyNamed(const std::string& s) {
-  if (s == "none") return schema::NetworkPolicy::kNone;
-  if (s == "group") return schema::NetworkPolicy::kGroup;
-  if (s == "public") return schema::NetworkPolicy::kPublic;
-  if (s == "any") return schema::NetworkPolicy::kAny;
-  return std::nullopt;
-}
-
-// The network section of a recorded spec ({"canonical": {"network": ...}}).
-// A record without a spec (msb run) has the default network.
+// The network section of a recorded spec ({"canonical": {"network": ...}}),
+// decoded as the supervisor decodes it (schema::NetworkFromCanonical). A
+// record without a spec (msb run) has the default network.
 Result<schema::Network> RecordedNetwork(const orchestrator::SandboxRecord& rec) {
   schema::Network n;
   if (rec.spec_json.empty()) return n;
@@ -78,24 +71,27 @@ Result<schema::Network> RecordedNetwork(const orchestrator::SandboxRecord& rec) 
   if (c == j.end() || !c->is_object()) return n;
   auto net = c->find("network");
   if (net == c->end() || !net->is_object()) return n;
+  std::string policy = schema::ToString(n.policy);
   if (auto p = net->find("policy"); p != net->end()) {
-    auto policy = p->is_string() ? PolicyNamed(p->get<std::string>()) : std::nullopt;
-    if (!policy) return Error(ErrorCode::kProtocol, where + ": network.policy is not none, group, public or any");
-    n.policy = *policy;
+    if (!p->is_string()) return Error(ErrorCode::kProtocol, where + ": network.policy is not none, group, public or any");
+    policy = p->get<std::string>();
   }
-  if (auto rules = net->find("rules"); rules != net->end() && rules->is_array()) {
-    for (const auto& r : *rules) {
-      if (!r.is_string()) return Error(ErrorCode::kProtocol, where + ": a network rule is not a string");
-      MSB_TRY(auto rule, schema::ParseNetworkRule(r.get<std::string>()));
-      n.rules.push_back(std::move(rule));
+  std::vector<std::string> rules;
+  if (auto r = net->find("rules"); r != net->end() && r->is_array()) {
+    for (const auto& rule : *r) {
+      if (!rule.is_string()) return Error(ErrorCode::kProtocol, where + ": a network rule is not a string");
+      rules.push_back(rule.get<std::string>());
     }
   }
+  bool rebind_protection = n.rebind_protection;
   if (auto dns = net->find("dns"); dns != net->end() && dns->is_object()) {
     if (auto rb = dns->find("rebind_protection"); rb != dns->end() && rb->is_boolean()) {
-      n.rebind_protection = rb->get<bool>();
+      rebind_protection = rb->get<bool>();
     }
   }
-  return n;
+  auto decoded = schema::NetworkFromCanonical(policy, rules, rebind_protection);
+  if (!decoded.ok()) return decoded.error().Wrap(where);
+  return std::move(*decoded);
 }
 
 struct PortProto {

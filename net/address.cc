@@ -11,27 +11,6 @@
 
 namespace msb::net {
 
-IpAddress IpAddress::V4(uint32_t host_order) {
-  IpAddress ip;
-  ip.family_ = Family::kV4;
-  ip.bytes_[0] = static_cast<uint8_t>(host_order >> 24);
-  ip.bytes_[1] = static_cast<uint8_t>(host_order >> 16);
-  ip.bytes_[2] = static_cast<uint8_t>(host_order >> 8);
-  ip.bytes_[3] = static_cast<uint8_t>(host_order);
-  return ip;
-}
-
-IpAddress IpAddress::V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
-  return V4((uint32_t{a} << 24) | (uint32_t{b} << 16) | (uint32_t{c} << 8) | d);
-}
-
-IpAddress IpAddress::V6(const std::array<uint8_t, 16>& bytes) {
-  IpAddress ip;
-  ip.family_ = Family::kV6;
-  ip.bytes_ = bytes;
-  return ip;
-}
-
 std::optional<IpAddress> IpAddress::FromBytes(const uint8_t* data, size_t len) {
   if (len == 4) return V4(data[0], data[1], data[2], data[3]);
   if (len == 16) {
@@ -67,16 +46,26 @@ std::optional<IpAddress> IpAddress::Parse(std::string_view text) {
   return FromBytes(buf, 16);
 }
 
-uint32_t IpAddress::v4() const {
-  MSB_CHECK(is_v4(), "v4() of an IPv6 address");
-  return (uint32_t{bytes_[0]} << 24) | (uint32_t{bytes_[1]} << 16) | (uint32_t{bytes_[2]} << 8) |
-         bytes_[3];
-}
-
 std::string IpAddress::ToString() const {
   char out[INET6_ADDRSTRLEN];
   inet_ntop(is_v4() ? AF_INET : AF_INET6, bytes_.data(), out, sizeof out);
   return out;
+}
+
+socklen_t IpAddress::ToSockaddr(uint16_t port, sockaddr_storage* out) const {
+  std::memset(out, 0, sizeof(*out));
+  if (is_v6()) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(out);
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    std::memcpy(&s6->sin6_addr, bytes_.data(), 16);
+    return sizeof(sockaddr_in6);
+  }
+  auto* s4 = reinterpret_cast<sockaddr_in*>(out);
+  s4->sin_family = AF_INET;
+  s4->sin_port = htons(port);
+  std::memcpy(&s4->sin_addr, bytes_.data(), 4);
+  return sizeof(sockaddr_in);
 }
 
 Cidr::Cidr(const IpAddress& base, int prefix_len) : prefix_len_(prefix_len) {

@@ -1,9 +1,12 @@
-// IP addresses for the network policy: a v4/v6 value type, CIDR prefixes,
-// canonicalisation of IPv6 forms that embed an IPv4 address, and the static
-// classification of an address into the groups the rule grammar names.
-// Not a resolver and not a socket helper; the context-dependent classes
-// (gateway, group member) are decided by net/policy.h.
+// IP addresses in net/: the one v4/v6 value type that packet parsing, the
+// stack, the policy and DNS all use (IpAddress: 17 bytes, no allocation),
+// CIDR prefixes, canonicalisation of IPv6 forms that embed an IPv4 address,
+// and the static classification of an address into the groups the rule
+// grammar names. Not a resolver; the context-dependent classes (gateway,
+// group member) are decided by net/policy.h.
 #pragma once
+
+#include <sys/socket.h>
 
 #include <array>
 #include <chrono>
@@ -12,11 +15,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "common/result.h"
-
-struct sockaddr;
 
 namespace msb::net {
 
@@ -25,9 +27,25 @@ class IpAddress {
   enum class Family : uint8_t { kV4 = 4, kV6 = 6 };
 
   IpAddress() = default;  // 0.0.0.0
-  static IpAddress V4(uint32_t host_order);
-  static IpAddress V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d);
-  static IpAddress V6(const std::array<uint8_t, 16>& bytes);
+  static IpAddress V4(uint32_t host_order) {
+    IpAddress ip;
+    ip.bytes_[0] = static_cast<uint8_t>(host_order >> 24);
+    ip.bytes_[1] = static_cast<uint8_t>(host_order >> 16);
+    ip.bytes_[2] = static_cast<uint8_t>(host_order >> 8);
+    ip.bytes_[3] = static_cast<uint8_t>(host_order);
+    return ip;
+  }
+  static IpAddress V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+    IpAddress ip;
+    ip.bytes_ = {a, b, c, d};
+    return ip;
+  }
+  static IpAddress V6(const std::array<uint8_t, 16>& bytes) {
+    IpAddress ip;
+    ip.family_ = Family::kV6;
+    ip.bytes_ = bytes;
+    return ip;
+  }
   // Network-order bytes: 4 (IPv4) or 16 (IPv6); nullopt for other lengths.
   static std::optional<IpAddress> FromBytes(const uint8_t* data, size_t len);
   // AF_INET / AF_INET6 socket addresses; nullopt for other families.
@@ -39,12 +57,19 @@ class IpAddress {
   bool is_v4() const { return family_ == Family::kV4; }
   bool is_v6() const { return family_ == Family::kV6; }
   // IPv4 only: the address in host byte order.
-  uint32_t v4() const;
+  uint32_t v4() const {
+    MSB_CHECK(is_v4(), "v4() of an IPv6 address");
+    return (uint32_t{bytes_[0]} << 24) | (uint32_t{bytes_[1]} << 16) | (uint32_t{bytes_[2]} << 8) |
+           bytes_[3];
+  }
   // Network-order bytes; the first 4 are used for IPv4, the rest are zero.
   const std::array<uint8_t, 16>& bytes() const { return bytes_; }
   size_t size() const { return is_v4() ? 4 : 16; }
   // inet_ntop text.
   std::string ToString() const;
+  // The AF_INET / AF_INET6 socket address of this address and port (host
+  // order) in *out; returns its length.
+  socklen_t ToSockaddr(uint16_t port, sockaddr_storage* out) const;
 
   auto operator<=>(const IpAddress&) const = default;
 
@@ -52,6 +77,8 @@ class IpAddress {
   Family family_ = Family::kV4;
   std::array<uint8_t, 16> bytes_{};
 };
+// Copied and compared per packet by the stack: it stays a plain value.
+static_assert(sizeof(IpAddress) == 17 && std::is_trivially_copyable_v<IpAddress>);
 
 // A prefix: base address (host bits cleared) and length.
 class Cidr {

@@ -2,8 +2,6 @@
 // against the span; nothing here allocates except the output frames.
 #include "net/packet.h"
 
-#include <arpa/inet.h>
-
 #include <cstring>
 
 namespace msb::net {
@@ -13,6 +11,11 @@ uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]
 uint32_t Get32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 |
          static_cast<uint32_t>(p[2]) << 8 | p[3];
+}
+IpAddress Get128(const uint8_t* p) {
+  std::array<uint8_t, 16> b;
+  std::memcpy(b.data(), p, 16);
+  return IpAddress::V6(b);
 }
 void Put16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
@@ -88,28 +91,29 @@ bool ParseTransport(ParsedFrame& f, std::span<const uint8_t> l4) {
 // Writes Ethernet + IP headers for an L4 segment of l4_len bytes; returns the
 // offset of the L4 header in out.
 size_t WriteHeaders(std::vector<uint8_t>& out, const L2L3& a, uint8_t proto, size_t l4_len) {
-  size_t ip_len = a.src.v6 ? kIpv6Header : kIpv4Header;
+  bool v6 = a.src.is_v6();
+  size_t ip_len = v6 ? kIpv6Header : kIpv4Header;
   out.assign(kEthHeader + ip_len + l4_len, 0);
   uint8_t* p = out.data();
   std::memcpy(p, a.dst_mac.data(), 6);
   std::memcpy(p + 6, a.src_mac.data(), 6);
-  Put16(p + 12, a.src.v6 ? kEthIpv6 : kEthIpv4);
+  Put16(p + 12, v6 ? kEthIpv6 : kEthIpv4);
   uint8_t* ip = p + kEthHeader;
-  if (a.src.v6) {
+  if (v6) {
     Put32(ip, 0x60000000);
     Put16(ip + 4, static_cast<uint16_t>(l4_len));
     ip[6] = proto;
     ip[7] = 255;  // NDP requires hop limit 255; harmless for the rest
-    std::memcpy(ip + 8, a.src.b.data(), 16);
-    std::memcpy(ip + 24, a.dst.b.data(), 16);
+    std::memcpy(ip + 8, a.src.bytes().data(), 16);
+    std::memcpy(ip + 24, a.dst.bytes().data(), 16);
   } else {
     ip[0] = 0x45;
     Put16(ip + 2, static_cast<uint16_t>(kIpv4Header + l4_len));
     Put16(ip + 6, 0x4000);  // DF
     ip[8] = 64;
     ip[9] = proto;
-    std::memcpy(ip + 12, a.src.b.data(), 4);
-    std::memcpy(ip + 16, a.dst.b.data(), 4);
+    std::memcpy(ip + 12, a.src.bytes().data(), 4);
+    std::memcpy(ip + 16, a.dst.bytes().data(), 4);
     Put16(ip + 10, ChecksumFinish(ChecksumAdd(0, {ip, kIpv4Header})));
   }
   return kEthHeader + ip_len;
@@ -125,35 +129,6 @@ void FinishL4Checksum(std::vector<uint8_t>& out, const L2L3& a, uint8_t proto, s
 }
 
 }  // namespace
-
-InetAddr InetAddr::V4(uint32_t host_order) {
-  InetAddr a;
-  Put32(a.b.data(), host_order);
-  return a;
-}
-InetAddr InetAddr::V6(const std::array<uint8_t, 16>& bytes) {
-  InetAddr a;
-  a.v6 = true;
-  a.b = bytes;
-  return a;
-}
-uint32_t InetAddr::v4() const { return Get32(b.data()); }
-
-std::optional<InetAddr> InetAddr::Parse(const std::string& text) {
-  InetAddr a;
-  if (inet_pton(AF_INET, text.c_str(), a.b.data()) == 1) return a;
-  if (inet_pton(AF_INET6, text.c_str(), a.b.data()) == 1) {
-    a.v6 = true;
-    return a;
-  }
-  return std::nullopt;
-}
-
-std::string InetAddr::ToString() const {
-  char buf[INET6_ADDRSTRLEN] = {};
-  inet_ntop(v6 ? AF_INET6 : AF_INET, b.data(), buf, sizeof(buf));
-  return buf;
-}
 
 uint32_t ChecksumAdd(uint32_t sum, std::span<const uint8_t> data) {
   uint64_t s = sum;
@@ -177,10 +152,10 @@ uint16_t ChecksumUpdate(uint16_t checksum, uint16_t old_word, uint16_t new_word)
   return ChecksumFinish(sum);
 }
 
-uint32_t PseudoHeaderSum(const InetAddr& src, const InetAddr& dst, uint8_t proto, uint32_t length) {
-  size_t n = src.v6 ? 16 : 4;
-  uint32_t sum = ChecksumAdd(0, {src.b.data(), n});
-  sum = ChecksumAdd(sum, {dst.b.data(), n});
+uint32_t PseudoHeaderSum(const IpAddress& src, const IpAddress& dst, uint8_t proto, uint32_t length) {
+  size_t n = src.size();
+  uint32_t sum = ChecksumAdd(0, {src.bytes().data(), n});
+  sum = ChecksumAdd(sum, {dst.bytes().data(), n});
   uint8_t tail[8] = {};
   Put32(tail, length);
   tail[7] = proto;
@@ -219,8 +194,8 @@ std::optional<ParsedFrame> ParseFrame(std::span<const uint8_t> bytes) {
       if ((frag & 0x3fff) != 0) return std::nullopt;  // MF or offset: fragments are refused
       f.ttl = l3[8];
       f.proto = l3[9];
-      std::memcpy(f.ip_src.b.data(), &l3[12], 4);
-      std::memcpy(f.ip_dst.b.data(), &l3[16], 4);
+      f.ip_src = IpAddress::V4(Get32(&l3[12]));
+      f.ip_dst = IpAddress::V4(Get32(&l3[16]));
       if (!ParseTransport(f, l3.subspan(ihl, total - ihl))) return std::nullopt;
       return f;
     }
@@ -231,9 +206,8 @@ std::optional<ParsedFrame> ParseFrame(std::span<const uint8_t> bytes) {
       if (kIpv6Header + plen > l3.size()) return std::nullopt;
       f.proto = l3[6];
       f.ttl = l3[7];
-      f.ip_src.v6 = f.ip_dst.v6 = true;
-      std::memcpy(f.ip_src.b.data(), &l3[8], 16);
-      std::memcpy(f.ip_dst.b.data(), &l3[24], 16);
+      f.ip_src = Get128(&l3[8]);
+      f.ip_dst = Get128(&l3[24]);
       if (!ParseTransport(f, l3.subspan(kIpv6Header, plen))) return std::nullopt;
       return f;
     }
@@ -306,36 +280,34 @@ void BuildTcp(std::vector<uint8_t>& out, const L2L3& a, const TcpHeader& h,
 
 void BuildIcmp(std::vector<uint8_t>& out, const L2L3& a, uint8_t type, uint8_t code,
                std::span<const uint8_t> body) {
-  uint8_t proto = a.src.v6 ? kProtoIcmp6 : kProtoIcmp;
+  uint8_t proto = a.src.is_v6() ? kProtoIcmp6 : kProtoIcmp;
   size_t off = WriteHeaders(out, a, proto, 4 + body.size());
   uint8_t* c = out.data() + off;
   c[0] = type;
   c[1] = code;
   if (!body.empty()) std::memcpy(c + 4, body.data(), body.size());
-  if (a.src.v6) {
+  if (a.src.is_v6()) {
     FinishL4Checksum(out, a, proto, off, 2);
   } else {
     Put16(c + 2, ChecksumFinish(ChecksumAdd(0, {c, 4 + body.size()})));
   }
 }
 
-void BuildNeighborAdvert(std::vector<uint8_t>& out, const L2L3& a, const InetAddr& target,
+void BuildNeighborAdvert(std::vector<uint8_t>& out, const L2L3& a, const IpAddress& target,
                          const Mac& target_mac) {
   uint8_t body[4 + 16 + 8] = {};
   body[0] = 0x60;  // solicited, override
-  std::memcpy(body + 4, target.b.data(), 16);
+  std::memcpy(body + 4, target.bytes().data(), 16);
   body[20] = 2;  // target link-layer address
   body[21] = 1;
   std::memcpy(body + 22, target_mac.data(), 6);
   BuildIcmp(out, a, kIcmp6NeighborAdvert, 0, body);
 }
 
-std::optional<InetAddr> NeighborSolicitTarget(const ParsedFrame& f) {
+std::optional<IpAddress> NeighborSolicitTarget(const ParsedFrame& f) {
   if (f.proto != kProtoIcmp6 || f.icmp_type != kIcmp6NeighborSolicit) return std::nullopt;
   if (f.payload.size() < 4 + 16) return std::nullopt;
-  std::array<uint8_t, 16> t;
-  std::memcpy(t.data(), f.payload.data() + 4, 16);
-  return InetAddr::V6(t);
+  return Get128(f.payload.data() + 4);
 }
 
 }  // namespace msb::net

@@ -1,7 +1,8 @@
 // Packet formats of the user-mode network stack: Ethernet, ARP, IPv4, IPv6,
 // ICMPv4/ICMPv6 (echo and NDP), UDP and TCP headers, parsed from and built into
 // plain byte buffers, and the Internet checksum (RFC 1071, incremental RFC 1624).
-// Not a socket layer and not a state machine: tcp.h and stack.h build on it.
+// Addresses are net::IpAddress (address.h). Not a socket layer and not a
+// state machine: tcp.h and stack.h build on it.
 //
 // Parsing contract: every frame comes from the guest and is hostile. Parse*
 // reads only inside the span it is given, checks every length field against
@@ -20,22 +21,11 @@
 #include <string>
 #include <vector>
 
+#include "net/address.h"
+
 namespace msb::net {
 
 using Mac = std::array<uint8_t, 6>;
-
-// An IPv4 or IPv6 address, network byte order. IPv4 uses the first 4 bytes.
-struct InetAddr {
-  bool v6 = false;
-  std::array<uint8_t, 16> b{};
-
-  static InetAddr V4(uint32_t host_order);
-  static InetAddr V6(const std::array<uint8_t, 16>& bytes);
-  static std::optional<InetAddr> Parse(const std::string& text);  // "10.0.2.2", "fd00::2"
-  uint32_t v4() const;  // host order; v6 must be false
-  std::string ToString() const;
-  bool operator==(const InetAddr&) const = default;
-};
 
 // Ethernet types and IP protocol numbers the stack handles.
 inline constexpr uint16_t kEthIpv4 = 0x0800;
@@ -77,7 +67,7 @@ uint16_t ChecksumFinish(uint32_t sum);
 // new_word, without re-reading the rest of the data.
 uint16_t ChecksumUpdate(uint16_t checksum, uint16_t old_word, uint16_t new_word);
 // The pseudo-header sum for a TCP/UDP/ICMPv6 checksum.
-uint32_t PseudoHeaderSum(const InetAddr& src, const InetAddr& dst, uint8_t proto, uint32_t length);
+uint32_t PseudoHeaderSum(const IpAddress& src, const IpAddress& dst, uint8_t proto, uint32_t length);
 
 // --- parsed frames -----------------------------------------------------------
 
@@ -106,7 +96,7 @@ struct ParsedFrame {
   uint16_t ethertype = 0;
   std::optional<ArpPacket> arp;
   // IP (ethertype IPv4 or IPv6):
-  InetAddr ip_src, ip_dst;
+  IpAddress ip_src, ip_dst;
   uint8_t proto = 0;  // the transport protocol
   uint8_t ttl = 0;
   // Transport:
@@ -123,7 +113,7 @@ std::optional<ParsedFrame> ParseFrame(std::span<const uint8_t> bytes);
 
 struct L2L3 {
   Mac src_mac{}, dst_mac{};
-  InetAddr src, dst;
+  IpAddress src, dst;
 };
 
 // Each Build* writes one complete Ethernet frame into out (replacing it).
@@ -139,10 +129,10 @@ void BuildIcmp(std::vector<uint8_t>& out, const L2L3& a, uint8_t type, uint8_t c
                std::span<const uint8_t> body);
 // Neighbour advertisement for target (solicited, override) with the target
 // link-layer address option.
-void BuildNeighborAdvert(std::vector<uint8_t>& out, const L2L3& a, const InetAddr& target,
+void BuildNeighborAdvert(std::vector<uint8_t>& out, const L2L3& a, const IpAddress& target,
                          const Mac& target_mac);
 
 // The target address of a neighbour solicitation, or nullopt.
-std::optional<InetAddr> NeighborSolicitTarget(const ParsedFrame& f);
+std::optional<IpAddress> NeighborSolicitTarget(const ParsedFrame& f);
 
 }  // namespace msb::net

@@ -10,41 +10,46 @@
 // Theory of operation
 //
 // Addresses (StackConfig): the guest has one static IPv4 and one IPv6 address;
-// the gateway (this stack) has one of each and one MAC. ARP requests for any
-// address but the guest's own are answered with the gateway MAC (every other
-// address is reached through us); neighbour solicitations are answered only
-// for gateway6. Frames whose source IP is not the guest's are dropped.
+// the gateway (this stack) has one of each and one MAC. Every other address
+// is reached through the gateway: ARP requests for any address but the
+// guest's own are answered with the gateway MAC (arp.cc); neighbour
+// solicitations are answered only for gateway6 (ndp.cc). Frames whose source
+// IP is not the guest's are dropped.
 //
-// TCP flows (FlowProto::kTcp), keyed by the 4-tuple in hash maps. On a guest
-// SYN the policy is asked once: kDeny → RST (stats.tcp_denied); kAllow → a
-// non-blocking connect to the destination; kAllowToHostLoopback → to
-// 127.0.0.1:dport. The SYN-ACK goes to the guest only when the host connect
-// succeeded; a failed or timed-out connect (StackConfig::tcp_connect_timeout)
-// answers RST, so the guest sees "connection refused" exactly as it would
-// from the real destination. Then bytes are spliced between the TcpEndpoint
-// (tcp.h: windows, retransmission, half-close) and the host socket: host
-// reads stop while the endpoint's send buffer is full (the guest's window
-// closed), and the window advertised to the guest shrinks while bytes wait
-// for a slow host peer. A FIN from the guest becomes shutdown(SHUT_WR) once its
-// data is written; EOF from the host becomes our FIN. A reset either way is
-// passed on. A flow idle for StackConfig::tcp_idle is reset both ways. At
-// most max_tcp_flows flows: beyond that new SYNs are refused.
+// Flows: the policy is asked once per new flow with its FlowKey; the guest
+// then sees:
+//  - TCP (FlowProto::kTcp, stack_tcp.cc): kDeny → RST (stats.tcp_denied);
+//    kAllow → a connection to the destination, or to the stream
+//    FlowVerdict::connect returns; kAllowToHostLoopback → to 127.0.0.1:dport.
+//    The SYN-ACK goes to the guest only when the host connect succeeded; a
+//    failed or timed-out connect (StackConfig::tcp_connect_timeout) answers
+//    RST, as the real destination would. Bytes are then spliced between the
+//    TcpEndpoint (tcp.h) and the host socket, with flow control both ways;
+//    FIN and RST are passed on. A flow idle for tcp_idle is reset both ways;
+//    at most max_tcp_flows, beyond that new SYNs are refused.
+//  - UDP (kUdp, udp.cc): one connected host socket per (guest port,
+//    destination), dropped after udp_idle without traffic either way. At most
+//    max_udp_flows; datagrams that would open more are dropped. Denied
+//    datagrams are dropped (stats.udp_denied).
+//  - ICMP echo (kIcmp, icmp.cc): answered by the gateway itself; echo to other
+//    destinations the policy allows is relayed through unprivileged ICMP
+//    sockets where the host permits them.
 //
-// UDP flows (FlowProto::kUdp): one connected host socket per (guest port,
-// destination), created on the first allowed datagram and dropped after
-// udp_idle without traffic either way (checked by one timer per flow firing
-// every udp_idle/2). At most max_udp_flows; datagrams that would open more
-// are dropped. Denied datagrams are dropped (stats.udp_denied).
-//
-// DNS: UDP datagrams to gateway:53 and TCP connections to gateway:53 (two-byte
-// length-prefixed messages) are handed to the DnsHandler; its reply callback
-// may run later and is ignored when the flow is gone.
+// DNS: UDP datagrams to gateway:53 (udp.cc) and TCP connections to gateway:53
+// (two-byte length-prefixed messages, stack_tcp.cc) are handed to the
+// DnsHandler; its reply callback may run later and is ignored when the flow
+// is gone.
 //
 // Inbound: OpenInbound(host_fd, guest_port) makes a TCP flow from
 // gateway:<ephemeral port> to guest:guest_port and sends SYN to the guest; a
 // RST from the guest closes host_fd. AddUdpInbound(socket, guest_port) forwards
 // each datagram arriving on a host UDP socket to guest:guest_port from
 // gateway:<port chosen per sender>, and the guest's replies back to that sender.
+//
+// Each protocol's limits, states, timeouts and data flow per direction open
+// its file: arp.cc, ndp.cc, icmp.cc, udp.cc, stack_tcp.cc. stack.cc
+// demultiplexes the frames; the state they share is Stack::Impl
+// (stack_impl.h, private to net/).
 //
 // Lifetime: all flows are owned by the Stack and die with it; host sockets are
 // closed then. Flows are removed through Dispatcher::DeferDelete so a flow's
@@ -69,11 +74,11 @@ namespace msb::net {
 struct StackConfig {
   Mac guest_mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
   Mac gateway_mac{0x52, 0x54, 0x00, 0x12, 0x34, 0x01};
-  InetAddr guest4 = InetAddr::V4(0x0a000202);    // 10.0.2.2
-  InetAddr gateway4 = InetAddr::V4(0x0a000201);  // 10.0.2.1
+  IpAddress guest4 = IpAddress::V4(10, 0, 2, 2);
+  IpAddress gateway4 = IpAddress::V4(10, 0, 2, 1);
   int prefix4 = 24;
-  InetAddr guest6 = *InetAddr::Parse("fd00:6d73:62::2");
-  InetAddr gateway6 = *InetAddr::Parse("fd00:6d73:62::1");
+  IpAddress guest6 = *IpAddress::Parse("fd00:6d73:62::2");
+  IpAddress gateway6 = *IpAddress::Parse("fd00:6d73:62::1");
   int prefix6 = 64;
   uint16_t mtu = 1500;
   std::chrono::milliseconds udp_idle{60000};
@@ -93,7 +98,7 @@ const char* ToString(FlowProto p);
 // A flow as the guest sees it: src is the guest, dst the destination it asked for.
 struct FlowKey {
   FlowProto proto = FlowProto::kTcp;
-  InetAddr src, dst;
+  IpAddress src, dst;
   uint16_t sport = 0, dport = 0;
 };
 

@@ -2,8 +2,8 @@
 // stack. A pure state machine: segments in (OnSegment), segments out (the emit
 // callback), a retransmission timer the owner arms (the timer callback) and
 // fires (OnTimer), and byte buffers towards and from the owner. It knows
-// nothing of host sockets, addresses or the event loop: net/stack.cc glues it
-// to a host socket; tests/net/tcp_test.cc drives it with a fake timer.
+// nothing of host sockets, addresses or the event loop: net/stack_tcp.cc glues
+// it to a host socket; tests/net/tcp_test.cc drives it with a fake timer.
 // Not a general TCP: no SACK, no timestamps, no out-of-order queue, no
 // congestion control (the link to the guest is an in-memory stream).
 //

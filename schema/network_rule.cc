@@ -194,4 +194,29 @@ std::string ToString(const NetworkRule& rule) {
   return out;
 }
 
+std::optional<NetworkPolicy> ParseNetworkPolicy(std::string_view name) {
+  for (auto p : {NetworkPolicy::kNone, NetworkPolicy::kGroup, NetworkPolicy::kPublic, NetworkPolicy::kAny}) {
+    if (name == ToString(p)) return p;
+  }
+  return std::nullopt;
+}
+
+Result<Network> NetworkFromCanonical(std::string_view policy, const std::vector<std::string>& rules,
+                                     bool rebind_protection) {
+  Network n;
+  auto profile = ParseNetworkPolicy(policy);
+  if (!profile) {
+    return Error(ErrorCode::kInvalidArgument,
+                 "network.policy " + Quote(policy) + " is not none, group, public or any");
+  }
+  n.policy = *profile;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    auto rule = ParseNetworkRule(rules[i]);
+    if (!rule.ok()) return rule.error().Wrap("network rule " + std::to_string(i + 1));
+    n.rules.push_back(std::move(*rule));
+  }
+  n.rebind_protection = rebind_protection;
+  return n;
+}
+
 }  // namespace msb::schema

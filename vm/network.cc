@@ -6,11 +6,10 @@
 #include <sys/un.h>
 
 #include <fcntl.h>
-#include <netinet/in.h>
 
 #include <cctype>
 #include <cerrno>
-#include <cstring>
+#include <cstdio>
 #include <filesystem>
 
 #include "common/io.h"
@@ -35,9 +34,9 @@ Result<net::Mac> ParseMac(const std::string& text, const char* field) {
   return m;
 }
 
-Result<net::InetAddr> ParseAddr(const std::string& text, bool v6, const char* field) {
-  auto a = net::InetAddr::Parse(text);
-  if (!a || a->v6 != v6)
+Result<net::IpAddress> ParseAddr(const std::string& text, bool v6, const char* field) {
+  auto a = net::IpAddress::Parse(text);
+  if (!a || a->is_v6() != v6)
     return Error(ErrorCode::kInvalidArgument, std::string("network.") + field + " \"" + text +
                                                   "\" is not an IPv" + (v6 ? "6" : "4") + " address");
   return *a;
@@ -89,29 +88,15 @@ NetworkAttachment::~NetworkAttachment() {
 
 Status NetworkAttachment::Start() {
   MSB_TRY(net::StackConfig cfg, StackConfigFor(network_));
-  // The policy, from the spec's declaration.
-  schema::Network declared;
-  bool known = false;
-  for (auto p : {schema::NetworkPolicy::kNone, schema::NetworkPolicy::kGroup,
-                 schema::NetworkPolicy::kPublic, schema::NetworkPolicy::kAny}) {
-    if (network_.profile == schema::ToString(p)) {
-      declared.policy = p;
-      known = true;
-    }
-  }
-  if (!known) return Error(ErrorCode::kInvalidArgument, "network.profile \"" + network_.profile + "\" is unknown");
-  for (const auto& text : network_.rules) {
-    auto rule = schema::ParseNetworkRule(text);
-    if (!rule.ok()) return rule.error().Wrap("network rule " + text);
-    declared.rules.push_back(std::move(*rule));
-  }
-  declared.rebind_protection = network_.rebind_protection;
+  // The policy, from the spec's declaration in canonical text.
+  MSB_TRY(schema::Network declared,
+          schema::NetworkFromCanonical(network_.profile, network_.rules, network_.rebind_protection));
   if (auto st = host_.Refresh(); !st.ok()) {
     MSB_LOG(kWarn, "net") << "listing the host's addresses: " << st.error().message();
   }
   net::PolicyContext ctx;
-  ctx.gateways.push_back(net::IpAddress::V4(cfg.gateway4.v4()));
-  if (!network_.ipv6.empty()) ctx.gateways.push_back(net::IpAddress::V6(cfg.gateway6.b));
+  ctx.gateways.push_back(cfg.gateway4);
+  if (!network_.ipv6.empty()) ctx.gateways.push_back(cfg.gateway6);
   ctx.host = &host_;
   MSB_TRY(net::Policy policy, net::Policy::Compile(declared, ctx));
   policy_ = std::make_unique<net::Policy>(std::move(policy));
@@ -183,10 +168,6 @@ void NetworkAttachment::OnAccept() {
 namespace msb::vm {
 namespace {
 
-net::IpAddress ToIp(const net::InetAddr& a) {
-  return a.v6 ? net::IpAddress::V6(a.b) : net::IpAddress::V4(a.v4());
-}
-
 schema::Protocol ToProtocol(net::FlowProto p) {
   switch (p) {
     case net::FlowProto::kTcp: return schema::Protocol::kTcp;
@@ -205,21 +186,8 @@ void SetTimeouts(int fd, int ms) {
 
 // A non-blocking TCP connection (connecting) to ip:port; invalid on failure.
 UniqueFd ConnectTcp(const net::IpAddress& ip, uint16_t port) {
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-  if (ip.is_v4()) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    a->sin_addr.s_addr = htonl(ip.v4());
-    len = sizeof(sockaddr_in);
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(port);
-    std::memcpy(&a->sin6_addr, ip.bytes().data(), 16);
-    len = sizeof(sockaddr_in6);
-  }
+  sockaddr_storage ss;
+  socklen_t len = ip.ToSockaddr(port, &ss);
   UniqueFd fd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd || (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0 && errno != EINPROGRESS)) {
     return UniqueFd();
@@ -258,21 +226,8 @@ Result<UniqueFd> BindPort(const VmNetwork::Port& p, int flags) {
   if (!fd) return Error::FromErrno("published port " + where + ": socket");
   int one = 1;
   if (!udp) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-  if (ip->is_v6()) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(static_cast<uint16_t>(p.host_port));
-    std::memcpy(&a->sin6_addr, ip->bytes().data(), 16);
-    len = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_port = htons(static_cast<uint16_t>(p.host_port));
-    a->sin_addr.s_addr = htonl(ip->v4());
-    len = sizeof *a;
-  }
+  sockaddr_storage ss;
+  socklen_t len = ip->ToSockaddr(static_cast<uint16_t>(p.host_port), &ss);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     if (errno == EADDRINUSE) {
       return Error(ErrorCode::kState, "published port " + where +
@@ -298,7 +253,7 @@ Status CheckPortsFree(const std::vector<VmNetwork::Port>& ports) {
 net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
   auto now = net::PinSet::Clock::now();
   net::EgressFlow flow;
-  flow.dest = ToIp(key.dst);
+  flow.dest = key.dst;
   flow.proto = ToProtocol(key.proto);
   flow.port = key.dport;
   // A group address: the peer must be alive in the project's directory.

@@ -12,12 +12,12 @@ namespace msb::net {
 namespace {
 
 L2L3 V4Path() {
-  return L2L3{Mac{2, 0, 0, 0, 0, 1}, Mac{2, 0, 0, 0, 0, 2}, InetAddr::V4(0x0a000201),
-              InetAddr::V4(0x0a000202)};
+  return L2L3{Mac{2, 0, 0, 0, 0, 1}, Mac{2, 0, 0, 0, 0, 2}, IpAddress::V4(0x0a000201),
+              IpAddress::V4(0x0a000202)};
 }
 L2L3 V6Path() {
-  return L2L3{Mac{2, 0, 0, 0, 0, 1}, Mac{2, 0, 0, 0, 0, 2}, *InetAddr::Parse("fd00::1"),
-              *InetAddr::Parse("fd00::2")};
+  return L2L3{Mac{2, 0, 0, 0, 0, 1}, Mac{2, 0, 0, 0, 0, 2}, *IpAddress::Parse("fd00::1"),
+              *IpAddress::Parse("fd00::2")};
 }
 
 // A transport checksum is right when summing the pseudo-header and segment gives 0.
@@ -85,7 +85,7 @@ TEST(PacketTest, ArpReplyAnswersTheAsker) {
 
 TEST(PacketTest, NeighborAdvertCarriesTargetAndValidChecksum) {
   std::vector<uint8_t> out;
-  auto target = *InetAddr::Parse("fd00::1");
+  auto target = *IpAddress::Parse("fd00::1");
   BuildNeighborAdvert(out, V6Path(), target, Mac{2, 0, 0, 0, 0, 1});
   auto f = ParseFrame(out);
   ASSERT_TRUE(f);
@@ -106,9 +106,9 @@ TEST(PacketTest, RefusesTruncatedAndFragmentedFrames) {
 }
 
 TEST(PacketTest, AddressParseAndPrint) {
-  EXPECT_EQ(InetAddr::Parse("10.0.2.15")->v4(), 0x0a00020fu);
-  EXPECT_EQ(InetAddr::Parse("fd00::2")->ToString(), "fd00::2");
-  EXPECT_FALSE(InetAddr::Parse("10.0.2"));
+  EXPECT_EQ(IpAddress::Parse("10.0.2.15")->v4(), 0x0a00020fu);
+  EXPECT_EQ(IpAddress::Parse("fd00::2")->ToString(), "fd00::2");
+  EXPECT_FALSE(IpAddress::Parse("10.0.2"));
 }
 
 RC_GTEST_PROP(PacketProp, IncrementalChecksumEqualsFull, (std::vector<uint8_t> data, size_t at, uint16_t word)) {

@@ -92,7 +92,7 @@ class StackTest : public ::testing::Test {
 
   void Inject(const std::vector<uint8_t>& frame) { stack_->OnFrame(frame); }
 
-  void SendTcp(uint16_t sport, const InetAddr& dst, uint16_t dport, uint8_t flags, uint32_t seq,
+  void SendTcp(uint16_t sport, const IpAddress& dst, uint16_t dport, uint8_t flags, uint32_t seq,
                uint32_t ack, const std::string& data = "", uint16_t window = 65535,
                std::optional<uint8_t> wscale = std::nullopt) {
     TcpHeader h;
@@ -131,7 +131,7 @@ class StackTest : public ::testing::Test {
   }
 
   // Guest-side handshake to dst:dport; returns the stack's ISN + 1.
-  uint32_t Connect(uint16_t sport, const InetAddr& dst, uint16_t dport, uint32_t iss = 100,
+  uint32_t Connect(uint16_t sport, const IpAddress& dst, uint16_t dport, uint32_t iss = 100,
                    uint16_t window = 65535) {
     SendTcp(sport, dst, dport, kTcpSyn, iss, 0, "", window);
     auto sa = NextTcp(sport);
@@ -181,7 +181,7 @@ TEST_F(StackTest, AnswersArpForTheGatewayAndNotForTheGuest) {
     uint8_t* a = req.data() + kEthHeader;
     a[1] = 1, a[2] = 0x08, a[4] = 6, a[5] = 4, a[7] = 1;
     std::copy(cfg_.guest_mac.begin(), cfg_.guest_mac.end(), a + 8);
-    std::copy(cfg_.guest4.b.begin(), cfg_.guest4.b.begin() + 4, a + 14);
+    std::copy(cfg_.guest4.bytes().begin(), cfg_.guest4.bytes().begin() + 4, a + 14);
     a[24] = tpa >> 24, a[25] = tpa >> 16, a[26] = tpa >> 8, a[27] = tpa;
   };
   fill(cfg_.gateway4.v4());
@@ -208,8 +208,8 @@ TEST_F(StackTest, AnswersEchoAndNeighborSolicitationForTheGateway) {
   frames_.clear();
 
   uint8_t ns[4 + 16 + 8] = {};
-  std::copy(cfg_.gateway6.b.begin(), cfg_.gateway6.b.end(), ns + 4);
-  BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest6, *InetAddr::Parse("ff02::1:ff00:1")},
+  std::copy(cfg_.gateway6.bytes().begin(), cfg_.gateway6.bytes().end(), ns + 4);
+  BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest6, *IpAddress::Parse("ff02::1:ff00:1")},
             kIcmp6NeighborSolicit, 0, ns);
   Inject(out);
   ASSERT_EQ(frames_.size(), 1u);
@@ -242,23 +242,23 @@ TEST_F(StackTest, EchoToAnAllowedDestinationIsRelayedThroughAnIcmpSocket) {
     if (!up || !permitted) return;
     in_namespace = true;
     policy_ = [](const FlowKey& k) {
-      bool allowed = k.proto == FlowProto::kIcmp && k.dst == InetAddr::V4(0x7f000001);
+      bool allowed = k.proto == FlowProto::kIcmp && k.dst == IpAddress::V4(0x7f000001);
       return FlowVerdict{allowed ? FlowAction::kAllow : FlowAction::kDeny};
     };
     std::vector<uint8_t> out;
-    BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, InetAddr::V4(0x7f000001)},
+    BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, IpAddress::V4(0x7f000001)},
               kIcmpEchoRequest, 0, body);
     Inject(out);
     got_reply = RunUntil([&]() { return !frames_.empty(); });
     if (got_reply) {
       const ParsedFrame& f = frames_[0]->f;
-      if (f.icmp_type == kIcmpEchoReply && f.ip_src == InetAddr::V4(0x7f000001) && f.ip_dst == cfg_.guest4) {
+      if (f.icmp_type == kIcmpEchoReply && f.ip_src == IpAddress::V4(0x7f000001) && f.ip_dst == cfg_.guest4) {
         reply_body.assign(f.payload.begin(), f.payload.end());
       }
     }
     frames_.clear();
     dropped_before = stack_->stats().frames_dropped;
-    BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, InetAddr::V4(0x7f000002)},
+    BuildIcmp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, IpAddress::V4(0x7f000002)},
               kIcmpEchoRequest, 0, body);
     Inject(out);
     dropped_after = stack_->stats().frames_dropped;
@@ -613,7 +613,7 @@ TEST_F(StackTest, UdpInboundForwardsAndRepliesToTheSender) {
 
 TEST_F(StackTest, SpoofedSourceAndGarbageAreDropped) {
   std::vector<uint8_t> out;
-  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, InetAddr::V4(0x0a0002ff), cfg_.gateway4}, 1, 53, {});
+  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, IpAddress::V4(0x0a0002ff), cfg_.gateway4}, 1, 53, {});
   Inject(out);
   Inject({1, 2, 3});
   EXPECT_TRUE(frames_.empty());

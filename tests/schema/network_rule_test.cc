@@ -77,5 +77,33 @@ TEST(NetworkRuleTest, NamesTheWrongPart) {
   EXPECT_NE(Why("allow@[::1").find("missing its closing ']'"), std::string::npos);
 }
 
+TEST(NetworkRuleTest, DecodesTheCanonicalNetworkItPrints) {
+  Network declared;
+  declared.policy = NetworkPolicy::kGroup;
+  declared.rebind_protection = false;
+  std::vector<std::string> rules;
+  for (const char* text : {"allow:egress@10.1.2.0/24:tcp:5432", "deny:ingress@*.x.org:udp:1-2,3"}) {
+    declared.rules.push_back(*ParseNetworkRule(text));
+    rules.push_back(ToString(declared.rules.back()));
+  }
+  auto decoded = NetworkFromCanonical(ToString(declared.policy), rules, declared.rebind_protection);
+  ASSERT_TRUE(decoded.ok()) << decoded.error().message();
+  EXPECT_EQ(decoded->policy, NetworkPolicy::kGroup);
+  EXPECT_FALSE(decoded->rebind_protection);
+  ASSERT_EQ(decoded->rules.size(), 2u);
+  for (size_t i = 0; i < rules.size(); ++i) EXPECT_EQ(ToString(decoded->rules[i]), rules[i]);
+
+  for (auto p : {NetworkPolicy::kNone, NetworkPolicy::kGroup, NetworkPolicy::kPublic, NetworkPolicy::kAny}) {
+    EXPECT_EQ(ParseNetworkPolicy(ToString(p)), p);
+  }
+  auto bad_profile = NetworkFromCanonical("private", {}, true);
+  ASSERT_FALSE(bad_profile.ok());
+  EXPECT_EQ(bad_profile.error().message(), "network.policy \"private\" is not none, group, public or any");
+  auto bad_rule = NetworkFromCanonical("public", {"allow@x.com:tcp:80", "allow@x.com:tpc"}, true);
+  ASSERT_FALSE(bad_rule.ok());
+  EXPECT_EQ(bad_rule.error().message().rfind("network rule 2: invalid rule \"allow@x.com:tpc\"", 0), 0u)
+      << bad_rule.error().message();
+}
+
 }  // namespace
 }  // namespace msb::schema
