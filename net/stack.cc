@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/io.h"
 #include "common/log.h"
 #include "net/tcp.h"
 
@@ -77,11 +78,6 @@ void ToSockaddr(const InetAddr& a, uint16_t port, sockaddr_storage* ss, socklen_
     std::memcpy(&s4->sin_addr, a.b.data(), 4);
     *len = sizeof(sockaddr_in);
   }
-}
-
-bool SetNonBlocking(int fd) {
-  int flags = fcntl(fd, F_GETFL);
-  return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
 }
 
 }  // namespace
@@ -760,7 +756,7 @@ struct Stack::Impl {
       return Error(ErrorCode::kUnavailable, "inbound connection to guest port " +
                                                 std::to_string(guest_port) +
                                                 ": the flow table is full (max_tcp_flows)");
-    if (!SetNonBlocking(host_fd.get())) return Error::FromErrno("inbound connection: fcntl");
+    if (Status nb = SetNonBlocking(host_fd.get()); !nb.ok()) return nb.error().Wrap("inbound connection");
     const InetAddr& guest = Guest(v6);
     const InetAddr& gw = Gateway(v6);
     for (int tries = 0; tries < 65536 - kEphemeralFirst; ++tries) {
@@ -781,7 +777,7 @@ struct Stack::Impl {
 
   Status AddUdpInbound(UniqueFd sock, uint16_t guest_port) {
     if (!sock) return Error(ErrorCode::kInvalidArgument, "inbound UDP: no host socket");
-    if (!SetNonBlocking(sock.get())) return Error::FromErrno("inbound UDP: fcntl");
+    if (Status nb = SetNonBlocking(sock.get()); !nb.ok()) return nb.error().Wrap("inbound UDP");
     auto l = std::make_unique<UdpListener>();
     UdpListener* raw = l.get();
     raw->fd = std::move(sock);
