@@ -1,13 +1,12 @@
 // SHA-256 through OpenSSL's EVP interface: a streaming hasher, and one-shot
-// helpers for bytes and files, all answering in lower-case hex. The only place
-// msb calls OpenSSL's digest functions (scripts/check-primitives keeps it so).
-// Not an HMAC or a signature API.
+// helpers for bytes and files, all answering in lower-case hex. The only
+// SHA-256 implementation msb calls on the host (scripts/check-primitives keeps
+// it so). Not an HMAC or a signature API.
 #pragma once
 
 #include <openssl/evp.h>
 
 #include <cstddef>
-#include <cstdint>
 #include <string>
 #include <string_view>
 
