@@ -8,6 +8,8 @@
 
 #include <cerrno>
 
+#include "common/io.h"
+
 namespace msb::agent {
 namespace {
 
@@ -23,8 +25,7 @@ int PollTimeout(Clock::time_point deadline) {
 }  // namespace
 
 FrameChannel::FrameChannel(UniqueFd fd) : fd_(std::move(fd)) {
-  int flags = ::fcntl(fd_.get(), F_GETFL);
-  if (flags >= 0) ::fcntl(fd_.get(), F_SETFL, flags | O_NONBLOCK);
+  (void)SetNonBlocking(fd_.get());
 }
 
 void FrameChannel::CloseWrite() { ::shutdown(fd_.get(), SHUT_WR); }

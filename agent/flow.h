@@ -1,6 +1,8 @@
 // Credit-based flow control for the agent protocol's stream frames (kStdin,
 // kStdout, kStderr, kData), one pair of counters per id and direction. Used
-// by agentd and by the host side alike. Not thread-safe; plain values.
+// by agentd, by the CLI's control client, and by the supervisor, which relays
+// frames between the two and only checks the guest's side of the window
+// (ReceiveCredit::OnReturned). Not thread-safe; plain values.
 #pragma once
 
 #include <algorithm>
@@ -57,6 +59,13 @@ class ReceiveCredit {
       return give;
     }
     return 0;
+  }
+  // Credit for n received bytes went back to the sender without passing
+  // through OnConsumed: a relay forwarding the kCredit its own receiver
+  // returned. Returning more than is outstanding leaves nothing outstanding.
+  void OnReturned(uint32_t n) {
+    outstanding_ = n >= outstanding_ ? 0 : outstanding_ - n;
+    unreturned_ = std::min(unreturned_, outstanding_);
   }
   // Received and neither consumed nor returned.
   uint32_t outstanding() const { return outstanding_; }

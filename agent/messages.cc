@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/hex.h"
+
 namespace msb::agent {
 namespace {
 
@@ -484,12 +486,7 @@ bool PrintableSerial(const std::string& s) {
 }
 
 bool IsSha256Digest(const std::string& d) {
-  if (d.size() != 71 || d.compare(0, 7, "sha256:") != 0) return false;
-  for (size_t i = 7; i < d.size(); ++i) {
-    char c = d[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
+  return d.compare(0, 7, "sha256:") == 0 && IsHex64(std::string_view(d).substr(7));
 }
 
 }  // namespace

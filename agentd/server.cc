@@ -82,6 +82,7 @@
 #include "agentd/tar.h"
 #include "agentd/unpack.h"
 #include "agentd/users.h"
+#include "common/io.h"
 
 namespace msb::agent {
 
@@ -109,7 +110,7 @@ Server::Server(ServerMode mode, UniqueFd in, UniqueFd out)
     : mode_(mode), in_(std::move(in)), out_(std::move(out)) {
   for (int fd : {in_.get(), out_.get()}) {
     if (fd < 0) continue;
-    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    (void)SetNonBlocking(fd);
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
   ::signal(SIGPIPE, SIG_IGN);

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <map>
 
+#include "common/io.h"
+
 namespace msb::agent {
 namespace {
 
@@ -101,7 +103,7 @@ void SetIdentity(const Identity& id) {
 }
 
 void SetNonBlockCloexec(int fd) {
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  (void)SetNonBlocking(fd);
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 

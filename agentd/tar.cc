@@ -8,18 +8,11 @@
 
 #include <vector>
 
-#include "common/c_ptr.h"
+#include "common/archive_ptr.h"
 #include "common/io.h"
 
 namespace msb::agent {
 namespace {
-
-void FreeRead(archive* a) { archive_read_free(a); }
-void FreeWrite(archive* a) { archive_write_free(a); }
-void FreeEntry(archive_entry* e) { archive_entry_free(e); }
-using ReadArchive = CPtr<archive, FreeRead>;
-using WriteArchive = CPtr<archive, FreeWrite>;
-using Entry = CPtr<archive_entry, FreeEntry>;
 
 Error ArchiveError(archive* a, const std::string& what) {
   const char* msg = archive_error_string(a);
@@ -33,7 +26,7 @@ Status ExtractTar(int in_fd, const std::string& dir) {
   if (auto made = MakeDirs(dir); !made.ok()) return made.error().Wrap("creating " + dir);
   if (::chdir(dir.c_str()) != 0) return Error::FromErrno("cannot change directory to " + dir);
 
-  ReadArchive in(archive_read_new());
+  ArchiveReadPtr in(archive_read_new());
   archive_read_support_format_tar(in.get());
   if (archive_read_open_fd(in.get(), in_fd, 64 * 1024) != ARCHIVE_OK)
     return ArchiveError(in.get(), "reading the tar stream");
@@ -41,7 +34,7 @@ Status ExtractTar(int in_fd, const std::string& dir) {
   int flags = ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
               ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
   if (::geteuid() == 0) flags |= ARCHIVE_EXTRACT_OWNER;
-  WriteArchive out(archive_write_disk_new());
+  ArchiveWritePtr out(archive_write_disk_new());
   archive_write_disk_set_options(out.get(), flags);
 
   for (;;) {
@@ -87,13 +80,13 @@ Status WriteTar(int out_fd, const std::string& path_in) {
     if (base == "." || base == "..") base = ".";
   }
 
-  WriteArchive out(archive_write_new());
+  ArchiveWritePtr out(archive_write_new());
   archive_write_set_format_pax_restricted(out.get());
   archive_write_add_filter_none(out.get());
   if (archive_write_open_fd(out.get(), out_fd) != ARCHIVE_OK)
     return ArchiveError(out.get(), "starting the tar stream");
 
-  ReadArchive disk(archive_read_disk_new());
+  ArchiveReadPtr disk(archive_read_disk_new());
   archive_read_disk_set_symlink_hybrid(disk.get());
   archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL |
                                                  ARCHIVE_READDISK_NO_FFLAGS);
@@ -102,7 +95,7 @@ Status WriteTar(int out_fd, const std::string& path_in) {
 
   std::vector<char> buf(64 * 1024);
   for (;;) {
-    Entry entry(archive_entry_new());
+    ArchiveEntryPtr entry(archive_entry_new());
     int r = archive_read_next_header2(disk.get(), entry.get());
     if (r == ARCHIVE_EOF) break;
     if (r < ARCHIVE_WARN) return ArchiveError(disk.get(), "reading " + path);

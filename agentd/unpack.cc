@@ -62,8 +62,9 @@
 
 #include "agentd/agentd_log.h"
 #include "agentd/guest_init.h"
-#include "common/c_ptr.h"
+#include "common/archive_ptr.h"
 #include "common/fd.h"
+#include "common/hex.h"
 #include "common/io.h"
 
 namespace msb::agent {
@@ -77,9 +78,6 @@ constexpr int kMaxTreeDepth = 2048;
 constexpr const char* kWhiteoutPrefix = ".wh.";
 constexpr const char* kWhiteoutMetaPrefix = ".wh..wh.";
 constexpr const char* kOpaqueMarker = ".wh..wh..opq";
-
-void FreeRead(archive* a) { archive_read_free(a); }
-using ReadArchive = CPtr<archive, FreeRead>;
 
 // An entry name for an error message: printable bytes only, bounded.
 std::string Printable(std::string_view s) {
@@ -242,7 +240,7 @@ la_ssize_t LayerApplier::InnerRead(archive* a, void* self, const void** buf) {
 }
 
 Result<LayerReport> LayerApplier::Run() {
-  ReadArchive outer(archive_read_new());
+  ArchiveReadPtr outer(archive_read_new());
   outer_ = outer.get();
   archive_read_support_filter_gzip(outer.get());
   archive_read_support_filter_zstd(outer.get());
@@ -257,7 +255,7 @@ Result<LayerReport> LayerApplier::Run() {
                  where + ": not a gzip, zstd or uncompressed stream: " +
                      (archive_error_string(outer.get()) ? archive_error_string(outer.get()) : "?"));
 
-  ReadArchive in(archive_read_new());
+  ArchiveReadPtr in(archive_read_new());
   archive_read_support_format_tar(in.get());
   if (archive_read_open(in.get(), this, nullptr, InnerRead, nullptr) != ARCHIVE_OK)
     return Error(ErrorCode::kInvalidArgument, where + ": not a tar stream: " +
@@ -295,12 +293,7 @@ Result<LayerReport> LayerApplier::Run() {
   MSB_TRY_STATUS(FinishDirectories());
   uint8_t digest[SHA256_DIGEST_SIZE];
   sha256_digest(&sha_, sizeof digest, digest);
-  static const char* kHex = "0123456789abcdef";
-  report.diff_id = "sha256:";
-  for (uint8_t b : digest) {
-    report.diff_id += kHex[b >> 4];
-    report.diff_id += kHex[b & 15];
-  }
+  report.diff_id = "sha256:" + HexLower(digest, sizeof digest);
   report.bytes = raw_bytes_;
   return report;
 }

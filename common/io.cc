@@ -95,6 +95,12 @@ Status MakeDirs(const std::string& path, int mode) {
   return OkStatus();
 }
 
+Status SetNonBlocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return Error::FromErrno("fcntl");
+  return OkStatus();
+}
+
 std::string MsbHome() {
   if (const char* h = std::getenv("MSB_HOME"); h != nullptr && *h != '\0') return h;
   if (const char* x = std::getenv("XDG_DATA_HOME"); x != nullptr && *x != '\0') {

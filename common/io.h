@@ -1,4 +1,5 @@
-// Whole-file and whole-buffer I/O helpers and msb's directories. Not streaming.
+// Whole-file and whole-buffer I/O helpers, descriptor flags and msb's
+// directories. Not streaming.
 #pragma once
 
 #include <string>
@@ -16,6 +17,9 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, int mode 
 Status WriteAll(int fd, std::string_view data);
 Status ReadExact(int fd, char* buf, size_t n);
 Status MakeDirs(const std::string& path, int mode = 0755);
+// Adds O_NONBLOCK to fd's status flags (fcntl F_GETFL/F_SETFL); on failure
+// "fcntl: <strerror>" with errno.
+Status SetNonBlocking(int fd);
 
 // $MSB_HOME, else $XDG_DATA_HOME/msb, else ~/.local/share/msb. Not created here.
 std::string MsbHome();

@@ -28,8 +28,6 @@
 namespace msb::image::http {
 namespace {
 
-using SslCtxPtr = CPtr<SSL_CTX, SSL_CTX_free>;
-using SslPtr = CPtr<SSL, SSL_free>;
 using Clock = std::chrono::steady_clock;
 
 std::string Lower(std::string_view s) {

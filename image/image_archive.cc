@@ -17,15 +17,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/c_ptr.h"
+#include "common/archive_ptr.h"
 #include "common/fd.h"
+#include "common/hex.h"
 #include "image/oci_layout.h"
 
 namespace msb::image {
 namespace {
-
-void FreeArchiveRead(archive* a) { archive_read_free(a); }
-using ArchiveReader = CPtr<archive, FreeArchiveRead>;
 
 constexpr size_t kChunk = 1 << 20;
 constexpr int kMaxLinkHops = 40;
@@ -60,11 +58,6 @@ std::string NormalizeName(std::string_view name) {
 std::string DirOf(const std::string& key) {
   size_t slash = key.rfind('/');
   return slash == std::string::npos ? "" : key.substr(0, slash);
-}
-
-bool IsHex64(std::string_view s) {
-  return s.size() == 64 &&
-         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 struct Stored {
@@ -106,7 +99,7 @@ class Loader {
   Error Bad(const std::string& what) const { return Error(ErrorCode::kInvalidArgument, path_ + ": " + what); }
 
   Status ReadTar() {
-    ArchiveReader a(archive_read_new());
+    ArchiveReadPtr a(archive_read_new());
     MSB_CHECK(a != nullptr, "archive_read_new");
     archive_read_support_filter_all(a.get());
     archive_read_support_format_tar(a.get());

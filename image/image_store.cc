@@ -1,11 +1,10 @@
 // The image store on a POSIX file system: flock(2) for writer exclusion and
-// the GC lock, fsync + rename(2) for publication, OpenSSL's incremental
-// SHA-256 for verification. See image_store.h for the layout and the rules.
+// the GC lock, fsync + rename(2) for publication, the streaming SHA-256 of
+// common/sha256.h for verification. See image_store.h for the layout and the rules.
 #include "image/image_store.h"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,8 +13,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/c_ptr.h"
+#include "common/hex.h"
 #include "common/io.h"
+#include "common/sha256.h"
 
 namespace msb::image {
 namespace {
@@ -26,44 +26,7 @@ constexpr int kMaxIndexDepth = 4;
 // unpacker's), local/ for local directories' tree hashes (orchestrator).
 constexpr const char* kDiskDirs[] = {"disks", "local"};
 
-void FreeMdCtx(EVP_MD_CTX* c) { EVP_MD_CTX_free(c); }
-
-// Incremental SHA-256.
-class Hasher {
- public:
-  Hasher() : ctx_(EVP_MD_CTX_new()) {
-    MSB_CHECK(ctx_ != nullptr, "EVP_MD_CTX_new");
-    Reset();
-  }
-  void Reset() { MSB_CHECK(EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) == 1, "sha256 init"); }
-  void Update(std::string_view b) {
-    MSB_CHECK(EVP_DigestUpdate(ctx_.get(), b.data(), b.size()) == 1, "sha256 update");
-  }
-  // "sha256:<hex>" of everything so far; the state is reset afterwards.
-  std::string Finish() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    MSB_CHECK(EVP_DigestFinal_ex(ctx_.get(), md, &n) == 1, "sha256 final");
-    static const char kHex[] = "0123456789abcdef";
-    std::string out = "sha256:";
-    for (unsigned int i = 0; i < n; ++i) {
-      out += kHex[md[i] >> 4];
-      out += kHex[md[i] & 15];
-    }
-    Reset();
-    return out;
-  }
-
- private:
-  CPtr<EVP_MD_CTX, FreeMdCtx> ctx_;
-};
-
 std::string Hex(const std::string& digest) { return std::string(oci::DigestHex(digest)); }
-
-bool IsHex64(std::string_view s) {
-  if (s.size() != 64) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
@@ -228,7 +191,7 @@ class StoreSink final : public BlobSink {
                                                " bytes in the store, but its descriptor says " +
                                                std::to_string(size_));
       }
-      if (rewriting_ && (offset_ != present_size_ || hasher_.Finish() != digest_)) {
+      if (rewriting_ && (offset_ != present_size_ || hasher_.DigestFinal() != digest_)) {
         return Error(ErrorCode::kProtocol, "blob " + digest_ +
                                                ": the bytes written again do not match it; the stored blob is "
                                                "unchanged");
@@ -243,7 +206,7 @@ class StoreSink final : public BlobSink {
                                                   " bytes, its descriptor declares " + std::to_string(size_) +
                                                   "; the partial data was discarded"));
     }
-    std::string got = hasher_.Finish();
+    std::string got = hasher_.DigestFinal();
     if (got != digest_) {
       return Fail(Error(ErrorCode::kProtocol, "blob " + digest_ + " does not match its content (the bytes hash to " +
                                                   got + "); the partial data was discarded"));
@@ -285,7 +248,7 @@ class StoreSink final : public BlobSink {
   bool broken_ = false;
   UniqueFd lock_;
   UniqueFd fd_;
-  Hasher hasher_;
+  Sha256 hasher_;
 };
 
 // ---- BlobWriter of a digest learnt from the bytes
@@ -322,7 +285,7 @@ class StoreWriter final : public BlobWriter {
 
   Result<std::string> Commit() override {
     if (!fd_) return Error(ErrorCode::kState, "blob writer " + tmp_ + ": an earlier step failed");
-    std::string digest = hasher_.Finish();
+    std::string digest = hasher_.DigestFinal();
     std::string hex = Hex(digest);
     std::string blob = root_ + "/blobs/sha256/" + hex;
     std::string lock_path = root_ + "/ingest/" + hex + ".lock";
@@ -360,7 +323,7 @@ class StoreWriter final : public BlobWriter {
   std::string root_, tmp_;
   UniqueFd fd_;
   uint64_t size_ = 0;
-  Hasher hasher_;
+  Sha256 hasher_;
 };
 
 }  // namespace

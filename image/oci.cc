@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/hex.h"
 #include "common/sha256.h"
 
 namespace msb::image::oci {
@@ -159,11 +160,7 @@ bool IsManifestType(std::string_view t) { return t == kMediaTypeOciManifest || t
 
 bool IsValidDigest(std::string_view digest) {
   constexpr std::string_view kPrefix = "sha256:";
-  if (digest.size() != kPrefix.size() + 64 || digest.substr(0, kPrefix.size()) != kPrefix) return false;
-  for (char c : digest.substr(kPrefix.size())) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-  }
-  return true;
+  return digest.substr(0, kPrefix.size()) == kPrefix && IsHex64(digest.substr(kPrefix.size()));
 }
 
 Status ValidateDigest(std::string_view digest, std::string_view what) {

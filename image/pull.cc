@@ -2,23 +2,19 @@
 // a few worker threads with retries and resume. See pull.h.
 #include "image/pull.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
-#include "common/c_ptr.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "common/sha256.h"
 #include "image/registry.h"
 
 namespace msb::image {
 namespace {
-
-using MdCtx = CPtr<EVP_MD_CTX, EVP_MD_CTX_free>;
 
 bool Retryable(const Error& e) {
   return e.code() == ErrorCode::kIo || e.code() == ErrorCode::kTimeout || e.code() == ErrorCode::kUnavailable;
@@ -39,28 +35,6 @@ struct Shared {
     std::lock_guard<std::mutex> lock(mu);
     (*progress)(p);
   }
-};
-
-class Sha256Stream {
- public:
-  Sha256Stream() : ctx_(EVP_MD_CTX_new()) { Reset(); }
-  void Reset() { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
-  void Update(std::string_view b) { EVP_DigestUpdate(ctx_.get(), b.data(), b.size()); }
-  std::string Digest() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    EVP_DigestFinal_ex(ctx_.get(), md, &n);
-    static const char* kHex = "0123456789abcdef";
-    std::string out = "sha256:";
-    for (unsigned i = 0; i < n; ++i) {
-      out += kHex[md[i] >> 4];
-      out += kHex[md[i] & 15];
-    }
-    return out;
-  }
-
- private:
-  MdCtx ctx_;
 };
 
 Status WriteSmallBlob(BlobTarget& target, const std::string& digest, const std::string& bytes) {
@@ -140,7 +114,7 @@ Status PullLayer(RegistryClient& client, const ImageReference& ref, const oci::D
     }
     uint64_t done = offset;
     bool hashing = offset == 0;  // a resumed prefix is verified by Commit
-    Sha256Stream hash;
+    Sha256 hash;
     shared.Emit({PullProgress::Kind::kStarted, index, d.digest, done, size, attempt, ""});
     auto last_emit = std::chrono::steady_clock::now();
     Status st = OkStatus();
@@ -184,7 +158,7 @@ Status PullLayer(RegistryClient& client, const ImageReference& ref, const oci::D
     }
     if (st.ok()) {
       if (hashing) {
-        std::string got = hash.Digest();
+        std::string got = hash.DigestFinal();
         if (got != d.digest) {
           (void)sink->Restart();  // drop the bad bytes: nothing resumes from them
           return Error(ErrorCode::kProtocol, name + " does not match its digest: the bytes hash to " + got +

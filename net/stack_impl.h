@@ -67,11 +67,6 @@ inline TupleKey MakeTuple(const IpAddress& guest, uint16_t gport, const IpAddres
   return TupleKey{guest.is_v6(), guest.bytes(), remote.bytes(), gport, rport};
 }
 
-inline bool SetNonBlocking(int fd) {
-  int flags = fcntl(fd, F_GETFL);
-  return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
-}
-
 // A guest TCP connection and its host side (stack_tcp.cc).
 struct TcpFlow {
   uint64_t id = 0;

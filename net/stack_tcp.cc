@@ -416,7 +416,7 @@ Status Stack::Impl::OpenInbound(UniqueFd host_fd, uint16_t guest_port, bool v6) 
     return Error(ErrorCode::kUnavailable, "inbound connection to guest port " +
                                               std::to_string(guest_port) +
                                               ": the flow table is full (max_tcp_flows)");
-  if (!SetNonBlocking(host_fd.get())) return Error::FromErrno("inbound connection: fcntl");
+  if (Status nb = SetNonBlocking(host_fd.get()); !nb.ok()) return nb.error().Wrap("inbound connection");
   const IpAddress& guest = Guest(v6);
   const IpAddress& gw = Gateway(v6);
   for (int tries = 0; tries < 65536 - kEphemeralFirst; ++tries) {

@@ -163,7 +163,7 @@ void Stack::Impl::DnsUdp(const ParsedFrame& f) {
 
 Status Stack::Impl::AddUdpInbound(UniqueFd sock, uint16_t guest_port) {
   if (!sock) return Error(ErrorCode::kInvalidArgument, "inbound UDP: no host socket");
-  if (!SetNonBlocking(sock.get())) return Error::FromErrno("inbound UDP: fcntl");
+  if (Status nb = SetNonBlocking(sock.get()); !nb.ok()) return nb.error().Wrap("inbound UDP");
   auto l = std::make_unique<UdpListener>();
   UdpListener* raw = l.get();
   raw->fd = std::move(sock);

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent/flow.h"
 #include "common/io.h"
 #include "common/unix_socket.h"
 #include "vm/control.h"
@@ -159,7 +160,8 @@ Result<int> ControlClient::Exec(agent::ExecRequest req, const ExecIo& io) {
   if (io.tty && ::isatty(io.stdin_fd)) raw = std::make_unique<RawMode>(io.stdin_fd);
 
   bool stdin_open = io.forward_stdin;
-  uint64_t stdin_credit = agent::kCreditWindow;
+  agent::SendCredit stdin_credit;     // our kStdin against the guest's window
+  agent::ReceiveCredit output_credit;  // its kStdout/kStderr, returned once written
   std::optional<int> exit_code;
   Result<int> result = Error(ErrorCode::kInternal, "exec loop ended without a result");
   for (;;) {
@@ -176,15 +178,18 @@ Result<int> ControlClient::Exec(agent::ExecRequest req, const ExecIo& io) {
       Frame f = std::move(**next);
       if (f.id != id) continue;
       if (f.kind == FrameKind::kStdout || f.kind == FrameKind::kStderr) {
+        if (Status st = output_credit.OnReceive(f.payload.size()); !st.ok()) {
+          result = st.error();
+          done = true;
+          break;
+        }
         int out = f.kind == FrameKind::kStdout ? io.stdout_fd : io.stderr_fd;
         (void)WriteAll(out, f.payload);
-        if (!f.payload.empty()) {
-          (void)Send(id, FrameKind::kCredit, agent::Encode(agent::Credit{
-                                                 static_cast<uint32_t>(f.payload.size())}));
-        }
+        if (uint32_t give = output_credit.OnConsumed(f.payload.size()); give > 0)
+          (void)Send(id, FrameKind::kCredit, agent::Encode(agent::Credit{give}));
       } else if (f.kind == FrameKind::kCredit) {
         auto c = agent::ParseCredit(f.payload);
-        if (c.ok()) stdin_credit += c->bytes;
+        if (c.ok()) stdin_credit.Grant(c->bytes);
       } else if (f.kind == FrameKind::kExit) {
         auto e = agent::ParseExitInfo(f.payload);
         if (!e.ok()) {
@@ -208,7 +213,7 @@ Result<int> ControlClient::Exec(agent::ExecRequest req, const ExecIo& io) {
     int nfds = 0;
     fds[nfds++] = {fd_.get(), POLLIN, 0};
     fds[nfds++] = {sig_rd.get(), POLLIN, 0};
-    const bool want_stdin = stdin_open && stdin_credit > 0;
+    const bool want_stdin = stdin_open && stdin_credit.available() > 0;
     if (want_stdin) fds[nfds++] = {io.stdin_fd, POLLIN, 0};
     int r = ::poll(fds, nfds, -1);
     if (r < 0) {
@@ -240,14 +245,14 @@ Result<int> ControlClient::Exec(agent::ExecRequest req, const ExecIo& io) {
     }
     if (want_stdin && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) {
       char buf[agent::kMaxChunk];
-      size_t cap = std::min<uint64_t>(sizeof buf, stdin_credit);
+      size_t cap = std::min<size_t>(sizeof buf, stdin_credit.available());
       ssize_t n = ::read(io.stdin_fd, buf, cap);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         stdin_open = false;
         (void)Send(id, FrameKind::kStdin, {});
       } else {
-        stdin_credit -= static_cast<uint64_t>(n);
+        stdin_credit.Consume(static_cast<size_t>(n));
         (void)Send(id, FrameKind::kStdin, std::string_view(buf, static_cast<size_t>(n)));
       }
     }
@@ -265,25 +270,25 @@ Status ControlClient::CopyIn(const std::string& dir,
                              const std::function<Status(const Sink&)>& produce) {
   const uint32_t id = next_id_++;
   MSB_TRY_STATUS(Send(id, FrameKind::kCopyIn, agent::Encode(agent::PathRequest{dir})));
-  uint64_t credit = agent::kCreditWindow;
+  agent::SendCredit credit;
   std::optional<std::string> early_error;
   Sink sink = [&](std::string_view chunk) -> msb::Status {
     while (!chunk.empty()) {
-      while (credit == 0) {
+      while (credit.available() == 0) {
         MSB_TRY(Frame f, Receive(60000));
         if (f.id != id) continue;
         if (f.kind == FrameKind::kCredit) {
           auto c = agent::ParseCredit(f.payload);
-          if (c.ok()) credit += c->bytes;
+          if (c.ok()) credit.Grant(c->bytes);
         } else if (f.kind == FrameKind::kResult || f.kind == FrameKind::kError) {
           auto r = agent::ParseResultMsg(f.payload);
           std::string msg = r.ok() && r->error ? *r->error : "the sandbox stopped the copy";
           return Error(ErrorCode::kIo, msg);
         }
       }
-      size_t n = std::min<size_t>({chunk.size(), credit, agent::kMaxChunk});
+      size_t n = std::min<size_t>({chunk.size(), credit.available(), agent::kMaxChunk});
       MSB_TRY_STATUS(Send(id, FrameKind::kData, chunk.substr(0, n)));
-      credit -= n;
+      credit.Consume(n);
       chunk.remove_prefix(n);
     }
     return OkStatus();
@@ -310,18 +315,18 @@ Status ControlClient::CopyOut(const std::string& path, const Sink& consume) {
   const uint32_t id = next_id_++;
   MSB_TRY_STATUS(Send(id, FrameKind::kCopyOut, agent::Encode(agent::PathRequest{path})));
   std::optional<msb::Error> consume_error;
+  agent::ReceiveCredit credit;  // the guest's kData, returned once consumed
   for (;;) {
     MSB_TRY(Frame f, Receive(120000));
     if (f.id != id) continue;
     if (f.kind == FrameKind::kData) {
-      if (!f.payload.empty()) {
-        if (!consume_error) {
-          auto st = consume(f.payload);
-          if (!st.ok()) consume_error = st.error();
-        }
-        MSB_TRY_STATUS(Send(id, FrameKind::kCredit, agent::Encode(agent::Credit{
-                                                        static_cast<uint32_t>(f.payload.size())})));
+      MSB_TRY_STATUS(credit.OnReceive(f.payload.size()));
+      if (!f.payload.empty() && !consume_error) {
+        auto st = consume(f.payload);
+        if (!st.ok()) consume_error = st.error();
       }
+      if (uint32_t give = credit.OnConsumed(f.payload.size()); give > 0)
+        MSB_TRY_STATUS(Send(id, FrameKind::kCredit, agent::Encode(agent::Credit{give})));
     } else if (f.kind == FrameKind::kResult || f.kind == FrameKind::kError) {
       if (f.kind == FrameKind::kError) {
         auto m = agent::ParseErrorMsg(f.payload);

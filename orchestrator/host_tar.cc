@@ -11,16 +11,11 @@
 #include <cstdio>
 #include <optional>
 
-#include "common/c_ptr.h"
+#include "common/archive_ptr.h"
 #include "common/fd.h"
 
 namespace msb::orchestrator {
 namespace {
-
-void FreeArchiveRead(archive* a) { archive_read_free(a); }
-void FreeArchiveWrite(archive* a) { archive_write_free(a); }
-using ArchiveReader = CPtr<archive, FreeArchiveRead>;
-using ArchiveWriter = CPtr<archive, FreeArchiveWrite>;
 
 struct SinkState {
   const std::function<Status(std::string_view)>* sink;
@@ -58,13 +53,13 @@ Status PackHostPath(const std::string& src, const std::string& top_name,
                     const std::function<Status(std::string_view)>& sink) {
   struct stat st;
   if (::lstat(src.c_str(), &st) != 0) return Error::FromErrno("cannot read " + src);
-  ArchiveReader disk(archive_read_disk_new());
+  ArchiveReadPtr disk(archive_read_disk_new());
   archive_read_disk_set_standard_lookup(disk.get());
   archive_read_disk_set_symlink_physical(disk.get());
   if (archive_read_disk_open(disk.get(), src.c_str()) != ARCHIVE_OK) {
     return Error(ErrorCode::kIo, "cannot read " + src + ": " + archive_error_string(disk.get()));
   }
-  ArchiveWriter out(archive_write_new());
+  ArchiveWritePtr out(archive_write_new());
   archive_write_set_format_pax_restricted(out.get());
   archive_write_set_bytes_per_block(out.get(), 0);
   SinkState state{&sink, std::nullopt};
@@ -114,7 +109,7 @@ Status PackHostPath(const std::string& src, const std::string& top_name,
 
 Status UnpackGuestTar(const std::string& tar_path, const std::string& dest_dir,
                       const std::string& from_top, const std::string& to_top) {
-  ArchiveReader in(archive_read_new());
+  ArchiveReadPtr in(archive_read_new());
   archive_read_support_format_tar(in.get());
   if (archive_read_open_filename(in.get(), tar_path.c_str(), 65536) != ARCHIVE_OK) {
     return Error(ErrorCode::kIo, std::string("cannot read the copied data: ") +
@@ -131,7 +126,7 @@ Status UnpackGuestTar(const std::string& tar_path, const std::string& dest_dir,
       }
     }
   } restore{cwd.get()};
-  ArchiveWriter disk(archive_write_disk_new());
+  ArchiveWritePtr disk(archive_write_disk_new());
   archive_write_disk_set_options(
       disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                       ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS |

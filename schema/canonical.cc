@@ -1,9 +1,9 @@
 // The canonical form of a loaded Sandboxfile (JSON and a loadable YAML) and
 // the per-sandbox config hash (sandboxfile.h). Both forms are written from
 // the model, so they agree by construction on what each value means.
-#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/sha256.h"
 #include "schema/network_rule.h"
 #include "schema/sandboxfile.h"
 #include "schema/values.h"
@@ -297,17 +297,7 @@ std::string ConfigHash(const Sandbox& sandbox, std::string_view image_digest) {
   json j = HashedJson(sandbox);
   if (!image_digest.empty()) j["image_digest"] = std::string(image_digest);
   std::string text = j.dump(-1, ' ', false, json::error_handler_t::replace);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  MSB_CHECK(EVP_Digest(text.data(), text.size(), md, &len, EVP_sha256(), nullptr) == 1, "sha256");
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(len * 2);
-  for (unsigned int i = 0; i < len; ++i) {
-    hex += kHex[md[i] >> 4];
-    hex += kHex[md[i] & 15];
-  }
-  return hex;
+  return Sha256Hex(text);
 }
 
 }  // namespace msb::schema

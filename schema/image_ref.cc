@@ -6,6 +6,7 @@
 #include <cctype>
 #include <vector>
 
+#include "common/hex.h"
 #include "schema/values.h"
 
 namespace msb::schema {
@@ -80,9 +81,7 @@ Result<Image> ParseRegistry(std::string_view text) {
   size_t at = rest.find('@');
   if (at != std::string_view::npos) {
     std::string_view digest = rest.substr(at + 1);
-    bool ok = digest.size() == 71 && digest.substr(0, 7) == "sha256:" &&
-              std::all_of(digest.begin() + 7, digest.end(),
-                          [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+    bool ok = digest.substr(0, 7) == "sha256:" && IsHex64(digest.substr(7));
     if (!ok) return bad("digest " + Quote(digest) + " must be sha256: and 64 lower-case hex digits");
     img.digest = std::string(digest);
     rest = rest.substr(0, at);

@@ -18,7 +18,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -42,6 +41,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "common/sha256.h"
 
 namespace msb::storage {
 
@@ -66,22 +66,15 @@ constexpr size_t kReadChunk = 1 << 20;
 constexpr uint64_t kFastSymlinkMax = 60;
 constexpr const char* kTempPrefix = ".tmp-";
 
-void FreeMdCtx(EVP_MD_CTX* ctx) { EVP_MD_CTX_free(ctx); }
 void CloseDir(DIR* dir) { closedir(dir); }
 
 uint64_t RoundUp(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 
 // SHA-256 over length-framed fields, so that no two different trees feed the
 // same byte stream.
-class Sha256 {
+class FramedSha256 {
  public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) {
-    MSB_CHECK(ctx_ != nullptr, "EVP_MD_CTX_new");
-    MSB_CHECK(EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) == 1, "EVP_DigestInit_ex");
-  }
-  void Bytes(const void* data, size_t n) {
-    MSB_CHECK(EVP_DigestUpdate(ctx_.get(), data, n) == 1, "EVP_DigestUpdate");
-  }
+  void Bytes(const void* data, size_t n) { hash_.Update(data, n); }
   void U64(uint64_t v) {
     unsigned char le[8];
     for (int i = 0; i < 8; ++i) le[i] = static_cast<unsigned char>(v >> (8 * i));
@@ -91,21 +84,10 @@ class Sha256 {
     U64(s.size());
     Bytes(s.data(), s.size());
   }
-  std::string HexFinal() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    MSB_CHECK(EVP_DigestFinal_ex(ctx_.get(), md, &n) == 1, "EVP_DigestFinal_ex");
-    static const char kHex[] = "0123456789abcdef";
-    std::string out;
-    for (unsigned int i = 0; i < n; ++i) {
-      out += kHex[md[i] >> 4];
-      out += kHex[md[i] & 15];
-    }
-    return out;
-  }
+  std::string HexFinal() { return hash_.HexFinal(); }
 
  private:
-  CPtr<EVP_MD_CTX, FreeMdCtx> ctx_;
+  Sha256 hash_;
 };
 
 // One sorted walk: feeds the hash and estimates the image's size.
@@ -271,7 +253,7 @@ class TreeWalker {
     return OkStatus();
   }
 
-  Sha256 hash_;
+  FramedSha256 hash_;
   TreeSummary summary_;
   uint64_t footprint_ = 0;
   std::map<std::pair<dev_t, ino_t>, std::string> links_;
@@ -450,7 +432,7 @@ Result<std::string> BuildBaseDiskFromDir(const std::string& rootfs_dir,
   const uint64_t footprint = walker.footprint_bytes();
   TreeSummary sum = walker.Finish();
   // The cache key covers the recipe as well as the content.
-  Sha256 key;
+  FramedSha256 key;
   key.Field(kBaseDiskFormat);
   key.Field(sum.sha256);
   const std::string key_hex = key.HexFinal();

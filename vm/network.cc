@@ -329,8 +329,7 @@ UniqueFd NetworkAttachment::ConnectPeer(const std::string& peer, uint16_t port) 
     MSB_LOG(kInfo, "net") << "group: " << peer << " refused tcp port " << port;
     return UniqueFd();
   }
-  int flags = ::fcntl(fd.get(), F_GETFL);
-  ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  (void)SetNonBlocking(fd.get());
   return fd;
 }
 
@@ -371,8 +370,7 @@ void NetworkAttachment::OnGroupAccept() {
     return;
   }
   if (::send(fd.get(), "+", 1, MSG_NOSIGNAL) != 1) return;
-  int flags = ::fcntl(fd.get(), F_GETFL);
-  ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
+  (void)SetNonBlocking(fd.get());
   SetTimeouts(fd.get(), 0);
   if (auto st = stack_->OpenInbound(std::move(fd), static_cast<uint16_t>(port)); !st.ok()) {
     MSB_LOG(kInfo, "net") << "group: " << st.error().message();

@@ -340,7 +340,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
   }
   if (health_id_ != 0 && f.id == health_id_) {
     if (f.kind == FrameKind::kStdout || f.kind == FrameKind::kStderr) {
-      SendAgent(f.id, FrameKind::kCredit, json{{"bytes", f.payload.size()}}.dump());
+      SendAgent(f.id, FrameKind::kCredit, agent::Encode(agent::Credit{static_cast<uint32_t>(f.payload.size())}));
     } else if (f.kind == FrameKind::kExit) {
       auto e = agent::ParseExitInfo(f.payload);
       OnHealthResult(e.ok() && e->signal == 0 && e->code == 0);
@@ -357,12 +357,9 @@ void Supervisor::HandleAgentFrame(Frame f) {
     return;
   }
   Route& r = it->second;
-  if (agent::IsStreamKind(f.kind)) {
-    r.unacked += f.payload.size();
-    if (r.unacked > agent::kCreditWindow) {
-      Fail("the guest sent more stream data than its credit allows");
-      return;
-    }
+  if (agent::IsStreamKind(f.kind) && !r.credit.OnReceive(f.payload.size()).ok()) {
+    Fail("the guest sent more stream data than its credit allows");
+    return;
   }
   const bool last = f.kind == FrameKind::kExit || f.kind == FrameKind::kResult ||
                     (f.kind == FrameKind::kError && f.id != 0);
@@ -386,7 +383,7 @@ void Supervisor::HandleWorkloadFrame(const Frame& f) {
       std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
       (void)WriteAll(workload_log_.get(), text);
       SendAgent(agent::kWorkloadId, FrameKind::kCredit,
-                json{{"bytes", f.payload.size()}}.dump());
+                agent::Encode(agent::Credit{static_cast<uint32_t>(f.payload.size())}));
       return;
     }
     case FrameKind::kStarted:
@@ -508,18 +505,14 @@ void Supervisor::HandleClientFrame(Client* c, Frame f) {
     }
     guest_id = next_guest_id_++;
     c->to_guest[f.id] = guest_id;
-    routes_[guest_id] = Route{c, f.id, 0};
+    routes_[guest_id] = Route{c, f.id, {}};
   } else {
     auto it = c->to_guest.find(f.id);
     if (it == c->to_guest.end()) return;  // late frame for a finished request
     guest_id = it->second;
     if (f.kind == FrameKind::kCredit) {
-      auto j = json::parse(f.payload, nullptr, false);
-      if (j.is_object() && j.contains("bytes") && j["bytes"].is_number_unsigned()) {
-        uint64_t b = j["bytes"].get<uint64_t>();
-        Route& r = routes_[guest_id];
-        r.unacked = b > r.unacked ? 0 : r.unacked - b;
-      }
+      // Passed on as it is; the guest's own ParseCredit judges it the same way.
+      if (auto credit = agent::ParseCredit(f.payload); credit.ok()) routes_[guest_id].credit.OnReturned(credit->bytes);
     }
   }
   SendAgent(guest_id, f.kind, f.payload);

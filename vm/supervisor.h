@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/flow.h"
 #include "agent/frame.h"
 #include "common/child.h"
 #include "common/dispatcher.h"
@@ -70,7 +71,9 @@ class Supervisor {
   struct Route {
     Client* client;
     uint32_t client_id;
-    uint64_t unacked = 0;  // guest stream bytes relayed and not yet credited
+    // Guest stream bytes relayed and not yet credited by the client: the
+    // guest may have at most kCreditWindow of them in flight.
+    agent::ReceiveCredit credit;
   };
 
   void OnAgentAccept();

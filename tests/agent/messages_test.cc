@@ -98,6 +98,27 @@ TEST(FlowTest, ReceiveCreditBatchesAndRefusesOverrun) {
   EXPECT_EQ(sc.available(), 1u << 30);
 }
 
+// A relay's view: credit passed on from its own receiver frees the window,
+// never below nothing outstanding; a receiver that consumes each frame at once
+// returns exactly that frame.
+TEST(FlowTest, ReceiveCreditReturnedByARelay) {
+  ReceiveCredit relay;
+  ASSERT_TRUE(relay.OnReceive(kCreditWindow - 10).ok());
+  relay.OnReturned(100);
+  EXPECT_EQ(relay.outstanding(), kCreditWindow - 110);
+  EXPECT_TRUE(relay.OnReceive(110).ok());
+  EXPECT_FALSE(relay.OnReceive(1).ok());
+  relay.OnReturned(0xffffffffu);
+  EXPECT_EQ(relay.outstanding(), 0u);
+  EXPECT_TRUE(relay.OnReceive(kCreditWindow).ok());
+
+  ReceiveCredit direct;
+  ASSERT_TRUE(direct.OnReceive(7).ok());
+  EXPECT_EQ(direct.OnConsumed(7), 7u);
+  ASSERT_TRUE(direct.OnReceive(0).ok());
+  EXPECT_EQ(direct.OnConsumed(0), 0u);
+}
+
 }  // namespace
 }  // namespace msb::agent
 

@@ -23,7 +23,7 @@
 #include <set>
 
 #include "agent/messages.h"
-#include "common/c_ptr.h"
+#include "common/archive_ptr.h"
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/sha256.h"
@@ -191,8 +191,6 @@ void ModelApply(Tree& t, const std::vector<Op>& layer) {
   }
 }
 
-void FreeWrite(archive* a) { archive_write_free(a); }
-void FreeEntry(archive_entry* e) { archive_entry_free(e); }
 
 la_ssize_t AppendTo(archive*, void* out, const void* buf, size_t n) {
   static_cast<std::string*>(out)->append(static_cast<const char*>(buf), n);
@@ -201,11 +199,11 @@ la_ssize_t AppendTo(archive*, void* out, const void* buf, size_t n) {
 
 std::string LayerTar(const std::vector<Op>& layer) {
   std::string out;
-  CPtr<archive, FreeWrite> a(archive_write_new());
+  ArchiveWritePtr a(archive_write_new());
   archive_write_set_format_pax_restricted(a.get());
   archive_write_open(a.get(), &out, nullptr, AppendTo, nullptr);
   for (const Op& op : layer) {
-    CPtr<archive_entry, FreeEntry> e(archive_entry_new());
+    ArchiveEntryPtr e(archive_entry_new());
     std::string name = op.path;
     std::string data;
     if (op.kind == Op::kWhiteout) {

@@ -2,9 +2,14 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
+
+#include "common/fd.h"
 
 namespace msb {
 namespace {
@@ -46,6 +51,33 @@ TEST_F(IoTest, MakeDirsCreatesNested) {
   ASSERT_TRUE(MakeDirs(dir_ + "/a/b/c").ok());
   EXPECT_TRUE(std::filesystem::is_directory(dir_ + "/a/b/c"));
   EXPECT_TRUE(MakeDirs(dir_ + "/a/b/c").ok());
+}
+
+TEST(SetNonBlockingTest, AddsTheFlagAndKeepsTheOthers) {
+  UniqueFd null(::open("/dev/null", O_WRONLY | O_APPEND | O_CLOEXEC));
+  ASSERT_TRUE(null.valid());
+  ASSERT_EQ(::fcntl(null.get(), F_GETFL) & O_NONBLOCK, 0);
+  ASSERT_TRUE(SetNonBlocking(null.get()).ok());
+  int flags = ::fcntl(null.get(), F_GETFL);
+  EXPECT_NE(flags & O_NONBLOCK, 0);
+  EXPECT_NE(flags & O_APPEND, 0);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  EXPECT_EQ(::fcntl(rd.get(), F_GETFL) & O_NONBLOCK, 0);
+  // A read with nothing written now fails at once instead of blocking.
+  ASSERT_TRUE(SetNonBlocking(rd.get()).ok());
+  char c;
+  EXPECT_EQ(::read(rd.get(), &c, 1), -1);
+  EXPECT_EQ(errno, EAGAIN);
+}
+
+TEST(SetNonBlockingTest, BadDescriptorIsAnError) {
+  Status st = SetNonBlocking(-1);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code(), ErrorCode::kIo);
+  EXPECT_EQ(st.error().sys_errno(), EBADF);
+  EXPECT_EQ(st.error().message().rfind("fcntl: ", 0), 0u);
 }
 
 TEST(MsbHomeTest, FollowsEnvironmentOrder) {

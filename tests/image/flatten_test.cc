@@ -22,7 +22,7 @@
 #include <map>
 #include <set>
 
-#include "common/c_ptr.h"
+#include "common/archive_ptr.h"
 #include "common/child.h"
 #include "common/fd.h"
 #include "common/io.h"
@@ -35,8 +35,6 @@ namespace {
 
 namespace sfs = std::filesystem;
 
-void FreeWrite(archive* a) { archive_write_free(a); }
-void FreeEntry(archive_entry* e) { archive_entry_free(e); }
 
 // One tar entry to write.
 struct E {
@@ -89,13 +87,13 @@ la_ssize_t AppendTo(archive*, void* out, const void* buf, size_t n) {
 // An uncompressed pax tar of entries.
 std::string Tar(const std::vector<E>& entries) {
   std::string out;
-  CPtr<archive, FreeWrite> a(archive_write_new());
+  ArchiveWritePtr a(archive_write_new());
   archive_write_set_format_pax_restricted(a.get());
   archive_write_add_filter_none(a.get());
   archive_write_set_bytes_in_last_block(a.get(), 1);
   EXPECT_EQ(archive_write_open(a.get(), &out, nullptr, AppendTo, nullptr), ARCHIVE_OK);
   for (const E& e : entries) {
-    CPtr<archive_entry, FreeEntry> en(archive_entry_new());
+    ArchiveEntryPtr en(archive_entry_new());
     archive_entry_set_pathname(en.get(), e.name.c_str());
     archive_entry_set_uid(en.get(), e.uid);
     archive_entry_set_gid(en.get(), e.gid);
@@ -130,13 +128,13 @@ enum class Compression { kNone, kGzip, kZstd };
 std::string Compress(const std::string& bytes, Compression c) {
   if (c == Compression::kNone) return bytes;
   std::string out;
-  CPtr<archive, FreeWrite> a(archive_write_new());
+  ArchiveWritePtr a(archive_write_new());
   archive_write_set_format_raw(a.get());
   if (c == Compression::kGzip) EXPECT_EQ(archive_write_add_filter_gzip(a.get()), ARCHIVE_OK);
   else EXPECT_EQ(archive_write_add_filter_zstd(a.get()), ARCHIVE_OK) << archive_error_string(a.get());
   archive_write_set_bytes_in_last_block(a.get(), 1);
   EXPECT_EQ(archive_write_open(a.get(), &out, nullptr, AppendTo, nullptr), ARCHIVE_OK);
-  CPtr<archive_entry, FreeEntry> en(archive_entry_new());
+  ArchiveEntryPtr en(archive_entry_new());
   archive_entry_set_pathname(en.get(), "data");
   archive_entry_set_filetype(en.get(), AE_IFREG);
   archive_entry_set_size(en.get(), static_cast<la_int64_t>(bytes.size()));

@@ -113,7 +113,7 @@ class TokenIssuer {
                    {"exp", now + 600},         {"nbf", now - 60},       {"iat", now - 60},
                    {"jti", std::to_string(std::random_device{}())}, {"access", access}};
     std::string signing = Base64Url(header.dump()) + "." + Base64Url(claims.dump());
-    CPtr<EVP_MD_CTX, EVP_MD_CTX_free> ctx(EVP_MD_CTX_new());
+    EvpMdCtxPtr ctx(EVP_MD_CTX_new());
     EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key_.get());
     size_t len = 0;
     EVP_DigestSign(ctx.get(), nullptr, &len, reinterpret_cast<const unsigned char*>(signing.data()), signing.size());
@@ -126,7 +126,7 @@ class TokenIssuer {
 
  private:
   TokenIssuer() = default;
-  CPtr<EVP_PKEY, EVP_PKEY_free> key_;
+  EvpPkeyPtr key_;
   std::string cert_der_b64_;
 };
 
