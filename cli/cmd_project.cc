@@ -1,5 +1,5 @@
 // msb plan / up / down / start / restart: the project commands. They load the
-// Sandboxfile, observe, plan (planner.h) and execute (reconcile.h).
+// Sandboxfile, observe, plan (planner.h) and execute (executor.h).
 #include <sys/inotify.h>
 #include <poll.h>
 #include <unistd.h>
@@ -16,7 +16,7 @@
 #include "common/io.h"
 #include "cli/cli.h"
 #include "orchestrator/launch_mounts.h"
-#include "orchestrator/reconcile.h"
+#include "orchestrator/executor.h"
 #include "schema/sandboxfile.h"
 
 namespace msb::cli {

@@ -20,7 +20,7 @@
 #include "orchestrator/host_tar.h"
 #include "orchestrator/images.h"
 #include "orchestrator/launch.h"
-#include "orchestrator/reconcile.h"
+#include "orchestrator/executor.h"
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
 #include "schema/network_rule.h"

@@ -1,6 +1,6 @@
 // The executor: a small scheduler over the plan's edges. Each running step
 // has its own thread and its own Store connection (a Store is per thread).
-#include "orchestrator/reconcile.h"
+#include "orchestrator/executor.h"
 
 #include <fcntl.h>
 #include <poll.h>
