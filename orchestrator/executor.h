@@ -1,64 +1,46 @@
-// msb up / plan / down for one project: observe (store records corrected by
-// supervisor liveness) → MakePlan (planner.h, pure) → Execute, which runs the
-// plan's steps as a dependency graph, in parallel where the edges allow, and
-// makes no decisions of its own. Not the planner and not the launcher.
+// The executor of `msb up`: runs a Plan's steps as a dependency graph, in
+// parallel where the edges allow, through an injected StepRunner. It makes no
+// decisions of its own (the planner, planner.h, made them) and does no I/O:
+// what a step does to a sandbox is the runner's (orchestrator/up.h), so the
+// scheduling is unit-tested with a fake runner.
+//
+// Scheduling. A step starts once every step named in its depends_on finished
+// successfully, and while fewer than `parallelism` steps run. A step whose
+// dependency failed (or was itself not started) is not started: "not
+// started: its dependency <name> failed". Unrelated steps still run. Before
+// starting each step the executor asks `cancelled`; once it answers true no
+// further step starts ("not started: cancelled") and Execute returns after
+// the running ones finish. An edge to a step that is not in the plan leaves
+// its step "not started: waits for a step not planned".
+//
+// Threads. Each running step has its own thread; the runner is called from
+// several threads at once and must be safe for that. `report` and
+// `cancelled` are called with the executor's lock held, one at a time.
 #pragma once
 
 #include <functional>
-#include <map>
 #include <string>
-#include <vector>
 
-#include "common/fd.h"
 #include "common/result.h"
-#include "orchestrator/images.h"
-#include "orchestrator/launch.h"
 #include "orchestrator/planner.h"
-#include "orchestrator/store.h"
-#include "schema/model.h"
 
 namespace msb::orchestrator {
 
-// Holds the project's lock file: two `msb up` (or up and down) on one project
-// are serialised. Released on destruction.
-class ProjectLock {
- public:
-  static Result<ProjectLock> Acquire(const std::string& project);
-
- private:
-  explicit ProjectLock(UniqueFd fd) : fd_(std::move(fd)) {}
-  UniqueFd fd_;
-};
-
-// The project's records, each corrected for a dead supervisor.
-Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::string& project);
-
-// The supervisor's policy (vm/lifecycle_policy.h JSON) for a declared sandbox.
-nlohmann::json SupervisorPolicy(const schema::Sandbox& sb);
-
-// The launch request for a declared sandbox.
-Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
-                                        const ResolvedImage& image);
-
-// Live status of a sandbox from its supervisor: state and, when it has a
-// health check, "health" (starting|healthy|unhealthy); kState error when it is
-// not running.
-Result<nlohmann::json> LiveStatus(const SandboxRecord& record);
-
-// Waits (deadline) until `name` satisfies `condition` (started: running;
-// healthy: its health check passed; completed: its workload exited with 0).
-Status WaitForCondition(const std::string& project, const std::string& name,
-                        schema::DependCondition condition, int deadline_s);
+// Does one step. On success it may set *done_text to the progress line to
+// report ("created web"); left empty, nothing is reported.
+using StepRunner = std::function<Status(const Step& step, std::string* done_text)>;
 
 struct ExecuteOptions {
   int parallelism = 4;
   // Progress lines ("created web", "removed old", ...).
   std::function<void(const std::string&)> report;
+  // Asked before each step starts; true: start no more steps.
+  std::function<bool()> cancelled;
 };
 
-// Executes plan; returns an error naming every step that failed (and those
-// that were not started because a dependency failed).
-Status Execute(const schema::Project& project, const std::map<std::string, ResolvedImage>& images,
-               const Plan& plan, const ExecuteOptions& options);
+// Executes plan; returns an error (kUnavailable) naming every step that
+// failed and every step that was not started, one "name: reason" line each,
+// in name order.
+Status Execute(const Plan& plan, const StepRunner& runner, const ExecuteOptions& options);
 
 }  // namespace msb::orchestrator
