@@ -74,7 +74,9 @@ Status RunNetwork(const RunArgs& a, schema::Sandbox& sb) {
   auto add_rule = [&](const std::string& flag, const std::string& value,
                       const std::string& text) -> Status {
     auto rule = schema::ParseNetworkRule(text);
-    if (!rule.ok()) return Error(ErrorCode::kInvalidArgument, flag + " " + value + ": " + rule.error().message());
+    if (!rule.ok()) {
+      return Error(ErrorCode::kInvalidArgument, flag + " " + value + ": " + rule.error().message());
+    }
     sb.network.rules.push_back(*rule);
     return OkStatus();
   };
@@ -89,7 +91,9 @@ Status RunNetwork(const RunArgs& a, schema::Sandbox& sb) {
   }
   for (const auto& text : a.publish) {
     auto pm = schema::ParsePortMapping(text);
-    if (!pm.ok()) return Error(ErrorCode::kInvalidArgument, "--publish " + text + ": " + pm.error().message());
+    if (!pm.ok()) {
+      return Error(ErrorCode::kInvalidArgument, "--publish " + text + ": " + pm.error().message());
+    }
     sb.ports.push_back(*pm);
   }
   return OkStatus();
