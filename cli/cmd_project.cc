@@ -1,22 +1,19 @@
-// msb plan / up / down / start / restart: the project commands. They load the
-// Sandboxfile, observe, plan (planner.h) and execute (reconcile.h).
-#include <sys/inotify.h>
-#include <poll.h>
+// msb plan / up / down / start / restart: the project commands. Flags and
+// printing only: the reconcile pass and --watch are orchestrator/up.h.
+#include <signal.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <cstdio>
-#include <iostream>
 #include <algorithm>
-#include <cstring>
+#include <atomic>
+#include <csignal>
 #include <functional>
-#include <mutex>
+#include <iostream>
 #include <set>
 
-#include "common/io.h"
 #include "cli/cli.h"
+#include "orchestrator/launch.h"
 #include "orchestrator/launch_mounts.h"
-#include "orchestrator/reconcile.h"
+#include "orchestrator/up.h"
 #include "schema/sandboxfile.h"
 
 namespace msb::cli {
@@ -35,133 +32,59 @@ struct UpArgs {
   RegistryFlags registry;
 };
 
-// One reconcile pass. Returns the exit code.
-int ReconcileOnce(const schema::Project& project, const UpArgs& a, bool print_plan_only) {
-  auto store = Store::Open(Store::DefaultPath());
-  if (!store.ok()) return Fail(store.error().message());
-  orchestrator::ImageOptions io;
-  io.fetch = !print_plan_only;
-  io.insecure_registries = a.registry.insecure;
-  io.registry_cas = a.registry.cas;
-  auto images = orchestrator::ResolveImages(*store, project, io);
-  if (!images.ok()) return Fail(images.error().message());
-  auto digests = orchestrator::DigestsOf(*images);
-  auto observed = orchestrator::ObserveProject(*store, project.name);
-  if (!observed.ok()) return Fail(observed.error().message());
-  orchestrator::PlanOptions po;
-  po.force_recreate = a.force_recreate;
-  po.no_recreate = a.no_recreate;
-  po.selection = a.names;
-  auto plan = orchestrator::MakePlan(project, digests, *observed, po);
-  if (!plan.ok()) return Fail(plan.error().message());
-  if (print_plan_only) {
-    std::cout << plan->ToText();
-    return 0;
-  }
-  if (plan->NothingToDo()) {
-    std::cout << "nothing to do: " << project.sandboxes.size()
-              << (project.sandboxes.size() == 1 ? " sandbox" : " sandboxes") << " up to date\n";
-    return 0;
-  }
-  orchestrator::ProjectRecord pr;
-  pr.name = project.name;
-  pr.directory = project.base_dir;
-  pr.sandboxfile = project.source_path;
-  if (auto st = store->UpsertProject(pr); !st.ok()) return Fail(st.error().message());
-  std::mutex out_mu;
-  orchestrator::ExecuteOptions eo;
-  eo.report = [&](const std::string& line) {
-    std::lock_guard g(out_mu);
-    std::cout << line << std::endl;
-  };
-  auto st = orchestrator::Execute(project, *images, *plan, eo);
-  if (!st.ok()) return Fail("some sandboxes did not come up:\n" + st.error().message());
-  return 0;
-}
-
-// --wait: every selected sandbox running, and healthy where it has a check.
-int WaitAll(const schema::Project& project, const UpArgs& a) {
-  std::vector<std::string> bad;
-  for (const auto& [name, sb] : project.sandboxes) {
-    if (!a.names.empty() && std::find(a.names.begin(), a.names.end(), name) == a.names.end()) continue;
-    auto cond = sb.healthcheck ? schema::DependCondition::kHealthy : schema::DependCondition::kStarted;
-    auto st = orchestrator::WaitForCondition(project.name, name, cond, a.wait_timeout_s);
-    if (!st.ok()) bad.push_back(st.error().message());
-  }
-  if (bad.empty()) return 0;
-  std::string msg = "not ready:";
-  for (const auto& b : bad) msg += "\n  " + b;
-  return Fail(msg);
+orchestrator::UpOptions MakeUpOptions(const UpArgs& a) {
+  orchestrator::UpOptions o;
+  o.plan.force_recreate = a.force_recreate;
+  o.plan.no_recreate = a.no_recreate;
+  o.plan.selection = a.names;
+  o.images.insecure_registries = a.registry.insecure;
+  o.images.registry_cas = a.registry.cas;
+  o.wait = a.wait;
+  o.wait_timeout_s = a.wait_timeout_s;
+  o.watch = a.watch;
+  o.report = [](const std::string& line) { std::cout << line << std::endl; };
+  o.report_error = [](const std::string& message) { Fail(message); };
+  return o;
 }
 
 int Plan(const std::string& file) {
   auto project = LoadProjectOrReport(file);
   if (!project) return 1;
-  UpArgs a;
-  return ReconcileOnce(*project, a, true);
+  auto plan = orchestrator::PlanProject(*project, MakeUpOptions(UpArgs{}));
+  if (!plan.ok()) return Fail(plan.error().message());
+  std::cout << plan->ToText();
+  return 0;
 }
 
-// The files whose change triggers a new pass under --watch.
-std::vector<std::string> WatchedFiles(const schema::Project& p) {
-  return {p.source_path, p.base_dir + "/.env"};
+// Under --watch the first SIGINT or SIGTERM ends the loop once the running
+// steps finish; the handler is then the default again, so a second one (or
+// the re-raise after the loop) ends msb as the signal always did.
+std::atomic<int> g_stop_signal{0};
+
+void OnStopSignal(int signo) { g_stop_signal.store(signo); }
+
+void CatchStopSignals() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sa.sa_flags = SA_RESETHAND | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
 }
 
 int Up(const UpArgs& a) {
   auto project = LoadProjectOrReport(a.file);
   if (!project) return 1;
-  auto lock = orchestrator::ProjectLock::Acquire(project->name);
-  if (!lock.ok()) return Fail(lock.error().message());
-  int rc = ReconcileOnce(*project, a, false);
-  if (rc == 0 && a.wait) rc = WaitAll(*project, a);
-  if (!a.watch) return rc;
-
-  // --watch: reconcile again when the file or its .env changes (debounced),
-  // and every few seconds to restore sandboxes that died. A file with errors
-  // leaves everything as it is.
-  int ino = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (ino < 0) return Fail("inotify: " + std::string(std::strerror(errno)));
-  ::inotify_add_watch(ino, project->base_dir.c_str(),
-                      IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE);
-  std::cout << "watching " << project->source_path << " (Ctrl-C to stop)" << std::endl;
-  for (;;) {
-    pollfd p{ino, POLLIN, 0};
-    int r = ::poll(&p, 1, 5000);
-    bool changed = false;
-    if (r > 0) {
-      alignas(inotify_event) char buf[8192];
-      ssize_t n;
-      while ((n = ::read(ino, buf, sizeof buf)) > 0) {
-        for (char* ptr = buf; ptr < buf + n;) {
-          auto* ev = reinterpret_cast<inotify_event*>(ptr);
-          std::string name = ev->len > 0 ? ev->name : "";
-          for (const auto& f : WatchedFiles(*project)) {
-            if (!name.empty() && f.size() >= name.size() &&
-                f.compare(f.size() - name.size(), name.size(), name) == 0) {
-              changed = true;
-            }
-          }
-          ptr += sizeof(inotify_event) + ev->len;
-        }
-      }
-      // Debounce: editors write in bursts; wait for 300 ms of quiet.
-      while (changed) {
-        pollfd q{ino, POLLIN, 0};
-        if (::poll(&q, 1, 300) <= 0) break;
-        while (::read(ino, buf, sizeof buf) > 0) {
-        }
-      }
-    }
-    if (changed) {
-      auto reloaded = LoadProjectOrReport(a.file);
-      if (!reloaded) {
-        std::cerr << "msb: the Sandboxfile has errors; leaving everything as it is\n";
-        continue;
-      }
-      project = std::move(reloaded);
-      std::cout << "the Sandboxfile changed; reconciling" << std::endl;
-    }
-    ReconcileOnce(*project, a, false);
+  orchestrator::UpOptions o = MakeUpOptions(a);
+  if (a.watch) {
+    o.reload = [file = a.file]() { return LoadProjectOrReport(file); };
+    o.cancelled = []() { return g_stop_signal.load() != 0; };
+    CatchStopSignals();
   }
+  auto st = orchestrator::Up(*project, o);
+  if (int signo = g_stop_signal.load(); signo != 0) ::raise(signo);
+  if (!st.ok()) return Fail(st.error().message());
+  return 0;
 }
 
 // Reverse dependency order of the project's sandboxes (dependents first).

@@ -20,7 +20,6 @@
 #include "orchestrator/host_tar.h"
 #include "orchestrator/images.h"
 #include "orchestrator/launch.h"
-#include "orchestrator/reconcile.h"
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
 #include "schema/network_rule.h"
@@ -34,12 +33,6 @@ using orchestrator::SandboxRecord;
 using orchestrator::Store;
 
 Result<Store> OpenStore() { return Store::Open(Store::DefaultPath()); }
-
-std::string Abs(const std::string& p) {
-  std::error_code ec;
-  auto a = std::filesystem::absolute(p, ec);
-  return ec ? p : a.lexically_normal().string();
-}
 
 struct RunArgs {
   std::string image;
@@ -65,6 +58,50 @@ struct RunArgs {
   int net_mtu = 0;
 };
 
+std::optional<schema::NetworkPolicy> NetworkPolicyNamed(const std::string& name) {
+  for (auto p : {schema::NetworkPolicy::kNone, schema::NetworkPolicy::kGroup,
+                 schema::NetworkPolicy::kPublic, schema::NetworkPolicy::kAny}) {
+    if (name == schema::ToString(p)) return p;
+  }
+  return std::nullopt;
+}
+
+// The flags' network as a declared sandbox's: --network (but "off", which is
+// no device at all), rules, the --net-allow and --net-host-port shorthands
+// (a CIDR allowed as it is, a gateway port reaching the host), published ports.
+Status RunNetwork(const RunArgs& a, schema::Sandbox& sb) {
+  if (auto policy = NetworkPolicyNamed(a.net_policy)) sb.network.policy = *policy;
+  auto add_rule = [&](const std::string& flag, const std::string& value,
+                      const std::string& text) -> Status {
+    auto rule = schema::ParseNetworkRule(text);
+    if (!rule.ok()) {
+      return Error(ErrorCode::kInvalidArgument, flag + " " + value + ": " + rule.error().message());
+    }
+    sb.network.rules.push_back(*rule);
+    return OkStatus();
+  };
+  for (const auto& text : a.net_rules) MSB_TRY_STATUS(add_rule("--net-rule", text, text));
+  for (const auto& cidr : a.net_allow) {
+    std::string text = "allow@" + (cidr.find(':') != std::string::npos ? "[" + cidr + "]" : cidr);
+    MSB_TRY_STATUS(add_rule("--net-allow", cidr, text));
+  }
+  for (int port : a.net_host_ports) {
+    std::string text = "allow:egress@host:tcp:" + std::to_string(port);
+    MSB_TRY_STATUS(add_rule("--net-host-port", std::to_string(port), text));
+  }
+  for (const auto& text : a.publish) {
+    auto pm = schema::ParsePortMapping(text);
+    if (!pm.ok()) {
+      return Error(ErrorCode::kInvalidArgument, "--publish " + text + ": " + pm.error().message());
+    }
+    sb.ports.push_back(*pm);
+  }
+  return OkStatus();
+}
+
+// `msb run` as a declared sandbox of the run project: the same
+// MakeLaunchRequest as `msb up`, booting no workload (the command is exec'd
+// once the guest is ready, for its stdin, terminal and exit code).
 int Run(const RunArgs& a) {
   std::string home = std::getenv("HOME") ? std::getenv("HOME") : "";
   std::string cwd = std::filesystem::current_path().string();
@@ -86,6 +123,30 @@ int Run(const RunArgs& a) {
       return Fail("-e " + e + ": expected KEY=VALUE");
     }
   }
+  schema::Project project;
+  project.name = Store::kRunProject;
+  schema::Sandbox sb;
+  sb.image = *image;
+  sb.cpus = a.cpus;
+  sb.memory = *mem;
+  sb.disk = *disk;
+  for (const auto& e : a.env) {
+    auto eq = e.find('=');
+    sb.envs[e.substr(0, eq)] = e.substr(eq + 1);
+  }
+  sb.workdir = a.workdir;
+  sb.user = a.user;
+  sb.command = a.command;
+  if (auto st = RunNetwork(a, sb); !st.ok()) return Fail(st.error().message());
+  orchestrator::LaunchOptions lo;
+  lo.boot_workload = false;
+  lo.network_device = a.net_policy != "off";
+  lo.network_group = false;
+  lo.mtu = a.net_mtu;
+  if (const char* t = std::getenv("MSB_BOOT_TIMEOUT_MS"); t != nullptr && std::atoi(t) > 0) {
+    lo.boot_timeout_ms = std::atoi(t);
+  }
+
   auto store = OpenStore();
   if (!store.ok()) return Fail(store.error().message());
   orchestrator::ImageOptions io;
@@ -94,69 +155,30 @@ int Run(const RunArgs& a) {
   io.quiet = a.quiet;
   auto resolved = orchestrator::EnsureImage(*store, *image, io);
   if (!resolved.ok()) return Fail("image " + a.image + ": " + resolved.error().message());
-  std::vector<std::string> argv = orchestrator::RunArgv(resolved->defaults, a.command);
-  if (argv.empty()) {
-    return Fail("no command given and image " + a.image +
-                " has none: msb run IMAGE -- COMMAND [ARGS...]");
-  }
-
-  orchestrator::LaunchRequest req;
-  req.project = Store::kRunProject;
   if (a.name.empty()) {
     std::random_device rd;
     char buf[16];
     std::snprintf(buf, sizeof buf, "run-%06x", rd() & 0xffffff);
-    req.name = buf;
+    sb.name = buf;
   } else {
-    req.name = a.name;
-    auto existing = store->GetSandbox(req.project, req.name);
+    sb.name = a.name;
+  }
+  auto req = orchestrator::MakeLaunchRequest(project, sb, *resolved, lo);
+  if (!req.ok()) return Fail(req.error().message());
+  // entrypoint + (the command, else the image's cmd), as `up` would boot it.
+  const std::vector<std::string>& argv = req->exec_command;
+  if (argv.empty()) {
+    return Fail("no command given and image " + a.image +
+                " has none: msb run IMAGE -- COMMAND [ARGS...]");
+  }
+  if (!a.name.empty()) {
+    auto existing = store->GetSandbox(req->project, req->name);
     if (existing.ok() && *existing) return Fail("a sandbox named " + a.name + " already exists");
   }
-  req.image_ref = image->reference;
-  req.image_dir = image->path;
-  req.image_digest = resolved->digest;
-  req.base_disk = resolved->base_disk;
-  req.cpus = a.cpus;
-  req.memory_bytes = *mem;
-  req.disk_bytes = *disk;
-  req.boot.env = a.env;
-  req.boot.workdir = a.workdir;
-  req.boot.user = a.user;
-  // The image's env, workdir and user where the command line is silent; the
-  // command itself runs as an exec below.
-  orchestrator::ApplyImageDefaults(resolved->defaults, true, req.boot);
-  req.boot.command.clear();
-  if (const char* t = std::getenv("MSB_BOOT_TIMEOUT_MS"); t != nullptr && std::atoi(t) > 0) {
-    req.boot_timeout_ms = std::atoi(t);
-  }
-  if (a.net_policy != "off") {
-    vm::VmNetwork n;
-    n.profile = a.net_policy;
-    for (const auto& text : a.net_rules) {
-      auto rule = schema::ParseNetworkRule(text);
-      if (!rule.ok()) return Fail("--net-rule " + text + ": " + rule.error().message());
-      n.rules.push_back(schema::ToString(*rule));
-    }
-    // Shorthands: a CIDR allowed as it is, a gateway port reaching the host.
-    for (const auto& cidr : a.net_allow) {
-      std::string text = "allow@" + (cidr.find(':') != std::string::npos ? "[" + cidr + "]" : cidr);
-      auto rule = schema::ParseNetworkRule(text);
-      if (!rule.ok()) return Fail("--net-allow " + cidr + ": " + rule.error().message());
-      n.rules.push_back(schema::ToString(*rule));
-    }
-    for (int port : a.net_host_ports) n.rules.push_back("allow:egress@host:tcp:" + std::to_string(port));
-    for (const auto& text : a.publish) {
-      auto pm = schema::ParsePortMapping(text);
-      if (!pm.ok()) return Fail("--publish " + text + ": " + pm.error().message());
-      n.ports.push_back({pm->host_ip, pm->host_port, pm->guest_port, schema::ToString(pm->protocol)});
-    }
-    if (a.net_mtu != 0) n.mtu = a.net_mtu;
-    req.network = n;
-  }
-  auto rec = orchestrator::Launch(*store, req);
+  auto rec = orchestrator::Launch(*store, *req);
   if (!rec.ok()) {
     // A temporary sandbox that never started leaves nothing behind.
-    if (auto failed = store->GetSandbox(req.project, req.name); failed.ok() && *failed) {
+    if (auto failed = store->GetSandbox(req->project, req->name); failed.ok() && *failed) {
       (void)orchestrator::Remove(*store, **failed);
     }
     return Fail(rec.error().message());
@@ -170,8 +192,8 @@ int Run(const RunArgs& a) {
     agent::ExecRequest ex;
     ex.argv = argv;
     ex.env = a.env;
-    ex.cwd = req.boot.workdir;
-    ex.user = req.boot.user;
+    ex.cwd = req->boot.workdir;
+    ex.user = req->boot.user;
     orchestrator::ExecIo io;
     io.forward_stdin = a.interactive;
     io.tty = a.tty;

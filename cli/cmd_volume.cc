@@ -13,7 +13,7 @@
 
 #include "cli/cli.h"
 #include "orchestrator/launch_mounts.h"
-#include "orchestrator/reconcile.h"
+#include "orchestrator/up.h"
 #include "orchestrator/store.h"
 #include "schema/values.h"
 

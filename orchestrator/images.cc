@@ -306,12 +306,4 @@ void ApplyImageDefaults(const ImageDefaults& defaults, bool command_given,
   if (boot.user.empty()) boot.user = defaults.user;
 }
 
-std::vector<std::string> RunArgv(const ImageDefaults& defaults,
-                                 const std::vector<std::string>& command) {
-  std::vector<std::string> argv = defaults.entrypoint;
-  const auto& rest = command.empty() ? defaults.cmd : command;
-  argv.insert(argv.end(), rest.begin(), rest.end());
-  return argv;
-}
-
 }  // namespace msb::orchestrator

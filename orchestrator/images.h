@@ -72,8 +72,4 @@ std::map<std::string, std::string> DigestsOf(const std::map<std::string, Resolve
 void ApplyImageDefaults(const ImageDefaults& defaults, bool command_given,
                         agent::BootConfig& boot);
 
-// The argv `msb run IMAGE [-- CMD]` executes: entrypoint + (CMD, else cmd).
-std::vector<std::string> RunArgv(const ImageDefaults& defaults,
-                                 const std::vector<std::string>& command);
-
 }  // namespace msb::orchestrator

@@ -1,4 +1,5 @@
-// Sandbox mechanics: disks, spec, detached supervisor, readiness over a pipe.
+// Sandbox mechanics: the request from a declared sandbox, disks, spec,
+// detached supervisor, readiness over a pipe, in-place starts and updates.
 #include "orchestrator/launch.h"
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <utility>
 
 #include "common/child.h"
 #include "common/fd.h"
@@ -21,9 +23,13 @@
 #include "storage/disk.h"
 #include "orchestrator/control_client.h"
 #include "orchestrator/launch_mounts.h"
+#include "orchestrator/planner.h"
+#include "schema/network_rule.h"
+#include "schema/sandboxfile.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
+#include "vm/lifecycle_policy.h"
 #include "vm/network.h"
 #include "vm/spec.h"
 #include "vm/supervisor.h"
@@ -63,6 +69,76 @@ std::string ReadLine(int fd, int deadline_ms) {
 }
 
 }  // namespace
+
+nlohmann::json SupervisorPolicy(const schema::Sandbox& sb) {
+  vm::LifecyclePolicy p;
+  p.restart.kind = static_cast<vm::RestartPolicy::Kind>(static_cast<int>(sb.restart.policy));
+  p.restart.max_retries = sb.restart.max_retries;
+  if (sb.healthcheck) {
+    vm::HealthPolicy h;
+    h.command = sb.healthcheck->command;
+    h.interval_ms = sb.healthcheck->interval_ms;
+    h.timeout_ms = sb.healthcheck->timeout_ms;
+    h.retries = sb.healthcheck->retries;
+    h.start_period_ms = sb.healthcheck->start_period_ms;
+    p.health = h;
+  }
+  return vm::ToJson(p);
+}
+
+Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
+                                        const ResolvedImage& image, const LaunchOptions& options) {
+  const std::string& digest = image.digest;
+  LaunchRequest req;
+  req.project = project.name;
+  req.name = sb.name;
+  req.image_ref = sb.image.reference;
+  req.image_dir = sb.image.path;
+  req.base_disk = image.base_disk;
+  req.cpus = sb.cpus;
+  req.memory_bytes = sb.memory;
+  req.disk_bytes = sb.disk;
+  req.ephemeral = sb.ephemeral;
+  req.mounts = sb.volumes;
+  req.tmpfs = sb.tmpfs;
+  for (const auto& m : sb.volumes) {
+    auto v = project.volumes.find(m.source);
+    if (m.kind == schema::Mount::Kind::kVolume && v != project.volumes.end())
+      req.volume_sizes[m.source] = v->second.size;
+  }
+  for (const auto& [k, v] : sb.envs) req.boot.env.push_back(k + "=" + v);
+  req.boot.user = sb.user;
+  req.boot.workdir = sb.workdir;
+  req.boot.command = sb.command;
+  if (req.boot.command.empty()) {
+    auto start = sb.scripts.find("start");
+    if (start != sb.scripts.end()) req.boot.command = start->second;
+  }
+  ApplyImageDefaults(image.defaults, !req.boot.command.empty(), req.boot);
+  if (!options.boot_workload) req.exec_command = std::exchange(req.boot.command, {});
+  if (options.boot_timeout_ms > 0) req.boot_timeout_ms = options.boot_timeout_ms;
+  if (options.network_device) {
+    vm::VmNetwork net;
+    net.profile = schema::ToString(sb.network.policy);
+    for (const auto& rule : sb.network.rules) net.rules.push_back(schema::ToString(rule));
+    net.dns_servers = sb.network.dns_servers;
+    net.rebind_protection = sb.network.rebind_protection;
+    for (const auto& p : sb.ports) {
+      net.ports.push_back({p.host_ip, p.host_port, p.guest_port, schema::ToString(p.protocol)});
+    }
+    if (options.network_group) {
+      net.group_dir = MsbHome() + "/net/" + project.name;
+      net.group_name = sb.name;
+    }
+    if (options.mtu != 0) net.mtu = options.mtu;
+    req.network = net;
+  }
+  req.policy = SupervisorPolicy(sb);
+  req.config_hash = schema::ConfigHash(sb, digest);
+  req.spec_json = RecordSpecJson(sb, digest);
+  req.image_digest = digest;
+  return req;
+}
 
 uint64_t CachedTscKhz() {
   auto boot_id = ReadFile("/proc/sys/kernel/random/boot_id");
@@ -289,6 +365,42 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   MSB_TRY(auto got, store.GetSandbox(req.project, req.name));
   if (!got) return Error(ErrorCode::kInternal, "sandbox record vanished");
   return *got;
+}
+
+Result<SandboxRecord> StartPrepared(Store& store, const SandboxRecord& record,
+                                    const schema::Sandbox& sb, const std::string& image_digest) {
+  SandboxRecord updated = record;
+  updated.spec_json = RecordSpecJson(sb, image_digest);
+  MSB_TRY_STATUS(store.UpsertSandbox(updated));
+  if (auto spec = vm::ReadSpec(record.sandbox_dir); spec.ok()) {
+    spec->policy = SupervisorPolicy(sb);
+    MSB_TRY_STATUS(vm::WriteSpec(*spec));
+  }
+  return StartSupervisor(store, updated);
+}
+
+Status UpdateInPlace(Store& store, const SandboxRecord& record, const schema::Sandbox& sb,
+                     const std::string& image_digest) {
+  SandboxRecord updated = record;
+  updated.spec_json = RecordSpecJson(sb, image_digest);
+  // The supervisor applies the new policy in place and keeps it in its spec.
+  nlohmann::json policy = SupervisorPolicy(sb);
+  if (SupervisorAlive(record)) {
+    MSB_TRY(ControlClient client, ControlClient::Connect(record.control_socket));
+    MSB_TRY_STATUS(client.UpdatePolicy(policy));
+  } else if (auto spec = vm::ReadSpec(record.sandbox_dir); spec.ok()) {
+    spec->policy = policy;
+    MSB_TRY_STATUS(vm::WriteSpec(*spec));
+  }
+  return store.UpsertSandbox(updated);
+}
+
+Result<nlohmann::json> LiveStatus(const SandboxRecord& record) {
+  if (record.status != SandboxStatus::kRunning && record.status != SandboxStatus::kStarting) {
+    return Error(ErrorCode::kState, record.name + " is " + ToString(record.status));
+  }
+  MSB_TRY(ControlClient client, ControlClient::Connect(record.control_socket));
+  return client.GetStatus();
 }
 
 Status Stop(Store& store, const SandboxRecord& r, int timeout_ms) {

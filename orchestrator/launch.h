@@ -1,15 +1,19 @@
-// Creating, starting, observing, stopping and removing one sandbox: the
-// mechanics shared by `msb run` and the reconciler. Decides nothing about
+// Creating, starting, updating, observing, stopping and removing one sandbox:
+// the mechanics shared by `msb run` and `msb up` (orchestrator/up.h), and the
+// one place a declared sandbox becomes a LaunchRequest. Decides nothing about
 // *whether* to act; callers decide. Not the supervisor itself (vm/).
 #pragma once
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "agent/messages.h"
 #include "common/result.h"
+#include "orchestrator/images.h"
 #include "orchestrator/store.h"
 #include "schema/model.h"
 #include "vm/spec.h"
@@ -40,7 +44,36 @@ struct LaunchRequest {
   std::string spec_json;
   int boot_timeout_ms = 60000;
   std::optional<vm::VmNetwork> network;  // absent: no network device
+  // The workload held back by LaunchOptions::boot_workload off, for the
+  // caller to exec once the guest is ready; Launch does not use it.
+  std::vector<std::string> exec_command;
 };
+
+// What a launch asks beyond its declared sandbox; the defaults are `msb up`'s.
+// `msb run` boots an idle guest and execs its command itself, may have no
+// network device, keeps its temporary sandboxes out of any group and may set
+// the interface's MTU and the boot deadline.
+struct LaunchOptions {
+  // On: the workload (the image's entrypoint + the sandbox's command, else its
+  // start script, else the image's cmd) is the guest's boot command. Off: the
+  // guest boots with none and LaunchRequest::exec_command holds it.
+  bool boot_workload = true;
+  // Off: no network device at all.
+  bool network_device = true;
+  // On: the sandbox joins its project's group (vm/spec.h VmNetwork::group_dir),
+  // reachable by name from the project's other sandboxes.
+  bool network_group = true;
+  int mtu = 0;              // the guest interface's MTU; 0: vm::VmNetwork's
+  int boot_timeout_ms = 0;  // 0: LaunchRequest's
+};
+
+// The launch request for a declared sandbox of `project` booting `image`.
+Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const schema::Sandbox& sb,
+                                        const ResolvedImage& image,
+                                        const LaunchOptions& options = {});
+
+// The supervisor's policy (vm/lifecycle_policy.h JSON) for a declared sandbox.
+nlohmann::json SupervisorPolicy(const schema::Sandbox& sb);
 
 // Prepares disks and the sandbox directory, records the sandbox, starts its
 // supervisor and waits until the guest is ready or failed. On failure nothing
@@ -52,12 +85,31 @@ Result<SandboxRecord> Launch(Store& store, const LaunchRequest& request);
 Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& request);
 Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& record);
 
+// Boots a prepared, stopped or failed sandbox with the in-place changes the
+// start carries (the planner's kStart): the record's spec_json becomes
+// RecordSpecJson(sb, image_digest) and the spec's policy SupervisorPolicy(sb);
+// then StartSupervisor.
+Result<SandboxRecord> StartPrepared(Store& store, const SandboxRecord& record,
+                                    const schema::Sandbox& sb, const std::string& image_digest);
+
+// Applies the in-place changes of the planner's kUpdate (restart policy,
+// health check, depends_on) without a reboot: a live supervisor takes the new
+// policy over its control socket (and keeps it in its spec), a dead one has it
+// written into its spec; then the record's spec_json is rewritten.
+Status UpdateInPlace(Store& store, const SandboxRecord& record, const schema::Sandbox& sb,
+                     const std::string& image_digest);
+
 // What is true now: the record, corrected when its supervisor is gone.
 SandboxRecord Observe(Store& store, SandboxRecord record);
 bool SupervisorAlive(const SandboxRecord& record);
 // The lock file every supervisor holds (flock, exclusive) while it lives.
 std::string SupervisorLockPath(const std::string& sandbox_dir);
 bool SupervisorRunning(const std::string& sandbox_dir);
+
+// Live status of a sandbox from its supervisor: state and, when it has a
+// health check, "health" (starting|healthy|unhealthy); kState error when it is
+// not running.
+Result<nlohmann::json> LiveStatus(const SandboxRecord& record);
 
 // Graceful stop through the supervisor (agent shutdown → ACPI → kill), waiting
 // at most timeout_ms plus the supervisor's own deadlines.
