@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/io.h"
 #include "net/stack.h"
 #include "net/tcp.h"
 

@@ -46,7 +46,6 @@ inline constexpr std::chrono::hours kBackdate{1};
 inline constexpr size_t kMaxCachedLeaves = 256;
 
 using X509Ptr = CPtr<X509, X509_free>;
-using EvpPkeyPtr = CPtr<EVP_PKEY, EVP_PKEY_free>;
 
 struct Leaf {
   std::string host;

@@ -13,6 +13,8 @@
 
 #include <string>
 
+#include "common/c_ptr.h"
+
 namespace msb::secrets {
 namespace {
 
@@ -189,18 +191,18 @@ TEST(CaTest, TlsClientTrustingTheCaPemAcceptsAMintedLeaf) {
   ASSERT_TRUE(live.ok());
   auto live_leaf = *live->LeafFor("api.github.com", Clock::now());
 
-  CPtr<SSL_CTX, SSL_CTX_free> server_ctx(SSL_CTX_new(TLS_server_method()));
+  SslCtxPtr server_ctx(SSL_CTX_new(TLS_server_method()));
   ASSERT_EQ(SSL_CTX_use_certificate(server_ctx.get(), live_leaf->certificate.get()), 1);
   ASSERT_EQ(SSL_CTX_use_PrivateKey(server_ctx.get(), live_leaf->key.get()), 1);
 
-  CPtr<SSL_CTX, SSL_CTX_free> client_ctx(SSL_CTX_new(TLS_client_method()));
+  SslCtxPtr client_ctx(SSL_CTX_new(TLS_client_method()));
   X509Ptr trusted = FromPem(live->CertificatePem());
   X509_STORE_add_cert(SSL_CTX_get_cert_store(client_ctx.get()), trusted.get());
   SSL_CTX_set_verify(client_ctx.get(), SSL_VERIFY_PEER, nullptr);
 
   for (const char* name : {"api.github.com", "evil.com"}) {
-    CPtr<SSL, SSL_free> client(SSL_new(client_ctx.get()));
-    CPtr<SSL, SSL_free> server(SSL_new(server_ctx.get()));
+    SslPtr client(SSL_new(client_ctx.get()));
+    SslPtr server(SSL_new(server_ctx.get()));
     BIO* c_side = nullptr;
     BIO* s_side = nullptr;
     ASSERT_EQ(BIO_new_bio_pair(&c_side, 0, &s_side, 0), 1);

@@ -100,8 +100,8 @@ Bytes HandHello(const std::vector<Bytes>& extensions) { return Records(Handshake
 
 // The first flight of OpenSSL's TLS client.
 Bytes OpensslHello(const char* sni, const std::vector<std::string>& alpn) {
-  CPtr<SSL_CTX, SSL_CTX_free> ctx(SSL_CTX_new(TLS_client_method()));
-  CPtr<SSL, SSL_free> ssl(SSL_new(ctx.get()));
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
+  SslPtr ssl(SSL_new(ctx.get()));
   BIO* in = BIO_new(BIO_s_mem());
   BIO* out = BIO_new(BIO_s_mem());
   SSL_set_bio(ssl.get(), in, out);  // the SSL owns both
