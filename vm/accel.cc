@@ -18,6 +18,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/log.h"
+#include "vm/qemu_cmdline.h"
 
 namespace msb::vm {
 namespace {
@@ -32,9 +33,16 @@ bool ProbeKvm(const std::string& kernel, const std::string& qemu) {
   if (::pipe2(p, O_CLOEXEC) != 0) return false;
   UniqueFd rd(p[0]), wr(p[1]);
   SpawnOptions o;
-  o.argv = {qemu, "-M", "microvm,accel=kvm", "-cpu", "host", "-m", "128M", "-nodefaults",
-            "-no-user-config", "-nographic", "-no-reboot", "-kernel", kernel, "-append",
-            "console=ttyS0 panic=-1 rdinit=/msb-accel-probe", "-serial", "stdio"};
+  // The sandbox's machine with no devices: the kernel finds no init and panics.
+  MicrovmConfig m;
+  m.qemu = qemu;
+  m.kvm = true;
+  m.memory_mib = 128;
+  m.kernel = kernel;
+  m.kernel_args = "rdinit=/msb-accel-probe";
+  QemuCommandLine line = QemuCommandLine::ForMicrovm(m);
+  line.AttachSerialStdio();
+  o.argv = std::move(line).TakeArgv();
   o.stdout_fd = wr.get();
   o.stderr_fd = wr.get();
   o.parent_death_signal = SIGKILL;

@@ -20,8 +20,10 @@
 #include "agent/messages.h"
 #include "common/child.h"
 #include "common/io.h"
+#include "common/unix_socket.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
+#include "vm/qemu_cmdline.h"
 
 namespace msb::agent {
 namespace {
@@ -50,28 +52,20 @@ class Guest {
   Status Start(const std::string& dir, const std::string& kernel, const std::string& upper) {
     std::string sock = dir + "/agent.sock";
     ::unlink(sock.c_str());
-    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock.c_str());
-    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(listener.get(), 1) != 0)
-      return Error::FromErrno("listening on " + sock);
+    MSB_TRY(UniqueFd listener, ListenUnix(sock, false, 1));
+    vm::MicrovmConfig m;
+    m.qemu = "qemu-system-x86_64";
+    m.memory_mib = 256;
+    m.kernel = kernel;
+    m.initramfs = dir + "/initramfs.cpio";
+    m.kernel_args = vm::TscKernelArg();
+    auto line = vm::QemuCommandLine::ForMicrovm(m);
+    line.AttachSerialConsole(dir + "/console.log");
+    line.AttachBlock("base", vm::VmDisk{dir + "/base.img", "msb-base", true});
+    line.AttachAgentPort(sock);
+    if (!upper.empty()) line.AttachBlock("upper", vm::VmDisk{upper, "msb-upper", false});
     SpawnOptions o;
-    o.argv = {"qemu-system-x86_64", "-M", "microvm,accel=tcg,acpi=off,rtc=on", "-cpu", "max",
-              "-m", "256M", "-smp", "1", "-nodefaults", "-no-user-config", "-nographic",
-              "-no-reboot", "-kernel", kernel, "-initrd", dir + "/initramfs.cpio",
-              "-append", "console=ttyS0 quiet panic=-1 reboot=t " + vm::TscKernelArg(),
-              "-serial", "file:" + dir + "/console.log",
-              "-drive", "id=base,file=" + dir + "/base.img,format=raw,if=none,readonly=on",
-              "-device", "virtio-blk-device,drive=base,serial=msb-base",
-              "-device", "virtio-serial-device",
-              "-chardev", "socket,id=agent,path=" + sock,
-              "-device", "virtserialport,chardev=agent,name=msb.agent"};
-    if (!upper.empty()) {
-      o.argv.insert(o.argv.end(), {"-drive", "id=upper,file=" + upper + ",format=raw,if=none",
-                                   "-device", "virtio-blk-device,drive=upper,serial=msb-upper"});
-    }
+    o.argv = std::move(line).TakeArgv();
     o.stdout_fd = -2;
     MSB_TRY(qemu_, ChildProcess::Spawn(o));
     pollfd p{listener.get(), POLLIN, 0};
