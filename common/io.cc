@@ -119,4 +119,13 @@ std::string SelfDir() {
   return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
+std::string LastLines(std::string_view text, int n) {
+  size_t pos = text.size();
+  if (pos > 0 && text[pos - 1] == '\n') --pos;
+  for (int i = 0; i < n && pos != std::string_view::npos && pos > 0; ++i) {
+    pos = text.rfind('\n', pos - 1);
+  }
+  return std::string(pos == std::string_view::npos || pos == 0 ? text : text.substr(pos + 1));
+}
+
 }  // namespace msb

@@ -20,6 +20,9 @@ Status MakeDirs(const std::string& path, int mode = 0755);
 // Adds O_NONBLOCK to fd's status flags (fcntl F_GETFL/F_SETFL); on failure
 // "fcntl: <strerror>" with errno.
 Status SetNonBlocking(int fd);
+// The last n lines of text (a final newline does not start an empty line);
+// all of it when it has fewer.
+std::string LastLines(std::string_view text, int n);
 
 // $MSB_HOME, else $XDG_DATA_HOME/msb, else ~/.local/share/msb. Not created here.
 std::string MsbHome();

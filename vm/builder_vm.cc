@@ -29,24 +29,14 @@
 namespace msb::vm {
 namespace {
 
-constexpr size_t kMaxGuestText = 2000;
 constexpr uint64_t kMinMemoryMib = 64;
 // $TMPDIR longer than this leaves no room for "/<prefix>XXXXXX/agent.sock"
 // in a unix socket path (108 bytes).
 constexpr size_t kMaxTmpdir = 60;
 
-std::string Tail(const std::string& path, int lines) {
-  auto text = ReadFile(path);
-  if (!text.ok() || text->empty()) return "(nothing)";
-  std::string s = text->size() > 8192 ? text->substr(text->size() - 8192) : *text;
-  size_t pos = s.size();
-  if (!s.empty() && s.back() == '\n') --pos;
-  int n = 0;
-  while (pos > 0) {
-    if (s[pos - 1] == '\n' && ++n == lines) break;
-    --pos;
-  }
-  return BoundedGuestText(s.substr(pos));
+std::string LogTail(const std::string& path, int lines) {
+  std::string tail = GuestLogTail(path, lines);
+  return tail.empty() ? "(nothing)" : tail;
 }
 
 std::vector<std::string> Argv(const BuilderVmOptions& o, const std::string& qemu,
@@ -68,16 +58,6 @@ std::vector<std::string> Argv(const BuilderVmOptions& o, const std::string& qemu
 
 }  // namespace
 
-std::string BoundedGuestText(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, kMaxGuestText)) {
-    auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 && c != '\n') || u == 0x7f ? '?' : c;
-  }
-  if (s.size() > kMaxGuestText) out += "...";
-  return out;
-}
-
 BuilderVm::ScratchDir::~ScratchDir() {
   if (path_.empty()) return;
   std::error_code ec;
@@ -94,8 +74,8 @@ Status BuilderVm::ScratchDir::Create(const std::string& prefix) {
 }
 
 Error BuilderVm::Fail(const std::string& name, const std::string& dir, const std::string& what) {
-  return Error(ErrorCode::kUnavailable, name + " " + what + "; its console:\n" + Tail(dir + "/console.log", 12) +
-                                            "\nQEMU:\n" + Tail(dir + "/qemu.log", 5));
+  return Error(ErrorCode::kUnavailable, name + " " + what + "; its console:\n" + LogTail(dir + "/console.log", 12) +
+                                            "\nQEMU:\n" + LogTail(dir + "/qemu.log", 5));
 }
 
 Error BuilderVm::Fail(const std::string& what) const { return Fail(name_, scratch_.path(), what); }

@@ -16,6 +16,7 @@
 #include "common/child.h"
 #include "common/result.h"
 #include "vm/devices.h"
+#include "vm/guest_text.h"
 
 namespace msb::vm {
 
@@ -47,9 +48,6 @@ struct BuilderVmBoot {
   // Until QEMU has connected the agent port.
   agent::Clock::time_point deadline = agent::Clock::time_point::max();
 };
-
-// Guest text for an error message: control bytes replaced, at most 2000 bytes.
-std::string BoundedGuestText(std::string_view text);
 
 // One running builder VM. Move-only; single-threaded. Destroying it closes the
 // channel, kills and reaps QEMU if it still runs, and removes the scratch

@@ -110,15 +110,6 @@ std::map<std::string, std::string> ParseKconfig(std::string_view text) {
   return out;
 }
 
-std::string TailLines(const std::string& text, int n) {
-  size_t pos = text.size();
-  if (pos > 0 && text[pos - 1] == '\n') --pos;
-  for (int i = 0; i < n && pos != std::string::npos && pos > 0; ++i) {
-    pos = text.rfind('\n', pos - 1);
-  }
-  return pos == std::string::npos || pos == 0 ? text : text.substr(pos + 1);
-}
-
 // The cached image of key, if complete.
 std::string CachedImage(const std::string& key) {
   std::string path = KernelsDir() + "/" + key + "/" + kBootImage;
@@ -157,7 +148,7 @@ class BuildLog {
   // The error for a failed step, with the log's tail.
   Error Failure(const std::string& what) const {
     std::string tail;
-    if (auto log = ReadFile(path_); log.ok()) tail = TailLines(*log, kLogTailLines);
+    if (auto log = ReadFile(path_); log.ok()) tail = LastLines(*log, kLogTailLines);
     return Error(ErrorCode::kInternal, what + " (full log: " + path_ + "); last lines:\n" + tail);
   }
 

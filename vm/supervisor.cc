@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/unix_socket.h"
 #include "vm/control.h"
+#include "vm/guest_text.h"
 
 namespace msb::vm {
 
@@ -82,22 +83,8 @@ Supervisor::Supervisor(Dispatcher& dispatcher, VmSpec spec, int notify_fd, Repor
 Supervisor::~Supervisor() = default;
 
 std::string Supervisor::ConsoleTail(const std::string& path, int lines) {
-  auto text = ReadFile(path);
-  if (!text.ok() || text->empty()) return "(the console printed nothing)";
-  const std::string& s = *text;
-  size_t pos = s.size();
-  if (s.back() == '\n') --pos;
-  int n = 0;
-  while (pos > 0) {
-    if (s[pos - 1] == '\n' && ++n == lines) break;
-    --pos;
-  }
-  std::string tail = s.substr(pos);
-  // The console is guest output: strip control bytes before a terminal sees it.
-  for (char& c : tail) {
-    if ((static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t') || c == 0x7f) c = '?';
-  }
-  return tail;
+  std::string tail = GuestLogTail(path, lines);
+  return tail.empty() ? "(the console printed nothing)" : tail;
 }
 
 Status Supervisor::Start() {

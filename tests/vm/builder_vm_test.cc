@@ -4,6 +4,7 @@
 // and that every failure leaves no process and no scratch directory.
 // Booting a real guest in a builder VM is tests/image/flatten_test.cc's.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include "agent/messages.h"
 #include "agent/protocol.h"
+#include "common/fd.h"
 #include "common/io.h"
 #include "vm/builder_vm.h"
 #include "vm/qemu_cmdline.h"
@@ -179,6 +181,35 @@ TEST(BoundedGuestTextTest, ReplacesControlBytesAndBounds) {
   std::string out = BoundedGuestText(big);
   EXPECT_EQ(out.size(), 2003u);
   EXPECT_EQ(out.substr(2000), "...");
+}
+
+TEST(GuestLogTailTest, LastLinesOfAHugeLogReadFromItsEndOnly) {
+  char tmpl[] = "/tmp/msb-tail-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string path = std::string(tmpl) + "/console.log";
+  EXPECT_EQ(GuestLogTail(path, 3), "");  // missing
+  // 64 MiB of one line, then three short ones with a control byte.
+  {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    ASSERT_TRUE(fd);
+    std::string chunk(1 << 20, 'x');
+    for (int i = 0; i < 64; ++i) ASSERT_TRUE(WriteAll(fd.get(), chunk).ok());
+    ASSERT_TRUE(WriteAll(fd.get(), "\none\ntwo\x1b\nthree\n").ok());
+  }
+  EXPECT_EQ(GuestLogTail(path, 2), "two?\nthree\n");
+  // More lines asked than the last 16 KiB hold: what is there, bounded.
+  std::string all = GuestLogTail(path, 100);
+  EXPECT_EQ(all.size(), 2003u);
+  EXPECT_EQ(all.substr(0, 4), "...x");
+  EXPECT_EQ(all.substr(all.size() - 16), "\none\ntwo?\nthree\n");
+  std::filesystem::remove_all(tmpl);
+}
+
+TEST(LastLinesTest, CountsLinesFromTheEnd) {
+  EXPECT_EQ(LastLines("a\nb\nc\n", 2), "b\nc\n");
+  EXPECT_EQ(LastLines("a\nb\nc", 2), "b\nc");
+  EXPECT_EQ(LastLines("a\nb\n", 5), "a\nb\n");
+  EXPECT_EQ(LastLines("", 3), "");
 }
 
 }  // namespace
