@@ -142,9 +142,6 @@ struct Challenge {
 };
 Result<Challenge> ParseChallenge(std::string_view header);
 
-std::string Base64Encode(std::string_view bytes);
-// Standard alphabet with optional padding; kInvalidArgument on other bytes.
-Result<std::string> Base64Decode(std::string_view text);
 // Percent-encodes everything but unreserved characters (for query values).
 std::string QueryEscape(std::string_view s);
 

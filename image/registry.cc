@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/base64.h"
 #include "common/log.h"
 #include "image/oci.h"
 
@@ -135,7 +136,7 @@ Result<std::string> RegistryClient::FetchToken(const http::Challenge& ch, const 
   req.url = url;
   if (creds_) {
     req.headers.emplace_back("Authorization",
-                             "Basic " + http::Base64Encode(creds_->username + ":" + creds_->password));
+                             "Basic " + Base64Encode(creds_->username + ":" + creds_->password));
   }
   auto resp = http_->Do(req);
   if (!resp.ok()) return resp.error().Wrap("getting a token for registry " + registry_ + " from " + url.Authority());
@@ -214,7 +215,7 @@ Result<http::Response> RegistryClient::SendWithHead(http::Request req, const std
     std::string value;
     if (ch.scheme == "basic") {
       if (!creds_) return resp;
-      value = "Basic " + http::Base64Encode(creds_->username + ":" + creds_->password);
+      value = "Basic " + Base64Encode(creds_->username + ":" + creds_->password);
       sent_credentials = true;
     } else if (ch.scheme == "bearer") {
       MSB_TRY(std::string token, FetchToken(ch, scope));

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include "common/base64.h"
 #include "common/io.h"
 #include "image/http.h"
 
@@ -68,7 +69,7 @@ Result<std::optional<Credentials>> FromAuthsEntry(const json& auths, const std::
     if (!e.is_object()) return Error(ErrorCode::kInvalidArgument, path + ": auths." + key + ": expected an object");
     auto a = e.find("auth");
     if (a == e.end() || !a->is_string() || a->get<std::string>().empty()) continue;  // e.g. a credential helper
-    auto decoded = http::Base64Decode(a->get<std::string>());
+    auto decoded = Base64Decode(a->get<std::string>());
     if (!decoded.ok()) {
       return Error(ErrorCode::kInvalidArgument, path + ": auths." + key + ".auth: not base64");
     }
@@ -220,7 +221,7 @@ Status CredentialStore::Store(const std::string& registry, const Credentials& cr
     MSB_TRY(j, ReadJsonFile(auth_file));
   }
   if (!j.contains("auths") || !j["auths"].is_object()) j["auths"] = json::object();
-  j["auths"][CanonicalName(registry)] = {{"auth", http::Base64Encode(creds.username + ":" + creds.password)}};
+  j["auths"][CanonicalName(registry)] = {{"auth", Base64Encode(creds.username + ":" + creds.password)}};
   size_t slash = auth_file.rfind('/');
   if (slash != std::string::npos && slash > 0) MSB_TRY_STATUS(MakeDirs(auth_file.substr(0, slash), 0700));
   MSB_TRY_STATUS(WriteFileAtomic(auth_file, j.dump(2) + "\n", 0600));

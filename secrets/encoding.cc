@@ -1,8 +1,6 @@
 // Percent and base64 coding and the placeholder scanner. See encoding.h.
 #include "secrets/encoding.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <array>
 
@@ -90,29 +88,16 @@ std::string PercentEncode(std::string_view bytes) {
   return out;
 }
 
-std::string Base64Encode(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
-  if (bytes.empty()) return out;
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
-  out.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  return out;
-}
-
-std::optional<std::string> Base64Decode(std::string_view text) {
+std::optional<std::string> DecodeBase64Strict(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;
-  if (text.empty()) return std::string();
   size_t pad = 0;
-  while (pad < 2 && text[text.size() - 1 - pad] == '=') ++pad;
+  while (pad < 2 && pad < text.size() && text[text.size() - 1 - pad] == '=') ++pad;
   for (size_t i = 0; i < text.size() - pad; ++i) {
     if (!IsBase64Char(text[i])) return std::nullopt;
   }
-  std::string out(text.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
-  if (n < 0 || static_cast<size_t>(n) != out.size()) return std::nullopt;
-  out.resize(out.size() - pad);
-  return out;
+  auto out = Base64Decode(text);
+  if (!out.ok()) return std::nullopt;
+  return *std::move(out);
 }
 
 std::vector<std::string> Base64Cores(std::string_view needle) {

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/base64.h"
+
 namespace msb::secrets {
 
 // Percent-decoding rounds tried when looking for a placeholder encoded more
@@ -31,11 +33,10 @@ PercentDecoded PercentDecode(std::string_view text);
 // with upper-case hex: safe in a query, a form body or a path segment.
 std::string PercentEncode(std::string_view bytes);
 
-// Standard base64 with padding (RFC 4648 §4), through OpenSSL.
-std::string Base64Encode(std::string_view bytes);
-// Strict: the standard alphabet, a multiple of four characters, padding only
-// at the end. nullopt for anything else.
-std::optional<std::string> Base64Decode(std::string_view text);
+// Base64 as an HTTP client writes Basic credentials, strictly: the standard
+// alphabet, a multiple of four characters, padding only at the end. nullopt
+// for anything else. (Encoding: common/base64.h.)
+std::optional<std::string> DecodeBase64Strict(std::string_view text);
 
 // The substrings that the base64 of any text holding needle must hold: for
 // each of the three byte alignments, the characters whose six bits all come

@@ -196,7 +196,7 @@ Scanned ScanRequest(const PlaceholderScanner& scanner, const HttpRequest& reques
     Note(scanner.Scan(h.name), Place::kFieldName, i, &s.found);
     if (EqualsIgnoreCase(h.name, "Authorization")) {
       if (auto token = BasicToken(h.value)) {
-        s.basic[i] = Base64Decode(*token);
+        s.basic[i] = DecodeBase64Strict(*token);
       }
     }
     if (s.basic[i]) {

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/base64.h"
 #include "common/c_ptr.h"
 #include "common/io.h"
 #include "common/sha256.h"
@@ -43,7 +44,7 @@ Status Run(const std::vector<std::string>& argv) {
 }
 
 std::string Base64Url(std::string_view in) {
-  std::string s = image::http::Base64Encode(in);
+  std::string s = Base64Encode(in);
   for (char& c : s) {
     if (c == '+') c = '-';
     else if (c == '/') c = '_';
@@ -100,7 +101,7 @@ class TokenIssuer {
     if (!t->key_ || cert == nullptr) return Error(ErrorCode::kInternal, "cannot load the token key or certificate");
     unsigned char* der = nullptr;
     int n = i2d_X509(cert, &der);
-    t->cert_der_b64_ = image::http::Base64Encode(std::string_view(reinterpret_cast<char*>(der), n));
+    t->cert_der_b64_ = Base64Encode(std::string_view(reinterpret_cast<char*>(der), n));
     OPENSSL_free(der);
     X509_free(cert);
     return t;
@@ -292,7 +293,7 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
     std::shared_ptr<TokenIssuer> shared_issuer(std::move(issuer));
     MSB_TRY(s->token_server_, ScriptedHttpServer::Start([shared_issuer, user, pass](const ScriptedHttpServer::Request& r) {
       auto it = r.headers.find("authorization");
-      std::string expect = "Basic " + image::http::Base64Encode(user + ":" + pass);
+      std::string expect = "Basic " + Base64Encode(user + ":" + pass);
       if (it == r.headers.end() || it->second != expect) {
         return ScriptedHttpServer::Response(401, "application/json", R"({"details":"bad credentials"})",
                                             "WWW-Authenticate: Basic realm=\"token\"\r\n");
