@@ -23,7 +23,9 @@
 //    FlowVerdict::connect returns; kAllowToHostLoopback → to 127.0.0.1:dport.
 //    The SYN-ACK goes to the guest only when the host connect succeeded; a
 //    failed or timed-out connect (StackConfig::tcp_connect_timeout) answers
-//    RST, as the real destination would. Bytes are then spliced between the
+//    RST, as the real destination would. With FlowVerdict::intercept the
+//    connecting socket goes to the interceptor and the SYN-ACK waits for the
+//    stream it hands back. Bytes are then spliced between the
 //    TcpEndpoint (tcp.h) and the host socket, with flow control both ways;
 //    FIN and RST are passed on. A flow idle for tcp_idle is reset both ways;
 //    at most max_tcp_flows, beyond that new SYNs are refused.
@@ -111,6 +113,16 @@ struct FlowVerdict {
   // the destination: a sandbox of the same project, reached through its
   // supervisor. An invalid fd refuses the flow (RST).
   std::function<UniqueFd()> connect;
+  // kAllow or kAllowToHostLoopback of a TCP flow: when set, the host side
+  // the stack opened (connecting, non-blocking) is handed to intercept with a
+  // completion; the flow waits, as while connecting, until the completion
+  // gets the stream that stands for the host side from then on (connected,
+  // non-blocking), or an invalid fd, which refuses the flow (RST). The
+  // completion may run inside intercept or later on the loop, and does
+  // nothing once the flow is gone (its fd is then closed). The sandbox's
+  // secrets proxy (secrets/proxy.h) sits here.
+  using InterceptDone = std::function<void(UniqueFd)>;
+  std::function<void(UniqueFd host, InterceptDone done)> intercept;
 };
 
 using PolicyFn = std::function<FlowVerdict(const FlowKey&)>;

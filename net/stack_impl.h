@@ -211,6 +211,7 @@ struct Stack::Impl {
   void FlushToHost(TcpFlow* f);
   void HandleEvents(TcpFlow* f, uint32_t ev);
   void DnsTcp(TcpFlow* f);
+  void InterceptReady(uint64_t id, UniqueFd stream);
   Status OpenInbound(UniqueFd host_fd, uint16_t guest_port, bool v6);
 };
 

@@ -231,10 +231,38 @@ void Stack::Impl::OnTcp(const ParsedFrame& fr) {
   int sndbuf = static_cast<int>(cfg.tcp_buffer);
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
   TcpFlow* f = NewTcpFlow(tuple, fr.ip_src, fr.sport, fr.ip_dst, fr.dport);
-  f->fd = std::move(fd);
   f->connecting = true;
   f->ep->OnGuestSyn(h);
   f->aux_timer.Arm(cfg.tcp_connect_timeout);
+  if (!v.intercept) {
+    f->fd = std::move(fd);
+    UpdateWatch(f);
+    return;
+  }
+  // The interceptor owns the host socket; the flow stays connecting, with no
+  // fd to watch, until it hands back the stream (InterceptReady).
+  uint64_t id = f->id;
+  std::weak_ptr<bool> alive_now = alive;
+  v.intercept(std::move(fd), [this, id, alive_now](UniqueFd stream) {
+    if (alive_now.expired()) return;
+    InterceptReady(id, std::move(stream));
+  });
+}
+
+void Stack::Impl::InterceptReady(uint64_t id, UniqueFd stream) {
+  auto it = tcp_by_id.find(id);
+  if (it == tcp_by_id.end() || it->second->dead || !it->second->connecting || it->second->fd) return;
+  TcpFlow* f = it->second;
+  if (!stream) {
+    ++stats.tcp_refused;
+    f->ep->Refuse();
+    RemoveTcp(f);
+    return;
+  }
+  int sndbuf = static_cast<int>(cfg.tcp_buffer);
+  setsockopt(stream.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+  f->fd = std::move(stream);
+  // Connected: HostReady's connect completion runs on the first readiness.
   UpdateWatch(f);
 }
 

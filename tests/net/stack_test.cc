@@ -336,6 +336,76 @@ TEST_F(StackTest, DataBothWaysAndCloseFromTheGuest) {
   EXPECT_TRUE(RunUntil([&]() { return stack_->tcp_flows() == 0; }));
 }
 
+// FlowVerdict::intercept: the stack's connecting socket goes to the
+// interceptor, the SYN-ACK waits for the stream it hands back, and bytes
+// then flow through that stream; the host socket is the interceptor's.
+TEST_F(StackTest, InterceptedFlowWaitsForTheStreamAndFlowsThroughIt) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  UniqueFd host;
+  FlowVerdict::InterceptDone done;
+  policy_ = [&](const FlowKey&) {
+    FlowVerdict v{FlowAction::kAllowToHostLoopback};
+    v.intercept = [&](UniqueFd h, FlowVerdict::InterceptDone d) {
+      host = std::move(h);
+      done = std::move(d);
+    };
+    return v;
+  };
+  SendTcp(40020, cfg_.gateway4, port, kTcpSyn, 100, 0);
+  ASSERT_TRUE(RunUntil([&]() { return host.valid(); }));
+  UniqueFd conn = Accept(lfd.get());
+  ASSERT_TRUE(conn);  // the stack connected the host socket it handed over
+  // No SYN-ACK while the interceptor holds the flow, though the host socket
+  // is connected (the loop ran until the listener accepted it).
+  for (const auto& c : frames_) EXPECT_FALSE(c->f.tcp && c->f.dport == 40020);
+  int sp[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp), 0);
+  UniqueFd mine(sp[0]);
+  done(UniqueFd(sp[1]));
+  auto sa = NextTcp(40020);
+  ASSERT_TRUE(sa);
+  EXPECT_EQ(sa->f.tcp->flags, kTcpSyn | kTcpAck);
+  uint32_t snd = sa->f.tcp->seq + 1;
+  SendTcp(40020, cfg_.gateway4, port, kTcpAck | kTcpPsh, 101, snd, "hello");
+  EXPECT_EQ(ReadAll(mine.get(), 5), "hello");  // the stream, not the host socket
+  char c;
+  EXPECT_LT(recv(conn.get(), &c, 1, MSG_DONTWAIT), 0);
+  ASSERT_EQ(send(mine.get(), "back", 4, 0), 4);
+  std::unique_ptr<Captured> data;
+  while ((data = NextTcp(40020)) && data->f.payload.empty()) {}
+  ASSERT_TRUE(data);
+  EXPECT_EQ(std::string(data->f.payload.begin(), data->f.payload.end()), "back");
+  EXPECT_EQ(stack_->stats().tcp_opened, 1u);
+}
+
+TEST_F(StackTest, InterceptorRefusingGetsRstAndALateCompletionIsHarmless) {
+  uint16_t port;
+  UniqueFd lfd = Listen(&port);
+  std::vector<FlowVerdict::InterceptDone> dones;
+  policy_ = [&](const FlowKey&) {
+    FlowVerdict v{FlowAction::kAllowToHostLoopback};
+    v.intercept = [&](UniqueFd, FlowVerdict::InterceptDone d) { dones.push_back(std::move(d)); };
+    return v;
+  };
+  SendTcp(40021, cfg_.gateway4, port, kTcpSyn, 1, 0);
+  ASSERT_TRUE(RunUntil([&]() { return dones.size() == 1; }));
+  dones[0](UniqueFd());
+  auto r = NextTcp(40021);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->f.tcp->flags & kTcpRst);
+  EXPECT_EQ(stack_->stats().tcp_refused, 1u);
+  EXPECT_EQ(stack_->tcp_flows(), 0u);
+  // A completion after the flow is gone closes what it is given.
+  int sp[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp), 0);
+  UniqueFd mine(sp[0]);
+  dones[0](UniqueFd(sp[1]));
+  char c;
+  EXPECT_EQ(recv(mine.get(), &c, 1, MSG_DONTWAIT), 0);  // EOF: the stack closed it
+  EXPECT_EQ(stack_->tcp_flows(), 0u);
+}
+
 TEST_F(StackTest, HostClosingBeforeTheHandshakeCompletesStillSendsFin) {
   uint16_t port;
   UniqueFd lfd = Listen(&port);
