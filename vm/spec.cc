@@ -11,6 +11,37 @@
 #include "vm/qemu_cmdline.h"
 
 namespace msb::vm {
+namespace {
+
+nlohmann::json SecretsToJson(const std::vector<VmSecret>& secrets) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const auto& s : secrets) {
+    a.push_back({{"name", s.name}, {"source", s.source}, {"from", s.from}, {"allow", s.allow},
+                 {"inject", {{"headers", s.inject_headers}, {"basic_auth", s.inject_basic_auth},
+                             {"query", s.inject_query}, {"body", s.inject_body}}}});
+  }
+  return a;
+}
+
+std::vector<VmSecret> SecretsFromJson(const nlohmann::json& a) {
+  std::vector<VmSecret> out;
+  for (const auto& e : a) {
+    VmSecret s;
+    s.name = e.at("name").get<std::string>();
+    s.source = e.at("source").get<std::string>();
+    s.from = e.at("from").get<std::string>();
+    s.allow = e.at("allow").get<std::vector<std::string>>();
+    const auto& in = e.at("inject");
+    s.inject_headers = in.at("headers").get<bool>();
+    s.inject_basic_auth = in.at("basic_auth").get<bool>();
+    s.inject_query = in.at("query").get<bool>();
+    s.inject_body = in.at("body").get<bool>();
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace
 
 nlohmann::json ToJson(const VmSpec& s) {
   return nlohmann::json{{"project", s.project},        {"name", s.name},
@@ -22,7 +53,8 @@ nlohmann::json ToJson(const VmSpec& s) {
                         {"tsc_khz", s.tsc_khz},        {"policy", s.policy},
                         {"stop_timeout_ms", s.stop_timeout_ms},
                         {"volumes", DisksToJson(s.volumes)}, {"shares", SharesToJson(s.shares)},
-                        {"network", s.network ? ToJson(*s.network) : nlohmann::json()}};
+                        {"network", s.network ? ToJson(*s.network) : nlohmann::json()},
+                        {"secrets", SecretsToJson(s.secrets)}};
 }
 
 nlohmann::json ToJson(const VmNetwork& n) {
@@ -39,7 +71,7 @@ nlohmann::json ToJson(const VmNetwork& n) {
                         {"rules", n.rules},       {"dns_servers", n.dns_servers},
                         {"rebind_protection", n.rebind_protection},
                         {"ports", ports},         {"group_dir", n.group_dir},
-                        {"group_name", n.group_name}};
+                        {"group_name", n.group_name}, {"tls_ca_file", n.tls_ca_file}};
 }
 
 Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j) {
@@ -70,6 +102,7 @@ Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j) {
     }
     n.group_dir = j.value("group_dir", n.group_dir);
     n.group_name = j.value("group_name", n.group_name);
+    n.tls_ca_file = j.value("tls_ca_file", n.tls_ca_file);
   } catch (const nlohmann::json::exception& e) {
     return Error(ErrorCode::kInvalidArgument, std::string("malformed network in the sandbox spec: ") + e.what());
   }
@@ -96,6 +129,7 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
     if (j.contains("volumes")) s.volumes = DisksFromJson(j["volumes"]);
     if (j.contains("shares")) s.shares = SharesFromJson(j["shares"]);
     if (j.contains("policy")) s.policy = j["policy"];
+    if (j.contains("secrets")) s.secrets = SecretsFromJson(j["secrets"]);
     if (j.contains("network") && !j["network"].is_null()) {
       auto n = VmNetworkFromJson(j["network"]);
       if (!n.ok()) return n.error();

@@ -49,8 +49,23 @@ struct VmNetwork {
   // (vm/network.h) and this sandbox's name in it; empty: no group.
   std::string group_dir;
   std::string group_name;
+  // network.tls.ca: a PEM file of extra trust anchors for the upstream side
+  // of intercepted TLS (docs/secrets.md); empty: the host's trust only.
+  std::string tls_ca_file;
 };
 nlohmann::json ToJson(const VmNetwork& n);
+
+// A secret bound to the sandbox, without its value: where the value comes
+// from on the host (read by msb when the supervisor starts and handed over
+// on an inherited descriptor, never written here), the hosts it may go to
+// and where it may be injected (secrets/substitute.h).
+struct VmSecret {
+  std::string name;    // the guest's variable
+  std::string source;  // "env" or "file"
+  std::string from;    // the host variable or absolute file
+  std::vector<std::string> allow;
+  bool inject_headers = true, inject_basic_auth = true, inject_query = false, inject_body = false;
+};
 Result<VmNetwork> VmNetworkFromJson(const nlohmann::json& j);
 
 struct VmSpec {
@@ -75,6 +90,7 @@ struct VmSpec {
   int boot_timeout_ms = 60000;
   int stop_timeout_ms = 10000;
   std::optional<VmNetwork> network;  // absent: no network device
+  std::vector<VmSecret> secrets;     // by name
 
   std::string AgentSocket() const { return dir + "/agent.sock"; }
   std::string QmpSocket() const { return dir + "/qmp.sock"; }
