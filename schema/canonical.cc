@@ -143,6 +143,12 @@ void SandboxYaml(YAML::Emitter& out, const Sandbox& sb) {
   BeginSeq(out, sb.network.rules.empty());
   for (const NetworkRule& r : sb.network.rules) Str(out, ToString(r));
   out << YAML::EndSeq;
+  if (!sb.network.tls_ca.empty()) {
+    Key(out, "tls");
+    out << YAML::BeginMap;
+    Key(out, "ca"); Str(out, sb.network.tls_ca);
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   Key(out, "ports");
   BeginSeq(out, sb.ports.empty());
@@ -215,6 +221,7 @@ json CanonicalJson(const Sandbox& sb) {
                            {"servers", sb.network.dns_servers}}},
                   {"policy", ToString(sb.network.policy)},
                   {"rules", std::move(rules)}};
+  if (!sb.network.tls_ca.empty()) j["network"]["tls"] = {{"ca", sb.network.tls_ca}};
   json ports = json::array();
   for (const PortMapping& p : sb.ports) {
     ports.push_back({{"guest_port", p.guest_port},

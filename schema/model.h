@@ -136,6 +136,9 @@ struct Network {
   std::vector<NetworkRule> rules;  // first match wins, before the policy
   std::vector<std::string> dns_servers;  // canonical IPs; empty: the host's resolvers
   bool rebind_protection = true;
+  // network.tls.ca: absolute host path of a PEM file of extra trust anchors
+  // for the upstream side of intercepted TLS (docs/secrets.md); empty: none.
+  std::string tls_ca;
 };
 
 struct Secret {

@@ -25,8 +25,9 @@ const std::vector<std::string_view> kSandboxKeys = {
 enum HealthKey : size_t { kHcCommand, kHcInterval, kHcTimeout, kHcRetries, kHcStartPeriod };
 const std::vector<std::string_view> kHealthKeys = {"command", "interval", "timeout", "retries",
                                                    "start_period"};
-enum NetworkKey : size_t { kNetPolicy, kNetRules, kNetDns };
-const std::vector<std::string_view> kNetworkKeys = {"policy", "rules", "dns"};
+enum NetworkKey : size_t { kNetPolicy, kNetRules, kNetDns, kNetTls };
+const std::vector<std::string_view> kNetworkKeys = {"policy", "rules", "dns", "tls"};
+const std::vector<std::string_view> kTlsKeys = {"ca"};
 enum DnsKey : size_t { kDnsServers, kDnsRebind };
 const std::vector<std::string_view> kDnsKeys = {"servers", "rebind_protection"};
 enum SecretKey : size_t { kSecFromEnv, kSecFromFile, kSecAllow, kSecInject };
@@ -268,7 +269,7 @@ void LoadNetwork(Ctx& ctx, const Field& f, Sandbox* sb, const Field& scope) {
     scope_policy = PolicyFrom(ctx, scope);
     if (scope_policy) sb->network.policy = *scope_policy;
   }
-  if (!f.present || !ctx.ExpectMap(f, "a map with policy, rules, dns")) return;
+  if (!f.present || !ctx.ExpectMap(f, "a map with policy, rules, dns, tls")) return;
   std::vector<Field> n = ctx.ReadMap(f.value, f.path, f.pos, kNetworkKeys);
   if (n[kNetPolicy].present) {
     if (auto p = PolicyFrom(ctx, n[kNetPolicy])) {
@@ -309,6 +310,62 @@ void LoadNetwork(Ctx& ctx, const Field& f, Sandbox* sb, const Field& scope) {
       if (auto b = ctx.Bool(d[kDnsRebind])) sb->network.rebind_protection = *b;
     }
   }
+  const Field& tls = n[kNetTls];
+  if (tls.present && ctx.ExpectMap(tls, "a map with ca")) {
+    std::vector<Field> t = ctx.ReadMap(tls.value, tls.path, tls.pos, kTlsKeys);
+    if (t[0].present) {
+      auto v = ctx.Scalar(t[0], "a host file path (PEM certificates)");
+      if (v && v->empty()) {
+        ctx.Error(t[0].pos, t[0].path, "the path is empty");
+      } else if (v) {
+        auto r = ResolveHostPath(*v, ctx.base_dir(), ctx.home());
+        if (r.ok()) sb->network.tls_ca = *r;
+        else ctx.Error(t[0].pos, t[0].path, r.error().message());
+      }
+    }
+  }
+}
+
+// Whether a rule's host target covers the allow entry `host` ("name" or
+// "*.domain", canonical).
+bool RuleCoversHost(const NetworkRule& r, const std::string& host) {
+  bool wildcard = host.rfind("*.", 0) == 0;
+  std::string name = wildcard ? host.substr(2) : host;
+  if (r.target_kind == NetworkRule::TargetKind::kHost) return !wildcard && r.target == name;
+  if (r.target_kind == NetworkRule::TargetKind::kDomainSuffix) {
+    // *.d covers the names below d; the allow entry's names are all below r.target.
+    if (!wildcard && name.size() > r.target.size() && name.ends_with("." + r.target)) return true;
+    return wildcard && (name == r.target || name.ends_with("." + r.target));
+  }
+  return false;
+}
+
+bool RuleCoversHttps(const NetworkRule& r) {
+  if (r.direction != NetworkRule::Direction::kEgress) return false;
+  if (r.protocol != Protocol::kTcp && r.protocol != Protocol::kAny) return false;
+  if (r.ports.empty()) return true;
+  for (const PortRange& p : r.ports) {
+    if (p.first <= 443 && 443 <= p.last) return true;
+  }
+  return false;
+}
+
+// Whether the sandbox's network could ever let a TLS connection to `host`
+// through: the first rule that names it decides; else the profile (public
+// and any reach public addresses; none and group only through an allow rule,
+// by name or by address, since a name may resolve into an allowed range).
+bool SecretHostReachable(const Network& n, const std::string& host) {
+  bool address_rule = false;
+  for (const NetworkRule& r : n.rules) {
+    if (!RuleCoversHttps(r)) continue;
+    if (RuleCoversHost(r, host)) return r.action == NetworkRule::Action::kAllow;
+    if (r.action == NetworkRule::Action::kAllow &&
+        (r.target_kind == NetworkRule::TargetKind::kIp || r.target_kind == NetworkRule::TargetKind::kCidr)) {
+      address_rule = true;
+    }
+  }
+  if (n.policy == NetworkPolicy::kPublic || n.policy == NetworkPolicy::kAny) return true;
+  return address_rule;
 }
 
 void LoadSecrets(Ctx& ctx, const Field& f, Sandbox* sb) {
@@ -366,7 +423,16 @@ void LoadSecrets(Ctx& ctx, const Field& f, Sandbox* sb) {
           ok = false;
           continue;
         }
-        secret.allow.push_back(wildcard ? "*." + *host : *host);
+        std::string entry = wildcard ? "*." + *host : *host;
+        if (!SecretHostReachable(sb->network, entry)) {
+          ctx.Error(s[kSecAllow].pos, s[kSecAllow].path,
+                    "secret " + name + " may go to " + entry + ", but network policy " +
+                        ToString(sb->network.policy) +
+                        " and its rules never let the sandbox reach it over HTTPS: add a rule such as "
+                        "allow@" + entry + ":tcp:443, or drop the host");
+          ok = false;
+        }
+        secret.allow.push_back(std::move(entry));
       }
     } else {
       ok = false;

@@ -303,10 +303,17 @@ Y GenSandbox(int index, const std::vector<std::string>& earlier, const std::vect
   }
   if (Chance(40)) sb.Set("restart", Y::S(Pick<std::string>({"no", "always", "on-failure", "on-failure:3", "unless-stopped"})));
   std::string policy = Pick(kPolicies);
-  if (Chance(20)) sb.Set("scope", Y::S(policy));
+  bool policy_set = false;  // else the default, public
+  if (Chance(20)) {
+    sb.Set("scope", Y::S(policy));
+    policy_set = true;
+  }
   if (Chance(50)) {
     Y net = Y::Map();
-    if (Chance(50)) net.Set("policy", Y::S(policy));
+    if (Chance(50)) {
+      net.Set("policy", Y::S(policy));
+      policy_set = true;
+    }
     if (Chance(60)) {
       Y rules = Y::Seq();
       int n = *rc::gen::inRange(0, 4);
@@ -326,7 +333,10 @@ Y GenSandbox(int index, const std::vector<std::string>& earlier, const std::vect
     }
     sb.Set("network", net);
   }
-  if (Chance(30)) {
+  // A secret's hosts must be reachable (schema/sandbox.cc): under none and
+  // group no generated rule opens 443 to them.
+  bool public_names = !policy_set || policy == "public" || policy == "any";
+  if (public_names && Chance(30)) {
     Y secrets = Y::Map();
     int n = *rc::gen::inRange(1, 3);
     for (int i = 0; i < n; ++i) {
@@ -449,7 +459,8 @@ void MutateCovered(Y* sb, const Sandbox& now, int which, int index) {
       sb->Erase("scope");
       Y net = Y::Map();
       net.Set("policy", Y::S("none"));
-      net.Set("rules", Y::Seq({Y::S("deny@mutated.example.com")}));
+      // The second rule keeps every generated secret's host reachable.
+      net.Set("rules", Y::Seq({Y::S("deny@mutated.example.com"), Y::S("allow@0.0.0.0/0:tcp:443")}));
       sb->Set("network", net);
       break;
     }
@@ -460,6 +471,10 @@ void MutateCovered(Y* sb, const Sandbox& now, int which, int index) {
       Y secrets = Y::Map();
       secrets.Set("MUTATED_SECRET", s);
       sb->Set("secrets", secrets);
+      // Reachable whatever the base's profile (schema/sandbox.cc).
+      Y net = Y::Map();
+      net.Set("rules", Y::Seq({Y::S("allow@0.0.0.0/0:tcp:443")}));
+      sb->Set("network", net);
       break;
     }
     case 12: sb->Set("user", Y::S("4242:4242")); break;

@@ -277,6 +277,37 @@ TEST(LoaderTest, SecretsNeedOneSourceAndHosts) {
             "Sandboxfile:6:7: sandboxes.web.secrets.T: variable T is both a secret and in envs; keep one\n");
 }
 
+TEST(LoaderTest, SecretHostsMustBeReachable) {
+  auto net = [](const std::string& policy, const std::string& rules) {
+    return "    network: {policy: " + policy + ", rules: [" + rules + "]}\n"
+           "    secrets:\n      T: {from_env: A, allow: [api.example.com, \"*.corp.example\"]}\n";
+  };
+  // public and any reach public names; none and group need a rule.
+  MustParse(Web(net("public", "")));
+  MustParse(Web(net("any", "")));
+  MustParse(Web(net("none", "\"allow@api.example.com:tcp:443\", \"allow@*.example:tcp:443\"")));
+  MustParse(Web(net("group", "\"allow@10.77.0.0/16:tcp:443\"")));
+  std::string none = Errors(Web(net("none", "\"allow@api.example.com:tcp:80\"")));
+  EXPECT_NE(none.find("secret T may go to api.example.com, but network policy none and its rules never let "
+                      "the sandbox reach it over HTTPS: add a rule such as allow@api.example.com:tcp:443"),
+            std::string::npos) << none;
+  EXPECT_NE(none.find("*.corp.example"), std::string::npos) << none;
+  // A deny rule naming the host, first, wins over the profile.
+  std::string denied = Errors(Web(net("public", "\"deny@api.example.com\"")));
+  EXPECT_NE(denied.find("may go to api.example.com"), std::string::npos) << denied;
+  EXPECT_EQ(denied.find("corp.example"), std::string::npos) << denied;
+}
+
+TEST(LoaderTest, NetworkTlsCaIsAHostPathAndInTheHashOnlyWhenSet) {
+  Project p = MustParse(Web("    network: {tls: {ca: ./ca.pem}}\n"));
+  EXPECT_EQ(p.sandboxes["web"].network.tls_ca, "/proj/ca.pem");
+  EXPECT_NE(Errors(Web("    network: {tls: {ca: \"\"}}\n")).find("the path is empty"), std::string::npos);
+  EXPECT_NE(Errors(Web("    network: {tls: {crt: x}}\n")).find("crt"), std::string::npos);
+  Project plain = MustParse(Web(""));
+  EXPECT_FALSE(CanonicalJson(plain.sandboxes["web"])["network"].contains("tls"));
+  EXPECT_NE(ConfigHash(p.sandboxes["web"]), ConfigHash(plain.sandboxes["web"]));
+}
+
 TEST(LoaderTest, NetworkSectionAndLegacyScope) {
   Project p = MustParse(Web("    network:\n      policy: none\n      rules: [\"allow@api.github.com:tcp:443\"]\n"
                             "      dns: {servers: [1.1.1.1, \"2606:4700::1111\"], rebind_protection: false}\n"));
