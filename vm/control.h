@@ -15,6 +15,7 @@ enum class ControlKind : uint8_t {
   kStatus = 64,  // -> {"state", "pid", "qemu_pid", "restarts", "health"?, "workload_exit"?}
   kStop = 65,    // {"timeout_ms":N} -> graceful stop; kResult when the VM is gone
   kUpdatePolicy = 66,  // vm/lifecycle_policy.h JSON -> applied in place; kResult
+  kUpdateSecrets = 67,  // secrets/transfer.h text (new values, same names) -> applied in place; kResult
 };
 
 inline agent::FrameKind AsFrameKind(ControlKind k) { return static_cast<agent::FrameKind>(k); }

@@ -278,7 +278,11 @@ net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
     v.connect = [this, peer, port]() { return ConnectPeer(peer, port); };
     return v;
   }
-  if (d.redirect_to_host_loopback) return net::FlowVerdict{net::FlowAction::kAllowToHostLoopback};
+  if (d.redirect_to_host_loopback) {
+    net::FlowVerdict v{net::FlowAction::kAllowToHostLoopback};
+    if (key.proto == net::FlowProto::kTcp) Intercept(&v, d.connect_to, key);
+    return v;
+  }
   if (d.connect_to != flow.dest && key.proto != net::FlowProto::kTcp) {
     // The stack sends UDP and ICMP to the literal destination, and an IPv6
     // form that embeds the judged IPv4 address may route elsewhere: refused.
@@ -293,7 +297,31 @@ net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
     uint16_t port = key.dport;
     v.connect = [to, port]() { return ConnectTcp(to, port); };
   }
+  if (key.proto == net::FlowProto::kTcp) Intercept(&v, d.connect_to, key);
   return v;
+}
+
+void NetworkAttachment::Intercept(net::FlowVerdict* v, const net::IpAddress& judged,
+                                  const net::FlowKey& key) {
+  if (proxy_ == nullptr) return;
+  ProxyFlow flow;
+  flow.dest_ip = judged.ToString();
+  flow.dest_port = key.dport;
+  flow.label = key.src.ToString() + ":" + std::to_string(key.sport) + " -> " + key.dst.ToString() + ":" +
+               std::to_string(key.dport);
+  SecretProxy* proxy = proxy_;
+  v->intercept = [proxy, flow = std::move(flow)](UniqueFd host, net::FlowVerdict::InterceptDone done) {
+    proxy->Open(std::move(host), flow, std::move(done));
+  };
+}
+
+bool NetworkAttachment::Pinned(std::string_view name, std::string_view dest_ip) const {
+  auto ip = net::IpAddress::Parse(dest_ip);
+  if (!ip) return false;
+  for (const auto& a : pins_.AddressesFor(net::NormalizeName(name), net::PinSet::Clock::now())) {
+    if (a == *ip) return true;
+  }
+  return false;
 }
 
 void NetworkAttachment::RefreshGroup() {

@@ -15,6 +15,11 @@
 //     opened towards the guest. A sandbox's group address (GroupAddress) is
 //     what its name resolves to for the others; no L2 segment is shared, and
 //     another project's directory is never consulted.
+// With secrets (vm/sandbox_secrets.h), every TCP flow the policy allows to
+// the destination or the host is handed to the interception proxy
+// (InterceptWith, net::FlowVerdict::intercept), which relays it untouched
+// unless it is TLS to one of the secrets' hosts. Flows to group peers are
+// not: they never leave the project.
 // One attachment per VM start: a restarted VM gets a fresh stack (the old
 // flows die with the old guest).
 #pragma once
@@ -37,6 +42,7 @@
 #include "common/result.h"
 #include "net/stack.h"
 #include "net/stream.h"
+#include "vm/secret_proxy.h"
 #include "vm/spec.h"
 
 namespace msb::vm {
@@ -71,6 +77,13 @@ class NetworkAttachment {
   // {"denied": N, "denied_by": {reason: N}, "tcp_flows": N, "udp_flows": N, "dns_queries": N}
   nlohmann::json StatusJson() const;
 
+  // TCP flows the policy allows (but group flows) go through proxy from
+  // now on; null: none do. The proxy must outlive the attachment's flows.
+  void InterceptWith(SecretProxy* proxy) { proxy_ = proxy; }
+  // Gate 2 of secret substitution: whether this sandbox's DNS answered
+  // dest_ip (text) for name, and the pin is still valid.
+  bool Pinned(std::string_view name, std::string_view dest_ip) const;
+
  private:
   struct Listener {
     UniqueFd fd;
@@ -79,6 +92,7 @@ class NetworkAttachment {
   };
   void OnAccept();
   net::FlowVerdict Decide(const net::FlowKey& key);
+  void Intercept(net::FlowVerdict* v, const net::IpAddress& judged, const net::FlowKey& key);
   void RefreshGroup();
   UniqueFd ConnectPeer(const std::string& peer, uint16_t port);
   void OnPublishedAccept(Listener* l);
@@ -105,6 +119,7 @@ class NetworkAttachment {
   EventHandle group_accept_;
   std::string group_socket_;
   std::map<std::string, net::IpAddress> group_;  // peers by name
+  SecretProxy* proxy_ = nullptr;
 };
 
 }  // namespace msb::vm

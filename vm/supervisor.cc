@@ -14,11 +14,14 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "agent/messages.h"
 #include "common/io.h"
 #include "common/log.h"
 #include "common/unix_socket.h"
+#include "secrets/placeholder.h"
+#include "secrets/transfer.h"
 #include "vm/control.h"
 #include "vm/guest_text.h"
 
@@ -96,6 +99,16 @@ Status Supervisor::Start() {
   workload_log_ = UniqueFd(::open(spec_.WorkloadLog().c_str(),
                                   O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!workload_log_) return Error::FromErrno("cannot open " + spec_.WorkloadLog());
+  if (!spec_.secrets.empty()) {
+    // Values live here: no core dump, no ptrace or /proc/PID/mem for others.
+    MSB_TRY_STATUS(secrets::ProtectProcessMemory());
+    std::string tls_ca = spec_.network ? spec_.network->tls_ca_file : std::string();
+    auto made = SandboxSecrets::Create(
+        dispatcher_, spec_.secrets, std::exchange(secret_values_, {}), tls_ca,
+        [this](std::string_view name, std::string_view ip) { return net_ && net_->Pinned(name, ip); });
+    if (!made.ok()) return made.error().Wrap("the sandbox's secrets");
+    secrets_ = std::move(*made);
+  }
   sigchld_ = dispatcher_.Signal(SIGCHLD, [this]() { OnChildSignal(); });
   sigterm_ = dispatcher_.Signal(SIGTERM, [this]() { BeginStop("stopped by SIGTERM"); });
   sigint_ = dispatcher_.Signal(SIGINT, [this]() { BeginStop("stopped by SIGINT"); });
@@ -119,6 +132,7 @@ Status Supervisor::SpawnVm() {
   if (spec_.network) {
     net_ = std::make_unique<NetworkAttachment>(dispatcher_, *spec_.network, spec_.NetSocket());
     MSB_TRY_STATUS(net_->Start());
+    if (secrets_) net_->InterceptWith(&secrets_->proxy());
   }
   UniqueFd qemu_log(::open((spec_.dir + "/qemu.log").c_str(),
                            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -272,7 +286,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
           return;
         }
         SendAgent(0, FrameKind::kHello, json{{"version", agent::kProtocolVersion}}.dump());
-        SendAgent(0, FrameKind::kBoot, BootWithNetwork(spec_).dump());
+        SendAgent(0, FrameKind::kBoot, BootMessage().dump());
         return;
       }
       case FrameKind::kReady: {
@@ -435,6 +449,7 @@ void Supervisor::HandleClientFrame(Client* c, Frame f) {
         if (health_) st["health"] = ToString(health_->state());
         if (!reason_.empty()) st["reason"] = reason_;
         if (net_) st["net"] = net_->StatusJson();
+        if (secrets_) st["net"]["secrets"] = secrets_->CountersJson();
         SendClient(c, 0, FrameKind::kResult, st.dump());
         return;
       }
@@ -471,6 +486,9 @@ void Supervisor::HandleClientFrame(Client* c, Frame f) {
         SendClient(c, 0, FrameKind::kResult, json{{"ok", true}}.dump());
         return;
       }
+      case static_cast<uint8_t>(ControlKind::kUpdateSecrets):
+        UpdateSecrets(c, &f.payload);
+        return;
       default:
         SendClient(c, 0, FrameKind::kError,
                    json{{"message", "unknown control request " + agent::ToString(f.kind)}}.dump());
@@ -695,6 +713,34 @@ void Supervisor::OnHealthResult(bool ok) {
     health_timer_ = dispatcher_.Timer([this]() { RunHealthProbe(); });
     health_timer_.Arm(std::chrono::milliseconds(policy_.health->interval_ms));
   }
+}
+
+// The boot message: the spec's, with the network filled in and, with
+// secrets, their placeholders in the environment and the CA to trust.
+nlohmann::json Supervisor::BootMessage() const {
+  nlohmann::json boot = BootWithNetwork(spec_);
+  if (secrets_) {
+    if (!boot.contains("env") || !boot["env"].is_array()) boot["env"] = nlohmann::json::array();
+    for (const std::string& kv : secrets_->GuestEnv()) boot["env"].push_back(kv);
+    boot["ca_pem"] = secrets_->CaPem();
+  }
+  return boot;
+}
+
+// New values for the sandbox's secrets (msb up): applied in place; the
+// payload's copy of them is wiped whatever happens.
+void Supervisor::UpdateSecrets(Client* c, std::string* payload) {
+  auto values = secrets::DecodeValues(*payload);
+  secrets::WipeString(payload);
+  Status st = !values.ok()   ? Status(values.error())
+              : !secrets_    ? Status(Error(ErrorCode::kState, "this sandbox has no secrets"))
+                             : secrets_->Replace(std::move(*values));
+  if (!st.ok()) {
+    SendClient(c, 0, FrameKind::kResult, json{{"error", st.error().message()}}.dump());
+    return;
+  }
+  MSB_LOG(kInfo, "secrets") << "secret values replaced in place";
+  SendClient(c, 0, FrameKind::kResult, json{{"ok", true}}.dump());
 }
 
 }  // namespace msb::vm

@@ -35,6 +35,7 @@
 #include "vm/qmp.h"
 #include "vm/spec.h"
 #include "vm/network.h"
+#include "vm/sandbox_secrets.h"
 #include "vm/virtiofs.h"
 
 namespace msb::vm {
@@ -58,6 +59,10 @@ class Supervisor {
   Supervisor(Dispatcher& dispatcher, VmSpec spec, int notify_fd, Reporter reporter);
   ~Supervisor();
 
+  // The values of spec.secrets (secrets/transfer.h), before Start.
+  void SetSecretValues(std::map<std::string, secrets::SecretValue> values) {
+    secret_values_ = std::move(values);
+  }
   Status Start();
   State state() const { return state_; }
   // Exit status for the supervisor process.
@@ -103,6 +108,8 @@ class Supervisor {
   void Notify(const std::string& line);
   void Report();
   void WriteAgent();
+  nlohmann::json BootMessage() const;
+  void UpdateSecrets(Client* c, std::string* payload);
 
   Dispatcher& dispatcher_;
   VmSpec spec_;
@@ -113,6 +120,8 @@ class Supervisor {
   std::optional<int> workload_exit_;
 
   VirtiofsDaemons virtiofs_;  // one virtiofsd per shared directory, started before QEMU
+  std::map<std::string, secrets::SecretValue> secret_values_;  // until Start
+  std::unique_ptr<SandboxSecrets> secrets_;  // spec.secrets; outlives net_
   std::unique_ptr<NetworkAttachment> net_;  // the user-mode stack, when the spec has a network
   ChildProcess qemu_;
   UniqueFd agent_listen_, qmp_listen_, control_listen_;
