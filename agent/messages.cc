@@ -215,6 +215,26 @@ Status ParseMount(const json& j, size_t index, MountConfig* m) {
   return OkStatus();
 }
 
+// "ca_pem": empty, or at most kMaxCaPem bytes of printable ASCII, CR and LF
+// that start with a PEM certificate header. Whether it parses as X.509 is the
+// TLS clients' concern: agentd only copies it into trust stores.
+Status CheckCaPem(const std::string& pem) {
+  if (pem.empty()) return OkStatus();
+  auto bad = [](const std::string& why) {
+    return Error(ErrorCode::kProtocol, "boot: field \"ca_pem\": " + why);
+  };
+  if (pem.size() > kMaxCaPem)
+    return bad("longer than " + std::to_string(kMaxCaPem) + " bytes");
+  if (!pem.starts_with(kCaPemHeader))
+    return bad("does not start with \"" + std::string(kCaPemHeader) + "\"");
+  for (char c : pem) {
+    auto u = static_cast<unsigned char>(c);
+    if (c != '\n' && c != '\r' && (u < 0x20 || u > 0x7e))
+      return bad("holds a byte that is not printable ASCII, CR or LF");
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 const char* ToString(MountConfig::Type type) {
@@ -245,7 +265,8 @@ std::string Encode(const BootConfig& m) {
             {"network", nullptr},
             {"tty", m.tty},
             {"rows", m.rows},
-            {"cols", m.cols}};
+            {"cols", m.cols},
+            {"ca_pem", m.ca_pem}};
   for (const MountConfig& mount : m.mounts) j["mounts"].push_back(EncodeMount(mount));
   if (m.network) {
     const NetworkConfig& n = *m.network;
@@ -314,6 +335,7 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
   f.Bool("tty", m.tty);
   f.Int("rows", m.rows, 0, kMaxWinsize);
   f.Int("cols", m.cols, 0, kMaxWinsize);
+  f.Str("ca_pem", m.ca_pem);
   if (const json* root = f.Object("root")) {
     Fields r(*root, "boot.root");
     r.Str("base_serial", m.root.base_serial);
@@ -353,6 +375,7 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
   MSB_TRY_STATUS(f.status());
   if (m.hostname.size() > 64)
     return Error(ErrorCode::kProtocol, "boot: field \"hostname\": longer than 64 bytes");
+  MSB_TRY_STATUS(CheckCaPem(m.ca_pem));
   return m;
 }
 

@@ -75,7 +75,14 @@ struct BootConfig {
   int rows = 24;
   int cols = 80;
   std::optional<NetworkConfig> network;
+  // A PEM CA certificate the guest trusts (agentd/trust.h); "" = none. The
+  // host intercepts TLS to a sandbox's secret hosts with leaves it signs.
+  std::string ca_pem;
 };
+// "ca_pem" holds at most kMaxCaPem bytes (a P-256 CA certificate is under
+// 1 KiB), starts with kCaPemHeader and is printable ASCII, CR and LF only.
+inline constexpr size_t kMaxCaPem = 16 * 1024;
+inline constexpr std::string_view kCaPemHeader = "-----BEGIN CERTIFICATE-----";
 
 // kReady, agent→host.
 struct Ready {

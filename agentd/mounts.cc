@@ -54,11 +54,7 @@ std::vector<std::string> Components(const std::string& path) {
 
 // The target as an O_PATH directory fd below root_fd.
 Result<UniqueFd> Resolve(int root_fd, const std::string& rel) {
-  const uint64_t flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-  const uint64_t resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  int fd = OpenAt2(root_fd, rel.empty() ? "." : rel, flags, resolve);
-  if (fd < 0) return Error::FromErrno("/" + rel);
-  return UniqueFd(fd);
+  return OpenInRoot(root_fd, "/" + rel, O_PATH | O_DIRECTORY);
 }
 
 std::string Octal(uint32_t mode) {
@@ -98,6 +94,13 @@ Status MountStaging(const MountConfig& m, const std::string& new_root) {
 }
 
 }  // namespace
+
+Result<UniqueFd> OpenInRoot(int root_fd, const std::string& path, int flags) {
+  const uint64_t resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  int fd = OpenAt2(root_fd, path.empty() ? "." : path, static_cast<uint64_t>(flags | O_CLOEXEC), resolve);
+  if (fd < 0) return Error::FromErrno(path);
+  return UniqueFd(fd);
+}
 
 Result<UniqueFd> OpenDirInRoot(int root_fd, const std::string& path, bool create) {
   std::string rel;

@@ -23,6 +23,11 @@ namespace msb::agent {
 // error naming the path.
 Result<UniqueFd> OpenDirInRoot(int root_fd, const std::string& path, bool create);
 
+// open(2) of `path` resolved inside root_fd the same way (openat2
+// RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS), with `flags` (O_CLOEXEC added).
+// An error carries openat2's errno and names the path.
+Result<UniqueFd> OpenInRoot(int root_fd, const std::string& path, int flags);
+
 // Mounts each entry in order inside new_root. Each file system is mounted on a
 // staging directory of the initramfs first and then moved onto the resolved
 // target's fd (move_mount), so the target path is never resolved again.

@@ -80,6 +80,7 @@
 #include "agentd/net_config.h"
 #include "agentd/spawn.h"
 #include "agentd/tar.h"
+#include "agentd/trust.h"
 #include "agentd/unpack.h"
 #include "agentd/users.h"
 #include "common/io.h"
@@ -366,6 +367,9 @@ void Server::HandleBoot(const Frame& f) {
     if (boot_.network) {
       if (auto s = ConfigureNetwork(*boot_.network, boot_.hostname); !s.ok()) return fail(s.error());
     }
+    // With no CA this undoes an earlier boot's install (kept in the upper layer).
+    if (auto s = InstallCa("/", boot_.ca_pem); !s.ok()) return fail(s.error());
+    if (!boot_.ca_pem.empty()) ca_env_ = CaEnv();
   }
   if (!boot_.command.empty()) {
     if (auto s = StartWorkload(boot_); !s.ok()) return fail(s.error().Wrap("starting the workload"));

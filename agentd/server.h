@@ -106,6 +106,7 @@ class Server {
   bool broken_ = false;     // the channel carried garbage; no more reading
   bool booted_ = false;
   BootConfig boot_;         // defaults for exec (env, user, workdir)
+  std::vector<std::string> ca_env_;  // CaEnv() once the boot's CA is installed, under boot_.env
   std::map<uint32_t, std::unique_ptr<Session>> sessions_;
   bool children_left_ = true;  // PID 1: waitpid() still finds children
   Clock::time_point shutdown_deadline_{};

@@ -51,7 +51,7 @@ Result<std::unique_ptr<Session>> Server::StartProcess(uint32_t id, const ExecReq
   }
   std::vector<std::string> hostname_env;
   if (!boot_.hostname.empty()) hostname_env.push_back("HOSTNAME=" + boot_.hostname);
-  spec.env = BuildEnv({hostname_env, boot_.env, req.env}, home, req.tty);
+  spec.env = BuildEnv({hostname_env, ca_env_, boot_.env, req.env}, home, req.tty);
   MSB_TRY(SpawnedProcess p, SpawnProcess(spec));
   auto s = std::make_unique<Session>();
   s->id = id;

@@ -57,24 +57,28 @@ Status ReadExact(int fd, char* buf, size_t n) {
 }
 
 Status WriteFileAtomic(const std::string& path, std::string_view data, int mode) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
+  return WriteFileAtomicAt(AT_FDCWD, path, data, mode);
+}
+
+Status WriteFileAtomicAt(int dir_fd, const std::string& name, std::string_view data, int mode) {
+  std::string tmp = name + ".tmp." + std::to_string(::getpid()) + "." +
                     std::to_string(std::random_device{}());
   {
-    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
+    UniqueFd fd(::openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
     if (!fd) return Error::FromErrno("cannot create " + tmp);
     if (auto st = WriteAll(fd.get(), data); !st.ok()) {
-      ::unlink(tmp.c_str());
+      ::unlinkat(dir_fd, tmp.c_str(), 0);
       return st.error().Wrap("writing " + tmp);
     }
     if (::fsync(fd.get()) != 0) {
       Error e = Error::FromErrno("fsync " + tmp);
-      ::unlink(tmp.c_str());
+      ::unlinkat(dir_fd, tmp.c_str(), 0);
       return e;
     }
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    Error e = Error::FromErrno("cannot rename " + tmp + " to " + path);
-    ::unlink(tmp.c_str());
+  if (::renameat(dir_fd, tmp.c_str(), dir_fd, name.c_str()) != 0) {
+    Error e = Error::FromErrno("cannot rename " + tmp + " to " + name);
+    ::unlinkat(dir_fd, tmp.c_str(), 0);
     return e;
   }
   return OkStatus();

@@ -13,6 +13,10 @@ Result<std::string> ReadFile(const std::string& path);
 // Writes to a temporary file beside path, fsyncs and renames over it: readers
 // see the old or the new contents, never a half-written file.
 Status WriteFileAtomic(const std::string& path, std::string_view data, int mode = 0644);
+// The same for `name` relative to the directory dir_fd (an O_PATH fd will do),
+// the temporary file beside it in that directory.
+Status WriteFileAtomicAt(int dir_fd, const std::string& name, std::string_view data,
+                         int mode = 0644);
 // write(2)/read(2) until done, retrying on EINTR.
 Status WriteAll(int fd, std::string_view data);
 Status ReadExact(int fd, char* buf, size_t n);

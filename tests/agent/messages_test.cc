@@ -69,6 +69,39 @@ TEST(MessagesTest, BootConfig) {
   EXPECT_EQ(bad.error().message(), "boot.root: field \"ephemeral\": expected true or false");
 }
 
+TEST(MessagesTest, BootCaPem) {
+  const std::string pem = "-----BEGIN CERTIFICATE-----\r\nQUFB\r\n-----END CERTIFICATE-----\r\n";
+  BootConfig b;
+  b.ca_pem = pem;
+  auto again = ParseBootConfig(Encode(b));
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(again->ca_pem, pem);
+  EXPECT_EQ(ParseBootConfig("{}")->ca_pem, "");
+  EXPECT_EQ(ParseBootConfig(Encode(BootConfig{}))->ca_pem, "");
+  EXPECT_EQ(ParseBootConfig(R"({"ca_pem":""})")->ca_pem, "");
+
+  auto error = [](const std::string& payload) {
+    auto r = ParseBootConfig(payload);
+    return r.ok() ? std::string("ok") : r.error().message();
+  };
+  EXPECT_EQ(error(R"({"ca_pem":1})"), "boot: field \"ca_pem\": expected a string");
+  EXPECT_EQ(error(R"({"ca_pem":"-----BEGIN PRIVATE KEY-----\n"})"),
+            "boot: field \"ca_pem\": does not start with \"-----BEGIN CERTIFICATE-----\"");
+  EXPECT_EQ(error(R"({"ca_pem":"\n-----BEGIN CERTIFICATE-----\n"})"),
+            "boot: field \"ca_pem\": does not start with \"-----BEGIN CERTIFICATE-----\"");
+  for (const char* bad : {"\\t", "\\u0000", "\\u007f", "\\u00e9"}) {
+    EXPECT_EQ(error(std::string(R"({"ca_pem":"-----BEGIN CERTIFICATE-----)") + bad + "\"}"),
+              "boot: field \"ca_pem\": holds a byte that is not printable ASCII, CR or LF")
+        << bad;
+  }
+  std::string header(kCaPemHeader);
+  BootConfig big;
+  big.ca_pem = header + std::string(kMaxCaPem - header.size(), 'A');
+  EXPECT_TRUE(ParseBootConfig(Encode(big)).ok());
+  big.ca_pem += "A";
+  EXPECT_EQ(error(Encode(big)), "boot: field \"ca_pem\": longer than 16384 bytes");
+}
+
 TEST(MessagesTest, SmallBodies) {
   EXPECT_EQ(Encode(ResultMsg{}), R"({"ok":true})");
   EXPECT_EQ(*ParseResultMsg(R"({"error":"x"})")->error, "x");

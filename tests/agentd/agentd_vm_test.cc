@@ -1,7 +1,8 @@
 // agentd as the guest's PID 1 in a real QEMU microvm (TCG): the root
 // assembled from disks found by serial, the writable layer that survives a
 // reboot (or not, when ephemeral), users from the image's /etc/passwd, copy in,
-// a boot failure reported through kReady, and shutdown ending QEMU. Checks
+// the sandbox CA in the image's trust and the environment, a boot failure
+// reported through kReady, and shutdown ending QEMU. Checks
 // the guest's output and files, not just exit codes. Skipped without a guest
 // kernel ($MSB_KERNEL or `msb kernel path`), busybox or mkfs.ext4.
 #include <poll.h>
@@ -190,6 +191,10 @@ class AgentdVmTest : public ::testing::Test {
     std::ofstream(root + "/etc/passwd") << "root:x:0:0:root:/root:/bin/sh\n"
                                            "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n";
     std::ofstream(root + "/etc/group") << "root:x:0:\nalice:x:1000:\nstaff:x:50:alice\n";
+    // A Debian-style CA bundle, and Alpine's link to it.
+    ASSERT_TRUE(MakeDirs(root + "/etc/ssl/certs").ok());
+    std::ofstream(root + "/etc/ssl/certs/ca-certificates.crt") << kSystemPem;
+    fs::create_symlink("certs/ca-certificates.crt", root + "/etc/ssl/cert.pem");
     auto mk = RunCapture({"mkfs.ext4", "-q", "-F", "-d", root, dir_ + "/base.img", "32M"});
     ASSERT_TRUE(mk.ok() && mk->status.code == 0) << (mk.ok() ? mk->output : mk.error().message());
   }
@@ -218,6 +223,8 @@ class AgentdVmTest : public ::testing::Test {
     return b;
   }
 
+  static constexpr const char* kSystemPem =
+      "-----BEGIN CERTIFICATE-----\nU1lTVEVN\n-----END CERTIFICATE-----\n";
   static inline std::string kernel_;
   static inline std::string dir_;
 };
@@ -326,6 +333,49 @@ TEST_F(AgentdVmTest, EphemeralLayerStartsEmpty) {
     auto out = g.Exec(2, Cmd({"sh", "-c", "cat /root/state 2>/dev/null || echo absent; echo x > /root/state"}));
     ASSERT_TRUE(out.ok());
     EXPECT_EQ(out->out, "absent\n") << "boot " << boot;
+    ASSERT_TRUE(g.Shutdown().ok());
+  }
+}
+
+TEST_F(AgentdVmTest, TrustsTheSandboxCaForOneBoot) {
+  const std::string pem = "-----BEGIN CERTIFICATE-----\nU0FOREJPWA==\n-----END CERTIFICATE-----\n";
+  std::string upper = NewUpper("upper-ca.img");
+  {
+    Guest g;
+    ASSERT_TRUE(g.Start(dir_, kernel_, upper).ok()) << Console();
+    BootConfig b = Boot({"sh", "-c", "echo \"$SSL_CERT_FILE $NODE_EXTRA_CA_CERTS\""});
+    b.ca_pem = pem;
+    b.env.push_back("CURL_CA_BUNDLE=/mine.pem");  // the sandbox's own setting wins
+    auto ready = g.Boot(b);
+    ASSERT_TRUE(ready.ok() && !*ready) << (ready.ok() ? **ready : ready.error().message()) << Console();
+    auto files = g.Exec(2, Cmd({"sh", "-c",
+                                "cat /usr/local/share/ca-certificates/msb.crt; echo --; cat /etc/ssl/cert.pem;"
+                                " echo --; ls -l /etc/ssl/cert.pem; stat -c %a /etc/ssl/certs/ca-certificates.crt"}));
+    ASSERT_TRUE(files.ok()) << files.error().message();
+    std::string block = "# msb sandbox CA begin\n" + pem + "# msb sandbox CA end\n";
+    EXPECT_EQ(files->out.substr(0, files->out.find("--\nlrwx")), pem + "--\n" + kSystemPem + block)
+        << files->out;
+    EXPECT_NE(files->out.find("/etc/ssl/cert.pem -> certs/ca-certificates.crt\n644\n"), std::string::npos)
+        << files->out;
+    auto env = g.Exec(3, Cmd({"sh", "-c", "echo \"$SSL_CERT_FILE $REQUESTS_CA_BUNDLE $CURL_CA_BUNDLE\""}));
+    ASSERT_TRUE(env.ok()) << env.error().message();
+    EXPECT_EQ(env->out, "/etc/ssl/msb-ca-bundle.pem /etc/ssl/msb-ca-bundle.pem /mine.pem\n");
+    ASSERT_TRUE(g.Shutdown().ok());
+    EXPECT_EQ(g.workload_out, "/etc/ssl/msb-ca-bundle.pem /usr/local/share/ca-certificates/msb.crt\n");
+  }
+  {
+    // The same writable layer booted without a CA: the last one is gone.
+    Guest g;
+    ASSERT_TRUE(g.Start(dir_, kernel_, upper).ok()) << Console();
+    auto ready = g.Boot(Boot({}));
+    ASSERT_TRUE(ready.ok() && !*ready) << (ready.ok() ? **ready : ready.error().message()) << Console();
+    auto out = g.Exec(2, Cmd({"sh", "-c",
+                              "cat /etc/ssl/cert.pem; ls /usr/local/share/ca-certificates /etc/ssl;"
+                              " echo \"[$SSL_CERT_FILE]\""}));
+    ASSERT_TRUE(out.ok()) << out.error().message();
+    EXPECT_EQ(out->out, std::string(kSystemPem) +
+                            "/etc/ssl:\ncert.pem\ncerts\n\n/usr/local/share/ca-certificates:\n[]\n")
+        << out->out;
     ASSERT_TRUE(g.Shutdown().ok());
   }
 }

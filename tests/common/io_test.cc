@@ -40,6 +40,23 @@ TEST_F(IoTest, AtomicWriteReplacesAndLeavesNoTemporary) {
   EXPECT_EQ(entries, 1);
 }
 
+TEST_F(IoTest, AtomicWriteAtIsRelativeToTheDirectoryFd) {
+  ASSERT_EQ(::mkdir((dir_ + "/d").c_str(), 0755), 0);
+  UniqueFd d(::open((dir_ + "/d").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(d.valid());
+  ASSERT_TRUE(WriteFileAtomicAt(d.get(), "f", "one").ok());
+  ASSERT_TRUE(WriteFileAtomicAt(d.get(), "f", "two").ok());
+  auto r = ReadFile(dir_ + "/d/f");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, "two");
+  int entries = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir_ + "/d")) { (void)e; ++entries; }
+  EXPECT_EQ(entries, 1);
+  auto missing = WriteFileAtomicAt(d.get(), "no/f", "x");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message().find("cannot create no/f.tmp."), std::string::npos);
+}
+
 TEST_F(IoTest, ReadMissingFileSaysWhich) {
   auto r = ReadFile(dir_ + "/nope");
   ASSERT_FALSE(r.ok());
