@@ -22,8 +22,10 @@
 #include "orchestrator/launch.h"
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
+#include "schema/sandboxfile.h"
 #include "schema/network_rule.h"
 #include "schema/values.h"
+#include "secrets/placeholder.h"
 
 namespace msb::cli {
 namespace {
@@ -54,6 +56,8 @@ struct RunArgs {
   std::vector<std::string> net_rules;
   std::vector<int> net_host_ports;
   std::vector<std::string> net_allow;
+  std::vector<std::string> secrets;  // --secret VAR=SOURCE:FROM@hosts
+  std::string tls_ca;                // --net-tls-ca FILE
   std::vector<std::string> publish;
   int net_mtu = 0;
 };
@@ -138,6 +142,17 @@ int Run(const RunArgs& a) {
   sb.user = a.user;
   sb.command = a.command;
   if (auto st = RunNetwork(a, sb); !st.ok()) return Fail(st.error().message());
+  if (!a.tls_ca.empty()) {
+    auto abs = schema::ResolveHostPath(a.tls_ca, cwd, home);
+    if (!abs.ok()) return Fail("--net-tls-ca " + a.tls_ca + ": " + abs.error().message());
+    sb.network.tls_ca = *abs;
+  }
+  for (const auto& text : a.secrets) {
+    auto secret = schema::ParseSecretFlag(text, sb.network, cwd, home);
+    if (!secret.ok()) return Fail(secret.error().message());
+    if (a.net_policy == "off") return Fail("--secret " + text + ": the sandbox has no network (--network off)");
+    sb.secrets[secret->first] = secret->second;
+  }
   orchestrator::LaunchOptions lo;
   lo.boot_workload = false;
   lo.network_device = a.net_policy != "off";
@@ -165,6 +180,12 @@ int Run(const RunArgs& a) {
   }
   auto req = orchestrator::MakeLaunchRequest(project, sb, *resolved, lo);
   if (!req.ok()) return Fail(req.error().message());
+  if (!req->secrets.empty()) {
+    // Every source readable before anything is made.
+    auto values = orchestrator::ReadSecretValues(req->name, req->secrets);
+    if (!values.ok()) return Fail(values.error().message());
+    secrets::WipeString(&*values);
+  }
   // entrypoint + (the command, else the image's cmd), as `up` would boot it.
   const std::vector<std::string>& argv = req->exec_command;
   if (argv.empty()) {
@@ -475,6 +496,10 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_option("--net-allow", a->net_allow, "allow destinations in CIDR (allow@CIDR; repeatable)")
         ->allow_extra_args(false);
     cmd->add_option("--net-mtu", a->net_mtu, "MTU of the guest's interface (default 65520)");
+    cmd->add_option("--secret", a->secrets,
+                    "a secret: VAR=env:HOSTVAR@host[,host] or VAR=file:PATH@host (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--net-tls-ca", a->tls_ca, "extra CA certificates (PEM) for upstreams of secrets");
     cmd->add_option("command", a->command, "command and arguments (after --)");
     OnRun(cmd, [a]() { return Run(*a); });
   }

@@ -6,13 +6,19 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <map>
 
 #include "common/dispatcher.h"
 #include "common/log.h"
 #include "cli/cli.h"
 #include "orchestrator/launch.h"
 #include "orchestrator/store.h"
+#include "secrets/placeholder.h"
+#include "secrets/transfer.h"
 #include "vm/supervisor.h"
 
 namespace msb::cli {
@@ -30,7 +36,45 @@ orchestrator::SandboxStatus ToStoreStatus(const vm::StatusReport& r) {
   return SandboxStatus::kFailed;
 }
 
-int RunSupervisor(const std::string& dir) {
+// The secret values msb writes to stdin (secrets/transfer.h), read whole
+// before stdin is closed; bounded by the transfer limits.
+Result<std::map<std::string, secrets::SecretValue>> ReadSecretValuesFromStdin() {
+  MSB_TRY_STATUS(secrets::ProtectProcessMemory());
+  std::string text;
+  text.reserve(64 * 1024);
+  char buf[16 * 1024];
+  for (;;) {
+    ssize_t n = ::read(0, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      secrets::WipeString(&text);
+      return Error::FromErrno("reading the secret values from stdin");
+    }
+    if (n == 0) break;
+    if (text.size() + static_cast<size_t>(n) > secrets::kMaxTransferBytes) {
+      secrets::WipeString(&text);
+      OPENSSL_cleanse(buf, sizeof buf);
+      return Error(ErrorCode::kInvalidArgument, "the secret values on stdin exceed their limit");
+    }
+    text.append(buf, static_cast<size_t>(n));
+  }
+  OPENSSL_cleanse(buf, sizeof buf);
+  auto values = secrets::DecodeValues(text);
+  secrets::WipeString(&text);
+  return values;
+}
+
+int RunSupervisor(const std::string& dir, bool secrets_stdin) {
+  std::map<std::string, secrets::SecretValue> secret_values;
+  std::string secrets_error;
+  if (secrets_stdin) {
+    auto read = ReadSecretValuesFromStdin();
+    if (read.ok()) {
+      secret_values = std::move(*read);
+    } else {
+      secrets_error = read.error().message();
+    }
+  }
   // Readiness goes to the pipe on stdout; everything else away from it.
   int notify = ::dup(1);
   int devnull = ::open("/dev/null", O_RDWR);
@@ -49,6 +93,12 @@ int RunSupervisor(const std::string& dir) {
                     O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
     std::string msg = "error: another supervisor already runs the sandbox in " + dir + "\n";
+    ssize_t u = ::write(notify, msg.data(), msg.size());
+    (void)u;
+    return 1;
+  }
+  if (!secrets_error.empty()) {
+    std::string msg = "error: " + secrets_error + "\n";
     ssize_t u = ::write(notify, msg.data(), msg.size());
     (void)u;
     return 1;
@@ -82,6 +132,7 @@ int RunSupervisor(const std::string& dir) {
       MSB_LOG(kWarn, "vm") << "cannot record status: " << st.error().message();
     }
   });
+  sup.SetSecretValues(std::move(secret_values));
   if (auto st = sup.Start(); !st.ok()) {
     std::string msg = "error: " + st.error().message() + "\n";
     ssize_t u = ::write(notify, msg.data(), msg.size());
@@ -103,8 +154,10 @@ void RegisterSupervisorCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("supervisor", "");  // hidden: empty description
   cmd->group("");
   auto dir = std::make_shared<std::string>();
+  auto secrets_stdin = std::make_shared<bool>(false);
   cmd->add_option("--dir", *dir, "sandbox directory")->required();
-  OnRun(cmd, [dir]() { return RunSupervisor(*dir); });
+  cmd->add_flag("--secrets-stdin", *secrets_stdin, "read secret values from stdin");
+  OnRun(cmd, [dir, secrets_stdin]() { return RunSupervisor(*dir, *secrets_stdin); });
 }
 
 }  // namespace msb::cli

@@ -19,6 +19,7 @@
 #include "agent/flow.h"
 #include "common/io.h"
 #include "common/unix_socket.h"
+#include "secrets/placeholder.h"
 #include "vm/control.h"
 
 namespace msb::orchestrator {
@@ -117,6 +118,17 @@ Result<json> ControlClient::GetStatus() {
 
 Status ControlClient::UpdatePolicy(const json& policy) {
   MSB_TRY_STATUS(Send(0, vm::AsFrameKind(vm::ControlKind::kUpdatePolicy), policy.dump()));
+  MSB_TRY(Frame f, Receive(10000));
+  auto r = agent::ParseResultMsg(f.payload);
+  if (!r.ok()) return r.error();
+  if (r->error) return Error(ErrorCode::kInvalidArgument, *r->error);
+  return OkStatus();
+}
+
+Status ControlClient::UpdateSecrets(std::string* values) {
+  Status sent = Send(0, vm::AsFrameKind(vm::ControlKind::kUpdateSecrets), *values);
+  secrets::WipeString(values);
+  MSB_TRY_STATUS(sent);
   MSB_TRY(Frame f, Receive(10000));
   auto r = agent::ParseResultMsg(f.payload);
   if (!r.ok()) return r.error();

@@ -31,6 +31,9 @@ class ControlClient {
   Result<nlohmann::json> GetStatus();
   // Replaces the restart policy and health check of the running sandbox.
   Status UpdatePolicy(const nlohmann::json& policy);
+  // New secret values (secrets/transfer.h text) for the running sandbox;
+  // *values is wiped once sent.
+  Status UpdateSecrets(std::string* values);
   // Asks for a graceful stop and waits until the supervisor is gone.
   Status Stop(int timeout_ms);
   // Runs req in the guest; returns its shell-style exit code (128+signal).

@@ -26,6 +26,7 @@
 #include "orchestrator/planner.h"
 #include "schema/network_rule.h"
 #include "schema/sandboxfile.h"
+#include "secrets/transfer.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
@@ -131,8 +132,10 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
       net.group_name = sb.name;
     }
     if (options.mtu != 0) net.mtu = options.mtu;
+    net.tls_ca_file = sb.network.tls_ca;
     req.network = net;
   }
+  req.secrets = VmSecretsOf(sb);
   req.policy = SupervisorPolicy(sb);
   req.config_hash = schema::ConfigHash(sb, digest);
   req.spec_json = RecordSpecJson(sb, digest);
@@ -261,6 +264,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.boot = nlohmann::json::parse(agent::Encode(boot));
   spec.policy = req.policy;
   spec.network = req.network;
+  spec.secrets = req.secrets;
   if (auto st = vm::WriteSpec(spec); !st.ok()) {
     cleanup_dir();
     return st.error();
@@ -312,6 +316,30 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   UniqueFd log(::open(spec.SupervisorLog().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   SpawnOptions so;
   so.argv = {"/proc/self/exe", "supervisor", "--dir", dir};
+  // Secret values go to the supervisor on its stdin, a pipe of their own,
+  // read now from their sources (never a file, argv or its environment).
+  std::string values;
+  UniqueFd values_rd, values_wr;
+  if (!spec.secrets.empty()) {
+    auto read = ReadSecretValues(rec.name, spec.secrets);
+    if (!read.ok()) {
+      SandboxStatusUpdate failed;
+      failed.status = SandboxStatus::kFailed;
+      failed.reason = read.error().message();
+      (void)store.UpdateSandboxStatus(req.project, req.name, failed);
+      return read.error();
+    }
+    values = std::move(*read);
+    int vp[2];
+    if (::pipe2(vp, O_CLOEXEC) != 0) {
+      secrets::WipeString(&values);
+      return Error::FromErrno("pipe2");
+    }
+    values_rd = UniqueFd(vp[0]);
+    values_wr = UniqueFd(vp[1]);
+    so.stdin_fd = values_rd.get();
+    so.argv.push_back("--secrets-stdin");
+  }
   so.stdout_fd = wr.get();
   so.stderr_fd = log.get();
   so.new_session = true;
@@ -319,6 +347,14 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) so.argv[0] = std::string(exe, static_cast<size_t>(n));
   auto child = ChildProcess::Spawn(so);
+  values_rd.Reset();
+  if (child.ok() && values_wr) {
+    // The supervisor reads all of it before anything else; a supervisor that
+    // died makes the write fail (EPIPE), and its readiness line says why.
+    (void)WriteAll(values_wr.get(), values);
+  }
+  values_wr.Reset();
+  secrets::WipeString(&values);
   if (!child.ok()) {
     SandboxStatusUpdate failed;
     failed.status = SandboxStatus::kFailed;
@@ -365,6 +401,54 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   MSB_TRY(auto got, store.GetSandbox(req.project, req.name));
   if (!got) return Error(ErrorCode::kInternal, "sandbox record vanished");
   return *got;
+}
+
+std::vector<vm::VmSecret> VmSecretsOf(const schema::Sandbox& sb) {
+  std::vector<vm::VmSecret> out;
+  for (const auto& [name, s] : sb.secrets) {
+    vm::VmSecret v;
+    v.name = name;
+    v.source = schema::ToString(s.source);
+    v.from = s.from;
+    v.allow = s.allow;
+    v.inject_headers = s.inject_headers;
+    v.inject_basic_auth = s.inject_basic_auth;
+    v.inject_query = s.inject_query;
+    v.inject_body = s.inject_body;
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Result<std::string> ReadSecretValues(const std::string& sandbox, const std::vector<vm::VmSecret>& secrets) {
+  std::vector<secrets::SecretValue> held;
+  held.reserve(secrets.size());
+  std::vector<std::pair<std::string, std::string_view>> pairs;
+  for (const auto& s : secrets) {
+    auto v = secrets::ReadSecretSource(s.source, s.from);
+    if (!v.ok()) {
+      return Error(ErrorCode::kInvalidArgument, "sandbox " + sandbox + ": secret " + s.name + ": " +
+                                                    v.error().message());
+    }
+    held.push_back(std::move(*v));
+    pairs.emplace_back(s.name, held.back().view());
+  }
+  return secrets::EncodeValues(pairs);
+}
+
+Status RefreshSecrets(Store& store, const schema::Project& project, const std::vector<std::string>& names) {
+  for (const std::string& name : names) {
+    auto sb = project.sandboxes.find(name);
+    if (sb == project.sandboxes.end() || sb->second.secrets.empty()) continue;
+    MSB_TRY(auto rec, store.GetSandbox(project.name, name));
+    if (!rec || !SupervisorAlive(*rec)) continue;
+    MSB_TRY(std::string values, ReadSecretValues(name, VmSecretsOf(sb->second)));
+    auto client = ControlClient::Connect(rec->control_socket);
+    Status st = client.ok() ? client->UpdateSecrets(&values) : Status(client.error());
+    secrets::WipeString(&values);
+    if (!st.ok()) return st.error().Wrap("handing new secret values to " + name);
+  }
+  return OkStatus();
 }
 
 Result<SandboxRecord> StartPrepared(Store& store, const SandboxRecord& record,

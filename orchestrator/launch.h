@@ -44,6 +44,9 @@ struct LaunchRequest {
   std::string spec_json;
   int boot_timeout_ms = 60000;
   std::optional<vm::VmNetwork> network;  // absent: no network device
+  // The sandbox's secrets: sources and hosts, never values; StartSupervisor
+  // reads the values each time it starts the supervisor.
+  std::vector<vm::VmSecret> secrets;
   // The workload held back by LaunchOptions::boot_workload off, for the
   // caller to exec once the guest is ready; Launch does not use it.
   std::vector<std::string> exec_command;
@@ -83,6 +86,17 @@ Result<SandboxRecord> Launch(Store& store, const LaunchRequest& request);
 // its directory, writable layer and spec; StartSupervisor boots a prepared or
 // stopped sandbox (its writable layer kept) and waits for ready.
 Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& request);
+
+// A sandbox's secrets as the supervisor's spec carries them.
+std::vector<vm::VmSecret> VmSecretsOf(const schema::Sandbox& sb);
+// Every secret's value read from its source now, as transfer text
+// (secrets/transfer.h): the caller wipes it (secrets::WipeString). The error
+// names the sandbox, the variable and what is wrong with the source.
+Result<std::string> ReadSecretValues(const std::string& sandbox, const std::vector<vm::VmSecret>& secrets);
+// The values of every running sandbox of `names` that has secrets, handed to
+// its supervisor in place (ControlKind::kUpdateSecrets).
+Status RefreshSecrets(Store& store, const schema::Project& project, const std::vector<std::string>& names);
+
 Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& record);
 
 // Boots a prepared, stopped or failed sandbox with the in-place changes the

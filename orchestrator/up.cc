@@ -17,6 +17,7 @@
 #include "common/io.h"
 #include "orchestrator/executor.h"
 #include "orchestrator/launch.h"
+#include "secrets/placeholder.h"
 
 namespace msb::orchestrator {
 
@@ -194,6 +195,19 @@ Status WaitUntilReady(const schema::Project& project, const UpOptions& options) 
   return Error(ErrorCode::kState, msg);
 }
 
+// Reads (and wipes) every secret of the sandboxes the plan starts or keeps,
+// so that an unset variable or a missing file fails `up` before any step.
+Status CheckSecretSources(const schema::Project& project, const Plan& plan) {
+  for (const auto& step : plan.steps) {
+    if (step.kind == StepKind::kRemove) continue;
+    auto sb = project.sandboxes.find(step.name);
+    if (sb == project.sandboxes.end() || sb->second.secrets.empty()) continue;
+    MSB_TRY(std::string values, ReadSecretValues(step.name, VmSecretsOf(sb->second)));
+    secrets::WipeString(&values);
+  }
+  return OkStatus();
+}
+
 bool Cancelled(const UpOptions& options) { return options.cancelled && options.cancelled(); }
 
 // Reads the pending inotify events; true when one names a watched file.
@@ -266,7 +280,15 @@ Result<Plan> PlanProject(const schema::Project& project, const UpOptions& option
 Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
   MSB_TRY(Store store, Store::Open(Store::DefaultPath()));
   MSB_TRY(Decision d, Decide(store, project, options, /*fetch=*/true));
+  // Every secret's source is readable before anything starts.
+  MSB_TRY_STATUS(CheckSecretSources(project, d.plan));
+  // Sandboxes that keep running get their secrets' current values in place.
+  std::vector<std::string> kept;
+  for (const auto& step : d.plan.steps) {
+    if (step.kind == StepKind::kNoop || step.kind == StepKind::kUpdate) kept.push_back(step.name);
+  }
   if (d.plan.NothingToDo()) {
+    MSB_TRY_STATUS(RefreshSecrets(store, project, kept));
     size_t n = project.sandboxes.size();
     if (options.report) {
       options.report("nothing to do: " + std::to_string(n) + (n == 1 ? " sandbox" : " sandboxes") +
@@ -290,7 +312,7 @@ Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
   if (!st.ok()) {
     return Error(st.error().code(), "some sandboxes did not come up:\n" + st.error().message());
   }
-  return OkStatus();
+  return RefreshSecrets(store, project, kept);
 }
 
 Status Up(const schema::Project& project, const UpOptions& options) {

@@ -601,3 +601,56 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
 }
 
 }  // namespace msb::schema::internal
+
+namespace msb::schema {
+
+Result<std::pair<std::string, Secret>> ParseSecretFlag(std::string_view text, const Network& network,
+                                                       const std::string& cwd, const std::string& home) {
+  const std::string usage = "expected VAR=env:HOSTVAR@host[,host...] or VAR=file:PATH@host[,host...]";
+  std::string flag(text);
+  size_t eq = flag.find('=');
+  size_t colon = eq == std::string::npos ? std::string::npos : flag.find(':', eq);
+  size_t at = flag.rfind('@');
+  if (eq == std::string::npos || colon == std::string::npos || at == std::string::npos || at < colon) {
+    return Error(ErrorCode::kInvalidArgument, "--secret " + flag + ": " + usage);
+  }
+  std::string name = flag.substr(0, eq), source = flag.substr(eq + 1, colon - eq - 1);
+  std::string from = flag.substr(colon + 1, at - colon - 1), hosts = flag.substr(at + 1);
+  auto fail = [&](const std::string& why) {
+    return Error(ErrorCode::kInvalidArgument, "--secret " + flag + ": " + why);
+  };
+  if (!IsEnvName(name)) return fail("invalid variable name \"" + name + "\"");
+  Secret secret;
+  if (source == "env") {
+    if (!IsEnvName(from)) return fail("invalid host variable name \"" + from + "\"");
+    secret.source = Secret::Source::kEnv;
+    secret.from = from;
+  } else if (source == "file") {
+    if (from.empty()) return fail("the path is empty");
+    auto abs = ResolveHostPath(from, cwd, home);
+    if (!abs.ok()) return fail(abs.error().message());
+    secret.source = Secret::Source::kFile;
+    secret.from = *abs;
+  } else {
+    return fail("unknown source \"" + source + "\"; " + usage);
+  }
+  size_t start = 0;
+  while (start <= hosts.size()) {
+    size_t comma = hosts.find(',', start);
+    std::string h = hosts.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    bool wildcard = h.rfind("*.", 0) == 0;
+    auto host = CanonicalHostName(wildcard ? h.substr(2) : h);
+    if (!host) return fail("\"" + h + "\" is not a host name or *.domain");
+    std::string entry = wildcard ? "*." + *host : *host;
+    if (!internal::SecretHostReachable(network, entry)) {
+      return fail("the sandbox's network (" + std::string(ToString(network.policy)) +
+                  ") never reaches " + entry + " over HTTPS: add --net-rule allow@" + entry + ":tcp:443");
+    }
+    secret.allow.push_back(std::move(entry));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return std::make_pair(name, secret);
+}
+
+}  // namespace msb::schema

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -65,5 +66,11 @@ std::string CanonicalYaml(const Project& project);
 // values are never in the model). image_digest, once the image store has
 // resolved the reference, is mixed in; empty hashes the reference alone.
 std::string ConfigHash(const Sandbox& sandbox, std::string_view image_digest = {});
+
+// `msb run --secret`: "VAR=env:HOSTVAR@host1,host2" or "VAR=file:PATH@host"
+// (hosts as in a secret's allow list; a relative PATH from cwd), checked as
+// the Sandboxfile's secrets are, against the network the sandbox will have.
+Result<std::pair<std::string, Secret>> ParseSecretFlag(std::string_view text, const Network& network,
+                                                       const std::string& cwd, const std::string& home);
 
 }  // namespace msb::schema
