@@ -87,6 +87,33 @@ SpawnOptions MsbTest::MsbSpawnOptions(const std::vector<std::string>& args) cons
   return o;
 }
 
+Result<std::string> DebianRootfs() {
+  static const Result<std::string> found = []() -> Result<std::string> {
+    std::string dir;
+    if (const char* d = std::getenv("MSB_TEST_DEBIAN_ROOTFS"); d != nullptr && *d) {
+      dir = d;
+    } else if (const char* c = std::getenv("XDG_CACHE_HOME"); c != nullptr && *c) {
+      dir = std::string(c) + "/msb-test/debian-rootfs";
+    } else if (const char* h = std::getenv("HOME"); h != nullptr && *h) {
+      dir = std::string(h) + "/.cache/msb-test/debian-rootfs";
+    } else {
+      return Error(ErrorCode::kUnavailable,
+                   "no Debian test image: neither MSB_TEST_DEBIAN_ROOTFS nor HOME is set; build "
+                   "one with scripts/make-debian-image DIR and set MSB_TEST_DEBIAN_ROOTFS=DIR");
+    }
+    const std::string script = SourceDir() + "/scripts/make-debian-image";
+    auto check = RunCapture({script, "--check", dir});
+    if (!check.ok()) return check.error().Wrap("running " + script + " --check");
+    if (check->status.code == 0) return dir;
+    bool present = ::access((dir + "/.msb-debian-image").c_str(), F_OK) == 0;
+    return Error(ErrorCode::kUnavailable,
+                 "the Debian test image " + dir + (present ? " is older than " + script : " is missing") +
+                     ": build it with " + script + " " + dir +
+                     " (scripts/test does; it needs deb.debian.org)");
+  }();
+  return found;
+}
+
 std::string HostHttpGet(uint16_t port, int deadline_s, std::string* error) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "common/child.h"
+#include "common/result.h"
 #include <string>
 #include <vector>
 
@@ -62,6 +63,14 @@ class MsbTest : public ::testing::Test {
   std::string home_;
   std::string rootfs_;
 };
+
+// The Debian root file system with real clients (curl, python3 and its ssl
+// module, openssl, ca-certificates), built by scripts/make-debian-image, which
+// scripts/test runs before ctest: $MSB_TEST_DEBIAN_ROOTFS, else
+// ${XDG_CACHE_HOME:-$HOME/.cache}/msb-test/debian-rootfs. Checked once per
+// process; an error naming the command that builds it when it is missing or
+// older than the script. Tests never build it: that needs deb.debian.org.
+Result<std::string> DebianRootfs();
 
 // GET / over HTTP/1.0 from 127.0.0.1:port: the whole response, or what came
 // within deadline_s; "" when it cannot connect or send (*error says why).
