@@ -339,6 +339,17 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
     values_wr = UniqueFd(vp[1]);
     so.stdin_fd = values_rd.get();
     so.argv.push_back("--secrets-stdin");
+    // The supervisor (and QEMU and virtiofsd after it) inherit no variable
+    // a secret is read from.
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      std::string_view kv(*e);
+      std::string_view name = kv.substr(0, kv.find('='));
+      bool secret = false;
+      for (const auto& s : spec.secrets) secret = secret || (s.source == "env" && s.from == name);
+      if (!secret) env.emplace_back(kv);
+    }
+    so.env = std::move(env);
   }
   so.stdout_fd = wr.get();
   so.stderr_fd = log.get();
