@@ -498,6 +498,42 @@ Result<nlohmann::json> LiveStatus(const SandboxRecord& record) {
   return client.GetStatus();
 }
 
+namespace {
+
+// The pid of the process running `msb supervisor --dir DIR` for this
+// sandbox, found by its command line (the record's pid is 0 once the
+// supervisor reported its end, and a recorded pid may have been reused); 0
+// when there is none. Never a pid that is not that supervisor: a kill(0)
+// would hit the caller's own process group.
+pid_t SupervisorPid(const SandboxRecord& r) {
+  auto is_ours = [&](pid_t pid) {
+    auto cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
+    if (!cmdline.ok()) return false;
+    std::vector<std::string> argv;
+    for (size_t at = 0; at < cmdline->size();) {
+      size_t end = cmdline->find('\0', at);
+      if (end == std::string::npos) end = cmdline->size();
+      argv.push_back(cmdline->substr(at, end - at));
+      at = end + 1;
+    }
+    for (size_t i = 1; i + 2 < argv.size(); ++i) {
+      if (argv[i] == "supervisor" && argv[i + 1] == "--dir" && argv[i + 2] == r.sandbox_dir) return true;
+    }
+    return false;
+  };
+  if (r.supervisor_pid > 0 && is_ours(static_cast<pid_t>(r.supervisor_pid))) {
+    return static_cast<pid_t>(r.supervisor_pid);
+  }
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    pid_t pid = static_cast<pid_t>(std::atoi(e.path().filename().c_str()));
+    if (pid > 0 && is_ours(pid)) return pid;
+  }
+  return 0;
+}
+
+}  // namespace
+
 Status Stop(Store& store, const SandboxRecord& r, int timeout_ms) {
   if (!SupervisorAlive(r)) {
     Observe(store, r);
@@ -516,7 +552,7 @@ Status Stop(Store& store, const SandboxRecord& r, int timeout_ms) {
     }
   }
   // No answer: end the supervisor; its QEMU dies with it (PDEATHSIG).
-  ::kill(static_cast<pid_t>(r.supervisor_pid), SIGKILL);
+  if (pid_t pid = SupervisorPid(r); pid > 0) ::kill(pid, SIGKILL);
   SandboxStatusUpdate u;
   u.status = SandboxStatus::kStopped;
   u.reason = "killed: the supervisor did not answer the stop request";
