@@ -41,7 +41,7 @@ orchestrator::SandboxStatus ToStoreStatus(const vm::StatusReport& r) {
 Result<std::map<std::string, secrets::SecretValue>> ReadSecretValuesFromStdin() {
   MSB_TRY_STATUS(secrets::ProtectProcessMemory());
   std::string text;
-  text.reserve(64 * 1024);
+  text.reserve(secrets::kMaxTransferBytes);  // never reallocated: no stray copies
   char buf[16 * 1024];
   for (;;) {
     ssize_t n = ::read(0, buf, sizeof buf);

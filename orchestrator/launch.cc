@@ -295,6 +295,32 @@ Result<SandboxRecord> Launch(Store& store, const LaunchRequest& req) {
   return StartSupervisor(store, rec);
 }
 
+namespace {
+
+// The supervisor's environment, which QEMU and virtiofsd inherit: msb's,
+// kept to what they use (the search path, locale, msb's own settings, the
+// host's trust store for intercepted upstreams), so that no variable a
+// secret of any sandbox is read from reaches them; and never this
+// sandbox's secret sources, whatever their names.
+std::vector<std::string> SupervisorEnvironment(const std::vector<vm::VmSecret>& secrets) {
+  static const char* const kKept[] = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR",
+                                      "SSL_CERT_FILE", "SSL_CERT_DIR"};
+  static const char* const kKeptPrefixes[] = {"MSB_", "LC_", "XDG_"};
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    std::string_view name = kv.substr(0, kv.find('='));
+    bool keep = false;
+    for (const char* k : kKept) keep = keep || name == k;
+    for (const char* p : kKeptPrefixes) keep = keep || name.rfind(p, 0) == 0;
+    for (const auto& s : secrets) keep = keep && !(s.source == "env" && s.from == name);
+    if (keep) env.emplace_back(kv);
+  }
+  return env;
+}
+
+}  // namespace
+
 Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   MSB_TRY(vm::VmSpec spec, vm::ReadSpec(rec.sandbox_dir));
   const std::string& dir = rec.sandbox_dir;
@@ -308,6 +334,13 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
     live.status = SandboxStatus::kStarting;
     return live;
   }
+  auto record_failed = [&](const std::string& why) {
+    SandboxStatusUpdate failed;
+    failed.status = SandboxStatus::kFailed;
+    failed.reason = why;
+    failed.supervisor_pid = 0;
+    (void)store.UpdateSandboxStatus(req.project, req.name, failed);
+  };
   // The supervisor: detached (own session), stdout is our readiness pipe,
   // stderr its log file.
   int p[2];
@@ -323,10 +356,7 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   if (!spec.secrets.empty()) {
     auto read = ReadSecretValues(rec.name, spec.secrets);
     if (!read.ok()) {
-      SandboxStatusUpdate failed;
-      failed.status = SandboxStatus::kFailed;
-      failed.reason = read.error().message();
-      (void)store.UpdateSandboxStatus(req.project, req.name, failed);
+      record_failed(read.error().message());
       return read.error();
     }
     values = std::move(*read);
@@ -339,21 +369,12 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
     values_wr = UniqueFd(vp[1]);
     so.stdin_fd = values_rd.get();
     so.argv.push_back("--secrets-stdin");
-    // The supervisor (and QEMU and virtiofsd after it) inherit no variable
-    // a secret is read from.
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      std::string_view kv(*e);
-      std::string_view name = kv.substr(0, kv.find('='));
-      bool secret = false;
-      for (const auto& s : spec.secrets) secret = secret || (s.source == "env" && s.from == name);
-      if (!secret) env.emplace_back(kv);
-    }
-    so.env = std::move(env);
+
   }
   so.stdout_fd = wr.get();
   so.stderr_fd = log.get();
   so.new_session = true;
+  so.env = SupervisorEnvironment(spec.secrets);
   char exe[4096];
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) so.argv[0] = std::string(exe, static_cast<size_t>(n));
@@ -367,10 +388,7 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   values_wr.Reset();
   secrets::WipeString(&values);
   if (!child.ok()) {
-    SandboxStatusUpdate failed;
-    failed.status = SandboxStatus::kFailed;
-    failed.reason = child.error().message();
-    (void)store.UpdateSandboxStatus(req.project, req.name, failed);
+    record_failed(child.error().message());
     return child.error();
   }
   pid_t sup_pid = child->Release();
@@ -401,11 +419,7 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
             vm::Supervisor::ConsoleTail(spec.SupervisorLog(), 10);
     }
     while (!why.empty() && why.back() == '\n') why.pop_back();
-    SandboxStatusUpdate failed;
-    failed.status = SandboxStatus::kFailed;
-    failed.reason = why;
-    failed.supervisor_pid = 0;
-    (void)store.UpdateSandboxStatus(req.project, req.name, failed);
+    record_failed(why);
     ::waitpid(sup_pid, &wst, 0);
     return Error(ErrorCode::kUnavailable, "sandbox " + req.name + " failed to start: " + why);
   }

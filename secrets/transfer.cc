@@ -47,7 +47,11 @@ Result<SecretValue> ReadSecretSource(std::string_view source, const std::string&
 }
 
 std::string EncodeValues(const std::vector<std::pair<std::string, std::string_view>>& values) {
+  // Sized once: growing would leave copies of the values in freed memory.
+  size_t size = 0;
+  for (const auto& [name, value] : values) size += name.size() + 2 + (value.size() + 2) / 3 * 4;
   std::string out;
+  out.reserve(size);
   for (const auto& [name, value] : values) {
     std::string b64 = Base64Encode(value);
     out += name;

@@ -108,7 +108,12 @@ class SecretProxy::Conn {
     u_.fd = std::move(upstream);
   }
 
-  void Start() { Rewatch(u_); }
+  void Start() {
+    idle_ = proxy_->dispatcher_.Timer([this] { OnIdle(); });
+    idle_.Arm(proxy_->options_.idle);
+    last_ = std::chrono::steady_clock::now();
+    Rewatch(u_);
+  }
 
  private:
   enum class Mode { kConnecting, kPeeking, kRelay, kPlain, kUpstream, kIntercepted, kClosing };
@@ -198,9 +203,21 @@ class SecretProxy::Conn {
     Settle();
   }
 
+  // Ends a flow that moved no byte for the idle limit (shorter once a side
+  // ended: a guest that resets its side leaves nothing behind).
+  void OnIdle() {
+    if (finished_) return;
+    auto limit = (g_.eof || u_.eof || g_done_ || u_done_) ? proxy_->options_.half_closed_idle
+                                                           : proxy_->options_.idle;
+    auto quiet = std::chrono::steady_clock::now() - last_;
+    if (quiet >= limit) return End();
+    idle_.Arm(std::chrono::duration_cast<std::chrono::milliseconds>(limit - quiet) + std::chrono::milliseconds(1));
+  }
+
   void Read(Side& s) {
     char buf[kReadChunk];
     ssize_t n = ::read(s.fd.get(), buf, sizeof(buf));
+    last_ = std::chrono::steady_clock::now();
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return;
       return End();
@@ -273,6 +290,10 @@ class SecretProxy::Conn {
       case Mode::kRelay:
       case Mode::kPlain:
         (guest ? g_done_ : u_done_) = true;
+        if (!idle_shortened_) {
+          idle_shortened_ = true;
+          idle_.Arm(proxy_->options_.half_closed_idle);
+        }
         return;
       case Mode::kUpstream:
         if (!guest) {
@@ -282,6 +303,10 @@ class SecretProxy::Conn {
         return End();
       case Mode::kIntercepted:
         // The TLS end decides once what was fed is consumed (PumpTls).
+        if (!idle_shortened_) {
+          idle_shortened_ = true;
+          idle_.Arm(proxy_->options_.half_closed_idle);
+        }
         return;
       case Mode::kConnecting:
       case Mode::kClosing:
@@ -402,14 +427,14 @@ class SecretProxy::Conn {
       ERR_clear_error();
       int n = SSL_read(us_.ssl.get(), buf, sizeof(buf));
       if (n > 0) {
-        SSL_write(gs_.ssl.get(), buf, n);
-        gs_.DrainTo(&g_.out);
+        if (!ToGuest(std::string_view(buf, static_cast<size_t>(n)), false)) return;
         continue;
       }
       int e = SSL_get_error(us_.ssl.get(), n);
       if (e == SSL_ERROR_WANT_READ && !u_.eof) break;
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_ZERO_RETURN) {
         u_done_ = true;
+        if (!ToGuest({}, true)) return;
         break;
       }
       return End();
@@ -418,11 +443,68 @@ class SecretProxy::Conn {
     gs_.DrainTo(&g_.out);
   }
 
+  // Upstream plaintext towards the guest, scanned for the secrets' values
+  // (see the header): false when the flow ended because one was there.
+  bool ToGuest(std::string_view bytes, bool last) {
+    held_.append(bytes);
+    const auto& secrets = proxy_->engine_->secrets();
+    std::string window = sent_tail_ + held_;
+    for (const auto& b : secrets) {
+      if (!b.value.empty() && window.find(b.value) != std::string::npos) {
+        proxy_->LogLimited("echo", flow_.label + " (" + *sni_ + "): the response holds the value of secret " +
+                                       b.name + "; the flow is closed before it reaches the guest");
+        secrets::WipeString(&window);
+        secrets::WipeString(&held_);
+        End();
+        return false;
+      }
+    }
+    secrets::WipeString(&window);
+    // Hold back a tail that begins a value, unless nothing more comes.
+    size_t hold = 0;
+    if (!last) {
+      for (const auto& b : secrets) {
+        if (b.value.size() <= kMinHeldPrefix) continue;
+        for (size_t k = std::min(b.value.size() - 1, held_.size()); k >= kMinHeldPrefix && k > hold; --k) {
+          if (held_.compare(held_.size() - k, k, b.value.substr(0, k)) == 0) {
+            hold = k;
+            break;
+          }
+        }
+      }
+    }
+    size_t send = held_.size() - hold;
+    if (send > 0) {
+      if (SSL_write(gs_.ssl.get(), held_.data(), static_cast<int>(send)) <= 0) {
+        End();
+        return false;
+      }
+      size_t keep = 0;
+      for (const auto& b : secrets) keep = std::max(keep, b.value.size());
+      sent_tail_.append(held_, 0, send);
+      if (sent_tail_.size() > keep) sent_tail_.erase(0, sent_tail_.size() - keep);
+      held_.erase(0, send);
+    }
+    gs_.DrainTo(&g_.out);
+    return true;
+  }
+
   // Sends one judged request on; ends the flow for a block or a refusal.
   void JudgeRequests() {
     while (mode_ == Mode::kIntercepted || mode_ == Mode::kPlain) {
       secrets::ParseOutcome p = parser_.Next();
-      if (p.status == secrets::ParseStatus::kNeedMore) return;
+      if (p.status == secrets::ParseStatus::kNeedMore) {
+        if (parser_.buffered() <= kMaxRawRequest) return;
+        if (mode_ == Mode::kPlain) {
+          mode_ = Mode::kRelay;
+          u_.out.append(parser_.TakeBuffered());
+          return;
+        }
+        proxy_->LogLimited("refused", flow_.label + " (" + *sni_ + "): request refused: larger than " +
+                                          std::to_string(kMaxRawRequest) + " bytes on the wire");
+        return Respond(secrets::ErrorResponse(413, "request larger than " + std::to_string(kMaxRawRequest) +
+                                                        " bytes on the wire"));
+      }
       if (p.status == secrets::ParseStatus::kRefused) {
         if (mode_ == Mode::kPlain) {
           // Not HTTP this parser carries; with no TLS there is no value to
@@ -434,6 +516,19 @@ class SecretProxy::Conn {
         proxy_->LogLimited("refused", flow_.label + " (" + *sni_ + "): request refused: " +
                                           proxy_->engine_->Redact(p.refusal.reason));
         return Respond(secrets::ErrorResponse(p.refusal.status, p.refusal.reason));
+      }
+      if (mode_ == Mode::kIntercepted) {
+        std::string why;
+        if (p.request.method == "TRACE" || p.request.method == "TRACK") {
+          why = p.request.method + " is not carried to a secret's host (it echoes the request)";
+        } else if (!secrets::FindHeaders(p.request.headers, "Upgrade").empty()) {
+          why = "protocol upgrades are not carried to a secret's host";
+        }
+        if (!why.empty()) {
+          secrets::WipeString(&p.raw);
+          proxy_->LogLimited("refused", flow_.label + " (" + *sni_ + "): request refused: " + why);
+          return Respond(secrets::ErrorResponse(501, why));
+        }
       }
       secrets::FlowContext ctx;
       if (mode_ == Mode::kIntercepted) ctx.sni = sni_;
@@ -455,7 +550,9 @@ class SecretProxy::Conn {
       u_.out.append(bytes);
       return;
     }
-    if (!bytes.empty()) SSL_write(us_.ssl.get(), bytes.data(), static_cast<int>(bytes.size()));
+    if (!bytes.empty() && SSL_write(us_.ssl.get(), bytes.data(), static_cast<int>(bytes.size())) <= 0) {
+      return End();
+    }
     us_.DrainTo(&u_.out);
   }
 
@@ -518,8 +615,13 @@ class SecretProxy::Conn {
   void End() {
     if (finished_) return;
     finished_ = true;
+    idle_.Reset();
     g_.watch.Reset();
     u_.watch.Reset();
+    // The descriptors go now, not with the deferred deletion: both peers
+    // see the end at once, whatever the loop does next.
+    g_.fd.Reset();
+    u_.fd.Reset();
     if (ready_) {
       Ready ready = std::move(ready_);
       ready(UniqueFd());
@@ -542,6 +644,11 @@ class SecretProxy::Conn {
   bool u_done_ = false;  // no more bytes come from upstream
   bool sent_close_up_ = false, sent_close_guest_ = false;
   bool finished_ = false;
+  EventHandle idle_;
+  std::chrono::steady_clock::time_point last_;
+  bool idle_shortened_ = false;
+  std::string held_;       // upstream plaintext that may begin a value
+  std::string sent_tail_;  // the last bytes sent to the guest, to find a value across reads
 };
 
 SecretProxy::SecretProxy(Dispatcher& dispatcher, secrets::CertificateAuthority ca, ProxyOptions options,
@@ -568,6 +675,7 @@ Status SecretProxy::InitTls() {
   for (SSL_CTX* ctx : {server_ctx_.get(), client_ctx_.get()}) {
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
   }
   SSL_CTX_set_alpn_select_cb(server_ctx_.get(), SelectHttp11, nullptr);
   SSL_CTX_set_verify(client_ctx_.get(), SSL_VERIFY_PEER, nullptr);
@@ -594,6 +702,11 @@ Status SecretProxy::InitTls() {
 }
 
 void SecretProxy::Open(UniqueFd upstream, ProxyFlow flow, Ready ready) {
+  if (conns_.size() >= options_.max_flows) {
+    LogLimited("flows", flow.label + ": refused: " + std::to_string(conns_.size()) + " flows are open");
+    dispatcher_.Post([ready = std::move(ready)]() { ready(UniqueFd()); });
+    return;
+  }
   uint64_t id = next_id_++;
   auto conn = std::make_unique<Conn>(this, id, std::move(upstream), std::move(flow), std::move(ready));
   Conn* c = conn.get();

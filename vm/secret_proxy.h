@@ -39,8 +39,19 @@
 //
 // Limits: at most ProxyOptions::buffer_bytes are queued towards each socket
 // before the proxy stops reading the other; a request is buffered whole up
-// to the parser's limits (secrets/http_request.h). Log lines about blocks
-// (secrets/counters.h), refusals and failed upstreams are rate-limited.
+// to the parser's limits (secrets/http_request.h), and its raw bytes (chunk
+// framing included) to kMaxRawRequest. Flows end after ProxyOptions::idle
+// without a byte, or half_closed_idle once one side ended; at most
+// max_flows at once. Log lines about blocks (secrets/counters.h), refusals
+// and failed upstreams are rate-limited.
+//
+// Responses on intercepted flows are relayed unparsed but scanned for every
+// secret's value (an upstream that echoes a header, a query or a body back):
+// a value found closes the flow before those bytes reach the guest. Bytes
+// that end in the first kMinHeldPrefix or more bytes of a value are held
+// until the next read decides (or the upstream ends). On intercepted flows
+// TRACE, TRACK and requests asking for a protocol upgrade are refused: an
+// echo, and a stream the parser could not follow.
 // Single-threaded: everything runs on the dispatcher's thread.
 #pragma once
 
@@ -59,13 +70,22 @@
 #include "common/result.h"
 #include "secrets/ca.h"
 #include "secrets/counters.h"
+#include "secrets/http_request.h"
 #include "secrets/substitute.h"
 
 namespace msb::vm {
 
+// The raw bytes one request may span before it is refused (a chunked body's
+// framing can be many times its decoded size).
+inline constexpr size_t kMaxRawRequest = 2 * secrets::kMaxBodyBytes;
+inline constexpr size_t kMinHeldPrefix = 4;
+
 struct ProxyOptions {
   std::string extra_ca_pem;                // network.tls.ca: more trust anchors for upstreams
   size_t buffer_bytes = 256 * 1024;        // queued towards one socket before reading stops
+  size_t max_flows = 8192;                 // more are refused (the guest's SYN gets a RST)
+  std::chrono::milliseconds idle{2 * 60 * 60 * 1000};    // a flow with no byte either way ends
+  std::chrono::milliseconds half_closed_idle{60 * 1000};  // ... once either side has ended
 };
 
 // What the policy decided about a flow, for the gates and the log.

@@ -53,8 +53,9 @@ std::string ReadAllFd(int fd) {
 // sends it before reading (a server that speaks first) and echoes one read.
 class Upstream {
  public:
-  Upstream(CertificateAuthority* ca, std::string name, std::string greeting = "")
-      : greeting_(std::move(greeting)) {
+  // echo: the response body is the request as received.
+  Upstream(CertificateAuthority* ca, std::string name, std::string greeting = "", bool echo = false)
+      : greeting_(std::move(greeting)), echo_(echo) {
     listen_ = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -128,7 +129,9 @@ class Upstream {
   }
   template <typename F>
   void Reply(F write) {
-    write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    std::string body = echo_ ? received_ : "ok";
+    write("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+          body);
   }
 
   UniqueFd listen_;
@@ -136,6 +139,7 @@ class Upstream {
   std::shared_ptr<const secrets::Leaf> leaf_;
   SslCtxPtr ctx_;
   std::string greeting_;
+  bool echo_ = false;
   std::thread thread_;
   std::string received_;
   bool accepted_ = false;
@@ -193,13 +197,12 @@ class SecretProxyTest : public ::testing::Test {
     value_.emplace(std::move(*v));
   }
 
-  void MakeProxy(bool trust_upstream_ca = true, bool pinned = true) {
+  void MakeProxy(bool trust_upstream_ca = true, bool pinned = true, ProxyOptions options = {}) {
     secrets::SecretBinding b;
     b.name = "API_TOKEN";
     b.placeholder = placeholder_;
     b.value = value_->view();
     b.allow = {"api.test"};
-    ProxyOptions options;
     if (trust_upstream_ca) options.extra_ca_pem = upstream_ca_.CertificatePem();
     auto p = SecretProxy::Create(dispatcher_, {b}, NewCa({"api.test"}, "msb sandbox CA"), options,
                                  [pinned](std::string_view name, std::string_view ip) {
@@ -433,6 +436,75 @@ TEST_F(SecretProxyTest, NewBindingsApplyToTheNextRequest) {
   server.Join();
   EXPECT_NE(server.received().find("X-Key: second-value-123\r\n"), std::string::npos) << server.received();
   EXPECT_EQ(counters["API_TOKEN"]["substituted"], 1);
+}
+
+TEST_F(SecretProxyTest, AnUpstreamThatEchoesTheValueNeverGetsItToTheGuest) {
+  MakeProxy();
+  Upstream server(&upstream_ca_, "api.test", "", /*echo=*/true);
+  ClientResult got;
+  RunFlow(server.port(), [&](int fd) {
+    got = TlsClient(fd, proxy_->CaPem(), "api.test", Get("Authorization: Bearer " + placeholder_ + "\r\n"));
+  });
+  proxy_.reset();
+  server.Join();
+  // The upstream had the value and sent it back; the guest got none of it.
+  EXPECT_NE(server.received().find(kValue), std::string::npos);
+  EXPECT_TRUE(got.handshake);
+  EXPECT_EQ(got.response.find(kValue), std::string::npos) << got.response;
+  EXPECT_EQ(got.response.find("200 OK"), std::string::npos) << got.response;
+}
+
+TEST_F(SecretProxyTest, TraceAndUpgradesAreRefusedOnInterceptedFlows) {
+  for (const std::string& request :
+       {"TRACE / HTTP/1.1\r\nHost: api.test\r\nX-K: " + placeholder_ + "\r\n\r\n",
+        Get("Connection: upgrade\r\nUpgrade: websocket\r\nX-K: " + placeholder_ + "\r\n")}) {
+    MakeProxy();
+    Upstream server(&upstream_ca_, "api.test");
+    ClientResult got;
+    RunFlow(server.port(), [&](int fd) { got = TlsClient(fd, proxy_->CaPem(), "api.test", request); });
+    proxy_.reset();
+    server.Join();
+    EXPECT_NE(got.response.find("HTTP/1.1 501"), std::string::npos) << got.response;
+    EXPECT_EQ(server.received(), "");
+  }
+}
+
+TEST_F(SecretProxyTest, ARequestWhoseChunkFramingOutgrowsTheBoundIsRefused) {
+  MakeProxy();
+  Upstream server(&upstream_ca_, "api.test");
+  ClientResult got;
+  RunFlow(server.port(), [&](int fd) {
+    // One-byte chunks with long extensions: little body, many bytes.
+    std::string req = "POST / HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+    std::string chunk = "1;" + std::string(200, 'e') + "\r\nx\r\n";
+    while (req.size() < kMaxRawRequest + 64 * 1024) req += chunk;
+    got = TlsClient(fd, proxy_->CaPem(), "api.test", req);
+  });
+  proxy_.reset();
+  server.Join();
+  EXPECT_NE(got.response.find("HTTP/1.1 413"), std::string::npos) << got.response.substr(0, 200);
+  EXPECT_EQ(server.received(), "");
+}
+
+TEST_F(SecretProxyTest, ASilentFlowEndsAfterTheIdleLimitAndFlowsBeyondTheCapAreRefused) {
+  ProxyOptions options;
+  options.idle = std::chrono::milliseconds(200);
+  MakeProxy(true, true, options);
+  Upstream server(nullptr, "");
+  std::string got = "unset";
+  RunFlow(server.port(), [&](int fd) { got = ReadAllFd(fd); });  // EOF once the proxy ends it
+  EXPECT_EQ(got, "");
+  EXPECT_EQ(proxy_->flows(), 0u);
+  proxy_.reset();
+  server.Join();
+
+  options.max_flows = 0;
+  MakeProxy(true, true, options);
+  Upstream other(nullptr, "");
+  int stream = 0;
+  RunFlow(other.port(), [&](int fd) { stream = fd; });
+  EXPECT_EQ(stream, -1);
+  proxy_.reset();
 }
 
 }  // namespace
