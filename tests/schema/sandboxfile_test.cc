@@ -468,5 +468,36 @@ TEST(LoaderTest, LegacyBuildsModulesImportsAreRefused) {
             "microsandbox builds, and msb does not implement builds\n");
 }
 
+// `msb run --secret`: both sources, hosts and wildcards canonical, and every
+// malformed form refused with the flag quoted.
+TEST(SecretFlagTest, ParsesSourcesAndHostsAndRefusesTheRest) {
+  Network net;  // public
+  auto env = ParseSecretFlag("TOKEN=env:GH_TOKEN@API.github.com.,*.Example.org", net, "/work", "/root");
+  ASSERT_TRUE(env.ok()) << env.error().message();
+  EXPECT_EQ(env->first, "TOKEN");
+  EXPECT_EQ(env->second.source, Secret::Source::kEnv);
+  EXPECT_EQ(env->second.from, "GH_TOKEN");
+  EXPECT_EQ(env->second.allow, (std::vector<std::string>{"api.github.com", "*.example.org"}));
+  EXPECT_TRUE(env->second.inject_headers);
+  EXPECT_FALSE(env->second.inject_query);
+  auto file = ParseSecretFlag("KEY=file:keys/k.txt@api.test", net, "/work", "/root");
+  ASSERT_TRUE(file.ok()) << file.error().message();
+  EXPECT_EQ(file->second.source, Secret::Source::kFile);
+  EXPECT_EQ(file->second.from, "/work/keys/k.txt");
+  for (const char* bad : {"TOKEN", "TOKEN=env:GH", "TOKEN=vault:x@h.test", "1X=env:A@h.test", "T=env:A-B@h.test",
+                          "T=env:A@", "T=env:A@bad host", "T=file:@h.test"}) {
+    auto r = ParseSecretFlag(bad, net, "/work", "/root");
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message().find(std::string("--secret ") + bad), std::string::npos) << r.error().message();
+  }
+  // A host the network never reaches over HTTPS names the rule to add.
+  Network none;
+  none.policy = NetworkPolicy::kNone;
+  auto unreachable = ParseSecretFlag("T=env:A@api.test", none, "/work", "/root");
+  ASSERT_FALSE(unreachable.ok());
+  EXPECT_NE(unreachable.error().message().find("--net-rule allow@api.test:tcp:443"), std::string::npos)
+      << unreachable.error().message();
+}
+
 }  // namespace
 }  // namespace msb::schema
