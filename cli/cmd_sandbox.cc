@@ -25,6 +25,7 @@
 #include "schema/sandboxfile.h"
 #include "schema/network_rule.h"
 #include "schema/values.h"
+#include "vm/log_file.h"
 #include "secrets/placeholder.h"
 
 namespace msb::cli {
@@ -441,14 +442,14 @@ int Logs(const std::string& name, bool follow, const std::string& since_text) {
   }
   std::string path = rec->sandbox_dir + "/workload.log";
   int ino = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (follow && ino >= 0) ::inotify_add_watch(ino, path.c_str(), IN_MODIFY);
-  size_t offset = 0;
+  // The directory, not the file: a rotation makes a new workload.log.
+  if (follow && ino >= 0) ::inotify_add_watch(ino, rec->sandbox_dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+  vm::LogFollower log(path);
   for (;;) {
-    auto text = ReadFile(path);
-    if (text.ok()) offset = PrintLog(*text, offset, since);
+    PrintLog(log.Read(), 0, since);
     if (!follow) break;
     if (!orchestrator::SupervisorAlive(*rec)) {
-      if (auto last = ReadFile(path); last.ok()) PrintLog(*last, offset, since);
+      PrintLog(log.Read(), 0, since);
       break;
     }
     // Woken by a write to the log, or once a second to notice the sandbox ended.

@@ -26,6 +26,7 @@
 #include "orchestrator/planner.h"
 #include "schema/network_rule.h"
 #include "schema/sandboxfile.h"
+#include "schema/values.h"
 #include "secrets/transfer.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
@@ -244,6 +245,14 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.initramfs = initramfs;
   spec.base_disk = base;
   spec.boot_timeout_ms = req.boot_timeout_ms;
+  if (const char* max = std::getenv("MSB_LOG_MAX_SIZE"); max != nullptr && *max != '\0') {
+    auto bytes = schema::ParseSize(max);
+    if (!bytes.ok()) {
+      cleanup_dir();
+      return bytes.error().Wrap("MSB_LOG_MAX_SIZE " + std::string(max));
+    }
+    spec.log_max_bytes = *bytes;
+  }
   spec.tsc_khz = CachedTscKhz();
   agent::BootConfig boot = req.boot;
   if (boot.hostname.empty()) boot.hostname = req.name;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "vm/log_file.h"
 #include "vm/devices.h"
 
 namespace msb::vm {
@@ -88,6 +89,8 @@ struct VmSpec {
   // known frequency it never calibrates. 0: let the kernel calibrate.
   uint64_t tsc_khz = 0;
   int boot_timeout_ms = 60000;
+  // workload.log's bound (vm/log_file.h): MSB_LOG_MAX_SIZE when msb started it.
+  uint64_t log_max_bytes = kDefaultLogMaxBytes;
   int stop_timeout_ms = 10000;
   std::optional<VmNetwork> network;  // absent: no network device
   std::vector<VmSecret> secrets;     // by name

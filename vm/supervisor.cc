@@ -96,9 +96,11 @@ Status Supervisor::Start() {
   } else {
     return p.error().Wrap("sandbox spec");
   }
-  workload_log_ = UniqueFd(::open(spec_.WorkloadLog().c_str(),
-                                  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!workload_log_) return Error::FromErrno("cannot open " + spec_.WorkloadLog());
+  {
+    auto log = RotatingLog::Open(spec_.WorkloadLog(), spec_.log_max_bytes);
+    if (!log.ok()) return log.error();
+    workload_log_.emplace(std::move(*log));
+  }
   if (!spec_.secrets.empty()) {
     // Values live here: no core dump, no ptrace or /proc/PID/mem for others.
     MSB_TRY_STATUS(secrets::ProtectProcessMemory());
@@ -382,7 +384,10 @@ void Supervisor::HandleWorkloadFrame(const Frame& f) {
                 {"stream", f.kind == FrameKind::kStdout ? "stdout" : "stderr"},
                 {"data", f.payload}};
       std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-      (void)WriteAll(workload_log_.get(), text);
+      if (auto st = workload_log_->Append(text); !st.ok() && !log_failed_) {
+        log_failed_ = true;
+        MSB_LOG(kWarn, "vm") << "workload output is not logged: " << st.error().message();
+      }
       SendAgent(agent::kWorkloadId, FrameKind::kCredit,
                 agent::Encode(agent::Credit{static_cast<uint32_t>(f.payload.size())}));
       return;

@@ -34,6 +34,7 @@
 #include "vm/lifecycle_policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
+#include "vm/log_file.h"
 #include "vm/network.h"
 #include "vm/sandbox_secrets.h"
 #include "vm/virtiofs.h"
@@ -133,7 +134,8 @@ class Supervisor {
   std::unique_ptr<QmpClient> qmp_;
   EventHandle sigchld_, sigterm_, sigint_;
   EventHandle boot_timer_, stop_timer_, kill_timer_;
-  UniqueFd workload_log_;
+  std::optional<RotatingLog> workload_log_;  // workload.log, bounded
+  bool log_failed_ = false;
 
   std::map<Client*, std::unique_ptr<Client>> clients_;
   std::map<uint32_t, Route> routes_;  // guest id -> client

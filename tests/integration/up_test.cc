@@ -299,6 +299,31 @@ TEST_F(UpTest, LogsFollowUntilTheWorkloadEndsAndFilterBySince) {
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 
+// A guest that floods its output leaves at most two generations of the
+// bound on the host (MSB_LOG_MAX_SIZE), and `msb logs` still ends with the
+// newest output. 10 MB of NULs become about 60 MB of escaped log lines.
+TEST_F(UpTest, AFloodingWorkloadLeavesAtMostTheLogBoundOnTheHost) {
+  env_["MSB_LOG_MAX_SIZE"] = "1M";
+  WriteSandboxfile("name: flood\nsandboxes:\n  flood:\n    image: " + Rootfs() +
+                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", "
+                   "\"dd if=/dev/zero bs=65536 count=160 2>/dev/null; echo flood-done\"]\n");
+  ASSERT_EQ(InProject({"up"}).code, 0);
+  auto follow = Msb({"logs", "-f", "flood"}, "", 180);
+  EXPECT_EQ(follow.code, 0);
+  ASSERT_GE(follow.out.size(), 11u);
+  EXPECT_EQ(follow.out.substr(follow.out.size() - 11), "flood-done\n");
+  std::string dir;
+  for (const auto& e : std::filesystem::directory_iterator(Home() + "/sandboxes")) dir = e.path().string();
+  struct stat cur, old;
+  ASSERT_EQ(::stat((dir + "/workload.log").c_str(), &cur), 0);
+  ASSERT_EQ(::stat((dir + "/workload.log.1").c_str(), &old), 0);  // it did rotate
+  EXPECT_LE(cur.st_size, 1 << 20);
+  EXPECT_LE(old.st_size, 1 << 20);
+  auto logs = Msb({"logs", "flood"});
+  EXPECT_EQ(logs.out.substr(logs.out.size() - 11), "flood-done\n");
+  EXPECT_EQ(InProject({"down"}).code, 0);
+}
+
 TEST_F(UpTest, DevEnvExampleRunsAsIs) {
   std::string src = SourceDir();
   std::string file = src + "/examples/dev-env/Sandboxfile";
