@@ -67,4 +67,19 @@ void LogLine(LogLevel level, std::string_view component, std::string_view messag
   (void)unused;
 }
 
+bool LogRateLimiter::Allow(const std::string& key, Clock::time_point now, uint64_t* held) {
+  State& st = keys_[key];
+  if (st.logged && now - st.last < interval_) {
+    ++st.held;
+    return false;
+  }
+  *held = st.held;
+  st = State{now, true, 0};
+  return true;
+}
+
+std::string HeldBackNote(uint64_t held) {
+  return held > 0 ? " (" + std::to_string(held) + " more like it not logged)" : "";
+}
+
 }  // namespace msb

@@ -3,6 +3,9 @@
 // Not a structured event log: the workload's own output goes to the sandbox log.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <map>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -29,6 +32,32 @@ class LogMessage {
   std::string_view component_;
   std::ostringstream stream_;
 };
+
+// At most one line per key per interval, for lines a guest can cause at
+// will (a DNS answer, a refused flow): the lines held back are counted and
+// the next line that goes out says how many. Keys are fixed categories, not
+// guest text, so the map stays small.
+class LogRateLimiter {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit LogRateLimiter(std::chrono::milliseconds interval = std::chrono::seconds(10)) : interval_(interval) {}
+  // Whether a line for key goes out now; *held: how many were held back
+  // since the last one that did.
+  bool Allow(const std::string& key, Clock::time_point now, uint64_t* held);
+  bool Allow(const std::string& key, uint64_t* held) { return Allow(key, Clock::now(), held); }
+
+ private:
+  struct State {
+    Clock::time_point last{};
+    bool logged = false;
+    uint64_t held = 0;
+  };
+  std::chrono::milliseconds interval_;
+  std::map<std::string, State, std::less<>> keys_;
+};
+
+// " (N more like it not logged)" for held > 0, else "".
+std::string HeldBackNote(uint64_t held);
 
 }  // namespace msb
 

@@ -21,6 +21,13 @@ using dns::Type;
 
 namespace {
 
+// Lines the guest causes with its queries: rate-limited, so that a guest
+// asking for names without end cannot fill the supervisor's log.
+LogRateLimiter& GuestCausedLines() {
+  static LogRateLimiter limiter;
+  return limiter;
+}
+
 bool IsType(uint16_t t, Type want) { return t == static_cast<uint16_t>(want); }
 
 bool ForwardableName(const std::string& name) {
@@ -127,8 +134,10 @@ Message FilterUpstreamAnswer(const Message& query, const Message& upstream, cons
       Decision d = policy.MayReach(*r.address, chain);
       if (!d.allow) {
         if (stats != nullptr) ++stats->dropped_addresses;
-        MSB_LOG(kInfo, "dns") << "dropped " << r.address->ToString() << " from the answer for " << q.name
-                              << ": " << d.reason;
+        if (uint64_t held; GuestCausedLines().Allow("dropped", &held)) {
+          MSB_LOG(kInfo, "dns") << "dropped " << r.address->ToString() << " from the answer for " << q.name
+                                << ": " << d.reason << HeldBackNote(held);
+        }
         continue;
       }
     }
@@ -342,7 +351,10 @@ void DnsServer::Answer(const Pending& p, int status, const unsigned char* abuf, 
     if (parsed.ok()) {
       upstream = std::move(*parsed);
     } else {
-      MSB_LOG(kWarn, "dns") << "upstream answer for " << q.questions[0].name << ": " << parsed.error().message();
+      if (uint64_t held; GuestCausedLines().Allow("upstream", &held)) {
+        MSB_LOG(kWarn, "dns") << "upstream answer for " << q.questions[0].name << ": " << parsed.error().message()
+                              << HeldBackNote(held);
+      }
     }
   }
   if (upstream) {
@@ -355,7 +367,10 @@ void DnsServer::Answer(const Pending& p, int status, const unsigned char* abuf, 
     else if (status == ARES_EREFUSED) rcode = Rcode::kRefused;
     if (rcode == Rcode::kServFail) {
       ++stats_.upstream_failures;
-      MSB_LOG(kInfo, "dns") << "resolving " << q.questions[0].name << ": " << ares_strerror(status);
+      if (uint64_t held; GuestCausedLines().Allow("resolving", &held)) {
+        MSB_LOG(kInfo, "dns") << "resolving " << q.questions[0].name << ": " << ares_strerror(status)
+                              << HeldBackNote(held);
+      }
     }
     out = ResponseTo(q.header, q.questions, rcode);
   }

@@ -354,7 +354,10 @@ UniqueFd NetworkAttachment::ConnectPeer(const std::string& peer, uint16_t port) 
   char answer = 0;
   if (::send(fd.get(), header.data(), header.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(header.size()) ||
       ::recv(fd.get(), &answer, 1, 0) != 1 || answer != '+') {
-    MSB_LOG(kInfo, "net") << "group: " << peer << " refused tcp port " << port;
+    static LogRateLimiter refusals;  // the guest may knock at will
+    if (uint64_t held; refusals.Allow("group", &held)) {
+      MSB_LOG(kInfo, "net") << "group: " << peer << " refused tcp port " << port << HeldBackNote(held);
+    }
     return UniqueFd();
   }
   (void)SetNonBlocking(fd.get());
