@@ -390,6 +390,13 @@ TEST_F(UpTest, TwoDirectoriesWithOneBasenameNeverTouchEachOther) {
   EXPECT_THAT(ps.out, HasSubstr("app "));
   EXPECT_THAT(ps.out, HasSubstr("other "));
   EXPECT_EQ(WaitForLogs("other/web", "web of b"), "web of b\n");
+  // PROJECT/NAME reaches each one for exec and cp.
+  ASSERT_EQ(Msb({"exec", "other/web", "--", "sh", "-c", "echo b > /mark"}).code, 0);
+  EXPECT_EQ(Msb({"exec", "app/web", "--", "sh", "-c", "cat /mark 2>/dev/null || echo none"}).out,
+            "none\n");
+  auto cp = Msb({"cp", "other/web:/mark", Home() + "/mark-b"});
+  ASSERT_EQ(cp.code, 0) << cp.err;
+  EXPECT_EQ(*ReadFile(Home() + "/mark-b"), "b\n");
 
   // "web" alone is ambiguous outside both projects, and names the commands.
   auto ambiguous = Msb({"logs", "web"});
