@@ -21,9 +21,30 @@ int Fail(const std::string& message);
 // Prints rows (the first is the header) as left-aligned columns on stdout.
 void PrintTable(const std::vector<std::vector<std::string>>& rows);
 
-// Loads the Sandboxfile (-f FILE, else the current directory's), printing
-// every diagnostic to stderr; nullopt (exit 1) when there is any error.
-std::optional<schema::Project> LoadProjectOrReport(const std::string& file);
+// -f FILE and -p NAME, for every command that reads a Sandboxfile.
+struct ProjectFlags {
+  std::string file;  // empty: ./Sandboxfile, else ./msb.yaml
+  std::string name;  // -p; empty: $MSB_PROJECT_NAME, else the file's name:, else the directory's
+};
+void AddProjectFlags(CLI::App* cmd, ProjectFlags* flags);
+// -p NAME alone, for per-sandbox commands (the current project, see below).
+void AddProjectNameFlag(CLI::App* cmd, std::string* name);
+
+// The project name given by -p (flag), else by $MSB_PROJECT_NAME; empty
+// when neither is set.
+std::string ProjectNameOverride(const std::string& flag);
+
+// Loads the Sandboxfile (-f FILE, else the current directory's) and names
+// the project (-p, else $MSB_PROJECT_NAME, else name:, else the directory),
+// printing every diagnostic to stderr; nullopt (exit 1) when there is any
+// error, an invalid -p or $MSB_PROJECT_NAME included.
+std::optional<schema::Project> LoadProjectOrReport(const ProjectFlags& flags);
+
+// The project a per-sandbox command looks in first: -p, else
+// $MSB_PROJECT_NAME, else the name of the current directory's Sandboxfile
+// (found as msb up finds it; its diagnostics are not printed); empty when
+// there is none or it does not load.
+std::string CurrentProject(const std::string& flag);
 
 // --insecure-registry and --registry-ca, for commands that may pull.
 struct RegistryFlags {

@@ -55,6 +55,7 @@ struct CheckArgs {
   std::string dest;
   std::string port_proto;
   std::string file;
+  std::string project;  // -p
   bool from_file = false;
 };
 
@@ -164,7 +165,7 @@ int Check(const CheckArgs& a) {
   std::string source;
   std::set<std::string> siblings;  // the project's other sandboxes
   if (a.from_file) {
-    auto project = LoadProjectOrReport(a.file);
+    auto project = LoadProjectOrReport(ProjectFlags{a.file, a.project});
     if (!project) return kError;
     auto sb = project->sandboxes.find(a.sandbox);
     if (sb == project->sandboxes.end()) {
@@ -178,7 +179,7 @@ int Check(const CheckArgs& a) {
   } else {
     auto store = orchestrator::Store::Open(orchestrator::Store::DefaultPath());
     if (!store.ok()) return fail(store.error().message());
-    auto rec = orchestrator::FindSandbox(*store, a.sandbox);
+    auto rec = orchestrator::FindSandbox(*store, a.sandbox, CurrentProject(a.project), "net check");
     if (!rec.ok()) return fail(rec.error().message() + "; or check a Sandboxfile's sandbox with --file");
     auto n = RecordedNetwork(*rec);
     if (!n.ok()) return fail(n.error().message());
@@ -263,7 +264,7 @@ void RegisterNetCommands(CLI::App& app) {
   auto a = std::make_shared<CheckArgs>();
   auto* check = net->add_subcommand(
       "check", "Print whether a sandbox's network policy allows a destination, and why (exit 0 allow, 1 deny)");
-  check->add_option("sandbox", a->sandbox, "sandbox name")->required();
+  check->add_option("sandbox", a->sandbox, "sandbox name, or PROJECT/NAME")->required();
   check->add_option("dest", a->dest, "destination: an IP address, a host name (resolved here), `host`, or another sandbox of the project")
       ->required();
   check->add_option("port", a->port_proto, "PORT[/tcp|udp] or icmp; default: any port");
@@ -271,6 +272,7 @@ void RegisterNetCommands(CLI::App& app) {
                                  "read the sandbox from a Sandboxfile (default ./Sandboxfile) instead of the "
                                  "state store")
                    ->expected(0, 1);
+  AddProjectNameFlag(check, &a->project);
   OnRun(check, [a, file]() {
     a->from_file = file->count() > 0;
     return Check(*a);

@@ -22,7 +22,7 @@ namespace {
 using orchestrator::Store;
 
 struct UpArgs {
-  std::string file;
+  ProjectFlags project;
   std::vector<std::string> names;
   bool wait = false;
   bool watch = false;
@@ -47,10 +47,12 @@ orchestrator::UpOptions MakeUpOptions(const UpArgs& a) {
   return o;
 }
 
-int Plan(const std::string& file) {
-  auto project = LoadProjectOrReport(file);
+int Plan(const ProjectFlags& flags) {
+  auto project = LoadProjectOrReport(flags);
   if (!project) return 1;
-  auto plan = orchestrator::PlanProject(*project, MakeUpOptions(UpArgs{}));
+  orchestrator::UpOptions o = MakeUpOptions(UpArgs{});
+  o.report = [](const std::string& line) { std::cerr << "msb: " << line << std::endl; };
+  auto plan = orchestrator::PlanProject(*project, o);
   if (!plan.ok()) return Fail(plan.error().message());
   std::cout << plan->ToText();
   return 0;
@@ -73,11 +75,11 @@ void CatchStopSignals() {
 }
 
 int Up(const UpArgs& a) {
-  auto project = LoadProjectOrReport(a.file);
+  auto project = LoadProjectOrReport(a.project);
   if (!project) return 1;
   orchestrator::UpOptions o = MakeUpOptions(a);
   if (a.watch) {
-    o.reload = [file = a.file]() { return LoadProjectOrReport(file); };
+    o.reload = [flags = a.project]() { return LoadProjectOrReport(flags); };
     o.cancelled = []() { return g_stop_signal.load() != 0; };
     CatchStopSignals();
   }
@@ -106,13 +108,17 @@ std::vector<std::string> StopOrder(const schema::Project* project,
   return order;
 }
 
-int Down(const std::string& file, const std::vector<std::string>& names, bool volumes) {
-  auto project = LoadProjectOrReport(file);
+int Down(const ProjectFlags& flags, const std::vector<std::string>& names, bool volumes) {
+  auto project = LoadProjectOrReport(flags);
   if (!project) return 1;
   auto lock = orchestrator::ProjectLock::Acquire(project->name);
   if (!lock.ok()) return Fail(lock.error().message());
   auto store = Store::Open(Store::DefaultPath());
   if (!store.ok()) return Fail(store.error().message());
+  auto owner = orchestrator::CheckProjectDirectory(
+      *store, *project, /*take_over=*/true,
+      [](const std::string& line) { std::cerr << "msb: " << line << std::endl; });
+  if (!owner.ok()) return Fail(owner.error().message());
   auto records = orchestrator::ObserveProject(*store, project->name);
   if (!records.ok()) return Fail(records.error().message());
   int rc = 0;
@@ -144,13 +150,21 @@ int Down(const std::string& file, const std::vector<std::string>& names, bool vo
       }
     }
   }
+  // With nothing of it left, the name is free for another directory.
+  auto left = store->ListSandboxes(project->name);
+  auto vols = store->ListVolumes(project->name);
+  if (left.ok() && left->empty() && vols.ok() && vols->empty()) {
+    auto recorded = store->GetProject(project->name);
+    if (recorded.ok() && recorded->has_value()) (void)store->DeleteProject(project->name);
+  }
   return rc;
 }
 
-int StartOrRestart(const std::string& name, bool restart) {
+int StartOrRestart(const std::string& name, const std::string& project, bool restart) {
   auto store = Store::Open(Store::DefaultPath());
   if (!store.ok()) return Fail(store.error().message());
-  auto rec = orchestrator::FindSandbox(*store, name);
+  auto rec = orchestrator::FindSandbox(*store, name, CurrentProject(project),
+                                       restart ? "restart" : "start");
   if (!rec.ok()) return Fail(rec.error().message());
   if (rec->status == orchestrator::SandboxStatus::kRunning) {
     if (!restart) {
@@ -169,15 +183,15 @@ int StartOrRestart(const std::string& name, bool restart) {
 
 void RegisterProjectCommands(CLI::App& app) {
   {
-    auto file = std::make_shared<std::string>();
+    auto flags = std::make_shared<ProjectFlags>();
     auto* cmd = app.add_subcommand("plan", "Show what msb up would do, and why");
-    cmd->add_option("-f,--file", *file, "Sandboxfile");
-    OnRun(cmd, [file]() { return Plan(*file); });
+    AddProjectFlags(cmd, flags.get());
+    OnRun(cmd, [flags]() { return Plan(*flags); });
   }
   {
     auto a = std::make_shared<UpArgs>();
     auto* cmd = app.add_subcommand("up", "Create, replace or remove sandboxes until they match the Sandboxfile");
-    cmd->add_option("-f,--file", a->file, "Sandboxfile");
+    AddProjectFlags(cmd, &a->project);
     cmd->add_option("names", a->names, "only these sandboxes (and their dependencies)");
     cmd->add_flag("--wait", a->wait, "wait until every sandbox is running and healthy");
     cmd->add_option("--wait-timeout", a->wait_timeout_s, "seconds --wait waits (default 300)");
@@ -189,23 +203,25 @@ void RegisterProjectCommands(CLI::App& app) {
   }
   {
     struct DownArgs {
-      std::string file;
+      ProjectFlags project;
       std::vector<std::string> names;
       bool volumes = false;
     };
     auto a = std::make_shared<DownArgs>();
     auto* cmd = app.add_subcommand("down", "Stop and remove the project's sandboxes");
-    cmd->add_option("-f,--file", a->file, "Sandboxfile");
+    AddProjectFlags(cmd, &a->project);
     cmd->add_option("names", a->names, "only these sandboxes");
     cmd->add_flag("--volumes", a->volumes, "also remove the project's named volumes");
-    OnRun(cmd, [a]() { return Down(a->file, a->names, a->volumes); });
+    OnRun(cmd, [a]() { return Down(a->project, a->names, a->volumes); });
   }
   for (bool restart : {false, true}) {
     auto name = std::make_shared<std::string>();
+    auto project = std::make_shared<std::string>();
     auto* cmd = app.add_subcommand(restart ? "restart" : "start",
                                    restart ? "Restart a sandbox" : "Start a stopped sandbox");
-    cmd->add_option("sandbox", *name, "sandbox name")->required();
-    OnRun(cmd, [name, restart]() { return StartOrRestart(*name, restart); });
+    cmd->add_option("sandbox", *name, "sandbox name, or PROJECT/NAME")->required();
+    AddProjectNameFlag(cmd, project.get());
+    OnRun(cmd, [name, project, restart]() { return StartOrRestart(*name, *project, restart); });
   }
 }
 

@@ -232,11 +232,19 @@ int Run(const RunArgs& a) {
   return code;
 }
 
-int Exec(const std::string& name, const std::vector<std::string>& cmd, bool interactive, bool tty,
-         const std::vector<std::string>& env, const std::string& workdir, const std::string& user) {
+// The sandbox `ref` (NAME or PROJECT/NAME) names for `command`, looked up in
+// the current project first (-p, $MSB_PROJECT_NAME, ./Sandboxfile).
+Result<orchestrator::SandboxRecord> Find(Store& store, const std::string& ref,
+                                         const std::string& project, const std::string& command) {
+  return orchestrator::FindSandbox(store, ref, CurrentProject(project), command);
+}
+
+int Exec(const std::string& name, const std::string& project, const std::vector<std::string>& cmd,
+         bool interactive, bool tty, const std::vector<std::string>& env, const std::string& workdir,
+         const std::string& user, const std::string& command) {
   auto store = OpenStore();
   if (!store.ok()) return Fail(store.error().message());
-  auto rec = orchestrator::FindSandbox(*store, name);
+  auto rec = Find(*store, name, project, command);
   if (!rec.ok()) return Fail(rec.error().message());
   if (rec->status != orchestrator::SandboxStatus::kRunning) {
     return Fail("sandbox " + name + " is " + orchestrator::ToString(rec->status) +
@@ -257,12 +265,19 @@ int Exec(const std::string& name, const std::vector<std::string>& cmd, bool inte
   return *r;
 }
 
-// "box:/path" -> {"box", "/path"}; host paths have no colon before a slash.
+// "box:/path" -> {"box", "/path"}; "project/box:/path" -> {"project/box",
+// "/path"} when both are valid names. Other host paths have no colon before
+// a slash.
 std::optional<std::pair<std::string, std::string>> SplitSandboxPath(const std::string& s) {
   auto colon = s.find(':');
   if (colon == std::string::npos || colon == 0) return std::nullopt;
   auto slash = s.find('/');
-  if (slash != std::string::npos && slash < colon) return std::nullopt;
+  if (slash != std::string::npos && slash < colon) {
+    bool project_ref = schema::IsValidName(s.substr(0, slash)) &&
+                       schema::IsValidName(s.substr(slash + 1, colon - slash - 1)) &&
+                       s.compare(colon + 1, 1, "/") == 0;
+    if (!project_ref) return std::nullopt;
+  }
   return std::make_pair(s.substr(0, colon), s.substr(colon + 1));
 }
 
@@ -280,7 +295,7 @@ std::string DirName(std::string p) {
   return p.substr(0, s);
 }
 
-int Copy(const std::string& src, const std::string& dst) {
+int Copy(const std::string& src, const std::string& dst, const std::string& project) {
   auto s = SplitSandboxPath(src);
   auto d = SplitSandboxPath(dst);
   if ((s && d) || (!s && !d)) {
@@ -288,7 +303,7 @@ int Copy(const std::string& src, const std::string& dst) {
   }
   auto store = OpenStore();
   if (!store.ok()) return Fail(store.error().message());
-  auto rec = orchestrator::FindSandbox(*store, s ? s->first : d->first);
+  auto rec = Find(*store, s ? s->first : d->first, project, "cp");
   if (!rec.ok()) return Fail(rec.error().message());
   auto client = ControlClient::Connect(rec->control_socket);
   if (!client.ok()) return Fail(client.error().message());
@@ -351,10 +366,10 @@ std::string PortText(const vm::VmNetwork::Port& p) {
   return ip + ":" + std::to_string(p.host_port) + "->" + std::to_string(p.guest_port) + "/" + p.proto;
 }
 
-int Ps(bool json_out) {
+int Ps(bool json_out, const std::string& project) {
   auto store = OpenStore();
   if (!store.ok()) return Fail(store.error().message());
-  auto all = store->ListAllSandboxes();
+  auto all = project.empty() ? store->ListAllSandboxes() : store->ListSandboxes(project);
   if (!all.ok()) return Fail(all.error().message());
   nlohmann::json arr = nlohmann::json::array();
   std::vector<std::vector<std::string>> rows;
@@ -425,10 +440,11 @@ size_t PrintLog(const std::string& text, size_t from, const std::string& since) 
   }
 }
 
-int Logs(const std::string& name, bool follow, const std::string& since_text) {
+int Logs(const std::string& name, const std::string& project, bool follow,
+         const std::string& since_text) {
   auto store = OpenStore();
   if (!store.ok()) return Fail(store.error().message());
-  auto rec = orchestrator::FindSandbox(*store, name);
+  auto rec = Find(*store, name, project, "logs");
   if (!rec.ok()) return Fail(rec.error().message());
   std::string since;
   if (!since_text.empty()) {
@@ -506,7 +522,7 @@ void RegisterSandboxCommands(CLI::App& app) {
   }
   {
     struct ExecArgs {
-      std::string name, workdir, user;
+      std::string name, project, workdir, user;
       std::vector<std::string> cmd, env;
       bool i = false, t = false;
     };
@@ -517,46 +533,56 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_option("-e,--env", a->env, "environment variable KEY=VALUE (repeatable)")->allow_extra_args(false);
     cmd->add_option("-w,--workdir", a->workdir, "working directory");
     cmd->add_option("-u,--user", a->user, "user (uid, uid:gid or name)");
-    cmd->add_option("sandbox", a->name, "sandbox name")->required();
+    AddProjectNameFlag(cmd, &a->project);
+    cmd->add_option("sandbox", a->name, "sandbox name, or PROJECT/NAME")->required();
     cmd->add_option("command", a->cmd, "command and arguments (after --)")->required();
-    OnRun(cmd, [a]() { return Exec(a->name, a->cmd, a->i, a->t, a->env, a->workdir, a->user); });
+    OnRun(cmd, [a]() {
+      return Exec(a->name, a->project, a->cmd, a->i, a->t, a->env, a->workdir, a->user, "exec");
+    });
   }
   {
     auto name = std::make_shared<std::string>();
+    auto project = std::make_shared<std::string>();
     auto* cmd = app.add_subcommand("shell", "Open an interactive shell in a running sandbox");
-    cmd->add_option("sandbox", *name, "sandbox name")->required();
-    OnRun(cmd, [name]() {
+    cmd->add_option("sandbox", *name, "sandbox name, or PROJECT/NAME")->required();
+    AddProjectNameFlag(cmd, project.get());
+    OnRun(cmd, [name, project]() {
       bool tty = ::isatty(0) != 0;
-      return Exec(*name, {"/bin/sh"}, true, tty, {}, "", "");
+      return Exec(*name, *project, {"/bin/sh"}, true, tty, {}, "", "", "shell");
     });
   }
   {
     struct LogArgs {
-      std::string name, since;
+      std::string name, project, since;
       bool follow = false;
     };
     auto a = std::make_shared<LogArgs>();
     auto* cmd = app.add_subcommand("logs", "Print a sandbox's workload output");
     cmd->add_flag("-f,--follow", a->follow, "keep printing new output");
     cmd->add_option("--since", a->since, "only output newer than this, e.g. 10m");
-    cmd->add_option("sandbox", a->name, "sandbox name")->required();
-    OnRun(cmd, [a]() { return Logs(a->name, a->follow, a->since); });
+    cmd->add_option("sandbox", a->name, "sandbox name, or PROJECT/NAME")->required();
+    AddProjectNameFlag(cmd, &a->project);
+    OnRun(cmd, [a]() { return Logs(a->name, a->project, a->follow, a->since); });
   }
   {
     auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
+    auto project = std::make_shared<std::string>();
     auto* cmd = app.add_subcommand("cp", "Copy files between the host and a sandbox");
-    cmd->add_option("src", *src, "SRC (host path or SANDBOX:/path)")->required();
-    cmd->add_option("dst", *dst, "DST (host path or SANDBOX:/path)")->required();
-    OnRun(cmd, [src, dst]() { return Copy(*src, *dst); });
+    cmd->add_option("src", *src, "SRC (host path, SANDBOX:/path or PROJECT/SANDBOX:/path)")->required();
+    cmd->add_option("dst", *dst, "DST (host path, SANDBOX:/path or PROJECT/SANDBOX:/path)")->required();
+    AddProjectNameFlag(cmd, project.get());
+    OnRun(cmd, [src, dst, project]() { return Copy(*src, *dst, *project); });
   }
   {
     auto name = std::make_shared<std::string>();
+    auto project = std::make_shared<std::string>();
     auto* cmd = app.add_subcommand("stop", "Stop a sandbox");
-    cmd->add_option("sandbox", *name, "sandbox name")->required();
-    OnRun(cmd, [name]() {
+    cmd->add_option("sandbox", *name, "sandbox name, or PROJECT/NAME")->required();
+    AddProjectNameFlag(cmd, project.get());
+    OnRun(cmd, [name, project]() {
       auto store = OpenStore();
       if (!store.ok()) return Fail(store.error().message());
-      auto rec = orchestrator::FindSandbox(*store, *name);
+      auto rec = Find(*store, *name, *project, "stop");
       if (!rec.ok()) return Fail(rec.error().message());
       auto st = orchestrator::Stop(*store, *rec);
       if (!st.ok()) return Fail(st.error().message());
@@ -565,12 +591,14 @@ void RegisterSandboxCommands(CLI::App& app) {
   }
   {
     auto name = std::make_shared<std::string>();
+    auto project = std::make_shared<std::string>();
     auto* cmd = app.add_subcommand("rm", "Stop and remove a sandbox");
-    cmd->add_option("sandbox", *name, "sandbox name")->required();
-    OnRun(cmd, [name]() {
+    cmd->add_option("sandbox", *name, "sandbox name, or PROJECT/NAME")->required();
+    AddProjectNameFlag(cmd, project.get());
+    OnRun(cmd, [name, project]() {
       auto store = OpenStore();
       if (!store.ok()) return Fail(store.error().message());
-      auto rec = orchestrator::FindSandbox(*store, *name);
+      auto rec = Find(*store, *name, *project, "rm");
       if (!rec.ok()) return Fail(rec.error().message());
       auto st = orchestrator::Remove(*store, *rec);
       if (!st.ok()) return Fail(st.error().message());
@@ -579,9 +607,11 @@ void RegisterSandboxCommands(CLI::App& app) {
   }
   {
     auto json_out = std::make_shared<bool>(false);
+    auto project = std::make_shared<std::string>();
     auto* cmd = app.add_subcommand("ps", "List sandboxes");
     cmd->add_flag("--json", *json_out, "JSON output");
-    OnRun(cmd, [json_out]() { return Ps(*json_out); });
+    cmd->add_option("-p,--project-name", *project, "only this project's sandboxes (default: every project's)");
+    OnRun(cmd, [json_out, project]() { return Ps(*json_out, *project); });
   }
 }
 

@@ -24,6 +24,7 @@
 #include "orchestrator/control_client.h"
 #include "orchestrator/launch_mounts.h"
 #include "orchestrator/planner.h"
+#include "orchestrator/sandbox_ref.h"
 #include "schema/network_rule.h"
 #include "schema/sandboxfile.h"
 #include "schema/values.h"
@@ -590,26 +591,11 @@ Status Remove(Store& store, const SandboxRecord& r) {
   return store.DeleteSandbox(r.project, r.name);
 }
 
-Result<SandboxRecord> FindSandbox(Store& store, const std::string& name, const std::string& project) {
-  if (!project.empty()) {
-    MSB_TRY(auto r, store.GetSandbox(project, name));
-    if (!r) return Error(ErrorCode::kNotFound, "no sandbox named " + name + " in project " + project);
-    return Observe(store, *r);
-  }
+Result<SandboxRecord> FindSandbox(Store& store, const std::string& ref,
+                                  const std::string& current_project, const std::string& command) {
   MSB_TRY(auto all, store.ListAllSandboxes());
-  std::vector<SandboxRecord> hits;
-  for (auto& r : all) {
-    if (r.name == name) hits.push_back(r);
-  }
-  if (hits.empty()) return Error(ErrorCode::kNotFound, "no sandbox named " + name + " (see msb ps)");
-  if (hits.size() > 1) {
-    std::string which;
-    for (auto& h : hits) which += (which.empty() ? "" : ", ") + h.project;
-    return Error(ErrorCode::kInvalidArgument, "sandbox name " + name +
-                                                  " is used in several projects (" + which +
-                                                  "); run the command from the project's directory");
-  }
-  return Observe(store, hits[0]);
+  MSB_TRY(SandboxRecord r, ResolveSandboxRef(all, ref, current_project, command));
+  return Observe(store, r);
 }
 
 }  // namespace msb::orchestrator

@@ -131,10 +131,12 @@ Status Stop(Store& store, const SandboxRecord& record, int timeout_ms = 10000);
 // Stops if needed, deletes the sandbox directory and the record.
 Status Remove(Store& store, const SandboxRecord& record);
 
-// Finds a sandbox by name: in `project` when given, else in any project when
-// the name is unique (msb run's temporary sandboxes included).
-Result<SandboxRecord> FindSandbox(Store& store, const std::string& name,
-                                  const std::string& project = "");
+// Finds a sandbox by "NAME" or "PROJECT/NAME" (sandbox_ref.h: the current
+// project first, else any project when the name is unique; an ambiguity
+// lists "msb <command> PROJECT/NAME" per candidate), observed.
+Result<SandboxRecord> FindSandbox(Store& store, const std::string& ref,
+                                  const std::string& current_project = "",
+                                  const std::string& command = "exec");
 
 // The host's TSC rate for the guest's command line (vm/kernel.h TscKernelArg),
 // measured (20 ms) once per host boot and kept in $MSB_HOME/host-tsc.json.

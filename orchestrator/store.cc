@@ -415,11 +415,28 @@ Status Store::UpsertProject(const ProjectRecord& p) {
                                 "INSERT INTO projects (" MSB_PROJECT_COLUMNS
                                 ") VALUES (?1, ?2, ?3, ?4) "
                                 "ON CONFLICT (name) DO UPDATE SET "
-                                "directory = excluded.directory, "
-                                "sandboxfile = excluded.sandboxfile"));
+                                "sandboxfile = excluded.sandboxfile "
+                                "WHERE directory = excluded.directory"));
   s.Text(1, p.name).Text(2, p.directory).Text(3, p.sandboxfile);
   s.Int(4, p.created_at != 0 ? p.created_at : NowSeconds());
-  return s.Run("recording project " + p.name);
+  MSB_TRY_STATUS(s.Run("recording project " + p.name));
+  if (sqlite3_changes(db_.get()) != 0) return OkStatus();
+  // The name is recorded for another directory: never moved silently.
+  MSB_TRY(auto other, GetProject(p.name));
+  std::string where = other ? other->directory : std::string("another directory");
+  return Error(ErrorCode::kAlreadyExists, "project '" + p.name + "' is recorded for " + where +
+                                              ", not " + p.directory);
+}
+
+Status Store::MoveProject(const ProjectRecord& p) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(),
+                                "UPDATE projects SET directory = ?2, sandboxfile = ?3 WHERE name = ?1"));
+  s.Text(1, p.name).Text(2, p.directory).Text(3, p.sandboxfile);
+  MSB_TRY_STATUS(s.Run("moving project " + p.name));
+  if (sqlite3_changes(db_.get()) == 0) {
+    return Error(ErrorCode::kNotFound, "no project '" + p.name + "' in the state store");
+  }
+  return OkStatus();
 }
 
 Result<std::optional<ProjectRecord>> Store::GetProject(const std::string& name) {

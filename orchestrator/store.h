@@ -129,8 +129,15 @@ class Store {
   // Nested calls use a savepoint: an inner failure undoes only the inner work.
   Status Transaction(const std::function<Status()>& fn);
 
-  // Projects. DeleteProject fails while sandboxes or volumes belong to it.
+  // Projects. A name belongs to one directory: UpsertProject records a new
+  // project or updates the Sandboxfile of one recorded for the same
+  // directory, and fails (kAlreadyExists, naming both directories) for a
+  // name recorded for another. MoveProject is the one way to give a recorded
+  // project another directory (kNotFound when there is none); msb up uses it
+  // only when the recorded directory no longer exists. DeleteProject fails
+  // while sandboxes or volumes belong to it.
   Status UpsertProject(const ProjectRecord& project);
+  Status MoveProject(const ProjectRecord& project);
   Result<std::optional<ProjectRecord>> GetProject(const std::string& name);
   Result<std::vector<ProjectRecord>> ListProjects();
   Status DeleteProject(const std::string& name);

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +34,49 @@ Result<ProjectLock> ProjectLock::Acquire(const std::string& project) {
     if (::flock(fd.get(), LOCK_EX) != 0) return Error::FromErrno("cannot lock " + path);
   }
   return ProjectLock(std::move(fd));
+}
+
+namespace {
+
+bool SameDirectory(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+bool DirectoryExists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+}  // namespace
+
+Status CheckProjectDirectory(Store& store, const schema::Project& project, bool take_over,
+                             const std::function<void(const std::string&)>& note) {
+  MSB_TRY(auto recorded, store.GetProject(project.name));
+  if (!recorded || SameDirectory(recorded->directory, project.base_dir)) return OkStatus();
+  const std::string& other = recorded->directory;
+  if (!DirectoryExists(other)) {
+    if (take_over) {
+      ProjectRecord moved = *recorded;
+      moved.directory = project.base_dir;
+      moved.sandboxfile = project.source_path;
+      MSB_TRY_STATUS(store.MoveProject(moved));
+    }
+    if (note) {
+      note("project " + project.name + " was recorded for " + other +
+           ", which no longer exists; " + (take_over ? "taking it over" : "msb up will take it over"));
+    }
+    return OkStatus();
+  }
+  MSB_TRY(auto volumes, store.ListVolumes(project.name));
+  return Error(ErrorCode::kAlreadyExists,
+               "project " + project.name + " belongs to " + other + "; this Sandboxfile is in " +
+                   project.base_dir + ". Give this one another name with -p OTHER_NAME (or " +
+                   "MSB_PROJECT_NAME=OTHER_NAME), or remove the other first: run `msb down " +
+                   (volumes.empty() ? "" : "--volumes ") + "-p " + project.name + "` in " + other +
+                   ". (A project whose directory no longer exists is taken over.)");
 }
 
 Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::string& project) {
@@ -273,12 +317,14 @@ Status Watch(schema::Project project, const UpOptions& options) {
 
 Result<Plan> PlanProject(const schema::Project& project, const UpOptions& options) {
   MSB_TRY(Store store, Store::Open(Store::DefaultPath()));
+  MSB_TRY_STATUS(CheckProjectDirectory(store, project, /*take_over=*/false, options.report));
   MSB_TRY(Decision d, Decide(store, project, options, /*fetch=*/false));
   return std::move(d.plan);
 }
 
 Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
   MSB_TRY(Store store, Store::Open(Store::DefaultPath()));
+  MSB_TRY_STATUS(CheckProjectDirectory(store, project, /*take_over=*/true, options.report));
   MSB_TRY(Decision d, Decide(store, project, options, /*fetch=*/true));
   // Every secret's source is readable before anything starts.
   MSB_TRY_STATUS(CheckSecretSources(project, d.plan));
@@ -300,6 +346,10 @@ Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
   pr.name = project.name;
   pr.directory = project.base_dir;
   pr.sandboxfile = project.source_path;
+  // The check above let through the same directory reached another way
+  // (a symbolic link): keep the recorded spelling, which UpsertProject matches.
+  MSB_TRY(auto recorded, store.GetProject(project.name));
+  if (recorded) pr.directory = recorded->directory;
   MSB_TRY_STATUS(store.UpsertProject(pr));
   ExecuteOptions eo;
   eo.parallelism = options.parallelism;

@@ -32,6 +32,19 @@ class ProjectLock {
   UniqueFd fd_;
 };
 
+// A project is its name and the directory of its Sandboxfile. The name may
+// be used from this Sandboxfile's directory when no project of that name is
+// recorded, or it is recorded for this same directory (compared as written,
+// else by device and inode). Recorded for a directory that no longer exists,
+// it is taken over: when take_over, the record moves here (Store::MoveProject)
+// and `note` gets one line either way. Recorded for another existing
+// directory: a kAlreadyExists error naming both directories and the ways out
+// (another name with -p or MSB_PROJECT_NAME, or `msb down -p NAME` there).
+// up, plan and down call it before anything else, so orphan removal only
+// ever sees sandboxes of this project and directory.
+Status CheckProjectDirectory(Store& store, const schema::Project& project, bool take_over,
+                             const std::function<void(const std::string&)>& note);
+
 // The project's records, each corrected for a dead supervisor.
 Result<std::vector<SandboxRecord>> ObserveProject(Store& store, const std::string& project);
 

@@ -84,6 +84,7 @@ SpawnOptions MsbTest::MsbSpawnOptions(const std::vector<std::string>& args) cons
   }
   for (const auto& [k, v] : env_) env.push_back(k + "=" + v);
   o.env = env;
+  o.cwd = cwd_;
   return o;
 }
 

@@ -58,6 +58,8 @@ class MsbTest : public ::testing::Test {
   static bool WaitNoProcess(const std::string& needle, int deadline_s);
 
   std::map<std::string, std::string> env_;
+  // The directory msb runs in; empty: the test's own.
+  std::string cwd_;
 
  private:
   std::string home_;

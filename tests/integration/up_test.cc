@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -357,6 +358,102 @@ TEST_F(UpTest, DevEnvExampleRunsAsIs) {
   starts = Msb({"exec", "db", "--", "wc", "-l", "/var/lib/db/starts"});
   EXPECT_THAT(starts.out, HasSubstr("2 "));
   EXPECT_EQ(Msb({"down", "--volumes", "-f", file}).code, 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
+// Two clones of one repository: the same directory name, so the same default
+// project name. The second refuses instead of replacing the first's sandbox;
+// with -p it runs beside it, and each is reached by name from its directory,
+// by PROJECT/NAME, or by $MSB_PROJECT_NAME.
+TEST_F(UpTest, TwoDirectoriesWithOneBasenameNeverTouchEachOther) {
+  const std::string a = Home() + "/a/app", b = Home() + "/b/app";
+  ASSERT_TRUE(MakeDirs(a).ok());
+  ASSERT_TRUE(MakeDirs(b).ok());
+  auto sandbox = [&](const std::string& text) {
+    return "sandboxes:\n  web:\n    image: " + Rootfs() + "\n    memory: 128M\n" +
+           "    command: [\"/bin/sh\", \"-c\", \"echo " + text + "; sleep 3600\"]\n";
+  };
+  ASSERT_TRUE(WriteFileAtomic(a + "/Sandboxfile", sandbox("web of a")).ok());
+  ASSERT_TRUE(WriteFileAtomic(b + "/Sandboxfile", sandbox("web of b")).ok());
+  auto up_a = Msb({"up", "-f", a + "/Sandboxfile"});
+  ASSERT_EQ(up_a.code, 0) << up_a.err;
+  EXPECT_EQ(WaitForLogs("web", "web of a"), "web of a\n");
+  auto ps_json = [&]() {
+    auto ps = Msb({"ps", "--json"});
+    EXPECT_EQ(ps.code, 0) << ps.err;
+    std::map<std::string, std::string> state;  // PROJECT/NAME -> state
+    for (const auto& e : nlohmann::json::parse(ps.out)) {
+      state[e["project"].get<std::string>() + "/" + e["name"].get<std::string>()] =
+          e["state"].get<std::string>();
+    }
+    return state;
+  };
+  auto supervisors = MySupervisors();
+  ASSERT_EQ(supervisors.size(), 1u);
+
+  // plan, up and down from b refuse, naming both directories and the ways out.
+  for (const char* verb : {"plan", "up", "down"}) {
+    auto r = Msb({verb, "-f", b + "/Sandboxfile"});
+    EXPECT_NE(r.code, 0) << verb;
+    EXPECT_EQ(r.out, "") << verb;
+    EXPECT_THAT(r.err, HasSubstr("project app belongs to " + a + "; this Sandboxfile is in " + b))
+        << verb;
+    EXPECT_THAT(r.err, HasSubstr("-p OTHER_NAME (or MSB_PROJECT_NAME=OTHER_NAME)")) << verb;
+    EXPECT_THAT(r.err, HasSubstr("run `msb down -p app` in " + a)) << verb;
+  }
+  // a's sandbox kept running, untouched.
+  EXPECT_EQ(ps_json(), (std::map<std::string, std::string>{{"app/web", "running"}}));
+  EXPECT_EQ(MySupervisors(), supervisors);
+  EXPECT_EQ(Msb({"logs", "web"}).out, "web of a\n");
+
+  // Another name: both run side by side.
+  auto up_b = Msb({"up", "-f", b + "/Sandboxfile", "-p", "other"});
+  ASSERT_EQ(up_b.code, 0) << up_b.err;
+  EXPECT_EQ(ps_json(), (std::map<std::string, std::string>{{"app/web", "running"},
+                                                             {"other/web", "running"}}));
+  auto ps = Msb({"ps"});
+  EXPECT_THAT(ps.out, HasSubstr("app "));
+  EXPECT_THAT(ps.out, HasSubstr("other "));
+  EXPECT_EQ(WaitForLogs("other/web", "web of b"), "web of b\n");
+  // PROJECT/NAME reaches each one for exec and cp.
+  ASSERT_EQ(Msb({"exec", "other/web", "--", "sh", "-c", "echo b > /mark"}).code, 0);
+  EXPECT_EQ(Msb({"exec", "app/web", "--", "sh", "-c", "cat /mark 2>/dev/null || echo none"}).out,
+            "none\n");
+  auto cp = Msb({"cp", "other/web:/mark", Home() + "/mark-b"});
+  ASSERT_EQ(cp.code, 0) << cp.err;
+  EXPECT_EQ(*ReadFile(Home() + "/mark-b"), "b\n");
+
+  // "web" alone is ambiguous outside both projects, and names the commands.
+  auto ambiguous = Msb({"logs", "web"});
+  EXPECT_NE(ambiguous.code, 0);
+  EXPECT_THAT(ambiguous.err, HasSubstr("msb logs app/web ..."));
+  EXPECT_THAT(ambiguous.err, HasSubstr("msb logs other/web ..."));
+  // From a's directory it is a's; with -p or MSB_PROJECT_NAME the named one's.
+  cwd_ = a;
+  EXPECT_EQ(Msb({"logs", "web"}).out, "web of a\n");
+  EXPECT_EQ(Msb({"logs", "-p", "other", "web"}).out, "web of b\n");
+  env_["MSB_PROJECT_NAME"] = "other";
+  EXPECT_EQ(Msb({"logs", "web"}).out, "web of b\n");
+  EXPECT_EQ(Msb({"logs", "-p", "app", "web"}).out, "web of a\n");  // the flag wins
+  // b's project through the variable: down removes it and leaves a's.
+  cwd_.clear();
+  auto down_b = Msb({"down", "-f", b + "/Sandboxfile"});
+  env_.erase("MSB_PROJECT_NAME");
+  ASSERT_EQ(down_b.code, 0) << down_b.err;
+  EXPECT_EQ(down_b.out, "removed web\n");
+  EXPECT_EQ(ps_json(), (std::map<std::string, std::string>{{"app/web", "running"}}));
+  EXPECT_EQ(MySupervisors(), supervisors);
+
+  // An invalid name is refused as the file's name: is.
+  auto bad = Msb({"up", "-f", b + "/Sandboxfile", "-p", "Not Valid"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("invalid project name \"Not Valid\" (-p)"));
+
+  // a's down frees the name: b may take it then.
+  ASSERT_EQ(Msb({"down", "-f", a + "/Sandboxfile"}).code, 0);
+  auto plan_b = Msb({"plan", "-f", b + "/Sandboxfile"});
+  EXPECT_EQ(plan_b.code, 0) << plan_b.err;
+  EXPECT_THAT(plan_b.out, HasSubstr("+ create web"));
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
 

@@ -174,6 +174,30 @@ TEST_F(StoreTest, RefusesFileThatIsNotADatabase) {
   EXPECT_NE(s.error().message().find(db_path_), std::string::npos) << s.error().message();
 }
 
+TEST_F(StoreTest, UpsertProjectNeverMovesAProjectToAnotherDirectory) {
+  Store s = OpenOrDie();
+  ASSERT_TRUE(s.UpsertProject(ProjectRecord{"app", "/a/app", "/a/app/Sandboxfile", 0}).ok());
+  auto moved = s.UpsertProject(ProjectRecord{"app", "/b/app", "/b/app/Sandboxfile", 0});
+  ASSERT_FALSE(moved.ok());
+  EXPECT_EQ(moved.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_NE(moved.error().message().find("/a/app"), std::string::npos) << moved.error().message();
+  EXPECT_NE(moved.error().message().find("/b/app"), std::string::npos) << moved.error().message();
+  auto got = s.GetProject("app");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->directory, "/a/app");
+  EXPECT_EQ((*got)->sandboxfile, "/a/app/Sandboxfile");
+
+  // Only MoveProject moves it, and only a recorded one.
+  ASSERT_TRUE(s.MoveProject(ProjectRecord{"app", "/b/app", "/b/app/msb.yaml", 0}).ok());
+  got = s.GetProject("app");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->directory, "/b/app");
+  EXPECT_EQ((*got)->sandboxfile, "/b/app/msb.yaml");
+  auto missing = s.MoveProject(ProjectRecord{"nope", "/n", "/n/Sandboxfile", 0});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(StoreTest, ProjectRoundTrip) {
   Store s = OpenOrDie();
   ProjectRecord p{"web", "/src/web", "/src/web/Sandboxfile", 0};
@@ -186,12 +210,12 @@ TEST_F(StoreTest, ProjectRoundTrip) {
   int64_t created = (*got)->created_at;
   EXPECT_GT(created, 0);
 
-  p.directory = "/moved/web";
+  p.sandboxfile = "/src/web/msb.yaml";
   p.created_at = created + 1000;  // ignored on update
   ASSERT_TRUE(s.UpsertProject(p).ok());
   got = s.GetProject("web");
   ASSERT_TRUE(got.ok() && got->has_value());
-  EXPECT_EQ((*got)->directory, "/moved/web");
+  EXPECT_EQ((*got)->sandboxfile, "/src/web/msb.yaml");
   EXPECT_EQ((*got)->created_at, created);
 
   ASSERT_TRUE(s.DeleteProject("web").ok());
