@@ -69,12 +69,18 @@ void LogLine(LogLevel level, std::string_view component, std::string_view messag
 
 bool LogRateLimiter::Allow(const std::string& key, Clock::time_point now, uint64_t* held) {
   State& st = keys_[key];
-  if (st.logged && now - st.last < interval_) {
+  if (!st.started || now - st.window_start >= interval_) {
+    st.window_start = now;
+    st.started = true;
+    st.lines = 0;
+  }
+  if (st.lines >= burst_) {
     ++st.held;
     return false;
   }
+  ++st.lines;
   *held = st.held;
-  st = State{now, true, 0};
+  st.held = 0;
   return true;
 }
 

@@ -33,14 +33,16 @@ class LogMessage {
   std::ostringstream stream_;
 };
 
-// At most one line per key per interval, for lines a guest can cause at
-// will (a DNS answer, a refused flow): the lines held back are counted and
-// the next line that goes out says how many. Keys are fixed categories, not
-// guest text, so the map stays small.
+// At most `burst` lines per key per interval, for lines a guest can cause at
+// will (a DNS answer, a refused flow): the first few of a burst still show
+// what happened, the rest are counted and the next line that goes out says
+// how many were held back. Keys are fixed categories, not guest text, so the
+// map stays small.
 class LogRateLimiter {
  public:
   using Clock = std::chrono::steady_clock;
-  explicit LogRateLimiter(std::chrono::milliseconds interval = std::chrono::seconds(10)) : interval_(interval) {}
+  explicit LogRateLimiter(std::chrono::milliseconds interval = std::chrono::seconds(10), unsigned burst = 10)
+      : interval_(interval), burst_(burst) {}
   // Whether a line for key goes out now; *held: how many were held back
   // since the last one that did.
   bool Allow(const std::string& key, Clock::time_point now, uint64_t* held);
@@ -48,11 +50,13 @@ class LogRateLimiter {
 
  private:
   struct State {
-    Clock::time_point last{};
-    bool logged = false;
+    Clock::time_point window_start{};
+    bool started = false;
+    unsigned lines = 0;  // lines out in this window
     uint64_t held = 0;
   };
   std::chrono::milliseconds interval_;
+  unsigned burst_;
   std::map<std::string, State, std::less<>> keys_;
 };
 
