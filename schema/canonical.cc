@@ -176,6 +176,16 @@ void SandboxYaml(YAML::Emitter& out, const Sandbox& sb) {
     out << YAML::EndMap;
   }
   out << YAML::EndMap;
+  if (!sb.security.IsDefault()) {
+    const Security& sec = sb.security;
+    Key(out, "security");
+    out << YAML::BeginMap;
+    Key(out, "cap_add"); StrList(out, sec.cap_add);
+    Key(out, "cap_drop"); StrList(out, sec.cap_drop);
+    Key(out, "no_new_privileges"); out << sec.no_new_privileges;
+    Key(out, "read_only_root"); out << sec.read_only_root;
+    out << YAML::EndMap;
+  }
   Key(out, "shell"); Str(out, sb.shell);
   Key(out, "tmpfs");
   BeginSeq(out, sb.tmpfs.empty());
@@ -245,6 +255,14 @@ json CanonicalJson(const Sandbox& sb) {
     secrets[name] = std::move(e);
   }
   j["secrets"] = std::move(secrets);
+  // Only when set, so that sandboxes without it keep the hash they had
+  // before the section existed. A level is written as what it expanded to.
+  if (!sb.security.IsDefault()) {
+    j["security"] = {{"cap_add", sb.security.cap_add},
+                     {"cap_drop", sb.security.cap_drop},
+                     {"no_new_privileges", sb.security.no_new_privileges},
+                     {"read_only_root", sb.security.read_only_root}};
+  }
   j["shell"] = sb.shell;
   json tmpfs = json::array();
   for (const Tmpfs& t : sb.tmpfs) tmpfs.push_back({{"mode", Octal(t.mode)}, {"size", t.size}, {"target", t.target}});

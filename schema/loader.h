@@ -106,6 +106,10 @@ const char* TypeName(const YAML::Node& node);
 // sandbox.cc: one sandbox entry; returns nullopt only when it is not a map.
 std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& name);
 
+// security.cc: a sandbox's `security` map, its level expanded; strict also
+// sets sb->network.policy, so it runs before the network is loaded.
+void LoadSecurity(Ctx& ctx, const Field& f, Sandbox* sb);
+
 // sandbox.cc: informational `meta` (top level or per sandbox).
 Meta LoadMeta(Ctx& ctx, const Field& f);
 

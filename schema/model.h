@@ -153,6 +153,19 @@ struct Secret {
 };
 const char* ToString(Secret::Source source);
 
+// `security:` (docs/sandboxfile.md "Hardening"), after a `level` was
+// expanded: the level itself is not kept, only what it set.
+struct Security {
+  bool read_only_root = false;     // no writable layer; / is mounted read-only
+  bool no_new_privileges = false;  // PR_SET_NO_NEW_PRIVS for every guest process msb starts
+  // Canonical names: "ALL" or "CAP_…" (common/capabilities.h), sorted, unique.
+  std::vector<std::string> cap_drop;
+  std::vector<std::string> cap_add;
+  bool IsDefault() const {
+    return !read_only_root && !no_new_privileges && cap_drop.empty() && cap_add.empty();
+  }
+};
+
 // Informational `meta` (microsandbox legacy); never shapes a VM.
 struct Meta {
   std::vector<std::string> authors;
@@ -192,6 +205,7 @@ struct Sandbox {
   Restart restart;
   Network network;
   std::map<std::string, Secret> secrets;  // key: the guest's variable name
+  Security security;
   Meta meta;
 };
 

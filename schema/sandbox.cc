@@ -15,12 +15,12 @@ namespace {
 enum SandboxKey : size_t {
   kImage, kCpus, kMemory, kDisk, kEphemeral, kUser, kWorkdir, kShell, kCommand, kScripts,
   kEnvs, kVolumes, kTmpfs, kPorts, kDependsOn, kHealthcheck, kRestart, kScope, kNetwork,
-  kSecrets, kMeta, kVersion, kImports, kExports, kSandboxKeyCount
+  kSecrets, kSecurity, kMeta, kVersion, kImports, kExports, kSandboxKeyCount
 };
 const std::vector<std::string_view> kSandboxKeys = {
     "image", "cpus", "memory", "disk", "ephemeral", "user", "workdir", "shell", "command",
     "scripts", "envs", "volumes", "tmpfs", "ports", "depends_on", "healthcheck", "restart",
-    "scope", "network", "secrets", "meta", "version", "imports", "exports"};
+    "scope", "network", "secrets", "security", "meta", "version", "imports", "exports"};
 
 enum HealthKey : size_t { kHcCommand, kHcInterval, kHcTimeout, kHcRetries, kHcStartPeriod };
 const std::vector<std::string_view> kHealthKeys = {"command", "interval", "timeout", "retries",
@@ -585,6 +585,12 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
       if (r.ok()) sb.restart = *r;
       else ctx.Error(k[kRestart].pos, k[kRestart].path, r.error().message());
     }
+  }
+  // Before the network: level strict makes policy none where the file names none.
+  if (k[kSecurity].present) LoadSecurity(ctx, k[kSecurity], &sb);
+  if (sb.security.read_only_root && k[kDisk].present) {
+    ctx.Warning(k[kDisk].pos, k[kDisk].path,
+                "disk has no effect with security.read_only_root: there is no writable layer");
   }
   LoadNetwork(ctx, k[kNetwork], &sb, k[kScope]);
   if (k[kSecrets].present) LoadSecrets(ctx, k[kSecrets], &sb);

@@ -53,7 +53,8 @@ Result<std::string> FindSandboxfile(const LoadOptions& options);
 Result<Project> LoadSandboxfile(const LoadOptions& options);
 
 // The canonical form: sorted keys, every default filled, sizes in bytes,
-// durations in milliseconds, host paths absolute.
+// durations in milliseconds, host paths absolute. `security` appears only
+// when it sets something (its level expanded, never named).
 nlohmann::json CanonicalJson(const Project& project);
 nlohmann::json CanonicalJson(const Sandbox& sandbox);
 

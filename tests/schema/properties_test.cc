@@ -302,6 +302,16 @@ Y GenSandbox(int index, const std::vector<std::string>& earlier, const std::vect
     sb.Set("healthcheck", hc);
   }
   if (Chance(40)) sb.Set("restart", Y::S(Pick<std::string>({"no", "always", "on-failure", "on-failure:3", "unless-stopped"})));
+  if (Chance(25)) {
+    // Explicit fields only: level strict would change the network's default
+    // profile under the generated secrets.
+    Y sec = Y::Map();
+    if (Chance(50)) sec.Set("read_only_root", Y::S(Chance(50) ? "true" : "false"));
+    if (Chance(50)) sec.Set("no_new_privileges", Y::S(Chance(50) ? "true" : "false"));
+    if (Chance(50)) sec.Set("cap_drop", Y::Seq({Y::S(Pick<std::string>({"ALL", "net_raw", "CAP_SYS_ADMIN"}))}));
+    if (Chance(50)) sec.Set("cap_add", Y::Seq({Y::S(Pick<std::string>({"KILL", "cap_net_bind_service"}))}));
+    sb.Set("security", sec);
+  }
   std::string policy = Pick(kPolicies);
   bool policy_set = false;  // else the default, public
   if (Chance(20)) {
@@ -486,9 +496,15 @@ void MutateCovered(Y* sb, const Sandbox& now, int which, int index) {
       sb->Set("scripts", scripts);
       break;
     }
+    case 16: {
+      Y sec = Y::Map();
+      sec.Set("no_new_privileges", Y::S(now.security.no_new_privileges ? "false" : "true"));
+      sb->Set("security", sec);
+      break;
+    }
   }
 }
-constexpr int kCoveredMutations = 16;
+constexpr int kCoveredMutations = 17;
 
 RC_GTEST_PROP(SchemaProperties, ChangingACoveredFieldChangesTheHash, ()) {
   Spec spec = GenSpec();
