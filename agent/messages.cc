@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/capabilities.h"
 #include "common/hex.h"
 
 namespace msb::agent {
@@ -260,7 +261,8 @@ std::string Encode(const BootConfig& m) {
              {{"base_serial", m.root.base_serial},
               {"upper_serial", m.root.upper_serial},
               {"ephemeral", m.root.ephemeral},
-              {"upper_size_bytes", m.root.upper_size_bytes}}},
+              {"upper_size_bytes", m.root.upper_size_bytes},
+              {"read_only", m.root.read_only}}},
             {"mounts", json::array()},
             {"network", nullptr},
             {"tty", m.tty},
@@ -268,6 +270,8 @@ std::string Encode(const BootConfig& m) {
             {"cols", m.cols},
             {"ca_pem", m.ca_pem}};
   for (const MountConfig& mount : m.mounts) j["mounts"].push_back(EncodeMount(mount));
+  j["security"] = {{"no_new_privileges", m.security.no_new_privileges}, {"capabilities", nullptr}};
+  if (m.security.capabilities) j["security"]["capabilities"] = *m.security.capabilities;
   if (m.network) {
     const NetworkConfig& n = *m.network;
     j["network"] = {{"mac", n.mac},         {"ipv4", n.ipv4},         {"prefix4", n.prefix4},
@@ -342,7 +346,24 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
     r.Str("upper_serial", m.root.upper_serial);
     r.Bool("ephemeral", m.root.ephemeral);
     r.Int("upper_size_bytes", m.root.upper_size_bytes, 0, std::numeric_limits<int64_t>::max());
+    r.Bool("read_only", m.root.read_only);
     f.Merge(r.status());
+  }
+  if (const json* sec = f.Object("security")) {
+    Fields s(*sec, "boot.security");
+    s.Bool("no_new_privileges", m.security.no_new_privileges);
+    if (auto it = sec->find("capabilities"); it != sec->end() && !it->is_null()) {
+      std::vector<std::string> caps;
+      s.StrList("capabilities", caps);
+      for (const std::string& name : caps) {
+        if (!CapabilityNumber(name)) {
+          f.Merge(Error(ErrorCode::kProtocol,
+                        "boot.security: field \"capabilities\": unknown capability \"" + name + "\""));
+        }
+      }
+      m.security.capabilities = std::move(caps);
+    }
+    f.Merge(s.status());
   }
   if (auto it = j.find("mounts"); it != j.end() && !it->is_null() && f.status().ok()) {
     if (!it->is_array())

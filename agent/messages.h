@@ -25,6 +25,19 @@ struct RootConfig {
   std::string upper_serial = "msb-upper";
   bool ephemeral = false;          // upper layer on tmpfs instead of a disk
   uint64_t upper_size_bytes = 0;   // tmpfs size when ephemeral (0: kernel default)
+  // The assembled root is remounted read-only once agentd has written what it
+  // writes there (resolv.conf, hosts, the CA), before any process starts.
+  bool read_only = false;
+};
+
+// How agentd starts every process of the sandbox: the workload, each exec
+// (health checks included). Copy helpers are agentd's own and unaffected.
+struct SecurityConfig {
+  bool no_new_privileges = false;  // PR_SET_NO_NEW_PRIVS before execve
+  // The capabilities a process keeps (bounding set; permitted and effective
+  // for root; inheritable and ambient empty), names of common/capabilities.h.
+  // nullopt: unchanged (every capability).
+  std::optional<std::vector<std::string>> capabilities;
 };
 
 // One mount agentd makes inside the new root, after the overlay root and
@@ -78,6 +91,7 @@ struct BootConfig {
   // A PEM CA certificate the guest trusts (agentd/trust.h); "" = none. The
   // host intercepts TLS to a sandbox's secret hosts with leaves it signs.
   std::string ca_pem;
+  SecurityConfig security;
 };
 // "ca_pem" holds at most kMaxCaPem bytes (a P-256 CA certificate is under
 // 1 KiB), starts with kCaPemHeader and is printable ASCII, CR and LF only.

@@ -167,6 +167,14 @@ Status SwitchRoot(const std::string& new_root) {
   return OkStatus();
 }
 
+Status MakeRootReadOnly() {
+  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_RDONLY, nullptr) != 0)
+    return Error::FromErrno("remounting the root file system read-only");
+  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
+    return Error::FromErrno("making the root mount read-only");
+  return OkStatus();
+}
+
 void PowerOff() {
   ::sync();
   // Unmount in reverse order of mounting; the root is remounted read-only.

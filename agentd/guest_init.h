@@ -33,6 +33,11 @@ Status AssembleRoot(const RootConfig& root, const std::string& new_root);
 // initramfs cannot pivot_root.)
 Status SwitchRoot(const std::string& new_root);
 
+// Makes / read-only (security.read_only_root): the root's file system and
+// its mount both, once agentd has written what it writes there. Mounts
+// below / (tmpfs, volumes, shares) keep their own flags.
+Status MakeRootReadOnly();
+
 // sync, unmount what can be unmounted, remount / read-only, then reset the
 // VM (QEMU must run with -no-reboot, so that a reset ends it).
 // Never returns.

@@ -370,6 +370,10 @@ void Server::HandleBoot(const Frame& f) {
     // With no CA this undoes an earlier boot's install (kept in the upper layer).
     if (auto s = InstallCa("/", boot_.ca_pem); !s.ok()) return fail(s.error());
     if (!boot_.ca_pem.empty()) ca_env_ = CaEnv();
+    // Last, so that resolv.conf, hosts and the CA above went into the upper layer.
+    if (boot_.root.read_only) {
+      if (auto s = MakeRootReadOnly(); !s.ok()) return fail(s.error());
+    }
   }
   if (!boot_.command.empty()) {
     if (auto s = StartWorkload(boot_); !s.ok()) return fail(s.error().Wrap("starting the workload"));

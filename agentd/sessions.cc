@@ -41,6 +41,8 @@ Result<std::unique_ptr<Session>> Server::StartProcess(uint32_t id, const ExecReq
   spec.rows = req.rows;
   spec.cols = req.cols;
   spec.stdin_open = req.stdin_open;
+  spec.no_new_privileges = boot_.security.no_new_privileges;
+  if (boot_.security.capabilities) spec.capabilities = CapabilityMask(*boot_.security.capabilities);
   spec.cwd = !req.cwd.empty() ? req.cwd : !boot_.workdir.empty() ? boot_.workdir : "/";
   std::string user = !req.user.empty() ? req.user : boot_.user;
   std::string home = "/root";

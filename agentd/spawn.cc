@@ -5,8 +5,10 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <termios.h>
@@ -16,6 +18,7 @@
 #include <cstring>
 #include <map>
 
+#include "common/capabilities.h"
 #include "common/io.h"
 
 namespace msb::agent {
@@ -102,6 +105,47 @@ void SetIdentity(const Identity& id) {
     ChildFail("setuid " + std::to_string(id.uid) + ": " + std::strerror(errno), 126);
 }
 
+static_assert(kCapabilityNames.size() == CAP_LAST_CAP + 1,
+              "common/capabilities.h and <linux/capability.h> disagree");
+
+std::string CapName(int cap) {
+  return cap < static_cast<int>(kCapabilityNames.size()) ? std::string(kCapabilityNames[cap])
+                                                          : "capability " + std::to_string(cap);
+}
+
+// In the child, before the identity switch (which needs CAP_SETUID/SETGID in
+// the effective set): every capability outside `keep` leaves the bounding
+// set, so no execve can bring it back; ambient capabilities are cleared.
+void LimitBoundingSet(uint64_t keep) {
+  for (int cap = 0; cap < 64; ++cap) {
+    if (keep & (uint64_t{1} << cap)) continue;
+    int present = ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+    if (present < 0) break;  // EINVAL: past the kernel's last capability
+    if (present == 1 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+      ChildFail("dropping " + CapName(cap) + " from the bounding set: " + std::strerror(errno), 126);
+  }
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+    ChildFail(std::string("clearing ambient capabilities: ") + std::strerror(errno), 126);
+}
+
+// In the child, after the identity switch: a root process keeps only `keep`
+// in its permitted and effective sets and nothing inheritable, as docker
+// starts a container's process. (A non-root identity lost them all already.)
+void LimitProcessCaps(uint64_t keep) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &header, data) != 0)
+    ChildFail(std::string("capget: ") + std::strerror(errno), 126);
+  uint64_t permitted = (uint64_t{data[1].permitted} << 32 | data[0].permitted) & keep;
+  for (int i = 0; i < 2; ++i) {
+    data[i].permitted = static_cast<uint32_t>(permitted >> (32 * i));
+    data[i].effective = data[i].permitted;
+    data[i].inheritable = 0;
+  }
+  if (::syscall(SYS_capset, &header, data) != 0)
+    ChildFail(std::string("capset: ") + std::strerror(errno), 126);
+}
+
 void SetNonBlockCloexec(int fd) {
   (void)SetNonBlocking(fd);
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -165,6 +209,14 @@ Result<Pty> OpenPty(int rows, int cols) {
 }
 
 }  // namespace
+
+uint64_t CapabilityMask(const std::vector<std::string>& names) {
+  uint64_t mask = 0;
+  for (const std::string& name : names) {
+    if (auto n = CapabilityNumber(name)) mask |= uint64_t{1} << *n;
+  }
+  return mask;
+}
 
 Status SetWindowSize(int pty_master, int rows, int cols) {
   struct winsize ws {};
@@ -236,7 +288,11 @@ Result<SpawnedProcess> SpawnProcess(const ProcessSpec& spec) {
     } else {
       InstallStdio(child_in.get(), child_out.get(), child_err.get());
     }
+    if (spec.capabilities) LimitBoundingSet(*spec.capabilities);
     if (spec.identity) SetIdentity(*spec.identity);
+    if (spec.capabilities && ::geteuid() == 0) LimitProcessCaps(*spec.capabilities);
+    if (spec.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+      ChildFail(std::string("setting no_new_privs: ") + std::strerror(errno), 126);
     if (::chdir(cwd.c_str()) != 0)
       ChildFail("cannot change directory to " + cwd + ": " + std::strerror(errno), 126);
     ExecSearch(std::move(argv), std::move(env));

@@ -27,6 +27,14 @@ struct ProcessSpec {
   int rows = 24;
   int cols = 80;
   bool stdin_open = false;  // pipes mode: a pipe instead of /dev/null
+  // Hardening (agent/messages.h SecurityConfig), applied in the child before
+  // execve: the bounding set cut to `capabilities` (bit n = capability n;
+  // none: unchanged) and ambient cleared before the identity switch; then,
+  // for root, permitted and effective cut to it and inheritable cleared;
+  // then PR_SET_NO_NEW_PRIVS. A step that fails makes the child exit 126
+  // with a message; the command never runs with less hardening than asked.
+  std::optional<uint64_t> capabilities;
+  bool no_new_privileges = false;
 };
 
 struct SpawnedProcess {
@@ -48,6 +56,10 @@ Result<SpawnedProcess> SpawnProcess(const ProcessSpec& spec);
 // parent (stdin /dev/null unless with_stdin); the child exits with fn's
 // return value. For work that must not block agentd's loop.
 Result<SpawnedProcess> SpawnFunction(const std::function<int()>& fn, bool with_stdin);
+
+// The mask of capability names (common/capabilities.h; unknown names are
+// ignored: the boot message was checked).
+uint64_t CapabilityMask(const std::vector<std::string>& names);
 
 // Sets the pty's window size (TIOCSWINSZ on the master).
 Status SetWindowSize(int pty_master, int rows, int cols);

@@ -69,6 +69,32 @@ TEST(MessagesTest, BootConfig) {
   EXPECT_EQ(bad.error().message(), "boot.root: field \"ephemeral\": expected true or false");
 }
 
+TEST(MessagesTest, BootSecurityAndReadOnlyRoot) {
+  BootConfig b;
+  b.root.read_only = true;
+  b.security.no_new_privileges = true;
+  b.security.capabilities = std::vector<std::string>{"CAP_KILL", "CAP_NET_BIND_SERVICE"};
+  auto again = ParseBootConfig(Encode(b));
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_TRUE(again->root.read_only);
+  EXPECT_TRUE(again->security.no_new_privileges);
+  EXPECT_EQ(again->security.capabilities, b.security.capabilities);
+  // An empty list keeps no capability; null or absent leaves them all.
+  b.security.capabilities = std::vector<std::string>{};
+  EXPECT_EQ(ParseBootConfig(Encode(b))->security.capabilities, std::vector<std::string>{});
+  auto plain = ParseBootConfig(Encode(BootConfig{}));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->root.read_only);
+  EXPECT_FALSE(plain->security.no_new_privileges);
+  EXPECT_FALSE(plain->security.capabilities.has_value());
+  EXPECT_FALSE(ParseBootConfig("{}")->security.capabilities.has_value());
+  auto bad = ParseBootConfig(R"({"security":{"capabilities":["CAP_KILL","NET_RAW"]}})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message(), "boot.security: field \"capabilities\": unknown capability \"NET_RAW\"");
+  EXPECT_FALSE(ParseBootConfig(R"({"security":{"no_new_privileges":1}})").ok());
+  EXPECT_FALSE(ParseBootConfig(R"({"security":{"capabilities":"ALL"}})").ok());
+}
+
 TEST(MessagesTest, BootCaPem) {
   const std::string pem = "-----BEGIN CERTIFICATE-----\r\nQUFB\r\n-----END CERTIFICATE-----\r\n";
   BootConfig b;

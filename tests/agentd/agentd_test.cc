@@ -8,11 +8,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sstream>
 
 #include "agent/channel.h"
 #include "agent/flow.h"
@@ -604,6 +607,60 @@ TEST_F(AgentdTest, BootStartsWorkloadUnderId1) {
   EXPECT_EQ(o.out, "hello\n");
   Send(kChannelId, FrameKind::kBoot, Encode(boot));
   EXPECT_NE(Recv().payload.find("already booted"), std::string::npos);
+}
+
+// The lines of /proc/<pid>/status a hardened process is judged by.
+std::string HardeningLines(const std::string& status) {
+  std::string out;
+  std::istringstream in(status);
+  for (std::string line; std::getline(in, line);) {
+    for (const char* key : {"NoNewPrivs:", "CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"}) {
+      if (line.rfind(key, 0) == 0) out += line + "\n";
+    }
+  }
+  return out;
+}
+
+TEST_F(AgentdTest, BootSecurityHardensTheWorkloadAndEveryExec) {
+  if (::geteuid() != 0) GTEST_SKIP() << "cutting the bounding set needs CAP_SETPCAP";
+  Handshake();
+  const std::vector<std::string> status = {"cat", "/proc/self/status"};
+  // Before the boot, a process is started as agentd itself is: the control.
+  Outcome before = Run(2, Cmd(status));
+  EXPECT_THAT(HardeningLines(before.out), ::testing::HasSubstr("NoNewPrivs:\t0\n"));
+  EXPECT_THAT(HardeningLines(before.out), ::testing::Not(::testing::HasSubstr("CapBnd:\t0000000000000420\n")));
+
+  BootConfig boot;
+  boot.command = status;
+  boot.security.no_new_privileges = true;
+  boot.security.capabilities = std::vector<std::string>{"CAP_KILL", "CAP_NET_BIND_SERVICE"};
+  Send(kChannelId, FrameKind::kBoot, Encode(boot));
+  EXPECT_EQ(Recv().kind, FrameKind::kStarted);
+  EXPECT_EQ(Recv().kind, FrameKind::kReady);
+  // CAP_KILL is 5, CAP_NET_BIND_SERVICE 10: 0x420.
+  const std::string root_expected =
+      "NoNewPrivs:\t1\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000420\n"
+      "CapEff:\t0000000000000420\nCapBnd:\t0000000000000420\nCapAmb:\t0000000000000000\n";
+  auto ordered = [](std::string lines) {
+    // /proc lists NoNewPrivs after the capability lines; compare as sets of lines.
+    std::vector<std::string> v;
+    std::istringstream in(lines);
+    for (std::string l; std::getline(in, l);) v.push_back(l);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  Outcome workload = Collect(kWorkloadId);
+  EXPECT_EQ(ordered(HardeningLines(workload.out)), ordered(root_expected)) << workload.out;
+  Outcome exec = Run(3, Cmd(status));
+  EXPECT_EQ(ordered(HardeningLines(exec.out)), ordered(root_expected)) << exec.out;
+  // Another user loses what it had when it stopped being root; the bounding set stays cut.
+  ExecRequest as_user = Cmd(status);
+  as_user.user = "65534:65534";
+  Outcome user = Run(4, as_user);
+  EXPECT_EQ(ordered(HardeningLines(user.out)),
+            ordered("NoNewPrivs:\t1\nCapInh:\t0000000000000000\nCapPrm:\t0000000000000000\n"
+                    "CapEff:\t0000000000000000\nCapBnd:\t0000000000000420\nCapAmb:\t0000000000000000\n"))
+      << user.out << user.err;
 }
 
 TEST_F(AgentdTest, ShutdownTerminatesProcessesAndExits) {
