@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <iostream>
 #include <random>
+#include <tuple>
 
 #include "common/io.h"
 #include "cli/cli.h"
@@ -24,6 +25,7 @@
 #include "schema/image_ref.h"
 #include "schema/sandboxfile.h"
 #include "schema/network_rule.h"
+#include "schema/security.h"
 #include "schema/values.h"
 #include "vm/log_file.h"
 #include "secrets/placeholder.h"
@@ -61,7 +63,36 @@ struct RunArgs {
   std::string tls_ca;                // --net-tls-ca FILE
   std::vector<std::string> publish;
   int net_mtu = 0;
+  // Hardening, in docker's spellings (schema/security.h).
+  bool read_only = false;
+  std::vector<std::string> security_opts;  // no-new-privileges[:true|:false]
+  std::vector<std::string> cap_drop, cap_add;
 };
+
+// The flags' `security:`: --read-only, --security-opt no-new-privileges,
+// --cap-drop and --cap-add as the Sandboxfile's fields.
+Status RunSecurity(const RunArgs& a, schema::Sandbox& sb) {
+  sb.security.read_only_root = a.read_only;
+  for (const std::string& opt : a.security_opts) {
+    if (opt == "no-new-privileges" || opt == "no-new-privileges:true" || opt == "no-new-privileges=true") {
+      sb.security.no_new_privileges = true;
+    } else if (opt == "no-new-privileges:false" || opt == "no-new-privileges=false") {
+      sb.security.no_new_privileges = false;
+    } else {
+      return Error(ErrorCode::kInvalidArgument,
+                   "--security-opt " + opt + ": msb knows no-new-privileges[:true|:false] only");
+    }
+  }
+  for (auto [flag, names, list] : {std::tuple{"--cap-drop", &a.cap_drop, &sb.security.cap_drop},
+                                   std::tuple{"--cap-add", &a.cap_add, &sb.security.cap_add}}) {
+    for (const std::string& name : *names) {
+      auto cap = schema::CanonicalCapability(name);
+      if (!cap.ok()) return Error(ErrorCode::kInvalidArgument, std::string(flag) + " " + cap.error().message());
+      schema::AddCapability(list, *cap);
+    }
+  }
+  return OkStatus();
+}
 
 std::optional<schema::NetworkPolicy> NetworkPolicyNamed(const std::string& name) {
   for (auto p : {schema::NetworkPolicy::kNone, schema::NetworkPolicy::kGroup,
@@ -143,6 +174,7 @@ int Run(const RunArgs& a) {
   sb.user = a.user;
   sb.command = a.command;
   if (auto st = RunNetwork(a, sb); !st.ok()) return Fail(st.error().message());
+  if (auto st = RunSecurity(a, sb); !st.ok()) return Fail(st.error().message());
   if (!a.tls_ca.empty()) {
     auto abs = schema::ResolveHostPath(a.tls_ca, cwd, home);
     if (!abs.ok()) return Fail("--net-tls-ca " + a.tls_ca + ": " + abs.error().message());
@@ -517,6 +549,13 @@ void RegisterSandboxCommands(CLI::App& app) {
                     "a secret: VAR=env:HOSTVAR@host[,host] or VAR=file:PATH@host (repeatable)")
         ->allow_extra_args(false);
     cmd->add_option("--net-tls-ca", a->tls_ca, "extra CA certificates (PEM) for upstreams of secrets");
+    cmd->add_flag("--read-only", a->read_only, "no writable layer: the guest's / is read-only (tmpfs stays writable)");
+    cmd->add_option("--security-opt", a->security_opts,
+                    "no-new-privileges: processes cannot gain privileges through execve (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--cap-drop", a->cap_drop, "drop a capability, or ALL (repeatable)")->allow_extra_args(false);
+    cmd->add_option("--cap-add", a->cap_add, "keep a capability, e.g. NET_BIND_SERVICE (repeatable)")
+        ->allow_extra_args(false);
     cmd->add_option("command", a->command, "command and arguments (after --)");
     OnRun(cmd, [a]() { return Run(*a); });
   }

@@ -27,6 +27,7 @@
 #include "orchestrator/sandbox_ref.h"
 #include "schema/network_rule.h"
 #include "schema/sandboxfile.h"
+#include "schema/security.h"
 #include "schema/values.h"
 #include "secrets/transfer.h"
 #include "vm/accel.h"
@@ -39,6 +40,11 @@
 
 namespace msb::orchestrator {
 namespace {
+
+// The tmpfs under a read-only root: it holds only what agentd writes at boot
+// (resolv.conf, hosts, the sandbox CA and its bundle) and is read-only to
+// everything after.
+constexpr uint64_t kReadOnlyRootScratch = 16ull << 20;
 
 std::string RandomId() {
   std::random_device rd;
@@ -102,6 +108,11 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
   req.memory_bytes = sb.memory;
   req.disk_bytes = sb.disk;
   req.ephemeral = sb.ephemeral;
+  req.read_only_root = sb.security.read_only_root;
+  req.boot.security.no_new_privileges = sb.security.no_new_privileges;
+  if (auto caps = schema::EffectiveCapabilities(sb.security)) {
+    req.boot.security.capabilities = schema::CapabilityNames(*caps);
+  }
   req.mounts = sb.volumes;
   req.tmpfs = sb.tmpfs;
   for (const auto& m : sb.volumes) {
@@ -257,8 +268,11 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.tsc_khz = CachedTscKhz();
   agent::BootConfig boot = req.boot;
   if (boot.hostname.empty()) boot.hostname = req.name;
-  boot.root.ephemeral = req.ephemeral;
-  if (req.ephemeral) {
+  boot.root.ephemeral = req.ephemeral || req.read_only_root;
+  boot.root.read_only = req.read_only_root;
+  if (req.read_only_root) {
+    boot.root.upper_size_bytes = kReadOnlyRootScratch;
+  } else if (req.ephemeral) {
     boot.root.upper_size_bytes = req.disk_bytes;
   } else {
     spec.upper_disk = dir + "/upper.ext4";

@@ -33,6 +33,9 @@ struct LaunchRequest {
   uint64_t memory_bytes = 512ull << 20;
   uint64_t disk_bytes = 2ull << 30;
   bool ephemeral = false;
+  // security.read_only_root: no writable layer (no upper disk; a small tmpfs
+  // takes what agentd writes at boot) and / read-only in the guest.
+  bool read_only_root = false;
   agent::BootConfig boot;
   // Mounts as declared; Prepare makes them devices and the guest's mount list
   // (orchestrator/launch_mounts.h). volume_sizes: each named volume's size, by name.

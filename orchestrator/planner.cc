@@ -143,6 +143,15 @@ std::string Render(const std::string& path, const json& v) {
     for (const json& e : v) items.push_back(Item(path, e));
     return Elide("[" + Join(items, ", ") + "]");
   }
+  if (path == "security" && v.is_object()) {
+    // The section appears or goes: name what it sets.
+    std::vector<std::string> items;
+    for (const auto& [k, e] : v.items()) {
+      if (e == false || (e.is_array() && e.empty())) continue;
+      items.push_back(k + ": " + Generic(e));
+    }
+    return Elide("{" + Join(items, ", ") + "}");
+  }
   if (path.rfind("secrets.", 0) == 0 && std::count(path.begin(), path.end(), '.') == 1 &&
       v.is_object()) {
     std::string source = v.contains("from_env") ? "from_env" : "from_file";
@@ -155,7 +164,7 @@ std::string Render(const std::string& path, const json& v) {
 // Maps whose changes are reported key by key.
 bool Descend(const std::string& path) {
   if (path.empty() || path == "envs" || path == "scripts" || path == "secrets" ||
-      path == "network" || path == "network.dns" || path == "healthcheck") {
+      path == "network" || path == "network.dns" || path == "healthcheck" || path == "security") {
     return true;
   }
   if (path.rfind("secrets.", 0) != 0) return false;

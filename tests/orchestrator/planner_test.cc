@@ -181,6 +181,12 @@ TEST(PlannerTest, EachVmFieldChangeReplaces) {
        "-/+ replace api (shell /bin/sh -> /bin/bash; user (none) -> 1000; workdir (none) -> /app)"},
       {"", "    scripts: {migrate: alembic upgrade head}\n",
        "-/+ replace api (scripts.migrate (none) -> [/bin/sh, -c, \"alembic upgrade head\"])"},
+      {"", "    security: {no_new_privileges: true}\n",
+       "-/+ replace api (security (none) -> {no_new_privileges: true})"},
+      {"    security: {cap_drop: [ALL]}\n", "    security: {cap_drop: [ALL], cap_add: [kill]}\n",
+       "-/+ replace api (security.cap_add [] -> [CAP_KILL])"},
+      {"    security: {read_only_root: true}\n", "    security: {level: strict, cap_drop: []}\n",
+       "-/+ replace api (network.policy public -> none; security.no_new_privileges false -> true)"},
       // Several at once, in key order; in-place fields are listed too.
       {"", "    restart: always\n    memory: 1G\n    cpus: 2\n",
        "-/+ replace api (cpus 1 -> 2; memory 512M -> 1G; restart no -> always)"},
