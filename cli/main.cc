@@ -1,11 +1,14 @@
 // msb: the host binary. Parses the command line and dispatches to the command
 // registered by each component; see cli.h.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "cli/cli.h"
+#include "common/io.h"
 
 namespace msb::cli {
 namespace {
@@ -53,6 +56,15 @@ void AddRegistryFlags(CLI::App* cmd, RegistryFlags* flags) {
 }  // namespace msb::cli
 
 int main(int argc, char** argv) {
+  // $MSB_HOME holds environment values, disks and logs: private to its
+  // owner, whatever created it and whatever this process creates there.
+  ::umask(msb::kPrivateUmask);
+  const std::string home = msb::MsbHome();
+  if (auto was = msb::MakeDirPrivate(home); !was.ok()) {
+    std::fprintf(stderr, "msb: warning: %s\n", was.error().message().c_str());
+  } else if (*was) {
+    std::fprintf(stderr, "msb: %s was mode %04o, open to other users; it is now 0700\n", home.c_str(), **was);
+  }
   CLI::App app{"msb: run untrusted code in microVMs declared in a Sandboxfile", "msb"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every command");

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 
@@ -112,6 +113,25 @@ std::string MsbHome() {
   }
   const char* home = std::getenv("HOME");
   return std::string(home != nullptr ? home : "/root") + "/.local/share/msb";
+}
+
+Result<std::optional<unsigned>> MakeDirPrivate(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return std::optional<unsigned>();
+  const unsigned was = st.st_mode & 07777;
+  if ((was & 077) == 0) return std::optional<unsigned>();
+  char octal[8];
+  std::snprintf(octal, sizeof octal, "%04o", was);
+  if ((was & S_ISVTX) != 0) {
+    return Error(ErrorCode::kState, path + " is a shared directory (mode " + octal +
+                                        "): other users can see what msb keeps there; set MSB_HOME "
+                                        "to a directory of your own");
+  }
+  if (::chmod(path.c_str(), 0700) != 0) {
+    return Error::FromErrno(std::string("cannot make ") + path + " private (mode " + octal +
+                            ", other users can read it)");
+  }
+  return std::optional<unsigned>(was);
 }
 
 std::string SelfDir() {

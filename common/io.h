@@ -2,6 +2,7 @@
 // directories. Not streaming.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +31,17 @@ std::string LastLines(std::string_view text, int n);
 
 // $MSB_HOME, else $XDG_DATA_HOME/msb, else ~/.local/share/msb. Not created here.
 std::string MsbHome();
+// The umask every msb process sets first thing: what it creates under
+// $MSB_HOME (and what its children, QEMU and mkfs, create there) is the
+// owner's alone unless a mode is set explicitly.
+constexpr int kPrivateUmask = 077;
+// Takes group and other permissions off the directory at path (mode 0700),
+// which holds private files: returns the permission bits it had when it
+// changed them, nullopt when there was nothing to change (already private,
+// or missing: then whoever creates it does so under kPrivateUmask). An error,
+// and no change, for a shared directory (sticky bit, like /tmp) or one this
+// user may not chmod.
+Result<std::optional<unsigned>> MakeDirPrivate(const std::string& path);
 // The directory holding the running msb binary (for finding agentd beside it).
 std::string SelfDir();
 

@@ -7,6 +7,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
+
+#include "common/log.h"
 
 namespace msb {
 namespace {
@@ -47,6 +50,36 @@ Result<UniqueFd> ConnectUnix(const std::string& path) {
     return Error(ErrorCode::kUnavailable, "cannot connect to " + path + ": " + std::strerror(errno));
   }
   return fd;
+}
+
+Result<PeerCredentials> PeerCredentialsOf(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred) {
+    return Error::FromErrno("SO_PEERCRED");
+  }
+  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+}
+
+bool PeerAllowed(const PeerCredentials& peer, uid_t owner) { return peer.uid == owner || peer.uid == 0; }
+
+bool AdmitPeer(int fd, std::string_view what) {
+  auto peer = PeerCredentialsOf(fd);
+  const uid_t owner = ::geteuid();
+  if (peer.ok() && PeerAllowed(*peer, owner)) return true;
+  // Any local user may knock: what they cause in the log is bounded.
+  static LogRateLimiter refusals;
+  if (uint64_t held; refusals.Allow(std::string(what), &held)) {
+    if (peer.ok()) {
+      std::string who = owner == 0 ? "root" : "uid " + std::to_string(owner) + " or root";
+      MSB_LOG(kWarn, "security") << "refused a connection to " << what << " from pid " << peer->pid << " uid "
+                                 << peer->uid << " (only " << who << " may connect)" << HeldBackNote(held);
+    } else {
+      MSB_LOG(kWarn, "security") << "refused a connection to " << what << ": " << peer.error().message()
+                                 << HeldBackNote(held);
+    }
+  }
+  return false;
 }
 
 }  // namespace msb

@@ -119,7 +119,7 @@ class StoreSink final : public BlobSink {
       DropLock(lock_path_, lock_);
       return OkStatus();
     }
-    fd_.Reset(::open(partial_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    fd_.Reset(::open(partial_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!fd_) return WriteError(digest_, root_ + "/ingest", errno);
     if (::fstat(fd_.get(), &st) != 0) return Error::FromErrno("fstat " + partial_);
     if (size_ >= 0 && st.st_size > size_) return Restart();
@@ -333,7 +333,7 @@ std::string DefaultImageRoot() { return MsbHome() + "/images"; }
 Result<ImageStore> ImageStore::Open(const std::string& root) {
   if (root.empty()) return Error(ErrorCode::kInvalidArgument, "empty image store path");
   for (const char* sub : {"/blobs/sha256", "/ingest", "/disks"}) {
-    if (auto st = MakeDirs(root + sub); !st.ok()) return st.error().Wrap("creating the image store " + root);
+    if (auto st = MakeDirs(root + sub, 0700); !st.ok()) return st.error().Wrap("creating the image store " + root);
   }
   return ImageStore(root);
 }

@@ -4,13 +4,18 @@
 // only constant SQL text is ever assembled here.
 #include "orchestrator/store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <array>
 #include <ctime>
 #include <type_traits>
 
+#include "common/fd.h"
 #include "common/io.h"
 
 namespace msb::orchestrator {
@@ -277,6 +282,27 @@ Result<std::vector<T>> CollectRows(Stmt& s, const std::string& what, Reader read
 }
 
 // A foreign-key failure on insert means the owning project is missing.
+// The database holds sandboxes' environment values: it is created 0600
+// before SQLite opens it, and SQLite gives its WAL, shared-memory and journal
+// files the database's mode. Files an older msb left readable are tightened.
+// An existing database is never opened here: closing any descriptor of it
+// would drop the POSIX locks another connection of this process holds on it.
+Status MakeDatabasePrivate(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return Error::FromErrno("cannot open state database " + path);
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd && errno != EEXIST) return Error::FromErrno("cannot create state database " + path);
+  } else if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), 0600) != 0) {
+    return Error::FromErrno("cannot make state database " + path + " private");
+  }
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    std::string side = path + suffix;
+    if (::stat(side.c_str(), &st) == 0 && (st.st_mode & 077) != 0) ::chmod(side.c_str(), 0600);
+  }
+  return OkStatus();
+}
+
 Error MissingProject(const Error& e, const std::string& project) {
   if (e.code() != ErrorCode::kState) return e;
   return Error(ErrorCode::kNotFound,
@@ -311,8 +337,9 @@ std::string Store::DefaultPath() { return MsbHome() + "/state.db"; }
 Result<Store> Store::Open(const std::string& path, const StoreOptions& options) {
   if (path.empty()) return Error(ErrorCode::kInvalidArgument, "empty state database path");
   if (auto slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
-    MSB_TRY_STATUS(MakeDirs(path.substr(0, slash)));
+    MSB_TRY_STATUS(MakeDirs(path.substr(0, slash), 0700));
   }
+  MSB_TRY_STATUS(MakeDatabasePrivate(path));
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,

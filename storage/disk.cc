@@ -412,7 +412,7 @@ Result<std::string> BuildBaseDiskFromDir(const std::string& rootfs_dir,
                  rootfs_dir + " is not a directory: a local image must be a root file system "
                               "directory");
   }
-  MSB_TRY_STATUS(MakeDirs(cache_dir));
+  MSB_TRY_STATUS(MakeDirs(cache_dir, 0700));
   char root_real[PATH_MAX], cache_real[PATH_MAX];
   if (::realpath(rootfs_dir.c_str(), root_real) == nullptr) {
     return Error::FromErrno("cannot resolve " + rootfs_dir);
@@ -495,7 +495,7 @@ Status CreateSparseExt4(const std::string& path, uint64_t size_bytes, const std:
     return Error(ErrorCode::kAlreadyExists, "disk " + path + " already exists", EEXIST);
   }
   const std::string dir = DirName(path);
-  MSB_TRY_STATUS(MakeDirs(dir));
+  MSB_TRY_STATUS(MakeDirs(dir, 0700));
   MSB_TRY(std::string mkfs, FindTool("mkfs.ext4"));
   TempFile tmp(TempPathFor(dir, BaseName(path)));
   MSB_TRY_STATUS(CreateSparseFile(tmp.path(), size_bytes, 0600));

@@ -375,7 +375,7 @@ Status NetworkAttachment::ListenGroup() {
 
 void NetworkAttachment::OnGroupAccept() {
   UniqueFd fd(::accept4(group_listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!fd) return;
+  if (!fd || !AdmitPeer(fd.get(), group_socket_)) return;
   SetTimeouts(fd.get(), 2000);
   // "tcp PORT FROM\n", read byte by byte so no payload is consumed.
   std::string line;

@@ -417,7 +417,7 @@ void Supervisor::HandleWorkloadFrame(const Frame& f) {
 
 void Supervisor::OnControlAccept() {
   UniqueFd fd = AcceptNonBlocking(control_listen_.get());
-  if (!fd) return;
+  if (!fd || !AdmitPeer(fd.get(), spec_.ControlSocket())) return;
   auto c = std::make_unique<Client>();
   Client* raw = c.get();
   c->fd = std::move(fd);

@@ -97,6 +97,44 @@ TEST(SetNonBlockingTest, BadDescriptorIsAnError) {
   EXPECT_EQ(st.error().message().rfind("fcntl: ", 0), 0u);
 }
 
+TEST_F(IoTest, MakeDirPrivateTightensOnlyWhatIsOpen) {
+  struct stat st;
+  const std::string open_dir = dir_ + "/open", closed = dir_ + "/closed", shared = dir_ + "/shared";
+  ASSERT_EQ(::mkdir(open_dir.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0755), 0);
+  auto was = MakeDirPrivate(open_dir);
+  ASSERT_TRUE(was.ok()) << was.error().message();
+  ASSERT_TRUE(was->has_value());
+  EXPECT_EQ(**was, 0755u);
+  ASSERT_EQ(::stat(open_dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  // Once private, nothing more to say.
+  was = MakeDirPrivate(open_dir);
+  ASSERT_TRUE(was.ok());
+  EXPECT_FALSE(was->has_value());
+
+  ASSERT_EQ(::mkdir(closed.c_str(), 0700), 0);
+  was = MakeDirPrivate(closed);
+  ASSERT_TRUE(was.ok());
+  EXPECT_FALSE(was->has_value());
+
+  // Missing: left for its creator (under the private umask).
+  was = MakeDirPrivate(dir_ + "/missing");
+  ASSERT_TRUE(was.ok());
+  EXPECT_FALSE(was->has_value());
+  EXPECT_NE(::access((dir_ + "/missing").c_str(), F_OK), 0);
+
+  // A shared directory (sticky, like /tmp) is never chmod-ed.
+  ASSERT_EQ(::mkdir(shared.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
+  was = MakeDirPrivate(shared);
+  ASSERT_FALSE(was.ok());
+  EXPECT_NE(was.error().message().find("is a shared directory (mode 1777)"), std::string::npos)
+      << was.error().message();
+  ASSERT_EQ(::stat(shared.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 01777u);
+}
+
 TEST(MsbHomeTest, FollowsEnvironmentOrder) {
   setenv("MSB_HOME", "/x/home", 1);
   EXPECT_EQ(MsbHome(), "/x/home");

@@ -126,6 +126,42 @@ TEST_F(StoreTest, OpenCreatesParentAndMigratesEmptyDatabase) {
   EXPECT_EQ(*ic, "ok");
 }
 
+unsigned PermissionsOf(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return 077777;
+  return st.st_mode & 07777;
+}
+
+// The database holds environment values: 0600, and so are SQLite's side
+// files, whatever the umask (msb's own is 077; a library user's may be 022).
+TEST_F(StoreTest, DatabaseAndItsSideFilesAreOwnerOnly) {
+  mode_t old_umask = ::umask(022);
+  {
+    Store s = OpenOrDie();
+    AddProject(s, "shop");  // a write: the WAL has content
+    EXPECT_EQ(PermissionsOf(dir_ + "/home"), 0700u);
+    EXPECT_EQ(PermissionsOf(db_path_), 0600u);
+    EXPECT_EQ(PermissionsOf(db_path_ + "-wal"), 0600u);
+    EXPECT_EQ(PermissionsOf(db_path_ + "-shm"), 0600u);
+  }
+  // Files an older msb left readable are tightened at the next open.
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::string f = db_path_ + suffix;
+    if (::access(f.c_str(), F_OK) != 0) ASSERT_TRUE(WriteFileAtomic(f, "", 0644).ok());
+    ASSERT_EQ(::chmod(f.c_str(), 0644), 0);
+  }
+  {
+    Store s = OpenOrDie();
+    EXPECT_EQ(PermissionsOf(db_path_), 0600u);
+    EXPECT_EQ(PermissionsOf(db_path_ + "-wal"), 0600u);
+    EXPECT_EQ(PermissionsOf(db_path_ + "-shm"), 0600u);
+    auto project = s.GetProject("shop");
+    ASSERT_TRUE(project.ok());
+    EXPECT_TRUE(project->has_value());
+  }
+  ::umask(old_umask);
+}
+
 TEST_F(StoreTest, ReopenIsIdempotentAndKeepsData) {
   {
     Store s = OpenOrDie();
