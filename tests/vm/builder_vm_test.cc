@@ -60,6 +60,8 @@ class BuilderVmTest : public ::testing::Test {
     options_.kernel = "/k";
     options_.initramfs = "/i";
     options_.kernel_args = "x=1";
+    // The stand-in QEMU writes its argv and reads the agent socket on the host.
+    options_.jail = false;
     boot_.name = "the test VM";
     boot_.scratch_prefix = "msb-bvt-";
     boot_.disks = {{tmp_ + "/target,1.ext4", "msb-target", false}, {tmp_ + "/layer.tar", "msb-layer-0", true}};
