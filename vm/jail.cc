@@ -326,7 +326,9 @@ int EnterFileServerJail(const FileServerPlan& p) {
     if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
     if (int e = WriteFile("/proc/self/gid_map", p.gid_map)) return e;
   }
-  if (::unshare(CLONE_NEWNS) != 0) return ChildFail("unshare(CLONE_NEWNS) for", p.source.c_str(), errno);
+  // Its own IPC and host name too: virtiofsd itself adds the PID and network namespaces.
+  if (::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0)
+    return ChildFail("unshare(CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS) for", p.source.c_str(), errno);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return ChildFail("making / private before sharing", p.source.c_str(), errno);
   if (::mount("tmpfs", "/mnt", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k") != 0)
