@@ -4,7 +4,9 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -97,8 +99,12 @@ Result<ChildProcess> ChildProcess::Spawn(const SpawnOptions& opts) {
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return Error::FromErrno("pipe2");
   UniqueFd rd(pipefd[0]), wr(pipefd[1]);
   pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) return Error::FromErrno("fork");
+  // Without a new stack, clone(2) returns twice like fork.
+  pid_t pid = opts.clone_flags != 0
+                  ? static_cast<pid_t>(::syscall(SYS_clone, opts.clone_flags | SIGCHLD, nullptr,
+                                                 nullptr, nullptr, nullptr))
+                  : ::fork();
+  if (pid < 0) return Error::FromErrno(opts.clone_flags != 0 ? "clone" : "fork");
   if (pid == 0) {
     auto fail = [&](int err) {
       ssize_t u = ::write(wr.get(), &err, sizeof err);
@@ -108,7 +114,8 @@ Result<ChildProcess> ChildProcess::Spawn(const SpawnOptions& opts) {
     if (opts.new_session) ::setsid();
     if (opts.parent_death_signal != 0) {
       ::prctl(PR_SET_PDEATHSIG, opts.parent_death_signal);
-      if (::getppid() != parent) ::_exit(127);
+      const bool own_pid_ns = (opts.clone_flags & CLONE_NEWPID) != 0;
+      if (!own_pid_ns && ::getppid() != parent) ::_exit(127);
     }
     sigset_t none;
     sigemptyset(&none);

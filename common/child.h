@@ -26,6 +26,11 @@ struct SpawnOptions {
   int parent_death_signal = 0;
   bool new_session = false;
   std::string cwd;
+  // Namespace flags (CLONE_NEW*) for the child, which is then made with
+  // clone(2) rather than fork. With CLONE_NEWPID the child is its namespace's
+  // pid 1 and cannot see that its parent died before the death signal was
+  // set (getppid is 0 there).
+  unsigned long clone_flags = 0;
   // Runs in the child just before exec, after the fds, session, death signal
   // and cwd are set: returns 0 to go on, or an errno that Spawn then returns
   // as its error. The child of a fork: make system calls only (no locks, no

@@ -22,6 +22,7 @@
 #include "common/io.h"
 #include "common/log.h"
 #include "common/unix_socket.h"
+#include "vm/jail.h"
 #include "vm/kernel.h"
 #include "vm/qemu_cmdline.h"
 #include "vm/spec.h"
@@ -95,6 +96,7 @@ Result<BuilderVm> BuilderVm::Boot(const BuilderVmOptions& options, const Builder
   opts.stdout_fd = log.valid() ? log.get() : -2;
   opts.stderr_fd = log.valid() ? log.get() : -2;
   opts.parent_death_signal = SIGKILL;
+  if (options.jail) MSB_TRY_STATUS(ConfineVmm(BuilderJail(options, boot, dir), &opts));
   MSB_TRY(ChildProcess qemu, ChildProcess::Spawn(opts));
 
   UniqueFd conn;

@@ -33,6 +33,9 @@ struct BuilderVmOptions {
   // Extra guest kernel arguments; "" = vm::TscKernelArg() (TCG boots hang
   // without a known TSC rate on a busy host).
   std::string kernel_args;
+  // QEMU starts in its jail (vm/jail.h). Off only for a stand-in QEMU in
+  // tests that needs the host around it.
+  bool jail = true;
 };
 
 // One boot: its disks, and how its errors and scratch directory are named.

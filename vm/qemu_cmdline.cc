@@ -34,7 +34,11 @@ QemuCommandLine QemuCommandLine::ForMicrovm(const MicrovmConfig& m) {
     c.Add({"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on", "-machine",
            "memory-backend=mem", "-global", "virtio-mmio.force-legacy=false"});
   }
-  c.Add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel", m.kernel});
+  c.Add({"-nodefaults", "-no-user-config", "-nographic", "-no-reboot"});
+  // QEMU's own seccomp filter: no obsolete calls, no set*id, no fork or exec,
+  // no scheduler or affinity changes (vm/jail.h is the rest of its jail).
+  c.Add({"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"});
+  c.Add({"-kernel", m.kernel});
   if (!m.initramfs.empty()) c.Add({"-initrd", m.initramfs});
   c.Add({"-append", MicrovmKernelCmdline(m.kernel_args)});
   return c;

@@ -24,6 +24,7 @@
 #include "secrets/transfer.h"
 #include "vm/control.h"
 #include "vm/guest_text.h"
+#include "vm/jail.h"
 
 namespace msb::vm {
 
@@ -144,6 +145,7 @@ Status Supervisor::SpawnVm() {
   opts.stderr_fd = qemu_log.get();
   // QEMU dies with its supervisor: no orphan VM.
   opts.parent_death_signal = SIGKILL;
+  MSB_TRY_STATUS(ConfineVmm(SandboxJail(spec_), &opts));
   MSB_LOG(kInfo, "vm") << "starting QEMU for " << spec_.name;
   auto child = ChildProcess::Spawn(opts);
   if (!child.ok()) return child.error();

@@ -18,6 +18,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "common/unix_socket.h"
+#include "vm/jail.h"
 
 namespace msb::vm {
 namespace {
@@ -34,40 +35,6 @@ std::string FuseOptEscape(const std::string& v) {
     out += c;
   }
   return out;
-}
-
-// In the forked child only: writes "virtiofsd set-up: <what> <path>: <errno
-// text>" to fd 2 and returns err. No allocation.
-int ChildFail(const char* what, const char* path, int err) {
-  const char* text = strerrordesc_np(err);
-  for (const char* part : {"msb: virtiofsd set-up: ", what, " ", path, ": ",
-                           text != nullptr ? text : "error", "\n"}) {
-    ssize_t unused = ::write(2, part, std::strlen(part));
-    (void)unused;
-  }
-  return err;
-}
-
-// In the forked child only: the private mount namespace in which `source` is
-// a read-only bind of itself (recursively when mount_setattr exists).
-int MakeReadOnlyView(const char* source) {
-  if (::unshare(CLONE_NEWNS) != 0) return ChildFail("unshare(CLONE_NEWNS) for", source, errno);
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    return ChildFail("making / private before sharing", source, errno);
-  if (::mount(source, source, nullptr, MS_BIND | MS_REC, nullptr) != 0)
-    return ChildFail("bind-mounting", source, errno);
-  mount_attr attr{};
-  attr.attr_set = MOUNT_ATTR_RDONLY;
-  if (::mount_setattr(AT_FDCWD, source, AT_RECURSIVE, &attr, sizeof attr) == 0) return 0;
-  if (errno != ENOSYS) return ChildFail("making read-only", source, errno);
-  // No mount_setattr: a non-recursive bind (nested mounts stay hidden) made
-  // read-only with a remount.
-  if (::umount2(source, MNT_DETACH) != 0) return ChildFail("unmounting the bind of", source, errno);
-  if (::mount(source, source, nullptr, MS_BIND, nullptr) != 0)
-    return ChildFail("bind-mounting", source, errno);
-  if (::mount(nullptr, source, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0)
-    return ChildFail("remounting read-only", source, errno);
-  return 0;
 }
 
 }  // namespace
@@ -88,13 +55,17 @@ Result<std::string> FindVirtiofsd() {
                "or set MSB_VIRTIOFSD");
 }
 
-std::vector<std::string> VirtiofsdArgv(const std::string& binary, const VmShare& share, int fd) {
+std::vector<std::string> VirtiofsdArgv(const std::string& binary, const std::string& share_source, int fd) {
   return {binary,
           "--fd=" + std::to_string(fd),
-          "-o", "source=" + FuseOptEscape(share.source),
+          "-o", "source=" + FuseOptEscape(share_source),
           "-o", "cache=auto",
           "-o", "sandbox=namespace",
-          "-o", "modcaps=-mknod",
+          // Inside its user namespace it is root; none of these may act
+          // on the share's files beyond what their owner may do.
+          "-o", "modcaps=-chown:-dac_override:-fowner:-fsetid:-setgid:-setuid:-mknod:-setfcap",
+          // The jail raised the descriptor limit as far as it may go.
+          "--rlimit-nofile=0",
           "-o", "log_level=warn"};
 }
 
@@ -119,25 +90,24 @@ Status VirtiofsDaemons::Start(const std::vector<VmShare>& shares, const std::str
     auto listen = ListenUnix(ShareSocket(dir, i), false, 1);
     if (!listen.ok()) return fail(listen.error());
     const int listen_fd = listen->get();
-    const bool read_only = share.read_only;
-    const char* source = share.source.c_str();
     SpawnOptions o;
-    o.argv = VirtiofsdArgv(binary, share, kSocketFd);
+    o.argv = VirtiofsdArgv(binary, kFileServerSource, kSocketFd);
     o.stdout_fd = log.get();
     o.stderr_fd = log.get();
     o.parent_death_signal = SIGKILL;
-    o.before_exec = [listen_fd, read_only, source]() -> int {
+    o.before_exec = [listen_fd]() -> int {
       if (listen_fd == kSocketFd) {
         if (::fcntl(kSocketFd, F_SETFD, 0) != 0) return errno;
       } else if (::dup2(listen_fd, kSocketFd) < 0) {
         return errno;
       }
-      return read_only ? MakeReadOnlyView(source) : 0;
+      return 0;
     };
+    if (auto st = ConfineFileServer(share.source, share.read_only, &o); !st.ok()) return fail(st.error());
     auto child = ChildProcess::Spawn(o);
     if (!child.ok()) return fail(child.error().Wrap("starting virtiofsd (details in " + log_path + ")"));
     MSB_LOG(kInfo, "virtiofs") << "virtiofsd pid " << child->pid() << " shares " << share.source
-                               << (read_only ? " read-only" : "") << " as " << share.tag;
+                               << (share.read_only ? " read-only" : "") << " as " << share.tag;
     daemons_.push_back(Daemon{share, std::move(*child)});
   }
   return OkStatus();

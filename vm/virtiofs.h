@@ -12,14 +12,13 @@
 //  - virtiofsd runs as a child with PR_SET_PDEATHSIG(SIGKILL): a supervisor
 //    that dies takes it along (its own sandbox child has a death signal too,
 //    and loses QEMU's connection in any case).
-//  - Read-only is enforced on the host, never by the guest's mount flags: the
-//    child enters a private mount namespace (unshare(CLONE_NEWNS), / made
-//    MS_REC|MS_PRIVATE), bind-mounts the source onto itself and makes that
-//    bind read-only (recursively with mount_setattr; a plain bind remounted
-//    MS_RDONLY where that is missing) before exec'ing virtiofsd on it. A guest
-//    that remounts its view read-write gets EROFS from the host kernel.
-//  - Guest root cannot create device nodes through a share: virtiofsd runs
-//    with CAP_MKNOD removed (`-o modcaps=-mknod`).
+//  - Each daemon starts in its jail (vm/jail.h, ConfineFileServer): a private
+//    mount namespace where the share is bound at kFileServerSource —
+//    read-only there when the share is, so a guest that remounts its view
+//    read-write gets EROFS from the host kernel — the identity of the share's
+//    owner, a user namespace mapping only its root to that owner, and a
+//    seccomp filter against set-id bits and device nodes. Every capability
+//    virtiofsd would keep is dropped (`-o modcaps=...`).
 #pragma once
 
 #include <sys/types.h>
@@ -37,8 +36,9 @@ namespace msb::vm {
 // error names the Debian package when none is there.
 Result<std::string> FindVirtiofsd();
 
-// virtiofsd's command line for share, listening on fd `fd`.
-std::vector<std::string> VirtiofsdArgv(const std::string& binary, const VmShare& share, int fd);
+// virtiofsd's command line serving share_source (inside its jail:
+// kFileServerSource), listening on fd `fd`.
+std::vector<std::string> VirtiofsdArgv(const std::string& binary, const std::string& share_source, int fd);
 
 // The daemons of one sandbox. Single-threaded (the supervisor's dispatcher
 // thread, which must outlive them: the death signal follows that thread).

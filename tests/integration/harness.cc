@@ -243,9 +243,16 @@ std::vector<int> MsbTest::ProcessesMatching(const std::string& needle) {
   while (dirent* e = ::readdir(d)) {
     int pid = std::atoi(e->d_name);
     if (pid <= 0 || pid == ::getpid()) continue;
-    std::ifstream f("/proc/" + std::string(e->d_name) + "/cmdline");
+    const std::string proc = "/proc/" + std::string(e->d_name);
+    std::ifstream f(proc + "/cmdline");
     std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    if (cmd.find(needle) != std::string::npos) pids.push_back(pid);
+    // A jailed virtiofsd names only its jail's path; its stderr, the
+    // sandbox's log opened before the jail, still names the host path.
+    char log[4096];
+    ssize_t n = ::readlink((proc + "/fd/2").c_str(), log, sizeof log);
+    if (cmd.find(needle) != std::string::npos ||
+        (n > 0 && std::string(log, n).find(needle) != std::string::npos))
+      pids.push_back(pid);
   }
   ::closedir(d);
   return pids;

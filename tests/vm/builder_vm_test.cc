@@ -60,6 +60,8 @@ class BuilderVmTest : public ::testing::Test {
     options_.kernel = "/k";
     options_.initramfs = "/i";
     options_.kernel_args = "x=1";
+    // The stand-in QEMU writes its argv and reads the agent socket on the host.
+    options_.jail = false;
     boot_.name = "the test VM";
     boot_.scratch_prefix = "msb-bvt-";
     boot_.disks = {{tmp_ + "/target,1.ext4", "msb-target", false}, {tmp_ + "/layer.tar", "msb-layer-0", true}};
@@ -132,6 +134,61 @@ TEST_F(BuilderVmTest, BootsConnectsAndPowersOff) {
   }
   // Gone with the BuilderVm: its scratch directory.
   EXPECT_TRUE(Entries(tmp_ + "/scratch").empty());
+}
+
+TEST_F(BuilderVmTest, TheVmmRunsJailed) {
+  // The jail binds what the VM is given: they have to exist.
+  options_.kernel = tmp_ + "/k";
+  options_.initramfs = tmp_ + "/i";
+  for (const std::string& f : {options_.kernel, options_.initramfs, boot_.disks[0].path, boot_.disks[1].path})
+    ASSERT_TRUE(WriteFileAtomic(f, "x", 0600).ok()) << f;
+  options_.jail = true;
+  ::unsetenv("FAKE_QEMU_ARGV");
+  ::setenv("FAKE_QEMU_REPORT", "1", 1);
+  auto vm = BuilderVm::Boot(options_, boot_);
+  ::unsetenv("FAKE_QEMU_REPORT");
+  ASSERT_TRUE(vm.ok()) << vm.error().message();
+  // The report is written before the hello.
+  auto hello = vm->channel().Receive(std::chrono::seconds(10));
+  ASSERT_TRUE(hello.ok()) << hello.error().message();
+  auto scratch = Entries(tmp_ + "/scratch");
+  ASSERT_EQ(scratch.size(), 1u);
+  const std::string dir = tmp_ + "/scratch/" + scratch[0];
+  auto report = ReadFile(dir + "/qemu.log");
+  ASSERT_TRUE(report.ok());
+  auto line = [&](const std::string& key) {
+    size_t at = report->find("\n" + key);
+    if (at == std::string::npos) return std::string();
+    at += 1;
+    return report->substr(at, report->find('\n', at) - at);
+  };
+  const std::string r = "\n" + *report;
+  *report = r;
+  const std::string uid = line("Uid:");
+  ASSERT_FALSE(uid.empty()) << *report;
+  EXPECT_EQ(uid.find("\t0\t"), std::string::npos) << uid;
+  EXPECT_EQ(line("CapEff:"), "CapEff:\t0000000000000000");
+  EXPECT_EQ(line("CapPrm:"), "CapPrm:\t0000000000000000");
+  EXPECT_EQ(line("NoNewPrivs:"), "NoNewPrivs:\t1");
+  char host_net[256] = {};
+  ASSERT_GT(::readlink("/proc/self/ns/net", host_net, sizeof host_net - 1), 0);
+  EXPECT_NE(line("net "), std::string("net ") + host_net);
+  EXPECT_NE(line("net "), "");
+  // Its root holds the VM's files and the program itself, nothing else of
+  // the host outside the system's libraries.
+  std::vector<std::string> files;
+  for (size_t at = 0; (at = report->find("\nfile ", at)) != std::string::npos; ++at)
+    files.push_back(report->substr(at + 6, report->find('\n', at + 1) - at - 6));
+  std::sort(files.begin(), files.end());
+  std::vector<std::string> want = {options_.initramfs, options_.kernel, tmp_ + "/layer.tar",
+                                   tmp_ + "/target,1.ext4", dir + "/agent.sock",
+                                   dir + "/console.log", "/etc/ld.so.cache"};
+  if (std::string(MSB_FAKE_QEMU).rfind("/usr/", 0) != 0) want.push_back(MSB_FAKE_QEMU);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(files, want) << *report;
+  // The read-only disk stays read-only to it.
+  EXPECT_NE(report->find("\nwrite " + tmp_ + "/layer.tar Permission denied\n"), std::string::npos) << *report;
+  EXPECT_EQ(vm->PowerOff(Clock::now() + std::chrono::seconds(10)).ToString(), "exited with code 0");
 }
 
 TEST_F(BuilderVmTest, PowerOffKillsAGuestThatDoesNotStop) {

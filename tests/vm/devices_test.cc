@@ -104,12 +104,16 @@ TEST(DevicesTest, SpecJsonRoundTripsAndOldSpecsHaveNone) {
 }
 
 TEST(DevicesTest, VirtiofsdArgvEscapesTheSource) {
-  auto a = VirtiofsdArgv("/usr/lib/qemu/virtiofsd", {"/a,b\\c", "msbfs0", true}, 3);
+  auto a = VirtiofsdArgv("/usr/lib/qemu/virtiofsd", "/a,b\\c", 3);
   ASSERT_GE(a.size(), 4u);
   EXPECT_EQ(a[1], "--fd=3");
   EXPECT_EQ(a[2], "-o");
   EXPECT_EQ(a[3], "source=/a\\,b\\\\c");
-  EXPECT_NE(std::find(a.begin(), a.end(), "modcaps=-mknod"), a.end());
+  // Every capability virtiofsd keeps by default is dropped.
+  EXPECT_NE(std::find(a.begin(), a.end(),
+                      "modcaps=-chown:-dac_override:-fowner:-fsetid:-setgid:-setuid:-mknod:-setfcap"),
+            a.end());
+  EXPECT_NE(std::find(a.begin(), a.end(), "--rlimit-nofile=0"), a.end());
 }
 
 class TempDir {
@@ -125,15 +129,21 @@ class TempDir {
   std::string path_;
 };
 
-// A stand-in for virtiofsd: reports whether fd 3 is a listening socket and
-// whether it can write into its source, then waits for a connection on fd 3
-// and exits when the peer closes it (as virtiofsd does).
+// A stand-in for virtiofsd, run in the file server's jail: reports (into
+// reports/ beside it, named after the share's `name` file) whether fd 3 is a
+// listening socket and what it may do to its source, then waits as virtiofsd
+// does.
 constexpr const char* kFakeDaemon = R"sh(#!/bin/sh
 src=""
 for a in "$@"; do case "$a" in source=*) src="${a#source=}";; esac; done
-report="$src.report"
-case "$(readlink /proc/self/fd/3)" in socket:*) echo "fd3 socket";; *) echo "fd3 missing";; esac > "$report.tmp"
-if echo changed > "$src/file" 2>/dev/null; then echo "write ok" >> "$report.tmp"; else echo "write refused" >> "$report.tmp"; fi
+report="$(dirname "$0")/reports/$(cat "$src/name").report"
+{
+case "$(readlink /proc/self/fd/3)" in socket:*) echo "fd3 socket";; *) echo "fd3 missing";; esac
+if echo changed > "$src/file" 2>/dev/null; then echo "write ok"; else echo "write refused"; fi
+if echo new > "$src/new" 2>/dev/null; then echo "create ok"; else echo "create refused"; fi
+if chmod 4755 "$src/file" 2>/dev/null; then echo "setuid ok"; else echo "setuid refused"; fi
+if chown 1234:1234 "$src/file" 2>/dev/null; then echo "chown ok"; else echo "chown refused"; fi
+} > "$report.tmp"
 mv "$report.tmp" "$report"
 exec sleep 600
 )sh";
@@ -153,10 +163,15 @@ class VirtiofsDaemonsTest : public ::testing::Test {
     fake_ = tmp_.path() + "/fake-virtiofsd";
     ASSERT_TRUE(WriteFileAtomic(fake_, kFakeDaemon, 0755).ok());
     ::setenv("MSB_VIRTIOFSD", fake_.c_str(), 1);
-    // The reports land beside each shared directory, outside it.
+    // The daemon runs as the share's owner: it must reach itself and the
+    // reports directory.
+    ASSERT_EQ(::chmod(tmp_.path().c_str(), 0755), 0);
+    ASSERT_TRUE(MakeDirs(tmp_.path() + "/reports").ok());
+    ASSERT_EQ(::chmod((tmp_.path() + "/reports").c_str(), 0777), 0);
     for (const char* d : {"ro", "rw"}) {
       ASSERT_TRUE(MakeDirs(tmp_.path() + "/" + d).ok());
       ASSERT_TRUE(WriteFileAtomic(tmp_.path() + "/" + d + "/file", "original\n").ok());
+      ASSERT_TRUE(WriteFileAtomic(tmp_.path() + "/" + d + "/name", d).ok());
     }
   }
   void TearDown() override { ::unsetenv("MSB_VIRTIOFSD"); }
@@ -164,26 +179,63 @@ class VirtiofsDaemonsTest : public ::testing::Test {
   std::string fake_;
 };
 
-TEST_F(VirtiofsDaemonsTest, ReadOnlySharesAreReadOnlyForTheDaemonOnly) {
-  if (::geteuid() != 0) GTEST_SKIP() << "a private mount namespace needs root";
+// A line of /proc/<pid>/status, as the host sees it ("Uid:\t0\t0\t0\t0").
+std::string StatusLine(pid_t pid, const std::string& key) {
+  auto text = ReadFile("/proc/" + std::to_string(pid) + "/status");
+  if (!text.ok()) return "";
+  size_t at = text->find("\n" + key + ":");
+  if (at == std::string::npos) return "";
+  size_t end = text->find('\n', at + 1);
+  return text->substr(at + 1, end - at - 1);
+}
+
+TEST_F(VirtiofsDaemonsTest, EachDaemonIsJailedAsTheShareOwner) {
+  if (::geteuid() != 0) GTEST_SKIP() << "serving a share as its owner needs root";
+  // The writable share belongs to someone other than root.
+  constexpr uid_t kOwner = 4242;
+  for (const char* p : {"/rw", "/rw/file", "/rw/name"})
+    ASSERT_EQ(::chown((tmp_.path() + p).c_str(), kOwner, kOwner), 0) << p;
   VirtiofsDaemons d;
   std::vector<VmShare> shares = {{tmp_.path() + "/ro", "msbfs0", true},
                                  {tmp_.path() + "/rw", "msbfs1", false}};
   ASSERT_TRUE(d.Start(shares, tmp_.path(), tmp_.path() + "/virtiofsd.log").ok());
   ASSERT_EQ(d.Pids().size(), 2u);
-  ASSERT_TRUE(WaitFor(tmp_.path() + "/ro.report", 10000));
-  ASSERT_TRUE(WaitFor(tmp_.path() + "/rw.report", 10000));
-  EXPECT_EQ(*ReadFile(tmp_.path() + "/ro.report"), "fd3 socket\nwrite refused\n");
-  EXPECT_EQ(*ReadFile(tmp_.path() + "/rw.report"), "fd3 socket\nwrite ok\n");
+  ASSERT_TRUE(WaitFor(tmp_.path() + "/reports/ro.report", 10000)) << *ReadFile(tmp_.path() + "/virtiofsd.log");
+  ASSERT_TRUE(WaitFor(tmp_.path() + "/reports/rw.report", 10000)) << *ReadFile(tmp_.path() + "/virtiofsd.log");
+  // Read-only is the host's: nothing gets written.
+  EXPECT_EQ(*ReadFile(tmp_.path() + "/reports/ro.report"),
+            "fd3 socket\nwrite refused\ncreate refused\nsetuid refused\nchown refused\n");
+  // Writable: the data lands, owned by the share's owner, without set-id bits
+  // and without the guest's choice of owner.
+  EXPECT_EQ(*ReadFile(tmp_.path() + "/reports/rw.report"),
+            "fd3 socket\nwrite ok\ncreate ok\nsetuid refused\nchown refused\n");
   EXPECT_EQ(*ReadFile(tmp_.path() + "/ro/file"), "original\n");
   EXPECT_EQ(*ReadFile(tmp_.path() + "/rw/file"), "changed\n");
+  for (const char* p : {"/rw/file", "/rw/new"}) {
+    struct stat st;
+    ASSERT_EQ(::stat((tmp_.path() + p).c_str(), &st), 0) << p;
+    EXPECT_EQ(st.st_uid, kOwner) << p;
+    EXPECT_EQ(st.st_gid, kOwner) << p;
+    EXPECT_EQ(st.st_mode & (S_ISUID | S_ISGID), 0u) << p;
+  }
   // The read-only view was private to the daemon: the host can still write.
   EXPECT_TRUE(WriteFileAtomic(tmp_.path() + "/ro/file", "host\n").ok());
+  // What the host sees of the daemons: the owner's uid, no privilege gain,
+  // a seccomp filter.
+  auto pids = d.Pids();
+  ASSERT_EQ(pids.size(), 2u);
+  EXPECT_EQ(StatusLine(pids[0], "Uid"), "Uid:\t0\t0\t0\t0");
+  EXPECT_EQ(StatusLine(pids[1], "Uid"), "Uid:\t4242\t4242\t4242\t4242");
+  for (pid_t p : pids) {
+    EXPECT_EQ(StatusLine(p, "NoNewPrivs"), "NoNewPrivs:\t1");
+    EXPECT_EQ(StatusLine(p, "Seccomp"), "Seccomp:\t2");
+    // Its own user namespace.
+    EXPECT_NE(fs::read_symlink("/proc/" + std::to_string(p) + "/ns/user"), fs::read_symlink("/proc/self/ns/user"));
+  }
   // The sockets exist where QEMU looks for them.
   struct stat st;
   ASSERT_EQ(::stat(ShareSocket(tmp_.path(), 0).c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
-  auto pids = d.Pids();
   d.Stop();
   for (pid_t p : pids) EXPECT_NE(::kill(p, 0), 0);
   EXPECT_TRUE(d.Reap().empty());

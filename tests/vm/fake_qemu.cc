@@ -6,15 +6,24 @@
 //   deaf   connects, sends a hello frame and ignores everything after;
 //   agent  (default) connects, sends a hello frame, and exits 0 when a
 //          shutdown frame arrives (as agentd's reset ends QEMU).
+// With $FAKE_QEMU_REPORT set it first writes what it can see of itself to
+// stderr: its ids, capabilities, no_new_privs, network namespace, every
+// non-directory its root holds outside /proc, /usr and /dev, and whether it
+// may write the disks QEMU was given read-only.
 // The agent socket is found the way QEMU finds it: the path= value of the
 // chardev with id=agent, ",," read as one comma.
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "agent/frame.h"
@@ -54,6 +63,40 @@ bool WriteAll(int fd, const std::string& s) {
   return true;
 }
 
+void Report(int argc, char** argv) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    for (const char* k : {"Uid:", "Gid:", "CapEff:", "CapPrm:", "CapBnd:", "NoNewPrivs:"}) {
+      if (line.rfind(k, 0) == 0) std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  }
+  char ns[256] = {};
+  if (::readlink("/proc/self/ns/net", ns, sizeof ns - 1) > 0) std::fprintf(stderr, "net %s\n", ns);
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it("/", fs::directory_options::skip_permission_denied, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    const std::string p = it->path().string();
+    if (p == "/proc" || p == "/usr" || p == "/dev") {
+      it.disable_recursion_pending();
+      continue;
+    }
+    std::error_code e2;
+    if (!it->is_directory(e2) && !it->is_symlink(e2)) std::fprintf(stderr, "file %s\n", p.c_str());
+  }
+  for (int i = 1; i + 1 < argc; ++i) {
+    std::string v = argv[i + 1];
+    if (std::strcmp(argv[i], "-drive") != 0 || v.find(",readonly=on") == std::string::npos) continue;
+    std::string file;
+    for (size_t j = v.find("file=") + 5; j < v.size() && (v[j] != ',' || v[j + 1] == ','); ++j) {
+      file += v[j];
+      if (v[j] == ',') ++j;  // ",," is one comma
+    }
+    int fd = ::open(file.c_str(), O_WRONLY);
+    std::fprintf(stderr, "write %s %s\n", file.c_str(), fd >= 0 ? "allowed" : std::strerror(errno));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,6 +106,7 @@ int main(int argc, char** argv) {
       std::fclose(f);
     }
   }
+  if (std::getenv("FAKE_QEMU_REPORT") != nullptr) Report(argc, argv);
   const char* m = std::getenv("FAKE_QEMU_MODE");
   const std::string mode = m != nullptr ? m : "agent";
   if (mode == "exit") {

@@ -73,6 +73,7 @@ TEST(QemuCmdlineTest, TheSandboxLineAsGoldenText) {
             "-no-user-config\n"
             "-nographic\n"
             "-no-reboot\n"
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny\n"
             "-kernel /k,1\n"
             "-initrd /i,1\n"
             "-append console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2400000\n"
@@ -197,7 +198,9 @@ TEST(QemuCmdlineTest, SharedMemoryOnlyWhenAsked) {
   QemuCommandLine plain = QemuCommandLine::ForMicrovm(m);
   EXPECT_EQ(Lines(plain.argv()),
             "qemu\n-M microvm,accel=kvm,rtc=on\n-cpu host\n-smp 1\n-m 256M\n-nodefaults\n-no-user-config\n"
-            "-nographic\n-no-reboot\n-kernel /k\n-append console=ttyS0 quiet panic=-1 reboot=t\n");
+            "-nographic\n-no-reboot\n"
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny\n"
+            "-kernel /k\n-append console=ttyS0 quiet panic=-1 reboot=t\n");
   m.vhost_user = true;
   const auto shared = QemuCommandLine::ForMicrovm(m).argv();
   EXPECT_EQ(Count(shared, "memory-backend-memfd,id=mem,size=256M,share=on"), 1);
