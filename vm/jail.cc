@@ -97,6 +97,8 @@ struct VmmPlan {
 
 // In the child only: mounts the jail, pivots into it and drops privilege.
 int EnterVmmJail(const VmmPlan& p) {
+  // msb's umask (077) would leave the jail's directories closed to its id.
+  ::umask(022);
   if (p.user_ns) {
     if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
     if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
@@ -318,6 +320,7 @@ struct FileServerPlan {
 // In the child only: the private view of the share, the owner's identity, the
 // user namespace and the filter.
 int EnterFileServerJail(const FileServerPlan& p) {
+  ::umask(022);
   const char* dst = kFileServerSource;
   if (!p.root) {
     // Not root: the user namespace comes first, to be allowed to mount.
