@@ -19,6 +19,8 @@
 #include "orchestrator/store.h"
 #include "secrets/placeholder.h"
 #include "secrets/transfer.h"
+#include "vm/cgroup.h"
+#include "vm/spec.h"
 #include "vm/supervisor.h"
 
 namespace msb::cli {
@@ -62,6 +64,41 @@ Result<std::map<std::string, secrets::SecretValue>> ReadSecretValuesFromStdin() 
   auto values = secrets::DecodeValues(text);
   secrets::WipeString(&text);
   return values;
+}
+
+// The supervisor proper, inside the sandbox's control group: its children
+// are all gone when this returns.
+int RunInCgroup(vm::VmSpec spec, int notify, orchestrator::Store& store,
+                std::map<std::string, secrets::SecretValue> secret_values) {
+  const std::string project = spec.project, name = spec.name;
+  Dispatcher dispatcher;
+  vm::Supervisor sup(dispatcher, std::move(spec), notify, [&](const vm::StatusReport& r) {
+    orchestrator::SandboxStatusUpdate u;
+    u.status = ToStoreStatus(r);
+    u.reason = r.reason;
+    u.exit_code = r.exit_code;
+    u.count_restart = r.restarted;
+    const bool gone = r.state == vm::State::kStopped || r.state == vm::State::kFailed;
+    u.supervisor_pid = gone ? 0 : static_cast<int64_t>(::getpid());
+    auto st = store.UpdateSandboxStatus(project, name, u);
+    if (!st.ok()) {
+      MSB_LOG(kWarn, "vm") << "cannot record status: " << st.error().message();
+    }
+  });
+  sup.SetSecretValues(std::move(secret_values));
+  if (auto st = sup.Start(); !st.ok()) {
+    std::string msg = "error: " + st.error().message() + "\n";
+    ssize_t u = ::write(notify, msg.data(), msg.size());
+    (void)u;
+    orchestrator::SandboxStatusUpdate u2;
+    u2.status = orchestrator::SandboxStatus::kFailed;
+    u2.reason = st.error().message();
+    u2.supervisor_pid = 0;
+    (void)store.UpdateSandboxStatus(project, name, u2);
+    return 1;
+  }
+  dispatcher.Run();
+  return sup.ExitCode();
 }
 
 int RunSupervisor(const std::string& dir, bool secrets_stdin) {
@@ -117,35 +154,29 @@ int RunSupervisor(const std::string& dir, bool secrets_stdin) {
     (void)u;
     return 1;
   }
-  const std::string project = spec->project, name = spec->name;
-  Dispatcher dispatcher;
-  vm::Supervisor sup(dispatcher, std::move(*spec), notify, [&](const vm::StatusReport& r) {
-    orchestrator::SandboxStatusUpdate u;
-    u.status = ToStoreStatus(r);
-    u.reason = r.reason;
-    u.exit_code = r.exit_code;
-    u.count_restart = r.restarted;
-    const bool gone = r.state == vm::State::kStopped || r.state == vm::State::kFailed;
-    u.supervisor_pid = gone ? 0 : static_cast<int64_t>(::getpid());
-    auto st = store->UpdateSandboxStatus(project, name, u);
-    if (!st.ok()) {
-      MSB_LOG(kWarn, "vm") << "cannot record status: " << st.error().message();
-    }
-  });
-  sup.SetSecretValues(std::move(secret_values));
-  if (auto st = sup.Start(); !st.ok()) {
-    std::string msg = "error: " + st.error().message() + "\n";
-    ssize_t u = ::write(notify, msg.data(), msg.size());
-    (void)u;
-    orchestrator::SandboxStatusUpdate u2;
-    u2.status = orchestrator::SandboxStatus::kFailed;
-    u2.reason = st.error().message();
-    u2.supervisor_pid = 0;
-    (void)store->UpdateSandboxStatus(project, name, u2);
-    return 1;
+  // The sandbox's control group (vm/cgroup.h), joined before virtiofsd and
+  // QEMU exist so they are born in it, and left once they are gone.
+  const vm::CgroupHost cgroups = vm::DetectCgroupHost();
+  const std::string cgroup = vm::SandboxCgroupName(spec->project, spec->name, dir);
+  if (auto notice = vm::CgroupNotice(cgroups, ::geteuid() == 0); !notice.empty()) {
+    MSB_LOG(kInfo, "vm") << notice;
   }
-  dispatcher.Run();
-  return sup.ExitCode();
+  if (!cgroups.controllers.empty()) {
+    auto st = vm::JoinCgroup(cgroups, cgroup, vm::SandboxCgroupLimits(*spec), ::getpid());
+    if (!st.ok()) {
+      std::string msg = "error: the sandbox's control group: " + st.error().message() + "\n";
+      ssize_t u = ::write(notify, msg.data(), msg.size());
+      (void)u;
+      return 1;
+    }
+  }
+  const int code = RunInCgroup(std::move(*spec), notify, *store, std::move(secret_values));
+  if (!cgroups.controllers.empty()) {
+    if (auto st = vm::LeaveCgroup(cgroups, cgroup, ::getpid()); !st.ok()) {
+      MSB_LOG(kWarn, "vm") << st.error().message();
+    }
+  }
+  return code;
 }
 
 }  // namespace

@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <utility>
 
@@ -31,6 +33,7 @@
 #include "schema/values.h"
 #include "secrets/transfer.h"
 #include "vm/accel.h"
+#include "vm/cgroup.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
 #include "vm/lifecycle_policy.h"
@@ -343,10 +346,21 @@ std::vector<std::string> SupervisorEnvironment(const std::vector<vm::VmSecret>& 
   return env;
 }
 
+// Once per msb process, before the first sandbox starts: the host cgroup
+// limits sandboxes run without (vm/cgroup.h), if any.
+void NoteMissingCgroupLimits() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::string notice = vm::CgroupNotice(vm::DetectCgroupHost(), ::geteuid() == 0);
+    if (!notice.empty()) std::fprintf(stderr, "msb: note: %s\n", notice.c_str());
+  });
+}
+
 }  // namespace
 
 Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   MSB_TRY(vm::VmSpec spec, vm::ReadSpec(rec.sandbox_dir));
+  NoteMissingCgroupLimits();
   const std::string& dir = rec.sandbox_dir;
   struct {
     std::string project, name;
@@ -600,6 +614,15 @@ Status Stop(Store& store, const SandboxRecord& r, int timeout_ms) {
 
 Status Remove(Store& store, const SandboxRecord& r) {
   MSB_TRY_STATUS(Stop(store, r));
+  // A supervisor that ended normally removed its control group; one that was
+  // killed left it (vm/cgroup.h).
+  if (!r.sandbox_dir.empty()) {
+    auto st = vm::RemoveCgroup(vm::DetectCgroupHost(), vm::SandboxCgroupName(r.project, r.name, r.sandbox_dir),
+                               2000);
+    if (!st.ok()) {
+      MSB_LOG(kWarn, "launch") << st.error().message();
+    }
+  }
   std::error_code ec;
   if (!r.sandbox_dir.empty()) std::filesystem::remove_all(r.sandbox_dir, ec);
   return store.DeleteSandbox(r.project, r.name);

@@ -27,9 +27,9 @@ QemuCommandLine QemuCommandLine::ForMicrovm(const MicrovmConfig& m) {
   const std::string mem = std::to_string(m.memory_mib) + "M";
   QemuCommandLine c;
   c.vhost_user_ = m.vhost_user;
-  c.Add({m.qemu, "-M", std::string("microvm,accel=") + (m.kvm ? "kvm" : "tcg") + ",rtc=on", "-cpu",
-         m.kvm ? "host" : "max", "-smp",
-         std::to_string(m.cpus), "-m", mem});
+  c.Add({m.qemu, "-M", "microvm,rtc=on", "-accel",
+         m.kvm ? std::string("kvm") : "tcg,tb-size=" + std::to_string(kTcgCacheMiB), "-cpu",
+         m.kvm ? "host" : "max", "-smp", std::to_string(m.cpus), "-m", mem});
   if (m.vhost_user) {
     c.Add({"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on", "-machine",
            "memory-backend=mem", "-global", "virtio-mmio.force-legacy=false"});

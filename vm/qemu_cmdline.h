@@ -12,8 +12,12 @@
 //
 // Facts the flags rest on (QEMU 7.2, Debian 12):
 // - Under TCG microvm's PIT and PIC stay on (their default): turning them off
-//   wedges a guest without KVM. KVM uses the same line with accel=kvm and
+//   wedges a guest without KVM. KVM uses the same line with `-accel kvm` and
 //   `-cpu host`.
+// - TCG's translation cache is held to kTcgCacheMiB (`-accel tcg,tb-size=`):
+//   by default QEMU 7.2 lets it grow to 1 GiB of host memory per VM, which a
+//   guest running much distinct code fills, and a sandbox's memory limit
+//   (vm/cgroup.h) counts it.
 // - microvm has 24 virtio-mmio transports (schema/model.h kVirtioTransports);
 //   a 25th virtio device is refused when QEMU starts. transports() counts what
 //   this line asks for; the sandbox's limit is checked when its Sandboxfile is
@@ -45,6 +49,9 @@
 #include "vm/devices.h"
 
 namespace msb::vm {
+
+// MiB of host memory for TCG's translated code per VM (see above).
+inline constexpr int kTcgCacheMiB = 128;
 
 // `value` with every comma doubled, for a QEMU option value.
 std::string QemuEscape(std::string_view value);

@@ -62,7 +62,8 @@ VmSpec FullSpec() {
 TEST(QemuCmdlineTest, TheSandboxLineAsGoldenText) {
   EXPECT_EQ(Lines(QemuArgv(FullSpec(), "qemu")),
             "qemu\n"
-            "-M microvm,accel=tcg,rtc=on\n"
+            "-M microvm,rtc=on\n"
+            "-accel tcg,tb-size=128\n"
             "-cpu max\n"
             "-smp 2\n"
             "-m 768M\n"
@@ -197,7 +198,7 @@ TEST(QemuCmdlineTest, SharedMemoryOnlyWhenAsked) {
   m.kvm = true;
   QemuCommandLine plain = QemuCommandLine::ForMicrovm(m);
   EXPECT_EQ(Lines(plain.argv()),
-            "qemu\n-M microvm,accel=kvm,rtc=on\n-cpu host\n-smp 1\n-m 256M\n-nodefaults\n-no-user-config\n"
+            "qemu\n-M microvm,rtc=on\n-accel kvm\n-cpu host\n-smp 1\n-m 256M\n-nodefaults\n-no-user-config\n"
             "-nographic\n-no-reboot\n"
             "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny\n"
             "-kernel /k\n-append console=ttyS0 quiet panic=-1 reboot=t\n");
