@@ -10,8 +10,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "common/child.h"
@@ -25,12 +29,13 @@ namespace {
 
 constexpr auto kProbeDeadline = std::chrono::seconds(8);
 
-bool ProbeKvm(const std::string& kernel, const std::string& qemu) {
+// Empty when KVM works; else why it does not.
+std::string ProbeKvm(const std::string& kernel, const std::string& qemu) {
   UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-  if (!kvm) return false;
+  if (!kvm) return std::string("/dev/kvm cannot be opened: ") + std::strerror(errno);
   kvm.Reset();
   int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return false;
+  if (::pipe2(p, O_CLOEXEC) != 0) return std::string("pipe2: ") + std::strerror(errno);
   UniqueFd rd(p[0]), wr(p[1]);
   SpawnOptions o;
   // The sandbox's machine with no devices: the kernel finds no init and panics.
@@ -47,14 +52,18 @@ bool ProbeKvm(const std::string& kernel, const std::string& qemu) {
   o.stderr_fd = wr.get();
   o.parent_death_signal = SIGKILL;
   auto child = ChildProcess::Spawn(o);
-  if (!child.ok()) return false;
+  if (!child.ok()) return "the KVM test boot did not start: " + child.error().message();
   wr.Reset();
   std::string out;
   auto deadline = std::chrono::steady_clock::now() + kProbeDeadline;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;  // too slow: the child is killed on return
+    if (left.count() <= 0) {  // too slow: the child is killed on return
+      return "a test boot under KVM did not finish within " +
+             std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kProbeDeadline).count()) +
+             " s (a KVM that cannot run this kernel)";
+    }
     pollfd pfd{rd.get(), POLLIN, 0};
     if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) continue;
     char buf[4096];
@@ -63,8 +72,23 @@ bool ProbeKvm(const std::string& kernel, const std::string& qemu) {
     if (out.size() < (1 << 20)) out.append(buf, static_cast<size_t>(n));
   }
   ExitStatus st = child->Wait();
-  return st.signal == 0 && out.find("Kernel panic") != std::string::npos &&
-         out.find("KVM internal error") == std::string::npos;
+  if (out.find("KVM internal error") != std::string::npos) return "a test boot under KVM hit a KVM internal error";
+  if (st.signal != 0 || out.find("Kernel panic") == std::string::npos) {
+    return "a test boot under KVM did not reach its end (" + st.ToString() + ")";
+  }
+  return "";
+}
+
+// Once per msb process: TCG chosen by auto is a weaker boundary than KVM.
+void NoteTcgFallback(const std::string& why) {
+  static std::once_flag once;
+  std::call_once(once, [&why] {
+    std::fprintf(stderr,
+                 "msb: note: no usable KVM (%s); microVMs run under TCG, so their isolation rests on "
+                 "QEMU's emulator rather than hardware virtualization. MSB_ACCEL=tcg chooses TCG "
+                 "without this note.\n",
+                 why.c_str());
+  });
 }
 
 }  // namespace
@@ -82,14 +106,19 @@ Result<std::string> ChooseAccel(const std::string& kernel, const std::string& qe
     auto j = nlohmann::json::parse(*text, nullptr, false);
     if (j.is_object() && j.value("kernel", "") == kernel && j.value("qemu", "") == qemu &&
         j.contains("accel") && j["accel"].is_string()) {
-      return j["accel"].get<std::string>();
+      std::string accel = j["accel"].get<std::string>();
+      if (accel != "kvm") NoteTcgFallback(j.value("reason", "the cached probe found none"));
+      return accel;
     }
   }
-  std::string verdict = ProbeKvm(kernel, qemu) ? "kvm" : "tcg";
-  MSB_LOG(kInfo, "vm") << "accelerator probe: " << verdict;
+  std::string why = ProbeKvm(kernel, qemu);
+  std::string verdict = why.empty() ? "kvm" : "tcg";
+  MSB_LOG(kInfo, "vm") << "accelerator probe: " << verdict << (why.empty() ? "" : " (" + why + ")");
   (void)MakeDirs(MsbHome());
-  (void)WriteFileAtomic(cache,
-                        nlohmann::json{{"kernel", kernel}, {"qemu", qemu}, {"accel", verdict}}.dump());
+  (void)WriteFileAtomic(cache, nlohmann::json{{"kernel", kernel}, {"qemu", qemu}, {"accel", verdict},
+                                              {"reason", why}}
+                                   .dump());
+  if (!why.empty()) NoteTcgFallback(why);
   return verdict;
 }
 

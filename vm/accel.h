@@ -12,7 +12,9 @@
 
 namespace msb::vm {
 
-// "kvm" or "tcg".
+// "kvm" or "tcg". When auto settles on TCG (probed or cached), says so once
+// per process on stderr, with the reason: the isolation then rests on QEMU's
+// emulator, not on KVM.
 Result<std::string> ChooseAccel(const std::string& kernel, const std::string& qemu);
 
 

@@ -74,7 +74,8 @@ void MsbTest::TearDown() {
 
 SpawnOptions MsbTest::MsbSpawnOptions(const std::vector<std::string>& args) const {
   SpawnOptions o;
-  o.argv = {BuildDir() + "/bin/msb"};
+  o.argv = argv_prefix_;
+  o.argv.push_back(BuildDir() + "/bin/msb");
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   // The process's environment, with this test's variables over it.
   std::vector<std::string> env;
@@ -113,6 +114,29 @@ Result<std::string> DebianRootfs() {
                      " (scripts/test does; it needs deb.debian.org)");
   }();
   return found;
+}
+
+std::map<std::string, std::string> ProcStatus(int pid) {
+  std::map<std::string, std::string> out;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);) {
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    size_t v = line.find_first_not_of(" \t", colon + 1);
+    out[line.substr(0, colon)] = v == std::string::npos ? "" : line.substr(v);
+  }
+  return out;
+}
+
+uint16_t FreeLoopbackPort(int type) {
+  UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  return ntohs(a.sin_port);
 }
 
 std::string HostHttpGet(uint16_t port, int deadline_s, std::string* error) {

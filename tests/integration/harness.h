@@ -5,6 +5,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <map>
@@ -58,6 +59,9 @@ class MsbTest : public ::testing::Test {
   static bool WaitNoProcess(const std::string& needle, int deadline_s);
 
   std::map<std::string, std::string> env_;
+  // Words before the msb binary on its command line (e.g. setpriv, to run it
+  // as another user); empty: msb runs as this test does.
+  std::vector<std::string> argv_prefix_;
   // The directory msb runs in; empty: the test's own.
   std::string cwd_;
 
@@ -73,6 +77,14 @@ class MsbTest : public ::testing::Test {
 // process; an error naming the command that builds it when it is missing or
 // older than the script. Tests never build it: that needs deb.debian.org.
 Result<std::string> DebianRootfs();
+
+// /proc/PID/status as field -> value ("Uid" -> "0\t0\t0\t0"); empty when
+// the process is gone.
+std::map<std::string, std::string> ProcStatus(int pid);
+
+// A port the kernel just gave out on 127.0.0.1 for `type` (SOCK_STREAM or
+// SOCK_DGRAM): free now, its socket closed.
+uint16_t FreeLoopbackPort(int type = SOCK_STREAM);
 
 // GET / over HTTP/1.0 from 127.0.0.1:port: the whole response, or what came
 // within deadline_s; "" when it cannot connect or send (*error says why).

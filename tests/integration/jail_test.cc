@@ -21,18 +21,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::map<std::string, std::string> Status(int pid) {
-  std::map<std::string, std::string> out;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(f, line);) {
-    size_t colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    size_t v = line.find_first_not_of(" \t", colon + 1);
-    out[line.substr(0, colon)] = v == std::string::npos ? "" : line.substr(v);
-  }
-  return out;
-}
-
 std::string Ns(int pid, const std::string& kind) {
   std::error_code ec;
   return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/ns/" + kind, ec).string();
@@ -66,7 +54,7 @@ class JailTest : public ProjectTest {
  protected:
   // The truths every VMM and file server must show.
   void ExpectConfined(int pid, const std::string& what) {
-    auto st = Status(pid);
+    auto st = ProcStatus(pid);
     ASSERT_FALSE(st.empty()) << what << " " << pid << " is gone";
     EXPECT_EQ(st["CapEff"], "0000000000000000") << what;
     EXPECT_EQ(st["CapPrm"], "0000000000000000") << what;
@@ -86,7 +74,7 @@ class JailTest : public ProjectTest {
     const std::string dir = cmd.substr(at, cmd.find('/', at + prefix.size()) - at);
     SCOPED_TRACE("QEMU " + std::to_string(pid) + " of " + dir);
     ExpectConfined(pid, "QEMU");
-    auto st = Status(pid);
+    auto st = ProcStatus(pid);
     EXPECT_NE(st["Uid"].rfind("0\t", 0), 0u) << st["Uid"];
     EXPECT_NE(st["Gid"].rfind("0\t", 0), 0u) << st["Gid"];
     EXPECT_EQ(st["Groups"], "");
@@ -133,7 +121,7 @@ TEST_F(JailTest, EveryVmmAndFileServerOfUpRestartAndRunIsJailed) {
   // Two sandboxes, two jails: neither QEMU sees the other's disk.
   auto q = MyQemus();
   ASSERT_EQ(q.size(), 2u);
-  EXPECT_NE(Status(q[0])["Uid"], Status(q[1])["Uid"]);
+  EXPECT_NE(ProcStatus(q[0])["Uid"], ProcStatus(q[1])["Uid"]);
 
   auto restarted = Msb({"restart", "jail/a"});
   ASSERT_EQ(restarted.code, 0) << restarted.err;

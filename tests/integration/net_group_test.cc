@@ -33,18 +33,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// A port the kernel just gave out on 127.0.0.1 (free now; the sockets close).
-uint16_t FreePort(int type) {
-  UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len);
-  return ntohs(a.sin_port);
-}
-
 UniqueFd Loopback(int type, uint16_t port, bool do_bind) {
   UniqueFd fd(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
   // As the supervisor binds: connections in TIME_WAIT do not hold the port.
@@ -142,7 +130,7 @@ TEST_F(NetGroupTest, PublishedPortsGroupByNameProjectsApartAndIngressRules) {
   std::mt19937 rng(std::random_device{}());
   const std::string token = "srv-" + std::to_string(rng());
   const std::string locked_token = "locked-" + std::to_string(rng());
-  const uint16_t http_port = FreePort(SOCK_STREAM), udp_port = FreePort(SOCK_DGRAM);
+  const uint16_t http_port = FreeLoopbackPort(SOCK_STREAM), udp_port = FreeLoopbackPort(SOCK_DGRAM);
   // The UDP echo server (static; busybox has none) reaches the guest by a
   // read-only bind mount.
   std::string bin = Home() + "/bin";

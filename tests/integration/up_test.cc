@@ -148,10 +148,13 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   ASSERT_TRUE(seen);
   child->Kill(SIGKILL);
   child->Wait();
-  auto up = InProject({"up"});
+  // The killed up's supervisors keep starting on their own; --wait waits for
+  // every sandbox to run, theirs included.
+  auto up = InProject({"up", "--wait"});
   ASSERT_EQ(up.code, 0) << up.err;
   EXPECT_EQ(InProject({"up"}).out, "nothing to do: 3 sandboxes up to date\n");
   EXPECT_EQ(MyQemus().size(), 3u);
+  EXPECT_EQ(MySupervisors().size(), 3u);
   EXPECT_EQ(InProject({"down"}).code, 0);
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
