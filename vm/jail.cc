@@ -24,6 +24,7 @@
 #include <memory>
 #include <set>
 
+#include "common/fd.h"
 #include "vm/builder_vm.h"
 #include "vm/devices.h"
 #include "vm/spec.h"
@@ -47,14 +48,22 @@ int ChildFail(const char* what, const char* path, int err) {
   return err;
 }
 
-// In the child only: writes `text` to the file at `path`.
+// In the child only: writes `text` to the file at `path` in one write(2), as
+// the id map files of /proc require.
 int WriteFile(const char* path, const std::string& text) {
-  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return ChildFail("opening", path, errno);
-  ssize_t n = ::write(fd, text.data(), text.size());
+  UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
+  if (!fd) return ChildFail("opening", path, errno);
+  ssize_t n = ::write(fd.get(), text.data(), text.size());
   int err = n == static_cast<ssize_t>(text.size()) ? 0 : (n < 0 ? errno : EIO);
-  ::close(fd);
   return err != 0 ? ChildFail("writing", path, err) : 0;
+}
+
+// In the child only, in a user namespace it just entered: denies setgroups
+// and writes its uid and gid maps.
+int WriteIdMaps(const std::string& uid_map, const std::string& gid_map) {
+  if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
+  if (int e = WriteFile("/proc/self/uid_map", uid_map)) return e;
+  return WriteFile("/proc/self/gid_map", gid_map);
 }
 
 // In the child only: the mount flags a bind of `path` already carries that a
@@ -100,9 +109,7 @@ int EnterVmmJail(const VmmPlan& p) {
   // msb's umask (077) would leave the jail's directories closed to its id.
   ::umask(022);
   if (p.user_ns) {
-    if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
-    if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
-    if (int e = WriteFile("/proc/self/gid_map", p.gid_map)) return e;
+    if (int e = WriteIdMaps(p.uid_map, p.gid_map)) return e;
   }
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return ChildFail("making private", "/", errno);
@@ -119,9 +126,8 @@ int EnterVmmJail(const VmmPlan& p) {
     if (b.directory) {
       if (::mkdir(t, 0755) != 0 && errno != EEXIST) return ChildFail("creating", t, errno);
     } else {
-      int fd = ::open(t, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-      if (fd < 0) return ChildFail("creating", t, errno);
-      ::close(fd);
+      UniqueFd fd(::open(t, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+      if (!fd) return ChildFail("creating", t, errno);
     }
     if (::mount(b.source.c_str(), t, nullptr, MS_BIND | MS_REC, nullptr) != 0)
       return ChildFail("binding", b.source.c_str(), errno);
@@ -273,9 +279,9 @@ Status ConfineVmm(const VmmJail& jail, SpawnOptions* opts) {
     if (::stat(jp.path.c_str(), &st) != 0) {
       if (errno != ENOENT || !jp.writable) return Error::FromErrno("the VMM needs " + jp.path);
       // A log QEMU creates: it exists before QEMU starts so it can be bound.
-      int fd = ::open(jp.path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-      if (fd < 0) return Error::FromErrno("creating " + jp.path);
-      ::close(fd);
+      UniqueFd fd(::open(jp.path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (!fd) return Error::FromErrno("creating " + jp.path);
+      fd.Reset();
       if (::stat(jp.path.c_str(), &st) != 0) return Error::FromErrno(jp.path);
     }
     if (S_ISDIR(st.st_mode))
@@ -325,9 +331,7 @@ int EnterFileServerJail(const FileServerPlan& p) {
   if (!p.root) {
     // Not root: the user namespace comes first, to be allowed to mount.
     if (::unshare(CLONE_NEWUSER) != 0) return ChildFail("unshare(CLONE_NEWUSER) for", p.source.c_str(), errno);
-    if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
-    if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
-    if (int e = WriteFile("/proc/self/gid_map", p.gid_map)) return e;
+    if (int e = WriteIdMaps(p.uid_map, p.gid_map)) return e;
   }
   // Its own IPC and host name too: virtiofsd itself adds the PID and network namespaces.
   if (::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0)
@@ -363,9 +367,7 @@ int EnterFileServerJail(const FileServerPlan& p) {
     // it is dumpable; it stops being dumpable again below.
     if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return ChildFail("setting dumpable for", p.source.c_str(), errno);
     if (::unshare(CLONE_NEWUSER) != 0) return ChildFail("unshare(CLONE_NEWUSER) for", p.source.c_str(), errno);
-    if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
-    if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
-    if (int e = WriteFile("/proc/self/gid_map", p.gid_map)) return e;
+    if (int e = WriteIdMaps(p.uid_map, p.gid_map)) return e;
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return ChildFail("clearing dumpable for", p.source.c_str(), errno);
   }
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return ChildFail("setting the death signal for", p.source.c_str(), errno);
