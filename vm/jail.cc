@@ -25,6 +25,7 @@
 #include <set>
 
 #include "common/fd.h"
+#include "common/fnv1a.h"
 #include "vm/builder_vm.h"
 #include "vm/devices.h"
 #include "vm/spec.h"
@@ -163,15 +164,6 @@ int EnterVmmJail(const VmmPlan& p) {
   return 0;
 }
 
-uint32_t Fnv1a(const std::string& s) {
-  uint32_t h = 2166136261u;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 16777619u;
-  }
-  return h;
-}
-
 // Adds the parents of `path` (inside root) to plan->dirs, outermost first.
 void AddParents(const std::string& path, std::set<std::string>* seen, VmmPlan* plan) {
   for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1)) {
@@ -195,7 +187,7 @@ bool IsUnder(const std::string& path, const char* dir) {
 
 }  // namespace
 
-uid_t JailIdFor(const std::string& root) { return 0x6d730000u + (Fnv1a(root) & 0xffffu); }
+uid_t JailIdFor(const std::string& root) { return 0x6d730000u + (Fnv1a32(root) & 0xffffu); }
 
 VmmJail SandboxJail(const VmSpec& s) {
   VmmJail j;
