@@ -146,7 +146,7 @@ int EnterVmmJail(const VmmPlan& p) {
     return ChildFail("remounting read-only", "/", errno);
   for (int cap = 0; cap <= 63; ++cap) {
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-      return ChildFail("dropping from the bounding set a", "capability", errno);
+      return ChildFail("dropping a capability from", "the bounding set", errno);
   }
   if (!p.user_ns) {
     if (::setgroups(0, nullptr) != 0) return ChildFail("clearing", "supplementary groups", errno);
@@ -233,7 +233,8 @@ Status ConfineVmm(const VmmJail& jail, SpawnOptions* opts) {
     plan->gid = plan->uid;
   }
   if (::mkdir(jail.root.c_str(), 0700) != 0 && errno != EEXIST)
-    return Error::FromErrno("creating the VMM's jail directory " + jail.root);
+    return Error::FromErrno("cannot create QEMU's jail directory " + jail.root +
+                            " (its parent must exist and be writable by this user)");
 
   std::set<std::string> seen;
   // The system: libraries and programs read-only, as the host lays them out
@@ -266,29 +267,36 @@ Status ConfineVmm(const VmmJail& jail, SpawnOptions* opts) {
   if (!opts->argv.empty() && !IsUnder(opts->argv[0], "/usr")) paths.push_back({opts->argv[0], false});
   for (const JailPath& jp : paths) {
     if (jp.path.empty() || jp.path[0] != '/')
-      return Error(ErrorCode::kInvalidArgument, "the VMM's jail needs absolute paths, not '" + jp.path + "'");
+      return Error(ErrorCode::kInvalidArgument,
+                   "'" + jp.path + "' is not an absolute path: QEMU's jail binds every file QEMU is given "
+                   "at its host path (MSB_QEMU, when set, must be absolute too)");
     struct stat st;
     if (::stat(jp.path.c_str(), &st) != 0) {
-      if (errno != ENOENT || !jp.writable) return Error::FromErrno("the VMM needs " + jp.path);
+      if (errno != ENOENT || !jp.writable)
+        return Error::FromErrno("cannot bind " + jp.path +
+                                " into QEMU's jail (QEMU is given it, so it must exist)");
       // A log QEMU creates: it exists before QEMU starts so it can be bound.
       UniqueFd fd(::open(jp.path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-      if (!fd) return Error::FromErrno("creating " + jp.path);
+      if (!fd)
+        return Error::FromErrno("cannot create " + jp.path + ", which QEMU writes, to bind it into its jail");
       fd.Reset();
-      if (::stat(jp.path.c_str(), &st) != 0) return Error::FromErrno(jp.path);
+      if (::stat(jp.path.c_str(), &st) != 0) return Error::FromErrno("cannot stat " + jp.path + " after creating it");
     }
     if (S_ISDIR(st.st_mode))
-      return Error(ErrorCode::kInvalidArgument, "the VMM's jail binds files, and " + jp.path + " is a directory");
+      return Error(ErrorCode::kInvalidArgument,
+                   "QEMU's jail binds files only, and " + jp.path + " is a directory: give QEMU a file at that path");
     if (!plan->user_ns) {
       if (jp.writable) {
         if (::lchown(jp.path.c_str(), plan->uid, plan->gid) != 0)
-          return Error::FromErrno("giving " + jp.path + " to the VMM's user");
+          return Error::FromErrno("cannot give " + jp.path + " to QEMU's jail uid " + std::to_string(plan->uid));
       } else if ((st.st_mode & S_IROTH) == 0 || (S_ISREG(st.st_mode) && opts->argv[0] == jp.path &&
                                                  (st.st_mode & S_IXOTH) == 0)) {
         // Readable (and the VMM itself executable) by the jail's user: the
         // directories above keep everyone else out ($MSB_HOME is 0700).
         mode_t mode = (st.st_mode & 07777) | S_IROTH | (opts->argv[0] == jp.path ? S_IXOTH : 0);
         if (::chmod(jp.path.c_str(), mode) != 0)
-          return Error::FromErrno("letting the VMM read " + jp.path);
+          return Error::FromErrno("cannot make " + jp.path + " readable by QEMU's jail uid " +
+                                  std::to_string(plan->uid));
       }
     }
     AddParents(jp.path, &seen, plan.get());
@@ -457,7 +465,7 @@ Status ConfineFileServer(const std::string& source, bool read_only, SpawnOptions
   plan->read_only = read_only;
   plan->root = ::geteuid() == 0;
   struct stat st;
-  if (::stat(source.c_str(), &st) != 0) return Error::FromErrno(source);
+  if (::stat(source.c_str(), &st) != 0) return Error::FromErrno("cannot find the owner of " + source);
   // Root serves the share as its owner; anyone else as themselves.
   plan->owner_uid = plan->root ? st.st_uid : ::geteuid();
   plan->owner_gid = plan->root ? st.st_gid : ::getegid();
