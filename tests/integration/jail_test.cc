@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "common/io.h"
 #include "tests/integration/harness.h"
@@ -21,9 +21,15 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// The contents of /proc/<pid>/<name>; "" when the process is gone.
+std::string ProcFile(int pid, const std::string& name) {
+  auto text = ReadFile("/proc/" + std::to_string(pid) + "/" + name);
+  return text.ok() ? *text : "";
+}
+
 std::map<std::string, std::string> Status(int pid) {
   std::map<std::string, std::string> out;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::istringstream f(ProcFile(pid, "status"));
   for (std::string line; std::getline(f, line);) {
     size_t colon = line.find(':');
     if (colon == std::string::npos) continue;
@@ -57,11 +63,6 @@ std::set<std::string> RootFiles(int pid) {
   return out;
 }
 
-std::string Cmdline(int pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
 class JailTest : public ProjectTest {
  protected:
   // The truths every VMM and file server must show.
@@ -79,7 +80,7 @@ class JailTest : public ProjectTest {
   // QEMU of the sandbox whose directory is `dir`: not root, and a root that
   // holds that sandbox's files and what it boots, nothing else of the host.
   void ExpectQemuJailed(int pid) {
-    const std::string cmd = Cmdline(pid);
+    const std::string cmd = ProcFile(pid, "cmdline");
     const std::string prefix = Home() + "/sandboxes/";
     size_t at = cmd.find(prefix);
     ASSERT_NE(at, std::string::npos) << cmd;

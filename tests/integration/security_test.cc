@@ -3,7 +3,6 @@
 // read in their own /proc/<pid>/status, and what writing to / gives them.
 // Every hardened check has an unhardened sandbox beside it as the control.
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
