@@ -17,6 +17,7 @@
 #include "agentd/session.h"
 #include "agentd/spawn.h"
 #include "agentd/users.h"
+#include "common/capabilities.h"
 
 namespace msb::agent {
 

@@ -210,14 +210,6 @@ Result<Pty> OpenPty(int rows, int cols) {
 
 }  // namespace
 
-uint64_t CapabilityMask(const std::vector<std::string>& names) {
-  uint64_t mask = 0;
-  for (const std::string& name : names) {
-    if (auto n = CapabilityNumber(name)) mask |= uint64_t{1} << *n;
-  }
-  return mask;
-}
-
 Status SetWindowSize(int pty_master, int rows, int cols) {
   struct winsize ws {};
   ws.ws_row = static_cast<unsigned short>(rows);

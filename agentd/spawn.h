@@ -57,10 +57,6 @@ Result<SpawnedProcess> SpawnProcess(const ProcessSpec& spec);
 // return value. For work that must not block agentd's loop.
 Result<SpawnedProcess> SpawnFunction(const std::function<int()>& fn, bool with_stdin);
 
-// The mask of capability names (common/capabilities.h; unknown names are
-// ignored: the boot message was checked).
-uint64_t CapabilityMask(const std::vector<std::string>& names);
-
 // Sets the pty's window size (TIOCSWINSZ on the master).
 Status SetWindowSize(int pty_master, int rows, int cols);
 

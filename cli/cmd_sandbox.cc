@@ -80,7 +80,8 @@ Status RunSecurity(const RunArgs& a, schema::Sandbox& sb) {
       sb.security.no_new_privileges = false;
     } else {
       return Error(ErrorCode::kInvalidArgument,
-                   "--security-opt " + opt + ": msb knows no-new-privileges[:true|:false] only");
+                   "--security-opt " + opt + ": not an option msb knows; it takes only no-new-privileges, "
+                   "no-new-privileges:true or no-new-privileges:false");
     }
   }
   for (auto [flag, names, list] : {std::tuple{"--cap-drop", &a.cap_drop, &sb.security.cap_drop},

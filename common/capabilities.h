@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace msb {
 
@@ -36,6 +37,16 @@ inline std::optional<int> CapabilityNumber(std::string_view name) {
     if (kCapabilityNames[i] == name) return static_cast<int>(i);
   }
   return std::nullopt;
+}
+
+// The mask (bit n = capability n) of exact table names; other names, "ALL"
+// among them, add nothing.
+inline uint64_t CapabilityMask(const std::vector<std::string>& names) {
+  uint64_t mask = 0;
+  for (const std::string& name : names) {
+    if (auto n = CapabilityNumber(name)) mask |= uint64_t{1} << *n;
+  }
+  return mask;
 }
 
 }  // namespace msb

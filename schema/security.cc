@@ -81,16 +81,11 @@ std::optional<NetworkPolicy> NetworkPolicyOf(SecurityLevel level) {
 
 std::optional<uint64_t> EffectiveCapabilities(const Security& security) {
   if (security.cap_drop.empty() && security.cap_add.empty()) return std::nullopt;
-  auto mask = [](const std::vector<std::string>& names) {
-    uint64_t m = 0;
-    for (const std::string& n : names) {
-      if (n == "ALL") m = kAllCapabilities;
-      else if (auto bit = CapabilityNumber(n)) m |= uint64_t{1} << *bit;
-    }
-    return m;
-  };
   auto has_all = [](const std::vector<std::string>& names) {
     return std::find(names.begin(), names.end(), "ALL") != names.end();
+  };
+  auto mask = [&](const std::vector<std::string>& names) {
+    return has_all(names) ? kAllCapabilities : CapabilityMask(names);
   };
   // Docker's TweakCapabilities, with every capability as the basic set.
   if (has_all(security.cap_add)) {

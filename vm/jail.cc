@@ -24,6 +24,8 @@
 #include <memory>
 #include <set>
 
+#include "common/fd.h"
+#include "common/fnv1a.h"
 #include "vm/builder_vm.h"
 #include "vm/devices.h"
 #include "vm/spec.h"
@@ -47,14 +49,22 @@ int ChildFail(const char* what, const char* path, int err) {
   return err;
 }
 
-// In the child only: writes `text` to the file at `path`.
+// In the child only: writes `text` to the file at `path` in one write(2), as
+// the id map files of /proc require.
 int WriteFile(const char* path, const std::string& text) {
-  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return ChildFail("opening", path, errno);
-  ssize_t n = ::write(fd, text.data(), text.size());
+  UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
+  if (!fd) return ChildFail("opening", path, errno);
+  ssize_t n = ::write(fd.get(), text.data(), text.size());
   int err = n == static_cast<ssize_t>(text.size()) ? 0 : (n < 0 ? errno : EIO);
-  ::close(fd);
   return err != 0 ? ChildFail("writing", path, err) : 0;
+}
+
+// In the child only, in a user namespace it just entered: denies setgroups
+// and writes its uid and gid maps.
+int WriteIdMaps(const std::string& uid_map, const std::string& gid_map) {
+  if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
+  if (int e = WriteFile("/proc/self/uid_map", uid_map)) return e;
+  return WriteFile("/proc/self/gid_map", gid_map);
 }
 
 // In the child only: the mount flags a bind of `path` already carries that a
@@ -100,9 +110,7 @@ int EnterVmmJail(const VmmPlan& p) {
   // msb's umask (077) would leave the jail's directories closed to its id.
   ::umask(022);
   if (p.user_ns) {
-    if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
-    if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
-    if (int e = WriteFile("/proc/self/gid_map", p.gid_map)) return e;
+    if (int e = WriteIdMaps(p.uid_map, p.gid_map)) return e;
   }
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return ChildFail("making private", "/", errno);
@@ -119,9 +127,8 @@ int EnterVmmJail(const VmmPlan& p) {
     if (b.directory) {
       if (::mkdir(t, 0755) != 0 && errno != EEXIST) return ChildFail("creating", t, errno);
     } else {
-      int fd = ::open(t, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-      if (fd < 0) return ChildFail("creating", t, errno);
-      ::close(fd);
+      UniqueFd fd(::open(t, O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+      if (!fd) return ChildFail("creating", t, errno);
     }
     if (::mount(b.source.c_str(), t, nullptr, MS_BIND | MS_REC, nullptr) != 0)
       return ChildFail("binding", b.source.c_str(), errno);
@@ -139,7 +146,7 @@ int EnterVmmJail(const VmmPlan& p) {
     return ChildFail("remounting read-only", "/", errno);
   for (int cap = 0; cap <= 63; ++cap) {
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL)
-      return ChildFail("dropping from the bounding set a", "capability", errno);
+      return ChildFail("dropping a capability from", "the bounding set", errno);
   }
   if (!p.user_ns) {
     if (::setgroups(0, nullptr) != 0) return ChildFail("clearing", "supplementary groups", errno);
@@ -155,15 +162,6 @@ int EnterVmmJail(const VmmPlan& p) {
   // A change of credentials clears the death signal.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return ChildFail("setting", "the death signal", errno);
   return 0;
-}
-
-uint32_t Fnv1a(const std::string& s) {
-  uint32_t h = 2166136261u;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 16777619u;
-  }
-  return h;
 }
 
 // Adds the parents of `path` (inside root) to plan->dirs, outermost first.
@@ -189,7 +187,7 @@ bool IsUnder(const std::string& path, const char* dir) {
 
 }  // namespace
 
-uid_t JailIdFor(const std::string& root) { return 0x6d730000u + (Fnv1a(root) & 0xffffu); }
+uid_t JailIdFor(const std::string& root) { return 0x6d730000u + (Fnv1a32(root) & 0xffffu); }
 
 VmmJail SandboxJail(const VmSpec& s) {
   VmmJail j;
@@ -235,7 +233,8 @@ Status ConfineVmm(const VmmJail& jail, SpawnOptions* opts) {
     plan->gid = plan->uid;
   }
   if (::mkdir(jail.root.c_str(), 0700) != 0 && errno != EEXIST)
-    return Error::FromErrno("creating the VMM's jail directory " + jail.root);
+    return Error::FromErrno("cannot create QEMU's jail directory " + jail.root +
+                            " (its parent must exist and be writable by this user)");
 
   std::set<std::string> seen;
   // The system: libraries and programs read-only, as the host lays them out
@@ -268,29 +267,36 @@ Status ConfineVmm(const VmmJail& jail, SpawnOptions* opts) {
   if (!opts->argv.empty() && !IsUnder(opts->argv[0], "/usr")) paths.push_back({opts->argv[0], false});
   for (const JailPath& jp : paths) {
     if (jp.path.empty() || jp.path[0] != '/')
-      return Error(ErrorCode::kInvalidArgument, "the VMM's jail needs absolute paths, not '" + jp.path + "'");
+      return Error(ErrorCode::kInvalidArgument,
+                   "'" + jp.path + "' is not an absolute path: QEMU's jail binds every file QEMU is given "
+                   "at its host path (MSB_QEMU, when set, must be absolute too)");
     struct stat st;
     if (::stat(jp.path.c_str(), &st) != 0) {
-      if (errno != ENOENT || !jp.writable) return Error::FromErrno("the VMM needs " + jp.path);
+      if (errno != ENOENT || !jp.writable)
+        return Error::FromErrno("cannot bind " + jp.path +
+                                " into QEMU's jail (QEMU is given it, so it must exist)");
       // A log QEMU creates: it exists before QEMU starts so it can be bound.
-      int fd = ::open(jp.path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-      if (fd < 0) return Error::FromErrno("creating " + jp.path);
-      ::close(fd);
-      if (::stat(jp.path.c_str(), &st) != 0) return Error::FromErrno(jp.path);
+      UniqueFd fd(::open(jp.path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+      if (!fd)
+        return Error::FromErrno("cannot create " + jp.path + ", which QEMU writes, to bind it into its jail");
+      fd.Reset();
+      if (::stat(jp.path.c_str(), &st) != 0) return Error::FromErrno("cannot stat " + jp.path + " after creating it");
     }
     if (S_ISDIR(st.st_mode))
-      return Error(ErrorCode::kInvalidArgument, "the VMM's jail binds files, and " + jp.path + " is a directory");
+      return Error(ErrorCode::kInvalidArgument,
+                   "QEMU's jail binds files only, and " + jp.path + " is a directory: give QEMU a file at that path");
     if (!plan->user_ns) {
       if (jp.writable) {
         if (::lchown(jp.path.c_str(), plan->uid, plan->gid) != 0)
-          return Error::FromErrno("giving " + jp.path + " to the VMM's user");
+          return Error::FromErrno("cannot give " + jp.path + " to QEMU's jail uid " + std::to_string(plan->uid));
       } else if ((st.st_mode & S_IROTH) == 0 || (S_ISREG(st.st_mode) && opts->argv[0] == jp.path &&
                                                  (st.st_mode & S_IXOTH) == 0)) {
         // Readable (and the VMM itself executable) by the jail's user: the
         // directories above keep everyone else out ($MSB_HOME is 0700).
         mode_t mode = (st.st_mode & 07777) | S_IROTH | (opts->argv[0] == jp.path ? S_IXOTH : 0);
         if (::chmod(jp.path.c_str(), mode) != 0)
-          return Error::FromErrno("letting the VMM read " + jp.path);
+          return Error::FromErrno("cannot make " + jp.path + " readable by QEMU's jail uid " +
+                                  std::to_string(plan->uid));
       }
     }
     AddParents(jp.path, &seen, plan.get());
@@ -325,9 +331,7 @@ int EnterFileServerJail(const FileServerPlan& p) {
   if (!p.root) {
     // Not root: the user namespace comes first, to be allowed to mount.
     if (::unshare(CLONE_NEWUSER) != 0) return ChildFail("unshare(CLONE_NEWUSER) for", p.source.c_str(), errno);
-    if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
-    if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
-    if (int e = WriteFile("/proc/self/gid_map", p.gid_map)) return e;
+    if (int e = WriteIdMaps(p.uid_map, p.gid_map)) return e;
   }
   // Its own IPC and host name too: virtiofsd itself adds the PID and network namespaces.
   if (::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) != 0)
@@ -363,9 +367,7 @@ int EnterFileServerJail(const FileServerPlan& p) {
     // it is dumpable; it stops being dumpable again below.
     if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return ChildFail("setting dumpable for", p.source.c_str(), errno);
     if (::unshare(CLONE_NEWUSER) != 0) return ChildFail("unshare(CLONE_NEWUSER) for", p.source.c_str(), errno);
-    if (int e = WriteFile("/proc/self/setgroups", "deny")) return e;
-    if (int e = WriteFile("/proc/self/uid_map", p.uid_map)) return e;
-    if (int e = WriteFile("/proc/self/gid_map", p.gid_map)) return e;
+    if (int e = WriteIdMaps(p.uid_map, p.gid_map)) return e;
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return ChildFail("clearing dumpable for", p.source.c_str(), errno);
   }
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return ChildFail("setting the death signal for", p.source.c_str(), errno);
@@ -463,7 +465,7 @@ Status ConfineFileServer(const std::string& source, bool read_only, SpawnOptions
   plan->read_only = read_only;
   plan->root = ::geteuid() == 0;
   struct stat st;
-  if (::stat(source.c_str(), &st) != 0) return Error::FromErrno(source);
+  if (::stat(source.c_str(), &st) != 0) return Error::FromErrno("cannot find the owner of " + source);
   // Root serves the share as its owner; anyone else as themselves.
   plan->owner_uid = plan->root ? st.st_uid : ::geteuid();
   plan->owner_gid = plan->root ? st.st_gid : ::getegid();

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/fnv1a.h"
 #include "common/io.h"
 #include "common/log.h"
 #include "common/unix_socket.h"
@@ -206,8 +207,7 @@ bool IsSandboxName(const std::string& name) {
 }  // namespace
 
 net::IpAddress GroupAddress(const std::string& name) {
-  uint32_t h = 2166136261u;  // FNV-1a
-  for (unsigned char c : name) h = (h ^ c) * 16777619u;
+  const uint32_t h = Fnv1a32(name);
   return net::IpAddress::V4(10, 201, static_cast<uint8_t>(1 + h % 254),
                             static_cast<uint8_t>(1 + (h / 254) % 254));
 }

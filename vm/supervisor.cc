@@ -148,7 +148,10 @@ Status Supervisor::SpawnVm() {
   MSB_TRY_STATUS(ConfineVmm(SandboxJail(spec_), &opts));
   MSB_LOG(kInfo, "vm") << "starting QEMU for " << spec_.name;
   auto child = ChildProcess::Spawn(opts);
-  if (!child.ok()) return child.error();
+  // A jail that could not be set up says why in QEMU's log.
+  if (!child.ok()) {
+    return child.error().Wrap("starting QEMU for " + spec_.name + " (details in " + spec_.dir + "/qemu.log)");
+  }
   qemu_ = std::move(*child);
   boot_timer_ = dispatcher_.Timer([this]() { OnBootTimeout(); });
   boot_timer_.Arm(std::chrono::milliseconds(spec_.boot_timeout_ms));

@@ -1,11 +1,9 @@
 // virtiofsd children of the supervisor (virtiofs.h): the listening socket,
-// the private read-only view for `:ro` shares, and reaping.
+// the command line, and reaping. Not the jail each one starts in (vm/jail.cc).
 #include "vm/virtiofs.h"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -13,7 +11,6 @@
 
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
 
 #include "common/fd.h"
 #include "common/log.h"

@@ -37,6 +37,15 @@ enum ChildResult : int {
   kGotBytes = 13,
 };
 
+// In a forked child: becomes kOtherUid/kOtherGid with no supplementary groups,
+// or exits kCannotDrop.
+void BecomeOtherUser() {
+  if (::setgroups(0, nullptr) != 0 || ::setresgid(kOtherGid, kOtherGid, kOtherGid) != 0 ||
+      ::setresuid(kOtherUid, kOtherUid, kOtherUid) != 0) {
+    ::_exit(kCannotDrop);
+  }
+}
+
 // Forks a child that becomes kOtherUid and connects to path, then reads until
 // the server closes. Returns its pid. System calls only after fork.
 pid_t ConnectAsOtherUser(const std::string& path) {
@@ -45,10 +54,7 @@ pid_t ConnectAsOtherUser(const std::string& path) {
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   pid_t pid = ::fork();
   if (pid != 0) return pid;
-  if (::setgroups(0, nullptr) != 0 || ::setresgid(kOtherGid, kOtherGid, kOtherGid) != 0 ||
-      ::setresuid(kOtherUid, kOtherUid, kOtherUid) != 0) {
-    ::_exit(kCannotDrop);
-  }
+  BecomeOtherUser();
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) ::_exit(kOtherFailure);
   timeval tv{20, 0};
@@ -206,10 +212,7 @@ TEST(PeerCredentialsTest, SocketPairMadeByAnotherUserCarriesItsUid) {
   UniqueFd ours(carrier[0]), theirs(carrier[1]);
   pid_t pid = ::fork();
   if (pid == 0) {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(kOtherGid, kOtherGid, kOtherGid) != 0 ||
-        ::setresuid(kOtherUid, kOtherUid, kOtherUid) != 0) {
-      ::_exit(kCannotDrop);
-    }
+    BecomeOtherUser();
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) ::_exit(kOtherFailure);
     // Hand one end to the parent (SCM_RIGHTS), keep the other until it closes.

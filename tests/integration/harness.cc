@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/child.h"
 #include "common/fd.h"
@@ -117,8 +118,13 @@ Result<std::string> DebianRootfs() {
 }
 
 std::map<std::string, std::string> ProcStatus(int pid) {
+  auto text = ReadFile("/proc/" + std::to_string(pid) + "/status");
+  return text.ok() ? StatusFields(*text) : std::map<std::string, std::string>();
+}
+
+std::map<std::string, std::string> StatusFields(const std::string& text) {
   std::map<std::string, std::string> out;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::istringstream f(text);
   for (std::string line; std::getline(f, line);) {
     size_t colon = line.find(':');
     if (colon == std::string::npos) continue;

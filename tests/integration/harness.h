@@ -78,8 +78,9 @@ class MsbTest : public ::testing::Test {
 // older than the script. Tests never build it: that needs deb.debian.org.
 Result<std::string> DebianRootfs();
 
-// /proc/PID/status as field -> value ("Uid" -> "0\t0\t0\t0"); empty when
-// the process is gone.
+// The text of a /proc/PID/status as field -> value ("Uid" -> "0\t0\t0\t0").
+std::map<std::string, std::string> StatusFields(const std::string& text);
+// /proc/PID/status of a host process, parsed; empty when it is gone.
 std::map<std::string, std::string> ProcStatus(int pid);
 
 // A port the kernel just gave out on 127.0.0.1 for `type` (SOCK_STREAM or

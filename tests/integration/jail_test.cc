@@ -9,8 +9,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <set>
 
 #include "common/io.h"
@@ -20,6 +18,12 @@ namespace msb::testing {
 namespace {
 
 using ::testing::HasSubstr;
+
+// The contents of /proc/<pid>/<name>; "" when the process is gone.
+std::string ProcFile(int pid, const std::string& name) {
+  auto text = ReadFile("/proc/" + std::to_string(pid) + "/" + name);
+  return text.ok() ? *text : "";
+}
 
 std::string Ns(int pid, const std::string& kind) {
   std::error_code ec;
@@ -45,11 +49,6 @@ std::set<std::string> RootFiles(int pid) {
   return out;
 }
 
-std::string Cmdline(int pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
 class JailTest : public ProjectTest {
  protected:
   // The truths every VMM and file server must show.
@@ -67,7 +66,7 @@ class JailTest : public ProjectTest {
   // QEMU of the sandbox whose directory is `dir`: not root, and a root that
   // holds that sandbox's files and what it boots, nothing else of the host.
   void ExpectQemuJailed(int pid) {
-    const std::string cmd = Cmdline(pid);
+    const std::string cmd = ProcFile(pid, "cmdline");
     const std::string prefix = Home() + "/sandboxes/";
     size_t at = cmd.find(prefix);
     ASSERT_NE(at, std::string::npos) << cmd;

@@ -73,6 +73,15 @@ sockaddr_un Address(const std::string& path) {
   return a;
 }
 
+// In a child: drops root for uid and gid (no supplementary groups); 0 or the
+// errno of the step that failed.
+int BecomeUser(uid_t uid, gid_t gid) {
+  if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
 // Opens path for reading: kOpened or the errno.
 int ProbeOpen(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -132,10 +141,7 @@ class PrivateFilesTest : public ProjectTest {
   int AsOther(const std::function<int()>& probe) {
     pid_t pid = ::fork();
     if (pid == 0) {
-      if (::setgroups(0, nullptr) != 0 || ::setresgid(other_gid_, other_gid_, other_gid_) != 0 ||
-          ::setresuid(other_uid_, other_uid_, other_uid_) != 0) {
-        ::_exit(kCannotDrop);
-      }
+      if (BecomeUser(other_uid_, other_gid_) != 0) ::_exit(kCannotDrop);
       ::_exit(probe());
     }
     int status = 0;
@@ -155,12 +161,7 @@ class PrivateFilesTest : public ProjectTest {
     o.cwd = "/";
     const uid_t uid = other_uid_;
     const gid_t gid = other_gid_;
-    o.before_exec = [uid, gid]() -> int {
-      if (::setgroups(0, nullptr) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) {
-        return errno;
-      }
-      return 0;
-    };
+    o.before_exec = [uid, gid]() -> int { return BecomeUser(uid, gid); };
     auto child = ChildProcess::Spawn(o);
     MsbResult res;
     EXPECT_TRUE(child.ok()) << (child.ok() ? "" : child.error().message());

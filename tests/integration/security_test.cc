@@ -3,8 +3,6 @@
 // read in their own /proc/<pid>/status, and what writing to / gives them.
 // Every hardened check has an unhardened sandbox beside it as the control.
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -21,18 +19,6 @@ using ::testing::Not;
 constexpr const char* kKeptCaps = "0000000000000420";
 
 // "Key:\tvalue" of a /proc/<pid>/status text; "" when absent.
-std::string StatusField(const std::string& status, const std::string& key) {
-  std::istringstream in(status);
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(key + ":", 0) == 0) {
-      std::string v = line.substr(key.size() + 1);
-      v.erase(0, v.find_first_not_of(" \t"));
-      return v;
-    }
-  }
-  return "";
-}
-
 class SecurityTest : public ProjectTest {
  protected:
   // The sandbox directory whose spec.json names `name`.
@@ -97,18 +83,18 @@ TEST_F(SecurityTest, HardenedSandboxFromTheGuestsSideWithAPlainOneAsControl) {
                                std::pair{"exec session", &exec}}) {
     ASSERT_EQ(r->code, 0) << who << ": " << r->err;
     EXPECT_THAT(r->out, HasSubstr("Name:\t")) << who;
-    EXPECT_EQ(StatusField(r->out, "NoNewPrivs"), "1") << who << "\n" << r->out;
-    EXPECT_EQ(StatusField(r->out, "CapEff"), kKeptCaps) << who << "\n" << r->out;
-    EXPECT_EQ(StatusField(r->out, "CapPrm"), kKeptCaps) << who << "\n" << r->out;
-    EXPECT_EQ(StatusField(r->out, "CapBnd"), kKeptCaps) << who << "\n" << r->out;
-    EXPECT_EQ(StatusField(r->out, "CapInh"), "0000000000000000") << who << "\n" << r->out;
+    EXPECT_EQ(StatusFields(r->out)["NoNewPrivs"], "1") << who << "\n" << r->out;
+    EXPECT_EQ(StatusFields(r->out)["CapEff"], kKeptCaps) << who << "\n" << r->out;
+    EXPECT_EQ(StatusFields(r->out)["CapPrm"], kKeptCaps) << who << "\n" << r->out;
+    EXPECT_EQ(StatusFields(r->out)["CapBnd"], kKeptCaps) << who << "\n" << r->out;
+    EXPECT_EQ(StatusFields(r->out)["CapInh"], "0000000000000000") << who << "\n" << r->out;
   }
   // The control: root with every capability of the guest kernel (6.1: 41).
   auto plain = Msb({"exec", "plain", "--", "/bin/sh", "-c", "cat /proc/$$/status"});
   ASSERT_EQ(plain.code, 0) << plain.err;
-  EXPECT_EQ(StatusField(plain.out, "NoNewPrivs"), "0") << plain.out;
-  EXPECT_EQ(StatusField(plain.out, "CapEff"), "000001ffffffffff") << plain.out;
-  EXPECT_EQ(StatusField(plain.out, "CapBnd"), "000001ffffffffff") << plain.out;
+  EXPECT_EQ(StatusFields(plain.out)["NoNewPrivs"], "0") << plain.out;
+  EXPECT_EQ(StatusFields(plain.out)["CapEff"], "000001ffffffffff") << plain.out;
+  EXPECT_EQ(StatusFields(plain.out)["CapBnd"], "000001ffffffffff") << plain.out;
 
   // The hash covers the section: a changed cap_add replaces the sandbox.
   std::string file = ReadFile(project_ + "/Sandboxfile").value();
@@ -154,9 +140,9 @@ TEST_F(SecurityTest, RunFlagsHardenTheCommand) {
                 "--cap-add", "CAP_KILL", "--cap-add", "net_bind_service", Rootfs(), "--", "/bin/sh", "-c",
                 "cat /proc/$$/status; echo x > /probe || echo root-write-failed"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(StatusField(r.out, "NoNewPrivs"), "1") << r.out;
-  EXPECT_EQ(StatusField(r.out, "CapEff"), kKeptCaps) << r.out;
-  EXPECT_EQ(StatusField(r.out, "CapBnd"), kKeptCaps) << r.out;
+  EXPECT_EQ(StatusFields(r.out)["NoNewPrivs"], "1") << r.out;
+  EXPECT_EQ(StatusFields(r.out)["CapEff"], kKeptCaps) << r.out;
+  EXPECT_EQ(StatusFields(r.out)["CapBnd"], kKeptCaps) << r.out;
   EXPECT_THAT(r.out, HasSubstr("root-write-failed"));
   EXPECT_THAT(r.err, HasSubstr("Read-only file system"));
 
@@ -164,8 +150,8 @@ TEST_F(SecurityTest, RunFlagsHardenTheCommand) {
   auto plain = Msb({"run", Rootfs(), "--", "/bin/sh", "-c",
                     "cat /proc/$$/status; echo x > /probe && echo root-write-ok"});
   ASSERT_EQ(plain.code, 0) << plain.err;
-  EXPECT_EQ(StatusField(plain.out, "NoNewPrivs"), "0") << plain.out;
-  EXPECT_EQ(StatusField(plain.out, "CapBnd"), "000001ffffffffff") << plain.out;
+  EXPECT_EQ(StatusFields(plain.out)["NoNewPrivs"], "0") << plain.out;
+  EXPECT_EQ(StatusFields(plain.out)["CapBnd"], "000001ffffffffff") << plain.out;
   EXPECT_THAT(plain.out, HasSubstr("root-write-ok"));
 
   // Bad names fail before anything boots.

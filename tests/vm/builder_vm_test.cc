@@ -156,14 +156,14 @@ TEST_F(BuilderVmTest, TheVmmRunsJailed) {
   const std::string dir = tmp_ + "/scratch/" + scratch[0];
   auto report = ReadFile(dir + "/qemu.log");
   ASSERT_TRUE(report.ok());
+  // A newline first, so that every line, the first too, follows one.
+  *report = "\n" + *report;
   auto line = [&](const std::string& key) {
     size_t at = report->find("\n" + key);
     if (at == std::string::npos) return std::string();
     at += 1;
     return report->substr(at, report->find('\n', at) - at);
   };
-  const std::string r = "\n" + *report;
-  *report = r;
   const std::string uid = line("Uid:");
   ASSERT_FALSE(uid.empty()) << *report;
   EXPECT_EQ(uid.find("\t0\t"), std::string::npos) << uid;
