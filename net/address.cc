@@ -4,9 +4,12 @@
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 namespace msb::net {
@@ -265,6 +268,42 @@ Status HostAddresses::Refresh() {
   read_ = true;
   read_at_ = std::chrono::steady_clock::now();
   return OkStatus();
+}
+
+Status HostAddresses::FollowChanges() {
+  UniqueFd fd(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE));
+  if (!fd) return Error::FromErrno("opening an rtnetlink socket for the host's address changes");
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  local.nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+    return Error::FromErrno("subscribing to the host's address changes (rtnetlink)");
+  }
+  // Subscribed before the read: no change falls between the two.
+  changes_ = std::move(fd);
+  return Refresh();
+}
+
+bool HostAddresses::RefreshIfChanged() {
+  if (!changes_) return false;
+  bool changed = false;
+  // The messages' content does not matter: any of them means "read again".
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::recv(changes_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      changed = true;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ENOBUFS) {  // reports were dropped: assume a change
+      changed = true;
+      continue;
+    }
+    break;  // EAGAIN: drained
+  }
+  if (changed) (void)Refresh();
+  return changed;
 }
 
 Status HostAddresses::RefreshIfOlder(std::chrono::seconds max_age) {

@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/fd.h"
 #include "common/result.h"
 
 namespace msb::net {
@@ -140,7 +141,11 @@ Classification Classify(const IpAddress& ip);
 
 // The host's own interface addresses (getifaddrs), canonicalised. Refreshed
 // on demand: Refresh() re-reads them; RefreshIfOlder() only when the last
-// read is older than max_age. Not thread-safe.
+// read is older than max_age. FollowChanges() subscribes to the kernel's
+// address events (rtnetlink) first, so that RefreshIfChanged(), called
+// before each decision, re-reads the list whenever an address came or went
+// since the last read: one non-blocking recv when nothing did. Not
+// thread-safe.
 class HostAddresses {
  public:
   HostAddresses() = default;
@@ -149,11 +154,20 @@ class HostAddresses {
 
   Status Refresh();
   Status RefreshIfOlder(std::chrono::seconds max_age);
+  // Opens the rtnetlink subscription (IPv4 and IPv6 address events), then
+  // reads the list. Without it (an error), the list is only read on demand.
+  Status FollowChanges();
+  // Re-reads the list when the kernel reported a change (or dropped reports:
+  // ENOBUFS) since the last read; true when it did.
+  bool RefreshIfChanged();
+  // The subscription's descriptor, to watch for readability; -1 without one.
+  int change_fd() const { return changes_.get(); }
   bool Contains(const IpAddress& ip) const;
   const std::vector<IpAddress>& addresses() const { return addresses_; }
 
  private:
   std::vector<IpAddress> addresses_;  // sorted
+  UniqueFd changes_;                  // rtnetlink, non-blocking
   std::chrono::steady_clock::time_point read_at_{};
   bool read_ = false;
 };

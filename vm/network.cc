@@ -92,8 +92,20 @@ Status NetworkAttachment::Start() {
   // The policy, from the spec's declaration in canonical text.
   MSB_TRY(schema::Network declared,
           schema::NetworkFromCanonical(network_.profile, network_.rules, network_.rebind_protection));
-  if (auto st = host_.Refresh(); !st.ok()) {
-    MSB_LOG(kWarn, "net") << "listing the host's addresses: " << st.error().message();
+  // The host's addresses, followed as they change (an address gained later
+  // is the host's too), or read once when the kernel will not report changes.
+  if (auto st = host_.FollowChanges(); !st.ok()) {
+    MSB_LOG(kWarn, "net") << st.error().message() << "; the host's addresses are read once";
+    if (auto read = host_.Refresh(); !read.ok()) {
+      MSB_LOG(kWarn, "net") << "listing the host's addresses: " << read.error().message();
+    }
+  }
+  if (host_.change_fd() >= 0) {
+    host_watch_ = dispatcher_.WatchFd(host_.change_fd(), Dispatcher::kRead, [this](short) {
+      if (host_.RefreshIfChanged()) {
+        MSB_LOG(kInfo, "net") << "the host's addresses changed: " << host_.addresses().size() << " now";
+      }
+    });
   }
   net::PolicyContext ctx;
   ctx.gateways.push_back(cfg.gateway4);
@@ -251,6 +263,9 @@ Status CheckPortsFree(const std::vector<VmNetwork::Port>& ports) {
 }
 
 net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
+  // An address change the kernel has reported counts for this very flow, even
+  // when its event is still queued behind the guest's frame.
+  host_.RefreshIfChanged();
   auto now = net::PinSet::Clock::now();
   net::EgressFlow flow;
   flow.dest = key.dst;

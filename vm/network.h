@@ -109,6 +109,7 @@ class NetworkAttachment {
   std::unique_ptr<net::Stack> stack_;
 
   net::HostAddresses host_;
+  EventHandle host_watch_;  // its address changes
   std::unique_ptr<net::Policy> policy_;
   net::PinSet pins_;
   std::unique_ptr<net::DenialLog> denials_;
