@@ -479,9 +479,9 @@ uint64_t Number(const nlohmann::json& j, const std::string& key) {
 // gateway (TCP and UDP to 53, TCP to 80) and of a group member's address
 // (TCP and UDP to 80). Each is refused: TCP probes get a reset, the
 // supervisor counts each flow under its embedded-form reason, and the stack
-// opens no host socket at all (before, DNS to an embedded gateway became a
-// host connection to 10.0.2.2:53 and an embedded group address one to
-// 10.201.x.y, both on the host's own network).
+// opens no host socket at all: a flow judged on the embedded IPv4 address
+// but carried as an ordinary host connection would reach 10.0.2.2:53 or
+// 10.201.x.y on the host's own network instead of the gateway or the peer.
 TEST_F(NetPolicyTest, EmbeddedFormsOfTheGatewayAndAGroupMemberAreRefusedWithNoHostSocket) {
   auto debian = DebianRootfs();
   ASSERT_TRUE(debian.ok()) << debian.error().message();
