@@ -174,7 +174,13 @@ struct Range {
   const char* what;
 };
 
-// First match wins: metadata before the ranges that contain it.
+// First match wins: metadata before the ranges that contain it. The
+// metadata entries are the instance metadata and credential endpoints the
+// clouds document: 169.254.169.254 (AWS, GCP, Azure, Oracle, DigitalOcean,
+// OpenStack), AWS's ECS task (169.254.170.2) and EKS Pod Identity
+// (169.254.170.23, fd00:ec2::23) endpoints and EC2's IPv6 address, Azure's
+// wire server, Alibaba Cloud's 100.100.100.200, Oracle Cloud at Customer's
+// 192.0.0.192 and Compute Engine's IPv6 metadata address.
 constexpr Range kRanges[] = {
     {"0.0.0.0/32", AddressClass::kUnspecified, "0.0.0.0 (unspecified)"},
     {"::/128", AddressClass::kUnspecified, ":: (unspecified)"},
@@ -182,7 +188,11 @@ constexpr Range kRanges[] = {
     {"169.254.170.2/32", AddressClass::kMeta, "169.254.170.2 (ECS task metadata)"},
     {"100.100.100.200/32", AddressClass::kMeta, "100.100.100.200 (Alibaba Cloud metadata)"},
     {"168.63.129.16/32", AddressClass::kMeta, "168.63.129.16 (Azure host)"},
+    {"169.254.170.23/32", AddressClass::kMeta, "169.254.170.23 (EKS Pod Identity credentials)"},
+    {"192.0.0.192/32", AddressClass::kMeta, "192.0.0.192 (Oracle Cloud at Customer metadata)"},
     {"fd00:ec2::254/128", AddressClass::kMeta, "fd00:ec2::254 (EC2 metadata)"},
+    {"fd00:ec2::23/128", AddressClass::kMeta, "fd00:ec2::23 (EKS Pod Identity credentials)"},
+    {"fd20:ce::254/128", AddressClass::kMeta, "fd20:ce::254 (Compute Engine metadata, IPv6)"},
     {"127.0.0.0/8", AddressClass::kLoopback, "127.0.0.0/8 (loopback)"},
     {"::1/128", AddressClass::kLoopback, "::1 (loopback)"},
     {"10.0.0.0/8", AddressClass::kPrivate, "10.0.0.0/8 (RFC 1918)"},

@@ -320,6 +320,16 @@ void DnsServer::Handle(std::string_view query, Reply reply, Transport transport)
     return;
   }
 
+  if (Decision may = policy_.MayResolve(question.name); !may.allow) {
+    // Under profile none or group, a name no rule could allow stays here:
+    // query names are a channel out of the sandbox.
+    ++stats_.refused_names;
+    if (uint64_t held; GuestCausedLines().Allow("refused", &held)) {
+      MSB_LOG(kInfo, "dns") << "refused " << question.name << ": " << may.reason << HeldBackNote(held);
+    }
+    send(finish(ResponseTo(q.header, q.questions, Rcode::kRefused)), max_size);
+    return;
+  }
   if (pending_count_ >= options_.max_pending) {
     ++stats_.upstream_failures;
     send(finish(ResponseTo(q.header, q.questions, Rcode::kServFail)), max_size);

@@ -20,12 +20,16 @@
 //  - A group name (the map SetGroupNames gives, compared case-insensitively)
 //    is answered here with kGroupTtl when the policy may reach its address;
 //    when it may not, NXDOMAIN. It is never forwarded.
+//  - A name the policy would not let the guest reach (Policy::MayResolve:
+//    under profiles none and group, a name no egress allow rule could
+//    allow) is answered REFUSED here; nothing leaves the host for it.
 //  - Anything else is sent upstream (ares_query, no search domains). The
 //    answer keeps the CNAME chain that starts at the question's name and the
 //    A/AAAA records of the asked type owned by a name on that chain; records
 //    off the chain, authority and additional sections are dropped. With
 //    rebind protection, an address the policy may not reach
-//    (Policy::MayReach with the chain's names) is dropped. When every
+//    (Policy::MayReach with the chain's names; host-name rules never vouch
+//    for private or link-local answers) is dropped. When every
 //    address is dropped the answer is NOERROR with only the CNAMEs: the name
 //    exists, it has no address this sandbox may use (NXDOMAIN would claim the
 //    name does not exist and be cached for every type). Kept addresses are
@@ -65,6 +69,7 @@ struct DnsServerStats {
   uint64_t malformed = 0;         // dropped or FORMERR
   uint64_t group_answers = 0;
   uint64_t forwarded = 0;
+  uint64_t refused_names = 0;      // not forwarded: no rule could allow them (Policy::MayResolve)
   uint64_t upstream_failures = 0;  // SERVFAIL or a timeout from upstream
   uint64_t dropped_addresses = 0;  // by the rebinding defence
 };

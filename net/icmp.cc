@@ -75,6 +75,7 @@ void Stack::Impl::RelayEcho(const ParsedFrame& f) {
       ++stats.frames_dropped;
       return;
     }
+    ++stats.host_sockets;
     UniqueFd fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                        v6 ? int{IPPROTO_ICMPV6} : int{IPPROTO_ICMP}));
     sockaddr_storage ss;

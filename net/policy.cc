@@ -118,6 +118,7 @@ Policy::Peer Policy::Resolve(const IpAddress& ip) const {
   peer.canonical = c.canonical;
   peer.cls = c.cls;
   peer.range = c.range;
+  peer.embedded = c.canonical != ip;
   if (c.cls == AddressClass::kUnspecified) return peer;
   if (Sorted(gateways_, c.canonical)) {
     peer.kind = PeerKind::kGateway;
@@ -181,9 +182,22 @@ std::string Policy::PeerText(const IpAddress& original, const Peer& peer) const 
   return out + ToString(peer.cls);
 }
 
+std::optional<Decision> Policy::RefuseEmbedded(const IpAddress& original, const Peer& peer) const {
+  if (!peer.embedded || (peer.kind != PeerKind::kGateway && peer.kind != PeerKind::kGroup)) return std::nullopt;
+  Decision d;
+  d.kind = peer.kind;
+  d.connect_to = peer.canonical;
+  bool gw = peer.kind == PeerKind::kGateway;
+  d.key = gw ? "embedded gateway" : "embedded group";
+  d.reason = PeerText(original, peer) + " in an embedded IPv6 form; only " + peer.canonical.ToString() +
+             " itself reaches " + (gw ? "it" : "that sandbox");
+  return d;
+}
+
 Decision Policy::FromRule(size_t index, const Peer& peer, NetworkRule::Direction dir) const {
   const Rule& r = rules_[index];
   Decision d;
+  d.kind = peer.kind;
   d.allow = r.rule.action == NetworkRule::Action::kAllow;
   d.rule = static_cast<int>(index + 1);
   d.key = "rule " + std::to_string(index + 1);
@@ -199,6 +213,7 @@ Decision Policy::FromRule(size_t index, const Peer& peer, NetworkRule::Direction
 Decision Policy::FromProfile(bool allow, const IpAddress& original, const Peer& peer, bool ingress) const {
   Decision d;
   d.allow = allow;
+  d.kind = peer.kind;
   d.connect_to = peer.canonical;
   std::string cls = peer.kind == PeerKind::kGateway ? "gateway"
                     : peer.kind == PeerKind::kGroup ? "group"
@@ -218,10 +233,12 @@ Decision Policy::Decide(const EgressFlow& flow) const {
     d.connect_to = peer.canonical;
     return d;
   }
+  if (auto refused = RefuseEmbedded(flow.dest, peer)) return *refused;
   if (peer.kind == PeerKind::kGateway && flow.port == 53 &&
       (flow.proto == Protocol::kUdp || flow.proto == Protocol::kTcp)) {
     Decision d;
     d.allow = true;
+    d.kind = peer.kind;
     d.key = "dns";
     d.reason = "DNS to the gateway";
     d.connect_to = peer.canonical;
@@ -254,9 +271,17 @@ Decision Policy::MayReach(const IpAddress& ip, const std::vector<std::string>& n
     d.reason = ip.ToString() + " is the unspecified address, never reachable";
     return d;
   }
+  if (auto refused = RefuseEmbedded(ip, peer)) return *refused;
+  // A host-name rule does not vouch for a private or link-local answer: that
+  // is what rebinding looks like. Only a rule naming the range does.
+  bool name_rules_vouch = !(peer.kind == PeerKind::kStatic &&
+                            (peer.cls == AddressClass::kPrivate || peer.cls == AddressClass::kLinkLocal));
   for (size_t i = 0; i < rules_.size(); ++i) {
     const Rule& r = rules_[i];
     if (r.rule.direction != NetworkRule::Direction::kEgress) continue;
+    bool by_name = r.rule.target_kind == NetworkRule::TargetKind::kHost ||
+                   r.rule.target_kind == NetworkRule::TargetKind::kDomainSuffix;
+    if (by_name && r.rule.action == NetworkRule::Action::kAllow && !name_rules_vouch) continue;
     if (!TargetMatches(r, peer, names)) continue;
     // An allow rule allows some flow; a deny rule ends the search only when
     // it covers every protocol and port.
@@ -279,6 +304,42 @@ Decision Policy::MayReach(const IpAddress& ip, const std::vector<std::string>& n
   return FromProfile(allow, ip, peer, false);
 }
 
+Decision Policy::MayResolve(std::string_view name) const {
+  Decision d;
+  std::string prefix = std::string("profile ") + schema::ToString(profile_);
+  if (profile_ == schema::NetworkPolicy::kPublic || profile_ == schema::NetworkPolicy::kAny) {
+    d.allow = true;
+    d.key = prefix;
+    d.reason = prefix + " forwards every name";
+    return d;
+  }
+  const std::vector<std::string> names = {NormalizeName(name)};
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    const Rule& r = rules_[i];
+    if (r.rule.direction != NetworkRule::Direction::kEgress || r.rule.action != NetworkRule::Action::kAllow) {
+      continue;
+    }
+    bool matches = false;
+    switch (r.rule.target_kind) {
+      case NetworkRule::TargetKind::kHost:
+      case NetworkRule::TargetKind::kDomainSuffix: matches = NameMatches(r.rule, names); break;
+      case NetworkRule::TargetKind::kIp:
+      case NetworkRule::TargetKind::kCidr: matches = true; break;
+      case NetworkRule::TargetKind::kGroup: matches = r.rule.target != "group"; break;
+    }
+    if (matches) {
+      d.allow = true;
+      d.rule = static_cast<int>(i + 1);
+      d.key = "rule " + std::to_string(i + 1);
+      d.reason = d.key + " (" + r.text + ") may allow an address of " + names[0];
+      return d;
+    }
+  }
+  d.key = prefix + ": dns";
+  d.reason = prefix + ": no rule allows a flow to " + names[0] + ", so it is not resolved";
+  return d;
+}
+
 Decision Policy::Decide(const IngressFlow& flow) const {
   Peer peer = Resolve(flow.source);
   for (size_t i = 0; i < rules_.size(); ++i) {
@@ -293,6 +354,7 @@ Decision Policy::Decide(const IngressFlow& flow) const {
     d.key = "published";
     d.reason = "published port " + std::to_string(flow.port) + "/" + schema::ToString(flow.proto);
     d.connect_to = peer.canonical;
+    d.kind = peer.kind;
     return d;
   }
   bool allow = peer.kind == PeerKind::kGroup && profile_ != schema::NetworkPolicy::kNone;

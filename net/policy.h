@@ -6,9 +6,17 @@
 // Semantics (first matching rule wins, then the profile):
 //  - Addresses are judged canonical (address.h): an IPv6 form that embeds an
 //    IPv4 address is that IPv4 address. 0.0.0.0 and :: are never reachable,
-//    whatever the rules say.
-//  - DNS (udp/tcp 53) to the gateway is always allowed, before the rules: the
-//    stack answers it itself (dns_server.h).
+//    whatever the rules say. Resolve() is the one place that classifies a
+//    destination (gateway, group member, host, static class) and it does so
+//    on the canonical address.
+//  - The gateway and group members are reached only at their own addresses:
+//    an embedded form of them (::ffff:10.0.2.2, 64:ff9b::a00:202, a 6to4 or
+//    Teredo address carrying a group address) is refused, whatever the rules
+//    say: the stack answers only the literal gateway and a group flow is
+//    carried by the peer's supervisor, so such a form would otherwise reach
+//    the host's own network under the embedded IPv4 address.
+//  - DNS (udp/tcp 53) to the gateway's own address is always allowed, before
+//    the rules: the stack answers it itself (dns_server.h).
 //  - The class of a destination: the gateway (the address standing for the
 //    host), a group member (the project's other sandboxes, set by the
 //    supervisor), else the static class (address.h); a non-loopback address
@@ -23,6 +31,15 @@
 //    the host's 127.0.0.1 on the same port (Decision::redirect_to_host_loopback).
 //  - Host-name rules (`api.example.com`, `*.example.com`) match a flow only
 //    when one of flow.names (the pin set's names for the address) matches.
+//    For the DNS rebinding check (MayReach) they never vouch for a private
+//    or link-local answer: such an answer is kept only when an IP, CIDR or
+//    group rule (`allow@10.1.0.0/16`, `allow@private`) or the profile allows
+//    its range.
+//  - Which names the DNS server may forward upstream (MayResolve): under the
+//    public and any profiles, every name; under none and group, only a name
+//    some egress allow rule could allow (a host-name rule matching it, or an
+//    IP, CIDR or group rule other than `group`, whose addresses any name may
+//    resolve to). The rest is refused without a query leaving the host.
 //  - Profiles: none = nothing (but DNS to the gateway); group = group
 //    members only; public = the public class and group members; any =
 //    everything except the guarded classes.
@@ -35,8 +52,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -75,6 +94,9 @@ struct Decision {
   bool redirect_to_host_loopback = false;
   // Where the stack connects: the canonical destination, or 127.0.0.1.
   IpAddress connect_to;
+  // What the destination is (egress) or the source (ingress), judged on the
+  // canonical address: a kGroup flow is carried by the peer's supervisor.
+  PeerKind kind = PeerKind::kStatic;
 };
 
 // The addresses the supervisor knows and the policy does not own.
@@ -95,6 +117,9 @@ class Policy {
   // the names it was resolved from: the DNS rebinding check. The Decision
   // names the rule or profile that made it so.
   Decision MayReach(const IpAddress& ip, const std::vector<std::string>& names) const;
+  // Whether the DNS server may forward a query for name upstream (see the
+  // semantics above); the Decision says which rule or profile decided.
+  Decision MayResolve(std::string_view name) const;
 
   // The class of ip in this context, e.g. "private", "gateway", "group".
   std::string ClassName(const IpAddress& ip) const;
@@ -114,8 +139,11 @@ class Policy {
     PeerKind kind = PeerKind::kStatic;
     AddressClass cls = AddressClass::kPublic;  // kStatic only (kHost included)
     std::string_view range;
+    bool embedded = false;  // the address was an IPv6 form of canonical
   };
   Peer Resolve(const IpAddress& ip) const;
+  // The refusal of an embedded form of the gateway or a group member, if it is one.
+  std::optional<Decision> RefuseEmbedded(const IpAddress& original, const Peer& peer) const;
   bool TargetMatches(const Rule& r, const Peer& peer, const std::vector<std::string>& names) const;
   std::string PeerText(const IpAddress& original, const Peer& peer) const;
   Decision FromRule(size_t index, const Peer& peer, schema::NetworkRule::Direction dir) const;

@@ -63,8 +63,8 @@ void Stack::OnFrame(std::span<const uint8_t> frame) { impl_->OnFrame(frame); }
 Status Stack::OpenInbound(UniqueFd host_fd, uint16_t guest_port, bool ipv6) {
   return impl_->OpenInbound(std::move(host_fd), guest_port, ipv6);
 }
-Status Stack::AddUdpInbound(UniqueFd udp_socket, uint16_t guest_port) {
-  return impl_->AddUdpInbound(std::move(udp_socket), guest_port);
+Status Stack::AddUdpInbound(UniqueFd udp_socket, uint16_t guest_port, InboundAdmit admit) {
+  return impl_->AddUdpInbound(std::move(udp_socket), guest_port, std::move(admit));
 }
 const StackStats& Stack::stats() const { return impl_->stats; }
 size_t Stack::tcp_flows() const { return impl_->tcp.size(); }

@@ -44,9 +44,16 @@
 //
 // Inbound: OpenInbound(host_fd, guest_port) makes a TCP flow from
 // gateway:<ephemeral port> to guest:guest_port and sends SYN to the guest; a
-// RST from the guest closes host_fd. AddUdpInbound(socket, guest_port) forwards
-// each datagram arriving on a host UDP socket to guest:guest_port from
-// gateway:<port chosen per sender>, and the guest's replies back to that sender.
+// RST from the guest closes host_fd. AddUdpInbound(socket, guest_port, admit)
+// forwards each datagram arriving on a host UDP socket to guest:guest_port
+// from gateway:<port chosen per sender>, and the guest's replies back to that
+// sender; admit judges each new sender first (the ingress policy), and a
+// refused sender's datagrams are dropped (stats.udp_denied).
+//
+// The gateway is recognised in every form: a flow to an IPv6 form embedding
+// the gateway's IPv4 address (Canonicalize, address.h) is never sent to the
+// host's network under that address; only kAllowToHostLoopback lets a flow to
+// the gateway through, and DNS is answered at the literal gateway only.
 //
 // Each protocol's limits, states, timeouts and data flow per direction open
 // its file: arp.cc, ndp.cc, icmp.cc, udp.cc, stack_tcp.cc. stack.cc
@@ -129,12 +136,17 @@ using PolicyFn = std::function<FlowVerdict(const FlowKey&)>;
 using DnsReply = std::function<void(std::string)>;
 using DnsHandler = std::function<void(std::string_view query, DnsReply reply)>;
 using FrameSink = std::function<void(std::span<const uint8_t>)>;
+// Whether a sender to a published UDP port may reach the guest.
+using InboundAdmit = std::function<bool(const IpAddress& source)>;
 
 struct StackStats {
   uint64_t frames_in = 0, frames_out = 0, frames_dropped = 0;
   uint64_t tcp_opened = 0, tcp_denied = 0, tcp_refused = 0, tcp_inbound = 0;
   uint64_t udp_opened = 0, udp_denied = 0, udp_dropped = 0;
   uint64_t dns_queries = 0, icmp_echo = 0;
+  // Host sockets opened or asked for (FlowVerdict::connect) for guest flows:
+  // TCP, UDP and echo. Not inbound ones.
+  uint64_t host_sockets = 0;
 };
 
 class Stack {
@@ -155,7 +167,7 @@ class Stack {
   Status OpenInbound(UniqueFd host_fd, uint16_t guest_port, bool ipv6 = false);
   // Forwards datagrams from a bound host UDP socket (ownership taken) to
   // guest:guest_port, and the guest's replies back to each sender.
-  Status AddUdpInbound(UniqueFd udp_socket, uint16_t guest_port);
+  Status AddUdpInbound(UniqueFd udp_socket, uint16_t guest_port, InboundAdmit admit = {});
 
   const StackStats& stats() const;
   size_t tcp_flows() const;

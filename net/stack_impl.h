@@ -110,6 +110,7 @@ struct UdpListener {
   UniqueFd fd;
   EventHandle watch;
   uint16_t guest_port = 0;
+  InboundAdmit admit;  // asked once per new sender; empty admits all
 };
 
 // One sender to a published UDP port and the gateway port it appears from.
@@ -159,6 +160,12 @@ struct Stack::Impl {
     sink(out);
   }
   const IpAddress& Gateway(bool v6) const { return v6 ? cfg.gateway6 : cfg.gateway4; }
+  // Whether ip is the gateway in any form: compared canonical (address.h),
+  // so ::ffff:10.0.2.2 and 64:ff9b::a00:202 are the gateway too.
+  bool IsGateway(const IpAddress& ip) const {
+    IpAddress c = Canonicalize(ip);
+    return c == Canonicalize(cfg.gateway4) || c == Canonicalize(cfg.gateway6);
+  }
   const IpAddress& Guest(bool v6) const { return v6 ? cfg.guest6 : cfg.guest4; }
   uint16_t Mss(bool v6) const {
     return static_cast<uint16_t>(cfg.mtu - (v6 ? kIpv6Header : kIpv4Header) - kTcpHeader);
@@ -192,7 +199,7 @@ struct Stack::Impl {
   void UdpReadable(UdpFlow* flow);
   void FlowIdle(UdpTable& table, UdpFlow* flow);
   void DnsUdp(const ParsedFrame& f);
-  Status AddUdpInbound(UniqueFd sock, uint16_t guest_port);
+  Status AddUdpInbound(UniqueFd sock, uint16_t guest_port, InboundAdmit admit);
   void UdpInboundReadable(UdpListener* l);
   void UdpPeerIdle(uint16_t port);
 

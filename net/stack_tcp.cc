@@ -8,10 +8,12 @@
 //
 // Flows (TcpFlow in Impl::tcp, keyed by the 4-tuple; Impl::tcp_by_id finds
 // them from late DNS replies). On a guest SYN that belongs to no flow the
-// policy is asked once (FlowProto::kTcp): kDeny, or kAllow to the gateway's
-// own address, answers RST (stats.tcp_denied); kAllow makes a non-blocking
-// connect to the destination, or takes the stream FlowVerdict::connect
-// returns (an invalid one answers RST, stats.tcp_refused);
+// policy is asked once (FlowProto::kTcp): kDeny, or kAllow to the gateway in
+// any form (Impl::IsGateway), answers RST (stats.tcp_denied); a connection
+// to gateway:53 is DNS only at the gateway's own address. kAllow makes a
+// non-blocking connect to the destination, or takes the stream
+// FlowVerdict::connect returns (an invalid one answers RST,
+// stats.tcp_refused); every host socket counts in stats.host_sockets;
 // kAllowToHostLoopback connects to 127.0.0.1:dport. The SYN-ACK goes to the
 // guest only when the host side is connected (stats.tcp_opened); a failed
 // connect answers RST (stats.tcp_refused), so the guest sees "connection
@@ -186,12 +188,12 @@ void Stack::Impl::OnTcp(const ParsedFrame& fr) {
   if (h.flags & kTcpRst) return;
   if (!(h.flags & kTcpSyn) || (h.flags & kTcpAck)) return SendStrayRst(fr);
   bool v6 = fr.ip_src.is_v6();
-  bool to_gateway = fr.ip_dst == Gateway(v6);
+  bool to_gateway = IsGateway(fr.ip_dst);
   if (tcp.size() >= cfg.max_tcp_flows) {
     ++stats.tcp_refused;
     return SendStrayRst(fr);
   }
-  if (to_gateway && fr.dport == 53) {
+  if (fr.ip_dst == Gateway(v6) && fr.dport == 53) {
     TcpFlow* f = NewTcpFlow(tuple, fr.ip_src, fr.sport, fr.ip_dst, fr.dport);
     f->dns = true;
     f->ep->OnGuestSyn(h);
@@ -208,6 +210,7 @@ void Stack::Impl::OnTcp(const ParsedFrame& fr) {
     return SendStrayRst(fr);
   }
   UniqueFd fd;
+  ++stats.host_sockets;
   if (v.connect) {
     fd = v.connect();
     if (!fd) {

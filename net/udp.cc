@@ -9,7 +9,8 @@
 // Outbound flows (UdpFlow in Impl::udp), keyed by (guest address, guest
 // port, destination address, destination port). The first datagram of a
 // key asks the policy once (FlowProto::kUdp): kDeny, or kAllow to the
-// gateway's own address, drops it (stats.udp_denied); kAllow opens a socket
+// gateway in any form (Impl::IsGateway: its own address or an IPv6 form
+// embedding it), drops it (stats.udp_denied); kAllow opens a socket
 // connected to the destination; kAllowToHostLoopback one connected to
 // 127.0.0.1 on the same port (stats.udp_opened). A datagram that would
 // open more than StackConfig::max_udp_flows flows, or whose socket cannot be
@@ -34,8 +35,11 @@
 // Stack is gone (Impl::alive) or when it would not fit the MTU (the DNS
 // server truncates with TC, so the guest retries over TCP).
 //
-// Published ports (UdpListener, AddUdpInbound): each sender to a listener
-// (its address, port and the listener) gets a gateway port (UdpPeer), handed
+// Published ports (UdpListener, AddUdpInbound): a new sender to a listener
+// (its address, port and the listener) is judged by the listener's admit
+// (the ingress policy, asked again for each datagram of a refused sender,
+// which is dropped: stats.udp_denied); an admitted one gets a gateway port
+// (UdpPeer), handed
 // out round robin from kEphemeralFirst, never 53 nor one in use; its
 // datagrams reach guest4:guest_port from gateway4:<that port>, and the
 // guest's datagrams from guest_port to that port go back to the sender from
@@ -79,7 +83,7 @@ void Stack::Impl::OnUdp(const ParsedFrame& f) {
 UdpFlow* Stack::Impl::OpenUdp(const ParsedFrame& f, const TupleKey& tuple) {
   FlowKey key{FlowProto::kUdp, f.ip_src, f.ip_dst, f.sport, f.dport};
   FlowVerdict v = policy ? policy(key) : FlowVerdict{};
-  bool to_gateway = f.ip_dst == Gateway(f.ip_src.is_v6());
+  bool to_gateway = IsGateway(f.ip_dst);
   if (v.action == FlowAction::kDeny || (v.action == FlowAction::kAllow && to_gateway)) {
     ++stats.udp_denied;
     return nullptr;
@@ -89,6 +93,7 @@ UdpFlow* Stack::Impl::OpenUdp(const ParsedFrame& f, const TupleKey& tuple) {
     return nullptr;
   }
   IpAddress dst = v.action == FlowAction::kAllowToHostLoopback ? IpAddress::V4(127, 0, 0, 1) : f.ip_dst;
+  ++stats.host_sockets;
   UniqueFd fd(socket(dst.is_v6() ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   sockaddr_storage ss;
   socklen_t len = dst.ToSockaddr(f.dport, &ss);
@@ -161,13 +166,14 @@ void Stack::Impl::DnsUdp(const ParsedFrame& f) {
       });
 }
 
-Status Stack::Impl::AddUdpInbound(UniqueFd sock, uint16_t guest_port) {
+Status Stack::Impl::AddUdpInbound(UniqueFd sock, uint16_t guest_port, InboundAdmit admit) {
   if (!sock) return Error(ErrorCode::kInvalidArgument, "inbound UDP: no host socket");
   if (Status nb = SetNonBlocking(sock.get()); !nb.ok()) return nb.error().Wrap("inbound UDP");
   auto l = std::make_unique<UdpListener>();
   UdpListener* raw = l.get();
   raw->fd = std::move(sock);
   raw->guest_port = guest_port;
+  raw->admit = std::move(admit);
   raw->watch = dispatcher.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) { UdpInboundReadable(raw); });
   udp_listeners.push_back(std::move(l));
   return OkStatus();
@@ -191,6 +197,13 @@ void Stack::Impl::UdpInboundReadable(UdpListener* l) {
     if (it != udp_peer_ports.end()) {
       peer = udp_peers[it->second].get();
     } else {
+      if (l->admit) {
+        auto source = IpAddress::FromSockaddr(reinterpret_cast<const sockaddr*>(&from));
+        if (!source || !l->admit(*source)) {
+          ++stats.udp_denied;
+          continue;
+        }
+      }
       if (udp_peers.size() >= cfg.max_udp_flows) {
         ++stats.udp_dropped;
         continue;

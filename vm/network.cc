@@ -148,7 +148,22 @@ Status NetworkAttachment::Start() {
     Listener* raw = l.get();
     if (raw->port.proto == "udp") {
       UniqueFd fd = std::move(raw->fd);
-      MSB_TRY_STATUS(stack_->AddUdpInbound(std::move(fd), static_cast<uint16_t>(raw->port.guest_port)));
+      uint16_t guest_port = static_cast<uint16_t>(raw->port.guest_port);
+      // Each new sender is judged like a TCP connection to a published port.
+      auto admit = [this, guest_port](const net::IpAddress& source) {
+        net::IngressFlow in;
+        in.source = source;
+        in.proto = schema::Protocol::kUdp;
+        in.port = guest_port;
+        in.published = true;
+        net::Decision d = policy_->Decide(in);
+        if (!d.allow) {
+          denials_->Record(d, "ingress to published udp port " + std::to_string(guest_port),
+                           net::DenialLog::Clock::now());
+        }
+        return d.allow;
+      };
+      MSB_TRY_STATUS(stack_->AddUdpInbound(std::move(fd), guest_port, std::move(admit)));
       continue;
     }
     raw->watch = dispatcher_.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) { OnPublishedAccept(raw); });
@@ -271,17 +286,24 @@ net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
   flow.dest = key.dst;
   flow.proto = ToProtocol(key.proto);
   flow.port = key.dport;
-  // A group address: the peer must be alive in the project's directory.
-  std::string peer;
-  if (!network_.group_dir.empty() && flow.dest.is_v4() && (flow.dest.v4() >> 16) == ((10u << 8) | 201u)) {
+  // The policy decides what the destination is, on its canonical address
+  // (Policy::Resolve); the group directory is re-read first when that
+  // address is in the group range, so a peer that just started is known.
+  net::IpAddress canonical = net::Canonicalize(flow.dest);
+  if (!network_.group_dir.empty() && canonical.is_v4() && (canonical.v4() >> 16) == ((10u << 8) | 201u)) {
     RefreshGroup();
-    for (const auto& [name, ip] : group_) {
-      if (ip == flow.dest) peer = name;
-    }
   }
   flow.names = pins_.NamesFor(flow.dest, now);
   net::Decision d = policy_->Decide(flow);
-  if (!d.allow || (!peer.empty() && key.proto != net::FlowProto::kTcp)) {
+  // A group member: the peer must be alive in the project's directory, and
+  // only TCP is carried to it.
+  std::string peer;
+  if (d.allow && d.kind == net::PeerKind::kGroup) {
+    for (const auto& [name, ip] : group_) {
+      if (ip == d.connect_to) peer = name;
+    }
+  }
+  if (!d.allow || (d.kind == net::PeerKind::kGroup && (peer.empty() || key.proto != net::FlowProto::kTcp))) {
     if (!d.allow) {
       denials_->Record(d, net::FlowText(flow.dest, flow.proto, flow.port), now);
     }
@@ -465,6 +487,11 @@ nlohmann::json NetworkAttachment::StatusJson() const {
     j["tcp_flows"] = stack_->tcp_flows();
     j["udp_flows"] = stack_->udp_flows();
     j["dns_queries"] = stack_->stats().dns_queries;
+    j["host_sockets"] = stack_->stats().host_sockets;
+  }
+  if (dns_) {
+    j["dns_forwarded"] = dns_->stats().forwarded;
+    j["dns_refused"] = dns_->stats().refused_names;
   }
   return j;
 }

@@ -169,6 +169,9 @@ class SecretsTest : public ProjectTest {
     return "name: sec\nsandboxes:\n  box:\n    image: " + debian_ +
            "\n    memory: 256M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
            "    network:\n      rules:\n        - allow@api.test:tcp:443\n        - allow@other.test:tcp:443\n"
+           // The test hosts are private: their DNS answers pass the rebinding
+           // defence only with rules naming their addresses.
+           "        - allow@" + hosts_.Ip(2) + ":tcp:443\n        - allow@" + hosts_.Ip(3) + ":tcp:443\n"
            "      dns:\n        servers: [\"127.0.0.1:" + std::to_string(dns_.port()) + "\"]\n"
            "      tls:\n        ca: " + ca_file_ + "\n"
            "    secrets:\n"

@@ -300,8 +300,21 @@ TEST(DnsFilter, RulesAndTheSwitchKeepAnswers) {
   Message q = Query("db.corp.example", Type::kA);
   Message up = q;
   up.answers = {A("db.corp.example", "10.0.0.5")};
+  // A host-name rule alone does not vouch for a private answer (rebinding);
+  // a rule naming the range does.
   Policy by_name = MakePolicy(schema::NetworkPolicy::kPublic, {"allow@db.corp.example:tcp:5432"});
-  EXPECT_EQ(AddressesOf(FilterUpstreamAnswer(q, up, by_name, pins, now, nullptr)),
+  EXPECT_TRUE(AddressesOf(FilterUpstreamAnswer(q, up, by_name, pins, now, nullptr)).empty());
+  Policy suffix = MakePolicy(schema::NetworkPolicy::kPublic, {"allow@*.corp.example"});
+  EXPECT_TRUE(AddressesOf(FilterUpstreamAnswer(q, up, suffix, pins, now, nullptr)).empty());
+  Message ll_up = q;
+  ll_up.answers = {A("db.corp.example", "169.254.7.7")};
+  EXPECT_TRUE(AddressesOf(FilterUpstreamAnswer(q, ll_up, suffix, pins, now, nullptr)).empty());
+  Policy by_range = MakePolicy(schema::NetworkPolicy::kPublic,
+                               {"allow@*.corp.example:tcp:5432", "allow@10.0.0.0/24:tcp:5432"});
+  EXPECT_EQ(AddressesOf(FilterUpstreamAnswer(q, up, by_range, pins, now, nullptr)),
+            (std::vector<std::string>{"10.0.0.5"}));
+  Policy by_group = MakePolicy(schema::NetworkPolicy::kPublic, {"allow@*.corp.example", "allow@private:tcp:1"});
+  EXPECT_EQ(AddressesOf(FilterUpstreamAnswer(q, up, by_group, pins, now, nullptr)),
             (std::vector<std::string>{"10.0.0.5"}));
   Policy off = MakePolicy(schema::NetworkPolicy::kPublic, {}, /*rebind=*/false);
   EXPECT_EQ(AddressesOf(FilterUpstreamAnswer(q, up, off, pins, now, nullptr)),
@@ -550,15 +563,45 @@ TEST_F(DnsmasqTest, LoopbackAndPrivateAnswersAreDroppedUnderPublic) {
 
 TEST_F(DnsmasqTest, AnExplicitRuleKeepsAPrivateAnswer) {
   ServerFixture by_name(schema::NetworkPolicy::kPublic, {"allow@private.test:tcp:5432"}, {Server()});
-  EXPECT_EQ(AddressesOf(by_name.AskParsed(QueryBytes("private.test", Type::kA))),
+  EXPECT_TRUE(AddressesOf(by_name.AskParsed(QueryBytes("private.test", Type::kA))).empty());
+  EXPECT_TRUE(by_name.pins.NamesFor(Ip("10.0.0.5"), PinSet::Clock::now()).empty());
+  ServerFixture by_ip(schema::NetworkPolicy::kPublic, {"allow@private.test:tcp:5432", "allow@10.0.0.5:tcp:5432"},
+                      {Server()});
+  EXPECT_EQ(AddressesOf(by_ip.AskParsed(QueryBytes("private.test", Type::kA))),
             (std::vector<std::string>{"10.0.0.5"}));
-  EXPECT_EQ(by_name.pins.NamesFor(Ip("10.0.0.5"), PinSet::Clock::now()), (std::vector<std::string>{"private.test"}));
+  EXPECT_EQ(by_ip.pins.NamesFor(Ip("10.0.0.5"), PinSet::Clock::now()), (std::vector<std::string>{"private.test"}));
   ServerFixture by_cidr(schema::NetworkPolicy::kPublic, {"allow@10.0.0.0/24"}, {Server()});
   EXPECT_EQ(AddressesOf(by_cidr.AskParsed(QueryBytes("private.test", Type::kA))),
             (std::vector<std::string>{"10.0.0.5"}));
   // A name rule does not make loopback reachable.
   ServerFixture loop(schema::NetworkPolicy::kPublic, {"allow@rebind.test"}, {Server()});
   EXPECT_TRUE(AddressesOf(loop.AskParsed(QueryBytes("rebind.test", Type::kA))).empty());
+}
+
+TEST_F(DnsmasqTest, NoneAndGroupForwardOnlyNamesARuleCouldAllow) {
+  for (auto profile : {schema::NetworkPolicy::kNone, schema::NetworkPolicy::kGroup}) {
+    ServerFixture f(profile, {"allow@public.test:tcp:443"}, {Server()});
+    ASSERT_TRUE(f.server);
+    f.server->SetGroupNames({{"db", Ip("10.0.3.15")}});
+    // Not a group name and no rule names it: refused here, nothing forwarded.
+    for (const char* name : {"exfil-0123456789abcdef.public.test", "private.test", "rebind.test"}) {
+      for (Type t : {Type::kA, Type::kAaaa, Type::kCname}) {
+        EXPECT_EQ(f.AskParsed(QueryBytes(name, t)).header.rcode, static_cast<uint8_t>(Rcode::kRefused)) << name;
+      }
+    }
+    EXPECT_EQ(f.server->stats().forwarded, 0u);
+    EXPECT_EQ(f.server->stats().refused_names, 9u);
+    // The name a rule allows goes upstream and comes back.
+    EXPECT_EQ(AddressesOf(f.AskParsed(QueryBytes("public.test", Type::kA))),
+              (std::vector<std::string>{"93.184.216.34"}));
+    EXPECT_EQ(f.server->stats().forwarded, 1u);
+  }
+  // Group: its own names are still answered at home.
+  ServerFixture g(schema::NetworkPolicy::kGroup, {}, {Server()});
+  g.server->SetGroupNames({{"db", Ip("10.0.3.15")}});
+  EXPECT_EQ(AddressesOf(g.AskParsed(QueryBytes("db", Type::kA))), (std::vector<std::string>{"10.0.3.15"}));
+  EXPECT_EQ(g.AskParsed(QueryBytes("public.test", Type::kA)).header.rcode, static_cast<uint8_t>(Rcode::kRefused));
+  EXPECT_EQ(g.server->stats().forwarded, 0u);
 }
 
 TEST_F(DnsmasqTest, UpstreamRefusalAndSilenceAreReported) {

@@ -4,6 +4,8 @@
 // rate limiting, and properties over random flows.
 #include "net/policy.h"
 
+#include <cstdio>
+
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
 
@@ -234,11 +236,113 @@ TEST(Policy, MayReachIsTheRebindingCheck) {
   EXPECT_FALSE(p.MayReach(Ip("1.2.3.4"), {}).allow);
   EXPECT_TRUE(p.MayReach(Ip("10.1.2.9"), {}).allow);
   EXPECT_FALSE(p.MayReach(Ip("10.1.3.9"), {}).allow);
-  EXPECT_TRUE(p.MayReach(Ip("10.1.3.9"), {"private.test"}).allow);
+  // A host-name rule never vouches for a private or link-local answer.
+  EXPECT_FALSE(p.MayReach(Ip("10.1.3.9"), {"private.test"}).allow);
+  EXPECT_FALSE(p.MayReach(Ip("169.254.3.9"), {"private.test"}).allow);
+  EXPECT_TRUE(p.MayReach(Ip("93.184.216.34"), {"private.test"}).allow);
   EXPECT_FALSE(p.MayReach(Ip("127.0.0.1"), {"private.test"}).allow);
   EXPECT_FALSE(p.MayReach(kGateway, {}).allow);  // DNS to the gateway is no reason
   EXPECT_TRUE(p.MayReach(kPeer, {}).allow);
   EXPECT_FALSE(p.MayReach(Ip("0.0.0.0"), {}).allow);
+}
+
+// Every IPv6 form embedding the gateway or a group member: mapped,
+// translated, compatible, NAT64 (both prefixes), 6to4 and Teredo.
+std::vector<IpAddress> EmbeddedForms(const IpAddress& v4) {
+  uint32_t a = v4.v4();
+  auto hex = [](uint32_t v) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%x:%x", v >> 16, v & 0xffff);
+    return std::string(buf);
+  };
+  std::vector<std::string> texts = {"::ffff:" + hex(a),          "::ffff:0:" + hex(a), "::" + hex(a),
+                                    "64:ff9b::" + hex(a),        "64:ff9b:1::" + hex(a),
+                                    "2002:" + hex(a) + "::1",    "2001:0:4136:e378:8000:63bf:" + hex(~a)};
+  std::vector<IpAddress> out;
+  for (const auto& t : texts) {
+    auto ip = IpAddress::Parse(t);
+    EXPECT_TRUE(ip.has_value()) << t;
+    if (ip) {
+      EXPECT_EQ(Canonicalize(*ip), v4) << t;
+      out.push_back(*ip);
+    }
+  }
+  return out;
+}
+
+TEST(Policy, EmbeddedFormsOfTheGatewayAndGroupMembersAreRefused) {
+  for (NetworkPolicy profile : {NetworkPolicy::kNone, NetworkPolicy::kGroup, NetworkPolicy::kAny}) {
+    Policy p = Make(profile, {"allow@host", "allow@group", "allow@10.0.0.0/8", "allow@any"}, nullptr);
+    for (const IpAddress& form : EmbeddedForms(kGateway)) {
+      for (Protocol proto : {Protocol::kTcp, Protocol::kUdp}) {
+        Decision d = p.Decide(EgressFlow{form, proto, 53, {}});
+        EXPECT_FALSE(d.allow) << form.ToString();
+        EXPECT_EQ(d.key, "embedded gateway") << form.ToString();
+        EXPECT_EQ(d.kind, PeerKind::kGateway);
+        EXPECT_FALSE(d.redirect_to_host_loopback);
+      }
+      EXPECT_FALSE(p.Decide(Tcp(form, 80)).allow) << form.ToString();
+      EXPECT_FALSE(p.MayReach(form, {}).allow) << form.ToString();
+    }
+    for (const IpAddress& form : EmbeddedForms(kPeer)) {
+      Decision d = p.Decide(Tcp(form, 80));
+      EXPECT_FALSE(d.allow) << form.ToString();
+      EXPECT_EQ(d.key, "embedded group") << form.ToString();
+      EXPECT_NE(d.reason.find("only 10.0.3.15 itself reaches that sandbox"), std::string::npos) << d.reason;
+    }
+    // The literal addresses keep their meaning.
+    EXPECT_TRUE(p.Decide(EgressFlow{kGateway, Protocol::kUdp, 53, {}}).allow);
+    EXPECT_TRUE(p.Decide(EgressFlow{Ip("fd00::2"), Protocol::kTcp, 53, {}}).allow);
+    Decision peer = p.Decide(Tcp(kPeer, 80));
+    EXPECT_TRUE(peer.allow);
+    EXPECT_EQ(peer.kind, PeerKind::kGroup);
+  }
+}
+
+TEST(Policy, MayResolveKeepsNamesHomeUnderNoneAndGroup) {
+  for (NetworkPolicy profile : {NetworkPolicy::kNone, NetworkPolicy::kGroup}) {
+    Policy bare = Make(profile, {}, nullptr);
+    Decision d = bare.MayResolve("exfil.example.com");
+    EXPECT_FALSE(d.allow);
+    EXPECT_NE(d.reason.find("no rule allows a flow to exfil.example.com"), std::string::npos) << d.reason;
+    // Only the group rule and deny or ingress rules: still nothing leaves.
+    Policy group_only = Make(profile, {"allow@group", "deny@*.example.com", "allow:ingress@any"}, nullptr);
+    EXPECT_FALSE(group_only.MayResolve("api.example.com").allow);
+
+    Policy names = Make(profile, {"allow@api.example.com:tcp:443", "allow@*.corp.example"}, nullptr);
+    EXPECT_TRUE(names.MayResolve("API.example.com.").allow);
+    EXPECT_EQ(names.MayResolve("api.example.com").rule, 1);
+    EXPECT_TRUE(names.MayResolve("db.corp.example").allow);
+    EXPECT_FALSE(names.MayResolve("corp.example").allow);
+    EXPECT_FALSE(names.MayResolve("other.example.com").allow);
+
+    // An address rule may be reached under any name.
+    Policy cidr = Make(profile, {"allow@203.0.113.0/24:tcp:443"}, nullptr);
+    EXPECT_TRUE(cidr.MayResolve("anything.example").allow);
+  }
+  for (NetworkPolicy profile : {NetworkPolicy::kPublic, NetworkPolicy::kAny}) {
+    EXPECT_TRUE(Make(profile, {}, nullptr).MayResolve("anything.example").allow);
+  }
+}
+
+TEST(Policy, CloudCredentialEndpointsAreMeta) {
+  Policy p = Make(NetworkPolicy::kAny, {"allow@private", "allow@link-local", "allow@169.254.0.0/16",
+                                         "allow@[fd00::/8]", "allow@192.0.0.0/24"},
+                  nullptr);
+  for (const char* ip : {"169.254.169.254", "169.254.170.2", "169.254.170.23", "100.100.100.200",
+                         "168.63.129.16", "192.0.0.192", "fd00:ec2::254", "fd00:ec2::23", "fd20:ce::254",
+                         "::ffff:169.254.170.23", "64:ff9b::a9fe:aa17"}) {
+    EXPECT_EQ(p.ClassName(Ip(ip)), "meta") << ip;
+    Decision d = p.Decide(Tcp(ip, 80));
+    EXPECT_FALSE(d.allow) << ip << ": " << d.reason;
+    EXPECT_FALSE(p.MayReach(Ip(ip), {"metadata.example"}).allow) << ip;
+  }
+  // Only the meta group or the exact address opens one.
+  EXPECT_TRUE(Make(NetworkPolicy::kNone, {"allow@meta"}, nullptr).Decide(Tcp("169.254.170.23", 80)).allow);
+  EXPECT_TRUE(Make(NetworkPolicy::kNone, {"allow@[fd00:ec2::23]"}, nullptr).Decide(Tcp("fd00:ec2::23", 80)).allow);
+  // Their neighbours keep their static class.
+  EXPECT_EQ(p.ClassName(Ip("169.254.170.24")), "link-local");
+  EXPECT_EQ(p.ClassName(Ip("fd00:ec2::24")), "private");
 }
 
 TEST(Policy, CompileRefusesAMalformedTarget) {
@@ -365,13 +469,15 @@ RC_GTEST_PROP(PolicyProperties, LeadingDenyAllDeniesEveryFlow, ()) {
   Policy p = Make(profile, rules, &host);
   EgressFlow flow = *AnyFlow();
   Decision d = p.Decide(flow);
-  bool dns_to_gateway = Canonicalize(flow.dest) == kGateway && flow.port == 53 &&
+  bool dns_to_gateway = (flow.dest == kGateway || flow.dest == Ip("fd00::2")) && flow.port == 53 &&
                         (flow.proto == Protocol::kUdp || flow.proto == Protocol::kTcp);
-  // DNS to the gateway is the one flow no rule stops.
+  // DNS to the gateway's own address is the one flow no rule stops.
   RC_ASSERT(d.allow == dns_to_gateway);
   RC_ASSERT(p.MayReach(flow.dest, flow.names).allow == false);
 }
 
+// An embedded form decides like its IPv4 address, except for the gateway and
+// group members, which only their own addresses reach.
 RC_GTEST_PROP(PolicyProperties, EmbeddedFormsDecideLikeTheirIpv4, (uint32_t raw)) {
   HostAddresses host({kHostLan});
   auto profile = *rc::gen::element(NetworkPolicy::kNone, NetworkPolicy::kGroup, NetworkPolicy::kPublic,
@@ -392,6 +498,11 @@ RC_GTEST_PROP(PolicyProperties, EmbeddedFormsDecideLikeTheirIpv4, (uint32_t raw)
   Decision want = p.Decide(Tcp(v4, port));
   for (const auto& b : {mapped, nat64}) {
     Decision got = p.Decide(Tcp(IpAddress::V6(b), port));
+    if (v4 == kGateway || v4 == kPeer) {
+      RC_ASSERT(!got.allow);
+      RC_ASSERT(got.key == (v4 == kGateway ? "embedded gateway" : "embedded group"));
+      continue;
+    }
     RC_ASSERT(got.allow == want.allow);
     RC_ASSERT(got.key == want.key);
     RC_ASSERT(got.redirect_to_host_loopback == want.redirect_to_host_loopback);

@@ -681,6 +681,92 @@ TEST_F(StackTest, UdpInboundForwardsAndRepliesToTheSender) {
   EXPECT_EQ(std::string(buf, n), "out");
 }
 
+// A verdict allowing a flow to an embedded IPv6 form of the gateway (a
+// policy that judged the canonical address) never opens a host socket: the
+// stack recognises the gateway in every form.
+TEST_F(StackTest, EmbeddedFormsOfTheGatewayNeverReachTheHost) {
+  int asked = 0;
+  policy_ = [&](const FlowKey&) {
+    ++asked;
+    return FlowVerdict{FlowAction::kAllow};
+  };
+  uint32_t gw = cfg_.gateway4.v4();
+  std::array<uint8_t, 16> nat64{0x00, 0x64, 0xff, 0x9b};
+  std::array<uint8_t, 16> mapped{};
+  mapped[10] = mapped[11] = 0xff;
+  for (auto* b : {&nat64, &mapped}) {
+    for (int i = 0; i < 4; ++i) (*b)[12 + i] = static_cast<uint8_t>(gw >> (24 - 8 * i));
+  }
+  uint16_t sport = 41000;
+  for (const auto& bytes : {nat64, mapped}) {
+    IpAddress form = IpAddress::V6(bytes);
+    ASSERT_EQ(Canonicalize(form), cfg_.gateway4);
+    for (uint16_t dport : {uint16_t{53}, uint16_t{80}}) {
+      TcpHeader h;
+      h.sport = sport;
+      h.dport = dport;
+      h.seq = 1;
+      h.flags = kTcpSyn;
+      h.window = 65535;
+      std::vector<uint8_t> out;
+      BuildTcp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest6, form}, h, {});
+      Inject(out);
+      auto r = NextTcp(sport);
+      ASSERT_TRUE(r) << form.ToString() << " port " << dport;
+      EXPECT_EQ(r->f.tcp->flags, kTcpRst | kTcpAck);
+      std::string payload = "x";
+      BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest6, form}, sport, dport,
+               {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()});
+      Inject(out);
+      ++sport;
+    }
+  }
+  EXPECT_EQ(asked, 8);
+  EXPECT_EQ(stack_->stats().tcp_denied, 4u);
+  EXPECT_EQ(stack_->stats().udp_denied, 4u);
+  EXPECT_EQ(stack_->stats().host_sockets, 0u);
+  EXPECT_EQ(stack_->stats().dns_queries, 0u);
+  EXPECT_EQ(stack_->tcp_flows(), 0u);
+  EXPECT_EQ(stack_->udp_flows(), 0u);
+}
+
+// A published UDP port asks admit once per new sender; a refused sender's
+// datagrams never reach the guest.
+TEST_F(StackTest, UdpInboundAsksAdmitForEachNewSender) {
+  uint16_t pub;
+  UniqueFd published = Listen(&pub, SOCK_DGRAM);
+  bool admit = false;
+  std::vector<IpAddress> judged;
+  ASSERT_TRUE(stack_
+                  ->AddUdpInbound(std::move(published), 9999,
+                                  [&](const IpAddress& source) {
+                                    judged.push_back(source);
+                                    return admit;
+                                  })
+                  .ok());
+  uint16_t cport;
+  UniqueFd client = Listen(&cport, SOCK_DGRAM);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  to.sin_port = htons(pub);
+  sendto(client.get(), "no", 2, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  ASSERT_TRUE(RunUntil([&]() { return stack_->stats().udp_denied == 1; }));
+  EXPECT_TRUE(frames_.empty());
+  ASSERT_EQ(judged.size(), 1u);
+  EXPECT_EQ(judged[0], IpAddress::V4(127, 0, 0, 1));
+  admit = true;
+  sendto(client.get(), "yes", 3, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  ASSERT_TRUE(RunUntil([&]() { return !frames_.empty(); }));
+  EXPECT_EQ(std::string(frames_[0]->f.payload.begin(), frames_[0]->f.payload.end()), "yes");
+  EXPECT_EQ(frames_[0]->f.dport, 9999);
+  // The admitted sender is not asked again.
+  sendto(client.get(), "again", 5, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  ASSERT_TRUE(RunUntil([&]() { return frames_.size() == 2; }));
+  EXPECT_EQ(judged.size(), 2u);
+  EXPECT_EQ(stack_->stats().udp_denied, 1u);
+}
+
 TEST_F(StackTest, SpoofedSourceAndGarbageAreDropped) {
   std::vector<uint8_t> out;
   BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, IpAddress::V4(0x0a0002ff), cfg_.gateway4}, 1, 53, {});
