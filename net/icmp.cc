@@ -71,7 +71,8 @@ void Stack::Impl::RelayEcho(const ParsedFrame& f) {
   auto it = icmp.find(tuple);
   if (it == icmp.end()) {
     FlowVerdict v = policy ? policy(FlowKey{FlowProto::kIcmp, f.ip_src, f.ip_dst, 0, 0}) : FlowVerdict{};
-    if (v.action != FlowAction::kAllow || icmp_sockets_refused || icmp.size() >= cfg.max_udp_flows) {
+    if (v.action != FlowAction::kAllow || icmp_sockets_refused || icmp.size() >= cfg.max_udp_flows ||
+        FdsFull() || BudgetFull()) {
       ++stats.frames_dropped;
       return;
     }
@@ -99,6 +100,7 @@ void Stack::Impl::RelayEcho(const ParsedFrame& f) {
     raw->idle_timer = dispatcher.Timer([this, raw]() { FlowIdle(icmp, raw); });
     raw->idle_timer.Arm(cfg.udp_idle);
     it = icmp.emplace(tuple, std::move(flow)).first;
+    ChargeFlow();
   }
   UdpFlow& flow = *it->second;
   flow.last = FlowClock::now();
