@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -126,6 +127,8 @@ Status Supervisor::Start() {
     secrets_ = std::move(*made);
   }
   (void)RaiseDescriptorLimit();
+  // Room in the budget again: a paused agent port is read again.
+  budget_.Watch([this]() { dispatcher_.Post([this]() { UpdateAgentFlow(); }); });
   sigchld_ = dispatcher_.Signal(SIGCHLD, [this]() { OnChildSignal(); });
   sigterm_ = dispatcher_.Signal(SIGTERM, [this]() { BeginStop("stopped by SIGTERM"); });
   sigint_ = dispatcher_.Signal(SIGINT, [this]() { BeginStop("stopped by SIGINT"); });
@@ -157,7 +160,8 @@ Status Supervisor::SpawnVm() {
       ++open_now;
     }
     size_t spare = limit > open_now + kReservedFds ? limit - open_now - kReservedFds : 1;
-    net_->Limit(&budget_, spare);
+    // An intercepted flow holds its host socket and the proxy's pair.
+    net_->Limit(&budget_, secrets_ ? std::max<size_t>(1, spare / 3) : spare);
     MSB_TRY_STATUS(net_->Start());
     if (secrets_) net_->InterceptWith(&secrets_->proxy());
   }
