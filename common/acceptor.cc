@@ -31,7 +31,7 @@ void Acceptor::OnReadable() {
   }
   if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
     if (starved_++ == 0) {
-      MSB_LOG(kWarn, "net") << "accept: " << std::strerror(errno)
+      MSB_LOG(kWarn, "accept") << "accept: " << std::strerror(errno)
                             << "; pausing the listener, connections wait in its backlog";
     }
     watch_.Reset();

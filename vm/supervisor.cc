@@ -303,8 +303,9 @@ void Supervisor::SendAgent(uint32_t id, FrameKind kind, std::string_view payload
 
 void Supervisor::UpdateAgentFlow() {
   budget_.Adjust(std::exchange(agent_out_charged_, agent_out_.size()), agent_out_.size());
-  if (!agent_fd_) return;
-  if (!agent_paused_ && (agent_out_.size() >= kMaxAgentBacklog || budget_.Exhausted())) {
+  if (!agent_fd_) {
+    agent_paused_ = false;
+  } else if (!agent_paused_ && (agent_out_.size() >= kMaxAgentBacklog || budget_.Exhausted())) {
     // The guest does not read what it is sent, or the budget is spent: stop
     // taking more from it until it does.
     agent_paused_ = true;
@@ -315,7 +316,7 @@ void Supervisor::UpdateAgentFlow() {
     agent_paused_ = false;
     WatchAgent();
   }
-  if (agent_out_.size() > kMaxAgentBacklog / 2) return;
+  if (agent_fd_ && agent_out_.size() > kMaxAgentBacklog / 2) return;
   for (auto& [raw, c] : clients_) {
     if (c->paused && !c->closing) {
       c->paused = false;
@@ -525,7 +526,7 @@ void Supervisor::WatchClient(Client* raw) {
       HandleClientFrame(raw, std::move(**next));
       if (raw->closing) return;
     }
-    if (agent_out_.size() >= kMaxAgentBacklog && !raw->paused) {
+    if (agent_fd_ && agent_out_.size() >= kMaxAgentBacklog && !raw->paused) {
       // Its requests feed a queue the guest does not drain: wait for it.
       raw->paused = true;
       raw->read.Reset();

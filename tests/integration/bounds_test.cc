@@ -169,11 +169,14 @@ TEST_F(BoundsTest, ZeroWindowDnsFlowsAreRefusedOnceTheBudgetIsSpent) {
   long hwm = KiB(sup, "VmHWM");
   EXPECT_GT(before, 0);
   EXPECT_LT(hwm - before, kBudgetKiB) << "peak " << hwm << " KiB, " << before << " KiB at boot";
-  // The accepted flows are still held (their answers wait on a closed window).
+  // Accepted flows are held (their answers wait on a closed window) until
+  // their persist timers give up.
   auto ps = nlohmann::json::parse(Msb({"ps", "--json"}).out, nullptr, false);
   const auto* e = Entry(ps, "dnsflood");
   ASSERT_NE(e, nullptr) << ps;
-  EXPECT_EQ((*e)["net"].value("tcp_flows", -1), accepted) << *e;
+  int held = (*e)["net"].value("tcp_flows", -1);
+  EXPECT_GT(held, 0) << *e;
+  EXPECT_LE(held, accepted) << *e;
   auto calm = Msb({"exec", "calm", "--", "echo", "alive"});
   EXPECT_EQ(calm.out, "alive\n") << calm.err;
   EXPECT_EQ(InProject({"down"}).code, 0);

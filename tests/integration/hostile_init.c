@@ -277,8 +277,8 @@ static void net_flood(const char* boot) {
       send_tcp(&l, sport, iss + 1, their + 1, 0x18, query, sizeof query);
     } else if (a == 0) {
       ++refused;
-    } else {
-      ++silent;
+    } else if (++silent >= 3) {
+      break; /* the gateway is not answering at all: report, do not hang */
     }
   }
   char msg[160];
