@@ -202,20 +202,22 @@ static void send_tcp(struct link* l, uint16_t sport, uint32_t seq, uint32_t ack,
   (void)!send(l->fd, f, 14 + 40 + len, 0);
 }
 
-/* Waits for the gateway's answer to sport's SYN: 1 SYN-ACK (*seq set), 0 RST,
- * -1 nothing within a second. */
-static int await_answer(struct link* l, uint16_t sport, uint32_t* seq) {
+/* The gateway's answer to a SYN from a port in [base, base + n): 1 SYN-ACK
+ * (*port and *seq set), 0 RST (*port set), -1 nothing within a second. */
+static int next_answer(struct link* l, uint16_t base, int n, uint16_t* port, uint32_t* seq) {
   unsigned char f[2048];
   for (;;) {
     struct pollfd p = {l->fd, POLLIN, 0};
     if (poll(&p, 1, 1000) <= 0) return -1;
-    ssize_t n = recv(l->fd, f, sizeof f, 0);
-    if (n < 14 + 40 || f[12] != 0x08 || f[13] != 0x00) continue;
+    ssize_t got = recv(l->fd, f, sizeof f, 0);
+    if (got < 14 + 40 || f[12] != 0x08 || f[13] != 0x00) continue;
     unsigned char* ip = f + 14;
     size_t ihl = (size_t)(ip[0] & 15) * 4;
     if (ip[9] != 6) continue;
     unsigned char* t = ip + ihl;
-    if ((t[0] << 8 | t[1]) != 53 || (t[2] << 8 | t[3]) != sport) continue;
+    uint16_t dport = (uint16_t)(t[2] << 8 | t[3]);
+    if ((t[0] << 8 | t[1]) != 53 || dport < base || dport >= base + n) continue;
+    *port = dport;
     if (t[13] & 0x04) return 0;
     if ((t[13] & 0x12) == 0x12) {
       *seq = (uint32_t)t[4] << 24 | (uint32_t)t[5] << 16 | (uint32_t)t[6] << 8 | t[7];
@@ -266,20 +268,35 @@ static void net_flood(const char* boot) {
   static const unsigned char query[] = {0, 35, 0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0,
                                         9, 'm', 's', 'b', '-', 'f', 'l', 'o', 'o', 'd',
                                         7, 'i', 'n', 'v', 'a', 'l', 'i', 'd', 0, 0, 1, 0, 1};
+  /* Room for the window probes of the flows already open. */
+  int rcvbuf = 8 << 20;
+  setsockopt(l.fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
+  /* SYNs in batches; each batch's answers before the next. */
+  enum { kBatch = 128 };
   int accepted = 0, refused = 0, silent = 0;
-  for (int i = 0; i < kNetFlows; ++i) {
-    uint16_t sport = (uint16_t)(20000 + i);
-    uint32_t iss = 1000u * (uint32_t)i, their = 0;
-    send_tcp(&l, sport, iss, 0, 0x02, NULL, 0);
-    int a = await_answer(&l, sport, &their);
-    if (a == 1) {
-      ++accepted;
-      send_tcp(&l, sport, iss + 1, their + 1, 0x18, query, sizeof query);
-    } else if (a == 0) {
-      ++refused;
-    } else if (++silent >= 3) {
-      break; /* the gateway is not answering at all: report, do not hang */
+  for (int first = 0; first < kNetFlows; first += kBatch) {
+    int n = kNetFlows - first < kBatch ? kNetFlows - first : kBatch;
+    uint16_t base = (uint16_t)(20000 + first);
+    unsigned char answered[kBatch] = {0};
+    for (int i = 0; i < n; ++i) send_tcp(&l, (uint16_t)(base + i), 1000u * (uint32_t)(first + i), 0, 0x02, NULL, 0);
+    int pending = n;
+    while (pending > 0) {
+      uint16_t port = 0;
+      uint32_t their = 0;
+      int a = next_answer(&l, base, n, &port, &their);
+      if (a < 0) break;
+      if (answered[port - base]) continue;
+      answered[port - base] = 1;
+      --pending;
+      if (a == 1) {
+        ++accepted;
+        send_tcp(&l, port, 1000u * (uint32_t)(first + port - base) + 1, their + 1, 0x18, query, sizeof query);
+      } else {
+        ++refused;
+      }
     }
+    silent += pending;
+    if (pending == n) break; /* the gateway is not answering at all: report, do not hang */
   }
   char msg[160];
   snprintf(msg, sizeof msg, "netflood-init: %d flows accepted, %d refused, %d unanswered\n", accepted,
