@@ -23,7 +23,8 @@
 // flow asks the policy; a denied one is dropped and asks again next time.
 //
 // Limits: at most StackConfig::max_udp_flows echo flows (a table apart from
-// the UDP flows); requests that would open more are dropped. Replies that
+// the UDP flows), and none while the stack's descriptor or memory limits are
+// reached (stack.h); requests that would open more are dropped. Replies that
 // would not fit StackConfig::mtu are dropped; at most kDatagramsPerWake
 // replies are read per readiness.
 //

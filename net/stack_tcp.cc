@@ -68,7 +68,7 @@
 // bytes are written leaves the tables.
 //
 // DNS over TCP: a connection to gateway:53 is accepted at once, whatever the
-// policy. Bytes accumulate in TcpFlow::dns_in (at most kMaxDnsTcpBuffer, or
+// policy, within the same limits as any flow (max_tcp_flows, the budget). Bytes accumulate in TcpFlow::dns_in (at most kMaxDnsTcpBuffer, or
 // the connection is aborted); each two-byte length-prefixed message goes to
 // the DnsHandler (stats.dns_queries), and each reply is sent back framed
 // the same way as it arrives. A reply for a flow that is gone, or larger
