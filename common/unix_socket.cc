@@ -42,9 +42,9 @@ Result<UniqueFd> ListenUnix(const std::string& path, bool nonblocking, int backl
   return fd;
 }
 
-Result<UniqueFd> ConnectUnix(const std::string& path) {
+Result<UniqueFd> ConnectUnix(const std::string& path, bool nonblocking) {
   MSB_TRY(sockaddr_un addr, Address(path));
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
   if (!fd) return Error::FromErrno("socket for " + path);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     return Error(ErrorCode::kUnavailable, "cannot connect to " + path + ": " + std::strerror(errno));

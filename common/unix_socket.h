@@ -19,9 +19,10 @@ namespace msb {
 // SOCK_NONBLOCK too). kInvalidArgument when the path does not fit sun_path.
 Result<UniqueFd> ListenUnix(const std::string& path, bool nonblocking, int backlog);
 
-// Connects to path (blocking); the fd is close-on-exec. The error is
-// kUnavailable with the system's reason.
-Result<UniqueFd> ConnectUnix(const std::string& path);
+// Connects to path; the fd is close-on-exec. Blocking unless nonblocking
+// (then a full backlog is an error, EAGAIN, rather than a wait). The error
+// is kUnavailable with the system's reason.
+Result<UniqueFd> ConnectUnix(const std::string& path, bool nonblocking = false);
 
 // Who is at the other end of a connected unix socket (SO_PEERCRED: the
 // credentials the peer had when it connected, or made the pair).

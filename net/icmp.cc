@@ -23,7 +23,8 @@
 // flow asks the policy; a denied one is dropped and asks again next time.
 //
 // Limits: at most StackConfig::max_udp_flows echo flows (a table apart from
-// the UDP flows); requests that would open more are dropped. Replies that
+// the UDP flows), and none while the stack's descriptor or memory limits are
+// reached (stack.h); requests that would open more are dropped. Replies that
 // would not fit StackConfig::mtu are dropped; at most kDatagramsPerWake
 // replies are read per readiness.
 //
@@ -71,7 +72,8 @@ void Stack::Impl::RelayEcho(const ParsedFrame& f) {
   auto it = icmp.find(tuple);
   if (it == icmp.end()) {
     FlowVerdict v = policy ? policy(FlowKey{FlowProto::kIcmp, f.ip_src, f.ip_dst, 0, 0}) : FlowVerdict{};
-    if (v.action != FlowAction::kAllow || icmp_sockets_refused || icmp.size() >= cfg.max_udp_flows) {
+    if (v.action != FlowAction::kAllow || icmp_sockets_refused || icmp.size() >= cfg.max_udp_flows ||
+        FdsFull() || BudgetFull()) {
       ++stats.frames_dropped;
       return;
     }
@@ -100,6 +102,7 @@ void Stack::Impl::RelayEcho(const ParsedFrame& f) {
     raw->idle_timer = dispatcher.Timer([this, raw]() { FlowIdle(icmp, raw); });
     raw->idle_timer.Arm(cfg.udp_idle);
     it = icmp.emplace(tuple, std::move(flow)).first;
+    ChargeFlow();
   }
   UdpFlow& flow = *it->second;
   flow.last = FlowClock::now();

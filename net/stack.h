@@ -37,6 +37,17 @@
 //    destinations the policy allows is relayed through unprivileged ICMP
 //    sockets where the host permits them.
 //
+// Memory and descriptors: every flow is charged kFlowCost, and each TCP
+// flow also the bytes its buffers hold (send and receive rings, the DNS
+// message being assembled), to StackConfig::budget. While the budget is
+// exhausted the stack opens no flow (TCP SYNs answered RST, stats.
+// tcp_refused; datagrams that would open a flow dropped, stats.udp_dropped),
+// takes no payload from the guest (its segments are acknowledged up to what
+// was already taken, so the guest retransmits later), reads nothing more from
+// host sockets and drops DNS replies; it resumes when the budget has room
+// again (MemoryBudget::Watch). All flows together hold at most
+// StackConfig::max_flow_fds host sockets.
+//
 // DNS: UDP datagrams to gateway:53 (udp.cc) and TCP connections to gateway:53
 // (two-byte length-prefixed messages, stack_tcp.cc) are handed to the
 // DnsHandler; its reply callback may run later and is ignored when the flow
@@ -75,6 +86,7 @@
 
 #include "common/dispatcher.h"
 #include "common/fd.h"
+#include "common/memory_budget.h"
 #include "common/result.h"
 #include "net/packet.h"
 
@@ -96,6 +108,13 @@ struct StackConfig {
   size_t max_tcp_flows = 8192;
   size_t max_udp_flows = 1024;
   size_t tcp_buffer = 512 * 1024;  // per direction, per flow
+  // Host sockets the flows may hold together (TCP, UDP and echo flows);
+  // 0: only the per-protocol caps. The supervisor sets it from its
+  // descriptor limit, less a reserve for its own sockets.
+  size_t max_flow_fds = 0;
+  // The memory budget the stack's buffers and flows are charged to (must
+  // outlive the stack); null: unbounded but for the caps above.
+  MemoryBudget* budget = nullptr;
   // Delay of an ACK the guest's data does not need at once (TcpParams::
   // delay_acks); 0 acknowledges every segment at once.
   std::chrono::milliseconds delayed_ack{1};

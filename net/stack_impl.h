@@ -36,6 +36,10 @@ inline constexpr size_t kHostReadChunk = 64 * 1024;
 inline constexpr int kDatagramsPerWake = 64;
 inline constexpr int kTcpReadsPerWake = 8;
 
+// What one flow is charged against StackConfig::budget besides its buffered
+// bytes: the flow's own state, its timers and the table entries.
+inline constexpr size_t kFlowCost = 2048;
+
 using FlowClock = std::chrono::steady_clock;
 
 // (family, guest address, guest port, remote address, remote port).
@@ -90,6 +94,7 @@ struct TcpFlow {
   bool dead = false;
   int dns_pending = 0;
   std::string dns_in;
+  size_t charged = 0;  // against StackConfig::budget
   FlowClock::time_point last;
 };
 
@@ -127,7 +132,24 @@ struct UdpPeer {
 struct Stack::Impl {
   Impl(Dispatcher& d, StackConfig c, FrameSink s, PolicyFn p, DnsHandler h)
       : dispatcher(d), cfg(std::move(c)), sink(std::move(s)), policy(std::move(p)),
-        dns(std::move(h)), rng(std::random_device{}()) {}
+        dns(std::move(h)), rng(std::random_device{}()) {
+    if (cfg.budget != nullptr) {
+      std::weak_ptr<bool> weak = alive;
+      budget_watch = cfg.budget->Watch([this, weak]() {
+        dispatcher.Post([this, weak]() {
+          if (!weak.expired()) OnBudgetRoom();
+        });
+      });
+    }
+  }
+  ~Impl() {
+    if (cfg.budget == nullptr) return;
+    cfg.budget->Unwatch(budget_watch);
+    size_t held = 0;
+    for (auto& [k, f] : tcp) held += f->charged;
+    held += (udp.size() + icmp.size()) * kFlowCost;
+    cfg.budget->Release(held);
+  }
 
   Dispatcher& dispatcher;
   StackConfig cfg;
@@ -153,6 +175,24 @@ struct Stack::Impl {
   uint64_t next_id = 1;
   uint16_t next_tcp_port = kEphemeralFirst;
   uint16_t next_udp_port = kEphemeralFirst;
+  int budget_watch = 0;
+
+  // --- limits (stack_tcp.cc) ---
+  // The budget is exhausted: no new flow, no payload from the guest.
+  bool BudgetFull() const { return cfg.budget != nullptr && cfg.budget->Exhausted(); }
+  // The flows hold as many host sockets as they may.
+  bool FdsFull() const {
+    return cfg.max_flow_fds != 0 && tcp.size() + udp.size() + icmp.size() >= cfg.max_flow_fds;
+  }
+  void ChargeFlow() {
+    if (cfg.budget != nullptr) cfg.budget->Charge(kFlowCost);
+  }
+  void ReleaseFlow() {
+    if (cfg.budget != nullptr) cfg.budget->Release(kFlowCost);
+  }
+  // Brings a TCP flow's charge up to date with its buffers.
+  void Recharge(TcpFlow* f);
+  void OnBudgetRoom();
 
   // --- output and addresses (here) ---
   void Emit() {

@@ -21,8 +21,14 @@
 // is not a SYN gets a RST (SendStrayRst, RFC 793 reset generation); a RST of
 // no flow is ignored.
 //
-// Limits: at most StackConfig::max_tcp_flows flows: beyond that new SYNs
-// are answered RST (stats.tcp_refused) and OpenInbound fails. Each
+// Limits: at most StackConfig::max_tcp_flows flows, and no new one while
+// the flows hold StackConfig::max_flow_fds host sockets or the memory budget
+// is exhausted (BudgetFull): new SYNs are then answered RST (stats.
+// tcp_refused) and OpenInbound fails. Each flow is charged kFlowCost plus
+// its buffers' memory (Recharge, after every event that may change them);
+// while the budget is exhausted guest segments lose their payload before the
+// endpoint sees them (the guest retransmits), host sockets are not read, and
+// DNS replies are dropped; OnBudgetRoom resumes the reads. Each
 // direction of a flow buffers StackConfig::tcp_buffer bytes in the endpoint
 // (TcpParams::snd_buf, rcv_buf), and the host socket's SO_SNDBUF is set to
 // the same, so a slow host peer closes the guest's window instead of
@@ -64,7 +70,7 @@
 // bytes are written leaves the tables.
 //
 // DNS over TCP: a connection to gateway:53 is accepted at once, whatever the
-// policy. Bytes accumulate in TcpFlow::dns_in (at most kMaxDnsTcpBuffer, or
+// policy, within the same limits as any flow (max_tcp_flows, the budget). Bytes accumulate in TcpFlow::dns_in (at most kMaxDnsTcpBuffer, or
 // the connection is aborted); each two-byte length-prefixed message goes to
 // the DnsHandler (stats.dns_queries), and each reply is sent back framed
 // the same way as it arrives. A reply for a flow that is gone, or larger
@@ -81,6 +87,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include "common/log.h"
 #include "net/stack_impl.h"
@@ -129,7 +136,9 @@ TcpFlow* Stack::Impl::NewTcpFlow(const TupleKey& tuple, const IpAddress& guest, 
   params.snd_buf = params.rcv_buf = cfg.tcp_buffer;
   params.delay_acks = cfg.delayed_ack.count() > 0;
   f->rto_timer = dispatcher.Timer([this, f]() {
-    if (!f->dead) HandleEvents(f, f->ep->OnTimer());
+    if (f->dead) return;
+    HandleEvents(f, f->ep->OnTimer());
+    Recharge(f);
   });
   f->aux_timer = dispatcher.Timer([this, f]() { AuxTimer(f); });
   f->ack_timer = dispatcher.Timer([f]() {
@@ -148,12 +157,14 @@ TcpFlow* Stack::Impl::NewTcpFlow(const TupleKey& tuple, const IpAddress& guest, 
       });
   tcp.emplace(tuple, std::move(flow));
   tcp_by_id.emplace(f->id, f);
+  Recharge(f);
   return f;
 }
 
 void Stack::Impl::RemoveTcp(TcpFlow* f) {
   if (f->dead) return;
   f->dead = true;
+  if (cfg.budget != nullptr) cfg.budget->Release(std::exchange(f->charged, 0));
   f->watch.Reset();
   f->rto_timer.Disarm();
   f->aux_timer.Disarm();
@@ -182,14 +193,24 @@ void Stack::Impl::OnTcp(const ParsedFrame& fr) {
   if (it != tcp.end()) {
     TcpFlow* f = it->second.get();
     f->last = FlowClock::now();
-    HandleEvents(f, f->ep->OnSegment(h, fr.payload));
+    if (!fr.payload.empty() && BudgetFull()) {
+      // No room for the guest's bytes: the ACK still counts, the payload
+      // (and a FIN after it) comes again when the guest retransmits.
+      ++stats.frames_dropped;
+      TcpHeader bare = h;
+      bare.flags &= static_cast<uint8_t>(~kTcpFin);
+      HandleEvents(f, f->ep->OnSegment(bare, {}));
+    } else {
+      HandleEvents(f, f->ep->OnSegment(h, fr.payload));
+    }
+    Recharge(f);
     return;
   }
   if (h.flags & kTcpRst) return;
   if (!(h.flags & kTcpSyn) || (h.flags & kTcpAck)) return SendStrayRst(fr);
   bool v6 = fr.ip_src.is_v6();
   bool to_gateway = IsGateway(fr.ip_dst);
-  if (tcp.size() >= cfg.max_tcp_flows) {
+  if (tcp.size() >= cfg.max_tcp_flows || FdsFull() || BudgetFull()) {
     ++stats.tcp_refused;
     return SendStrayRst(fr);
   }
@@ -294,7 +315,7 @@ void Stack::Impl::UpdateWatch(TcpFlow* f) {
     want = Dispatcher::kWrite;
   } else {
     bool started = !f->inbound || f->ep->state() == TcpEndpoint::State::kEstablished;
-    if (started && !f->host_eof && f->ep->SendSpace() > 0) want |= Dispatcher::kRead;
+    if (started && !f->host_eof && f->ep->SendSpace() > 0 && !BudgetFull()) want |= Dispatcher::kRead;
     if (f->ep->RecvSize() > 0) want |= Dispatcher::kWrite;
   }
   if (want == f->watch_flags && (want == 0 || f->watch.active())) return;
@@ -307,6 +328,11 @@ void Stack::Impl::UpdateWatch(TcpFlow* f) {
 
 void Stack::Impl::HostReady(TcpFlow* f, short ready) {
   if (f->dead) return;
+  struct RechargeAfter {
+    Impl* impl;
+    TcpFlow* f;
+    ~RechargeAfter() { impl->Recharge(f); }
+  } recharge{this, f};
   if (f->connecting) {
     int err = 0;
     socklen_t len = sizeof(err);
@@ -334,6 +360,7 @@ void Stack::Impl::HostReady(TcpFlow* f, short ready) {
 void Stack::Impl::ReadHost(TcpFlow* f) {
   for (int i = 0; i < kTcpReadsPerWake; ++i) {
     size_t space = f->ep->SendSpace();
+    if (cfg.budget != nullptr) space = std::min(space, cfg.budget->Room());
     if (space == 0 || f->host_eof) return;
     ssize_t n = recv(f->fd.get(), readbuf.data(), std::min(space, readbuf.size()), MSG_DONTWAIT);
     if (n > 0) {
@@ -427,7 +454,7 @@ void Stack::Impl::DnsTcp(TcpFlow* f) {
       if (it == tcp_by_id.end() || it->second->dead) return;
       TcpFlow* fl = it->second;
       --fl->dns_pending;
-      if (reply.size() <= 65535) {
+      if (reply.size() <= 65535 && !BudgetFull()) {
         std::string framed;
         framed.push_back(static_cast<char>(reply.size() >> 8));
         framed.push_back(static_cast<char>(reply.size()));
@@ -435,18 +462,37 @@ void Stack::Impl::DnsTcp(TcpFlow* f) {
         fl->ep->Send({reinterpret_cast<const uint8_t*>(framed.data()), framed.size()});
       }
       if (fl->ep->guest_fin() && fl->dns_pending == 0) fl->ep->Shutdown();
+      Recharge(fl);
     });
     if (f->dead) return;
   }
   if (f->ep->guest_fin() && f->dns_pending == 0) f->ep->Shutdown();
 }
 
+void Stack::Impl::Recharge(TcpFlow* f) {
+  if (cfg.budget == nullptr || f->dead) return;
+  size_t now = kFlowCost + f->ep->BufferBytes() + f->dns_in.capacity();
+  cfg.budget->Adjust(std::exchange(f->charged, now), now);
+}
+
+// The budget has room again: flows whose host reads paused start reading.
+void Stack::Impl::OnBudgetRoom() {
+  std::vector<TcpFlow*> flows;
+  flows.reserve(tcp.size());
+  for (auto& [k, f] : tcp) flows.push_back(f.get());
+  for (TcpFlow* f : flows) UpdateWatch(f);
+}
+
 Status Stack::Impl::OpenInbound(UniqueFd host_fd, uint16_t guest_port, bool v6) {
   if (!host_fd) return Error(ErrorCode::kInvalidArgument, "inbound connection: no host socket");
-  if (tcp.size() >= cfg.max_tcp_flows)
+  if (tcp.size() >= cfg.max_tcp_flows || FdsFull())
     return Error(ErrorCode::kUnavailable, "inbound connection to guest port " +
                                               std::to_string(guest_port) +
                                               ": the flow table is full (max_tcp_flows)");
+  if (BudgetFull())
+    return Error(ErrorCode::kUnavailable, "inbound connection to guest port " +
+                                              std::to_string(guest_port) +
+                                              ": the sandbox's network memory budget is spent");
   if (Status nb = SetNonBlocking(host_fd.get()); !nb.ok()) return nb.error().Wrap("inbound connection");
   const IpAddress& guest = Guest(v6);
   const IpAddress& gw = Gateway(v6);

@@ -47,6 +47,7 @@ void ByteRing::Consume(size_t n) {
   n = std::min(n, size_);
   size_ -= n;
   head_ = size_ == 0 ? 0 : (head_ + n) % buf_.size();
+  if (size_ == 0 && buf_.size() > kKeepEmpty) std::vector<uint8_t>().swap(buf_);
 }
 
 // --- TcpEndpoint -------------------------------------------------------------

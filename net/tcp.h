@@ -74,6 +74,10 @@ class ByteRing {
   size_t size() const { return size_; }
   size_t capacity() const { return cap_; }
   size_t free() const { return cap_ - size_; }
+  // Bytes of memory held (grows by doubling; an emptied ring of more than
+  // kKeepEmpty gives its memory back).
+  size_t allocated() const { return buf_.capacity(); }
+  static constexpr size_t kKeepEmpty = 16 * 1024;
   // Appends as much of data as fits; returns the count.
   size_t Append(std::span<const uint8_t> data);
   // Copies up to out.size() bytes starting at offset into out; returns the count.
@@ -136,6 +140,9 @@ class TcpEndpoint {
 
   // Host → guest.
   size_t SendSpace() const { return closed() || fin_queued_ ? 0 : snd_.free(); }
+  // Memory the endpoint's buffers hold now (send and receive rings, the
+  // segment scratch buffer).
+  size_t BufferBytes() const { return snd_.allocated() + rcv_.allocated() + scratch_.capacity(); }
   size_t Send(std::span<const uint8_t> data);  // returns bytes queued
   void Shutdown();                             // FIN after the queued data
   void Abort();                                // RST now; state kClosed

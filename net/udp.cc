@@ -13,7 +13,8 @@
 // embedding it), drops it (stats.udp_denied); kAllow opens a socket
 // connected to the destination; kAllowToHostLoopback one connected to
 // 127.0.0.1 on the same port (stats.udp_opened). A datagram that would
-// open more than StackConfig::max_udp_flows flows, or whose socket cannot be
+// open more than StackConfig::max_udp_flows flows (or any while the stack's
+// descriptor or memory limits are reached, stack.h), or whose socket cannot be
 // made or connected, is dropped (stats.udp_dropped).
 //
 // Timeout: StackConfig::udp_idle. One timer per flow (FlowIdle, shared with
@@ -88,7 +89,7 @@ UdpFlow* Stack::Impl::OpenUdp(const ParsedFrame& f, const TupleKey& tuple) {
     ++stats.udp_denied;
     return nullptr;
   }
-  if (udp.size() >= cfg.max_udp_flows) {
+  if (udp.size() >= cfg.max_udp_flows || FdsFull() || BudgetFull()) {
     ++stats.udp_dropped;
     return nullptr;
   }
@@ -114,6 +115,7 @@ UdpFlow* Stack::Impl::OpenUdp(const ParsedFrame& f, const TupleKey& tuple) {
   raw->idle_timer = dispatcher.Timer([this, raw]() { FlowIdle(udp, raw); });
   raw->idle_timer.Arm(cfg.udp_idle);
   udp.emplace(tuple, std::move(flow));
+  ChargeFlow();
   ++stats.udp_opened;
   return raw;
 }
@@ -148,6 +150,7 @@ void Stack::Impl::FlowIdle(UdpTable& table, UdpFlow* flow) {
   flow->idle_timer.Reset();  // frees this callback's closure: copy made by the trampoline
   dispatcher.DeferDelete(std::move(it->second));
   table.erase(it);
+  ReleaseFlow();
 }
 
 void Stack::Impl::DnsUdp(const ParsedFrame& f) {

@@ -77,8 +77,9 @@ NetworkAttachment::NetworkAttachment(Dispatcher& dispatcher, VmNetwork network, 
     : dispatcher_(dispatcher), network_(std::move(network)), socket_path_(std::move(socket_path)) {}
 
 NetworkAttachment::~NetworkAttachment() {
-  accept_.Reset();
-  group_accept_.Reset();
+  accept_.reset();
+  group_accept_.reset();
+  handshakes_.clear();
   if (group_listen_) ::unlink(group_socket_.c_str());
   listeners_.clear();
   denial_flush_.Reset();
@@ -89,6 +90,8 @@ NetworkAttachment::~NetworkAttachment() {
 
 Status NetworkAttachment::Start() {
   MSB_TRY(net::StackConfig cfg, StackConfigFor(network_));
+  cfg.budget = budget_;
+  cfg.max_flow_fds = max_flow_fds_;
   // The policy, from the spec's declaration in canonical text.
   MSB_TRY(schema::Network declared,
           schema::NetworkFromCanonical(network_.profile, network_.rules, network_.rebind_protection));
@@ -143,7 +146,8 @@ Status NetworkAttachment::Start() {
         });
       });
   MSB_TRY(listen_, ListenUnix(socket_path_, true, 1));
-  accept_ = dispatcher_.WatchFd(listen_.get(), Dispatcher::kRead, [this](short) { OnAccept(); });
+  accept_ = std::make_unique<Acceptor>(dispatcher_, listen_.get(), SOCK_NONBLOCK | SOCK_CLOEXEC,
+                                       [this](UniqueFd fd) { OnAccept(std::move(fd)); });
   for (auto& l : listeners_) {
     Listener* raw = l.get();
     if (raw->port.proto == "udp") {
@@ -166,14 +170,13 @@ Status NetworkAttachment::Start() {
       MSB_TRY_STATUS(stack_->AddUdpInbound(std::move(fd), guest_port, std::move(admit)));
       continue;
     }
-    raw->watch = dispatcher_.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) { OnPublishedAccept(raw); });
+    raw->accept = std::make_unique<Acceptor>(dispatcher_, raw->fd.get(), SOCK_NONBLOCK | SOCK_CLOEXEC,
+                                             [this, raw](UniqueFd fd) { OnPublishedAccept(raw, std::move(fd)); });
   }
   return OkStatus();
 }
 
-void NetworkAttachment::OnAccept() {
-  UniqueFd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-  if (!fd) return;
+void NetworkAttachment::OnAccept(UniqueFd fd) {
   if (link_ && link_->open()) return;  // one QEMU per attachment; a second peer is refused
   int buf = 4 << 20;
   ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
@@ -203,13 +206,6 @@ schema::Protocol ToProtocol(net::FlowProto p) {
     case net::FlowProto::kIcmp: return schema::Protocol::kIcmp;
   }
   return schema::Protocol::kTcp;
-}
-
-// Bounds the blocking exchanges of the group handshake.
-void SetTimeouts(int fd, int ms) {
-  timeval tv{ms / 1000, (ms % 1000) * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
 // A non-blocking TCP connection (connecting) to ip:port; invalid on failure.
@@ -312,7 +308,22 @@ net::FlowVerdict NetworkAttachment::Decide(const net::FlowKey& key) {
   if (!peer.empty()) {
     net::FlowVerdict v{net::FlowAction::kAllow};
     uint16_t port = key.dport;
-    v.connect = [this, peer, port]() { return ConnectPeer(peer, port); };
+    v.connect = [this, peer]() { return ConnectPeer(peer); };
+    std::string header = "tcp " + std::to_string(port) + " " + network_.group_name + "\n";
+    v.intercept = [this, peer, port, header](UniqueFd fd, net::FlowVerdict::InterceptDone done) {
+      // The header fits the empty socket's buffer; the answer comes later.
+      if (::send(fd.get(), header.data(), header.size(), MSG_NOSIGNAL | MSG_DONTWAIT) !=
+          static_cast<ssize_t>(header.size())) {
+        MSB_LOG(kInfo, "net") << "group: " << peer << " is not answering on its socket";
+        done(UniqueFd());
+        return;
+      }
+      PeerHandshake* h = NewHandshake(std::move(fd));
+      h->done = std::move(done);
+      h->line = peer + " tcp port " + std::to_string(port);
+      h->watch = dispatcher_.WatchFd(h->fd.get(), Dispatcher::kRead,
+                                     [this, h](short ready) { OnPeerAnswer(h, ready); });
+    };
     return v;
   }
   if (d.redirect_to_host_loopback) {
@@ -379,26 +390,64 @@ void NetworkAttachment::RefreshGroup() {
   if (dns_) dns_->SetGroupNames(group_);
 }
 
-// The peer's supervisor answers "+" once its guest-side policy let the flow
-// in; anything else refuses it. Blocking, bounded by 2 s: peers are local
-// supervisors answering from their event loops.
-UniqueFd NetworkAttachment::ConnectPeer(const std::string& peer, uint16_t port) {
-  auto connected = ConnectUnix(network_.group_dir + "/" + peer + ".sock");
+// A non-blocking connection to the peer's group socket (Decide's intercept
+// sends the header and waits for the answer on the loop); invalid when the
+// peer is gone or its backlog is full.
+UniqueFd NetworkAttachment::ConnectPeer(const std::string& peer) {
+  auto connected = ConnectUnix(network_.group_dir + "/" + peer + ".sock", /*nonblocking=*/true);
   if (!connected.ok()) return UniqueFd();
-  UniqueFd fd = std::move(*connected);
-  SetTimeouts(fd.get(), 2000);
-  std::string header = "tcp " + std::to_string(port) + " " + network_.group_name + "\n";
+  return std::move(*connected);
+}
+
+NetworkAttachment::PeerHandshake* NetworkAttachment::NewHandshake(UniqueFd fd) {
+  auto h = std::make_unique<PeerHandshake>();
+  PeerHandshake* raw = h.get();
+  raw->id = next_handshake_++;
+  raw->fd = std::move(fd);
+  raw->timeout = dispatcher_.Timer([this, raw]() {
+    if (raw->done) {
+      MSB_LOG(kInfo, "net") << "group: no answer from " << raw->line << " within "
+                            << kPeerHandshakeTimeout.count() << " ms";
+      auto done = std::move(raw->done);
+      EndHandshake(raw);
+      done(UniqueFd());
+      return;
+    }
+    EndHandshake(raw);
+  });
+  raw->timeout.Arm(kPeerHandshakeTimeout);
+  handshakes_.emplace(raw->id, std::move(h));
+  return raw;
+}
+
+void NetworkAttachment::EndHandshake(PeerHandshake* h) {
+  h->watch.Reset();
+  h->timeout.Reset();
+  auto it = handshakes_.find(h->id);
+  if (it == handshakes_.end()) return;
+  dispatcher_.DeferDelete(std::move(it->second));
+  handshakes_.erase(it);
+}
+
+// The peer's supervisor answers "+" once its guest-side policy let the flow
+// in; anything else (or nothing within kPeerHandshakeTimeout) refuses it.
+void NetworkAttachment::OnPeerAnswer(PeerHandshake* h, short) {
   char answer = 0;
-  if (::send(fd.get(), header.data(), header.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(header.size()) ||
-      ::recv(fd.get(), &answer, 1, 0) != 1 || answer != '+') {
+  ssize_t n = ::recv(h->fd.get(), &answer, 1, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  UniqueFd fd = std::move(h->fd);
+  auto done = std::move(h->done);
+  std::string what = h->line;
+  EndHandshake(h);
+  if (n != 1 || answer != '+') {
     static LogRateLimiter refusals;  // the guest may knock at will
     if (uint64_t held; refusals.Allow("group", &held)) {
-      MSB_LOG(kInfo, "net") << "group: " << peer << " refused tcp port " << port << HeldBackNote(held);
+      MSB_LOG(kInfo, "net") << "group: refused: " << what << HeldBackNote(held);
     }
-    return UniqueFd();
+    done(UniqueFd());
+    return;
   }
-  (void)SetNonBlocking(fd.get());
-  return fd;
+  done(std::move(fd));
 }
 
 Status NetworkAttachment::ListenGroup() {
@@ -406,23 +455,42 @@ Status NetworkAttachment::ListenGroup() {
   MSB_TRY_STATUS(MakeDirs(network_.group_dir, 0700));
   group_socket_ = network_.group_dir + "/" + network_.group_name + ".sock";
   MSB_TRY(group_listen_, ListenUnix(group_socket_, true, 64));
-  group_accept_ = dispatcher_.WatchFd(group_listen_.get(), Dispatcher::kRead, [this](short) { OnGroupAccept(); });
+  group_accept_ = std::make_unique<Acceptor>(dispatcher_, group_listen_.get(), SOCK_NONBLOCK | SOCK_CLOEXEC,
+                                             [this](UniqueFd fd) { OnGroupAccept(std::move(fd)); });
   return OkStatus();
 }
 
-void NetworkAttachment::OnGroupAccept() {
-  UniqueFd fd(::accept4(group_listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!fd || !AdmitPeer(fd.get(), group_socket_)) return;
-  SetTimeouts(fd.get(), 2000);
-  // "tcp PORT FROM\n", read byte by byte so no payload is consumed.
-  std::string line;
+void NetworkAttachment::OnGroupAccept(UniqueFd fd) {
+  if (!AdmitPeer(fd.get(), group_socket_)) return;
+  PeerHandshake* h = NewHandshake(std::move(fd));
+  h->watch = dispatcher_.WatchFd(h->fd.get(), Dispatcher::kRead, [this, h](short) { OnGroupReadable(h); });
+}
+
+// "tcp PORT FROM\n", read byte by byte so no payload is consumed.
+void NetworkAttachment::OnGroupReadable(PeerHandshake* h) {
   char c;
-  while (line.size() < 128 && ::recv(fd.get(), &c, 1, 0) == 1 && c != '\n') line.push_back(c);
+  for (;;) {
+    ssize_t n = ::recv(h->fd.get(), &c, 1, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n != 1) {
+      EndHandshake(h);
+      return;
+    }
+    if (c == '\n' || h->line.size() >= 128) break;
+    h->line.push_back(c);
+  }
+  AnswerGroup(h);
+}
+
+void NetworkAttachment::AnswerGroup(PeerHandshake* h) {
+  UniqueFd fd = std::move(h->fd);
+  std::string line = std::move(h->line);
+  EndHandshake(h);
   unsigned port = 0;
   char from[80] = {0};
   if (std::sscanf(line.c_str(), "tcp %u %79s", &port, from) != 2 || port == 0 || port > 65535 ||
       !IsSandboxName(from) || !stack_ || !connected()) {
-    (void)::send(fd.get(), "-", 1, MSG_NOSIGNAL);
+    (void)::send(fd.get(), "-", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
     return;
   }
   net::IngressFlow in;
@@ -434,12 +502,10 @@ void NetworkAttachment::OnGroupAccept() {
   if (!d.allow) {
     denials_->Record(d, "ingress from " + std::string(from) + " to tcp port " + std::to_string(port),
                      net::DenialLog::Clock::now());
-    (void)::send(fd.get(), "-", 1, MSG_NOSIGNAL);
+    (void)::send(fd.get(), "-", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
     return;
   }
-  if (::send(fd.get(), "+", 1, MSG_NOSIGNAL) != 1) return;
-  (void)SetNonBlocking(fd.get());
-  SetTimeouts(fd.get(), 0);
+  if (::send(fd.get(), "+", 1, MSG_NOSIGNAL | MSG_DONTWAIT) != 1) return;
   if (auto st = stack_->OpenInbound(std::move(fd), static_cast<uint16_t>(port)); !st.ok()) {
     MSB_LOG(kInfo, "net") << "group: " << st.error().message();
   }
@@ -455,11 +521,11 @@ Status NetworkAttachment::BindPorts() {
   return OkStatus();
 }
 
-void NetworkAttachment::OnPublishedAccept(Listener* l) {
+void NetworkAttachment::OnPublishedAccept(Listener* l, UniqueFd fd) {
+  if (!stack_) return;
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
-  UniqueFd fd(::accept4(l->fd.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC));
-  if (!fd || !stack_) return;
+  ::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
   net::IngressFlow in;
   if (auto src = net::IpAddress::FromSockaddr(reinterpret_cast<sockaddr*>(&ss))) in.source = *src;
   in.proto = schema::Protocol::kTcp;

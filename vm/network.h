@@ -12,7 +12,12 @@
 //     their supervisors. Each supervisor listens on <group dir>/<name>.sock;
 //     a peer's flow arrives there with a one-line header ("tcp PORT FROM\n"),
 //     is judged by this sandbox's ingress policy, answered "+" or "-", and
-//     opened towards the guest. A sandbox's group address (GroupAddress) is
+//     opened towards the guest. Both ends of that exchange run on the loop
+//     (PeerHandshake): the connecting side's flow waits, as while a host
+//     connect is in progress (net::FlowVerdict::intercept), for the answer;
+//     the listening side reads the header as it arrives. Each side gives up
+//     after kPeerHandshakeTimeout, so two supervisors connecting to each
+//     other at once both get their answers. A sandbox's group address (GroupAddress) is
 //     what its name resolves to for the others; no L2 segment is shared, and
 //     another project's directory is never consulted.
 // With secrets (vm/sandbox_secrets.h), every TCP flow the policy allows to
@@ -24,8 +29,13 @@
 // flows die with the old guest).
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
+#include <string>
+
+#include "common/acceptor.h"
+#include "common/memory_budget.h"
 
 #include "net/address.h"
 #include "net/dns_server.h"
@@ -72,6 +82,12 @@ class NetworkAttachment {
   // the group socket, builds the stack and listens on the socket path
   // (replacing a stale one). Fails, naming what, when a port is taken.
   Status Start();
+  // Before Start: the budget the stack's flows are charged to (must outlive
+  // the attachment) and the most host sockets its flows may hold.
+  void Limit(MemoryBudget* budget, size_t max_flow_fds) {
+    budget_ = budget;
+    max_flow_fds_ = max_flow_fds;
+  }
   net::Stack* stack() { return stack_.get(); }
   bool connected() const { return link_ != nullptr && link_->open(); }
   // {"denied": N, "denied_by": {reason: N}, "tcp_flows": N, "udp_flows": N, "dns_queries": N}
@@ -87,16 +103,31 @@ class NetworkAttachment {
  private:
   struct Listener {
     UniqueFd fd;
-    EventHandle watch;
+    std::unique_ptr<Acceptor> accept;
     VmNetwork::Port port;
   };
-  void OnAccept();
+  // One group exchange in progress: a header being read (incoming) or an
+  // answer awaited (outgoing).
+  struct PeerHandshake {
+    uint64_t id = 0;
+    UniqueFd fd;
+    EventHandle watch, timeout;
+    std::string line;  // incoming: the header so far
+    net::FlowVerdict::InterceptDone done;  // outgoing: the flow's completion
+  };
+  static constexpr std::chrono::milliseconds kPeerHandshakeTimeout{2000};
+  void OnAccept(UniqueFd fd);
+  void OnGroupReadable(PeerHandshake* h);
+  void AnswerGroup(PeerHandshake* h);
+  void OnPeerAnswer(PeerHandshake* h, short ready);
+  void EndHandshake(PeerHandshake* h);
+  PeerHandshake* NewHandshake(UniqueFd fd);
   net::FlowVerdict Decide(const net::FlowKey& key);
   void Intercept(net::FlowVerdict* v, const net::IpAddress& judged, const net::FlowKey& key);
   void RefreshGroup();
-  UniqueFd ConnectPeer(const std::string& peer, uint16_t port);
-  void OnPublishedAccept(Listener* l);
-  void OnGroupAccept();
+  UniqueFd ConnectPeer(const std::string& peer);
+  void OnPublishedAccept(Listener* l, UniqueFd fd);
+  void OnGroupAccept(UniqueFd fd);
   Status BindPorts();
   Status ListenGroup();
 
@@ -104,7 +135,9 @@ class NetworkAttachment {
   VmNetwork network_;
   std::string socket_path_;
   UniqueFd listen_;
-  EventHandle accept_;
+  std::unique_ptr<Acceptor> accept_;
+  MemoryBudget* budget_ = nullptr;
+  size_t max_flow_fds_ = 0;
   std::unique_ptr<net::StreamLink> link_;
   std::unique_ptr<net::Stack> stack_;
 
@@ -117,7 +150,9 @@ class NetworkAttachment {
   std::unique_ptr<net::DnsServer> dns_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   UniqueFd group_listen_;
-  EventHandle group_accept_;
+  std::unique_ptr<Acceptor> group_accept_;
+  std::map<uint64_t, std::unique_ptr<PeerHandshake>> handshakes_;
+  uint64_t next_handshake_ = 1;
   std::string group_socket_;
   std::map<std::string, net::IpAddress> group_;  // peers by name
   SecretProxy* proxy_ = nullptr;

@@ -3,15 +3,18 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <utility>
@@ -50,9 +53,7 @@ constexpr size_t kReadChunk = 64 * 1024;
 // Relayed guest streams are bounded by credit; this bounds everything else.
 constexpr size_t kMaxClientBacklog = 8u << 20;
 
-UniqueFd AcceptNonBlocking(int listen_fd) {
-  return UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-}
+constexpr int kAcceptFlags = SOCK_NONBLOCK | SOCK_CLOEXEC;
 
 std::string NowIso() {
   using namespace std::chrono;
@@ -74,6 +75,8 @@ struct Supervisor::Client {
   EventHandle read, write;
   agent::FrameReader reader;
   std::string out;
+  size_t charged = 0;   // out's bytes, against the budget
+  bool paused = false;  // not read until the queue towards the agent drains
   std::map<uint32_t, uint32_t> to_guest;  // client id -> guest id
   bool closing = false;
 };
@@ -85,6 +88,17 @@ Supervisor::Supervisor(Dispatcher& dispatcher, VmSpec spec, int notify_fd, Repor
       reporter_(std::move(reporter)) {}
 
 Supervisor::~Supervisor() = default;
+
+size_t Supervisor::RaiseDescriptorLimit() {
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0) return 1024;
+  if (nofile.rlim_cur < nofile.rlim_max) {
+    rlimit raised = nofile;
+    raised.rlim_cur = nofile.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) nofile = raised;
+  }
+  return nofile.rlim_cur == RLIM_INFINITY ? size_t{1} << 20 : static_cast<size_t>(nofile.rlim_cur);
+}
 
 std::string Supervisor::ConsoleTail(const std::string& path, int lines) {
   std::string tail = GuestLogTail(path, lines);
@@ -112,6 +126,9 @@ Status Supervisor::Start() {
     if (!made.ok()) return made.error().Wrap("the sandbox's secrets");
     secrets_ = std::move(*made);
   }
+  (void)RaiseDescriptorLimit();
+  // Room in the budget again: a paused agent port is read again.
+  budget_.Watch([this]() { dispatcher_.Post([this]() { UpdateAgentFlow(); }); });
   sigchld_ = dispatcher_.Signal(SIGCHLD, [this]() { OnChildSignal(); });
   sigterm_ = dispatcher_.Signal(SIGTERM, [this]() { BeginStop("stopped by SIGTERM"); });
   sigint_ = dispatcher_.Signal(SIGINT, [this]() { BeginStop("stopped by SIGINT"); });
@@ -124,16 +141,27 @@ Status Supervisor::SpawnVm() {
   MSB_TRY(std::string qemu_bin, FindQemu());
   MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket(), true, 16));
   MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket(), true, 16));
-  agent_accept_ = dispatcher_.WatchFd(agent_listen_.get(), Dispatcher::kRead,
-                                      [this](short) { OnAgentAccept(); });
-  qmp_accept_ = dispatcher_.WatchFd(qmp_listen_.get(), Dispatcher::kRead,
-                                    [this](short) { OnQmpAccept(); });
+  agent_accept_ = std::make_unique<Acceptor>(dispatcher_, agent_listen_.get(), kAcceptFlags,
+                                             [this](UniqueFd fd) { OnAgentAccept(std::move(fd)); });
+  qmp_accept_ = std::make_unique<Acceptor>(dispatcher_, qmp_listen_.get(), kAcceptFlags,
+                                           [this](UniqueFd fd) { OnQmpAccept(std::move(fd)); });
   // Shared directories: their virtiofsd must hold the sockets QEMU connects to.
   MSB_TRY_STATUS(virtiofs_.Start(spec_.shares, spec_.dir, spec_.dir + "/virtiofsd.log"));
   // The network stack listens before QEMU connects to it; a restart gets a fresh one.
   net_.reset();
   if (spec_.network) {
     net_ = std::make_unique<NetworkAttachment>(dispatcher_, *spec_.network, spec_.NetSocket());
+    // The flows may hold every descriptor but the reserve, counted from
+    // those open now (logs, QEMU's sockets, virtiofsd's).
+    size_t limit = RaiseDescriptorLimit();
+    size_t open_now = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", std::filesystem::directory_options::skip_permission_denied)) {
+      (void)e;
+      ++open_now;
+    }
+    size_t spare = limit > open_now + kReservedFds ? limit - open_now - kReservedFds : 1;
+    // An intercepted flow holds its host socket and the proxy's pair.
+    net_->Limit(&budget_, secrets_ ? std::max<size_t>(1, spare / 3) : spare);
     MSB_TRY_STATUS(net_->Start());
     if (secrets_) net_->InterceptWith(&secrets_->proxy());
   }
@@ -164,8 +192,11 @@ void Supervisor::ResetGuestConnections() {
   agent_fd_.Reset();
   agent_reader_ = agent::FrameReader();
   agent_out_.clear();
-  agent_accept_.Reset();
-  qmp_accept_.Reset();
+  agent_paused_ = false;
+  workload_credit_ = 0;
+  UpdateAgentFlow();
+  agent_accept_.reset();
+  qmp_accept_.reset();
   qmp_.reset();
   health_timer_.Reset();
   health_timeout_.Reset();
@@ -209,20 +240,22 @@ bool Supervisor::MaybeRestart(bool failed, const std::string& why) {
   return true;
 }
 
-void Supervisor::OnAgentAccept() {
-  UniqueFd fd = AcceptNonBlocking(agent_listen_.get());
-  if (!fd) return;
+void Supervisor::OnAgentAccept(UniqueFd fd) {
   if (agent_fd_) return;  // only QEMU connects here, once
   agent_fd_ = std::move(fd);
-  agent_accept_.Reset();
+  agent_accept_.reset();
+  agent_paused_ = false;
+  WatchAgent();
+}
+
+void Supervisor::WatchAgent() {
   agent_read_ = dispatcher_.WatchFd(agent_fd_.get(), Dispatcher::kRead,
                                     [this](short) { OnAgentReadable(); });
 }
 
-void Supervisor::OnQmpAccept() {
-  UniqueFd fd = AcceptNonBlocking(qmp_listen_.get());
-  if (!fd || qmp_) return;
-  qmp_accept_.Reset();
+void Supervisor::OnQmpAccept(UniqueFd fd) {
+  if (qmp_) return;
+  qmp_accept_.reset();
   qmp_ = std::make_unique<QmpClient>(
       dispatcher_, std::move(fd),
       [this](const json& ev) {
@@ -252,12 +285,44 @@ void Supervisor::OnAgentReadable() {
     HandleAgentFrame(std::move(**next));
     if (!agent_fd_ || state_ == State::kFailed) return;
   }
+  // The workload's output of this read, logged and credited at once (at
+  // most kReadChunk).
+  FlushWorkloadOutput();
+  if (workload_credit_ > 0) {
+    uint32_t bytes = static_cast<uint32_t>(std::exchange(workload_credit_, 0));
+    SendAgent(agent::kWorkloadId, FrameKind::kCredit, agent::Encode(agent::Credit{bytes}));
+  }
+  UpdateAgentFlow();
 }
 
 void Supervisor::SendAgent(uint32_t id, FrameKind kind, std::string_view payload) {
   if (!agent_fd_) return;
   agent::AppendFrame(agent_out_, id, kind, payload);
   WriteAgent();
+}
+
+void Supervisor::UpdateAgentFlow() {
+  budget_.Adjust(std::exchange(agent_out_charged_, agent_out_.size()), agent_out_.size());
+  if (!agent_fd_) {
+    agent_paused_ = false;
+  } else if (!agent_paused_ && (agent_out_.size() >= kMaxAgentBacklog || budget_.Exhausted())) {
+    // The guest does not read what it is sent, or the budget is spent: stop
+    // taking more from it until it does.
+    agent_paused_ = true;
+    agent_read_.Reset();
+    MSB_LOG(kDebug, "agent") << "pausing the agent port (" << agent_out_.size() << " bytes queued, "
+                             << budget_.used() << " of " << budget_.limit() << " budgeted)";
+  } else if (agent_paused_ && agent_out_.size() <= kMaxAgentBacklog / 2 && !budget_.Exhausted()) {
+    agent_paused_ = false;
+    WatchAgent();
+  }
+  if (agent_fd_ && agent_out_.size() > kMaxAgentBacklog / 2) return;
+  for (auto& [raw, c] : clients_) {
+    if (c->paused && !c->closing) {
+      c->paused = false;
+      WatchClient(raw);
+    }
+  }
 }
 
 void Supervisor::WriteAgent() {
@@ -268,6 +333,7 @@ void Supervisor::WriteAgent() {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) break;
       agent_out_.clear();
+      UpdateAgentFlow();
       return;
     }
     agent_out_.erase(0, static_cast<size_t>(n));
@@ -278,6 +344,7 @@ void Supervisor::WriteAgent() {
     agent_write_ = dispatcher_.WatchFd(agent_fd_.get(), Dispatcher::kWrite,
                                        [this](short) { WriteAgent(); });
   }
+  UpdateAgentFlow();
 }
 
 void Supervisor::HandleAgentFrame(Frame f) {
@@ -320,8 +387,9 @@ void Supervisor::HandleAgentFrame(Frame f) {
             return;
           }
           control_listen_ = std::move(*listen);
-          control_accept_ = dispatcher_.WatchFd(control_listen_.get(), Dispatcher::kRead,
-                                                [this](short) { OnControlAccept(); });
+          control_accept_ = std::make_unique<Acceptor>(
+              dispatcher_, control_listen_.get(), kAcceptFlags,
+              [this](UniqueFd fd) { OnControlAccept(std::move(fd)); });
         }
         state_ = State::kRunning;
         reason_.clear();
@@ -380,21 +448,30 @@ void Supervisor::HandleAgentFrame(Frame f) {
   if (c != nullptr) SendClient(c, cid, f.kind, f.payload);
 }
 
+void Supervisor::FlushWorkloadOutput() {
+  if (workload_text_.empty()) return;
+  // Guest bytes may be any encoding: invalid UTF-8 becomes U+FFFD.
+  json line{{"t", NowIso()},
+            {"stream", workload_kind_ == FrameKind::kStdout ? "stdout" : "stderr"},
+            {"data", std::exchange(workload_text_, {})}};
+  std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  if (auto st = workload_log_->Append(text); !st.ok() && !log_failed_) {
+    log_failed_ = true;
+    MSB_LOG(kWarn, "vm") << "workload output is not logged: " << st.error().message();
+  }
+}
+
 void Supervisor::HandleWorkloadFrame(const Frame& f) {
+  if (f.kind != FrameKind::kStdout && f.kind != FrameKind::kStderr) FlushWorkloadOutput();
   switch (f.kind) {
     case FrameKind::kStdout:
     case FrameKind::kStderr: {
-      // Guest bytes may be any encoding: invalid UTF-8 becomes U+FFFD.
-      json line{{"t", NowIso()},
-                {"stream", f.kind == FrameKind::kStdout ? "stdout" : "stderr"},
-                {"data", f.payload}};
-      std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-      if (auto st = workload_log_->Append(text); !st.ok() && !log_failed_) {
-        log_failed_ = true;
-        MSB_LOG(kWarn, "vm") << "workload output is not logged: " << st.error().message();
-      }
-      SendAgent(agent::kWorkloadId, FrameKind::kCredit,
-                agent::Encode(agent::Credit{static_cast<uint32_t>(f.payload.size())}));
+      // Frames of one stream in one read make one log line, credited once
+      // the read is handled (OnAgentReadable).
+      if (f.kind != workload_kind_) FlushWorkloadOutput();
+      workload_kind_ = f.kind;
+      workload_text_ += f.payload;
+      workload_credit_ += f.payload.size();
       return;
     }
     case FrameKind::kStarted:
@@ -420,13 +497,17 @@ void Supervisor::HandleWorkloadFrame(const Frame& f) {
   }
 }
 
-void Supervisor::OnControlAccept() {
-  UniqueFd fd = AcceptNonBlocking(control_listen_.get());
-  if (!fd || !AdmitPeer(fd.get(), spec_.ControlSocket())) return;
+void Supervisor::OnControlAccept(UniqueFd fd) {
+  if (!AdmitPeer(fd.get(), spec_.ControlSocket())) return;
   auto c = std::make_unique<Client>();
   Client* raw = c.get();
   c->fd = std::move(fd);
-  c->read = dispatcher_.WatchFd(c->fd.get(), Dispatcher::kRead, [this, raw](short) {
+  clients_[raw] = std::move(c);
+  WatchClient(raw);
+}
+
+void Supervisor::WatchClient(Client* raw) {
+  raw->read = dispatcher_.WatchFd(raw->fd.get(), Dispatcher::kRead, [this, raw](short) {
     char buf[kReadChunk];
     ssize_t n = ::read(raw->fd.get(), buf, sizeof buf);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
@@ -445,8 +526,12 @@ void Supervisor::OnControlAccept() {
       HandleClientFrame(raw, std::move(**next));
       if (raw->closing) return;
     }
+    if (agent_fd_ && agent_out_.size() >= kMaxAgentBacklog && !raw->paused) {
+      // Its requests feed a queue the guest does not drain: wait for it.
+      raw->paused = true;
+      raw->read.Reset();
+    }
   });
-  clients_[raw] = std::move(c);
 }
 
 void Supervisor::HandleClientFrame(Client* c, Frame f) {
@@ -550,6 +635,7 @@ void Supervisor::FlushClient(Client* c) {
     }
     c->out.erase(0, static_cast<size_t>(n));
   }
+  budget_.Adjust(std::exchange(c->charged, c->out.size()), c->out.size());
   if (c->out.size() > kMaxClientBacklog) {
     CloseClient(c);
   } else if (c->out.empty()) {
@@ -572,6 +658,8 @@ void Supervisor::CloseClient(Client* c) {
   c->to_guest.clear();
   c->read.Reset();
   c->write.Reset();
+  budget_.Release(std::exchange(c->charged, 0));
+  c->out.clear();
   std::erase(stop_waiters_, c);
   auto it = clients_.find(c);
   if (it != clients_.end()) {

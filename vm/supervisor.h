@@ -18,6 +18,23 @@
 // Guest output is hostile: frames are bounded by the FrameReader, stream bytes
 // beyond the credit window are a protocol violation, and nothing the guest
 // says chooses a host path.
+//
+// Memory: every byte the supervisor buffers for the guest or because of it
+// is charged to one MemoryBudget of kMemoryBudget bytes: the frames queued
+// towards the agent and towards control clients, and the network stack's
+// flows and buffers (net/stack.h). The queue towards the agent holds at most
+// kMaxAgentBacklog: past that, or while the budget is exhausted, the agent
+// port is not read (the guest's writes block in its own virtio queue) and a
+// control client whose request goes to the guest is not read either, until
+// the queue drained to half. The workload's output is credited once per read
+// from the port, not once per frame, so the answer is never larger than the
+// question.
+//
+// Descriptors: RaiseDescriptorLimit (at Start and each boot) lifts the soft
+// RLIMIT_NOFILE to the hard one; the network stack's flows may hold all of it
+// but kReservedFds, kept for QEMU, the control socket and its clients. An
+// accept that fails for lack of descriptors pauses that listener for
+// kAcceptPause instead of spinning on its readiness.
 #pragma once
 
 #include <functional>
@@ -28,9 +45,11 @@
 
 #include "agent/flow.h"
 #include "agent/frame.h"
+#include "common/acceptor.h"
 #include "common/child.h"
 #include "common/dispatcher.h"
 #include "common/fd.h"
+#include "common/memory_budget.h"
 #include "vm/lifecycle_policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
@@ -69,6 +88,14 @@ class Supervisor {
   // Exit status for the supervisor process.
   int ExitCode() const { return state_ == State::kFailed ? 1 : 0; }
 
+  // The budget of the supervisor's buffered bytes, and its per-queue bounds.
+  static constexpr size_t kMemoryBudget = 64u << 20;
+  static constexpr size_t kMaxAgentBacklog = 1u << 20;
+  static constexpr size_t kReservedFds = 64;
+
+  // Lifts the soft RLIMIT_NOFILE to the hard one; returns the soft limit.
+  static size_t RaiseDescriptorLimit();
+
   // Tail of the console log (for error messages).
   static std::string ConsoleTail(const std::string& path, int lines);
 
@@ -82,13 +109,14 @@ class Supervisor {
     agent::ReceiveCredit credit;
   };
 
-  void OnAgentAccept();
-  void OnQmpAccept();
-  void OnControlAccept();
+  void OnAgentAccept(UniqueFd fd);
+  void OnQmpAccept(UniqueFd fd);
+  void OnControlAccept(UniqueFd fd);
   void OnAgentReadable();
   void HandleAgentFrame(agent::Frame f);
   void HandleClientFrame(Client* c, agent::Frame f);
   void HandleWorkloadFrame(const agent::Frame& f);
+  void FlushWorkloadOutput();
   void SendAgent(uint32_t id, agent::FrameKind kind, std::string_view payload);
   void SendClient(Client* c, uint32_t id, agent::FrameKind kind, std::string_view payload);
   void FlushClient(Client* c);
@@ -109,6 +137,11 @@ class Supervisor {
   void Notify(const std::string& line);
   void Report();
   void WriteAgent();
+  // Brings the budget's charge for the queued frames up to date, and pauses
+  // or resumes reading the agent port and the paused clients.
+  void UpdateAgentFlow();
+  void WatchAgent();
+  void WatchClient(Client* c);
   nlohmann::json BootMessage() const;
   void UpdateSecrets(Client* c, std::string* payload);
 
@@ -120,17 +153,23 @@ class Supervisor {
   std::string reason_;
   std::optional<int> workload_exit_;
 
+  MemoryBudget budget_{kMemoryBudget};  // declared first: outlives net_ and the clients
   VirtiofsDaemons virtiofs_;  // one virtiofsd per shared directory, started before QEMU
   std::map<std::string, secrets::SecretValue> secret_values_;  // until Start
   std::unique_ptr<SandboxSecrets> secrets_;  // spec.secrets; outlives net_
   std::unique_ptr<NetworkAttachment> net_;  // the user-mode stack, when the spec has a network
   ChildProcess qemu_;
   UniqueFd agent_listen_, qmp_listen_, control_listen_;
-  EventHandle agent_accept_, qmp_accept_, control_accept_;
+  std::unique_ptr<Acceptor> agent_accept_, qmp_accept_, control_accept_;
   UniqueFd agent_fd_;
   EventHandle agent_read_, agent_write_;
   agent::FrameReader agent_reader_;
   std::string agent_out_;
+  size_t agent_out_charged_ = 0;
+  bool agent_paused_ = false;
+  uint64_t workload_credit_ = 0;  // workload bytes read and not yet credited
+  agent::FrameKind workload_kind_ = agent::FrameKind::kStdout;
+  std::string workload_text_;  // workload output of the read being handled
   std::unique_ptr<QmpClient> qmp_;
   EventHandle sigchld_, sigterm_, sigint_;
   EventHandle boot_timer_, stop_timer_, kill_timer_;

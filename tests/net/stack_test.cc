@@ -594,6 +594,60 @@ TEST_F(StackTest, DnsOverTcp) {
   EXPECT_EQ(got, std::string("\0\x0a", 2) + "answer:abc");
 }
 
+TEST_F(StackTest, ZeroWindowDnsFlowsStopAtTheMemoryBudgetAndLeaveIt) {
+  // Room for a few flows: each is charged kFlowCost plus its rings.
+  MemoryBudget budget(64 * 1024);
+  StackConfig cfg;
+  cfg.budget = &budget;
+  Start(cfg);
+  std::string q = std::string("\0\x03", 2) + "abc";
+  int accepted = 0, refused = 0;
+  for (uint16_t port = 41000; port < 41100; ++port) {
+    SendTcp(port, cfg_.gateway4, 53, kTcpSyn, 100, 0, "", 0);
+    auto answer = NextTcp(port);
+    ASSERT_TRUE(answer);
+    if (answer->f.tcp->flags & kTcpRst) {
+      ++refused;
+      continue;
+    }
+    ++accepted;
+    // The guest's window stays closed: the answer waits in the send ring.
+    SendTcp(port, cfg_.gateway4, 53, kTcpAck | kTcpPsh, 101, answer->f.tcp->seq + 1, q, 0);
+    RunUntil([&]() { return dns_queries_.size() == static_cast<size_t>(accepted); });
+  }
+  EXPECT_GT(accepted, 0);
+  EXPECT_GT(refused, 0);
+  EXPECT_EQ(stack_->tcp_flows(), static_cast<size_t>(accepted));
+  EXPECT_EQ(stack_->stats().tcp_refused, static_cast<uint64_t>(refused));
+  // Soft by at most one flow's growth.
+  EXPECT_LE(budget.peak(), budget.limit() + 16 * 1024);
+  // A new UDP flow is refused too, while the budget is spent.
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllow}; };
+  std::vector<uint8_t> out;
+  BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, IpAddress::V4(127, 0, 0, 1)}, 41200, 9,
+           std::span<const uint8_t>(reinterpret_cast<const uint8_t*>("x"), 1));
+  Inject(out);
+  EXPECT_EQ(stack_->udp_flows(), 0u);
+  // Every byte charged is given back with the stack.
+  stack_.reset();
+  EXPECT_EQ(budget.used(), 0u);
+}
+
+TEST_F(StackTest, FlowsHoldAtMostMaxFlowFdsHostSockets) {
+  StackConfig cfg;
+  cfg.max_flow_fds = 3;
+  Start(cfg);
+  policy_ = [](const FlowKey&) { return FlowVerdict{FlowAction::kAllow}; };
+  for (uint16_t port = 42000; port < 42010; ++port) {
+    std::vector<uint8_t> out;
+    BuildUdp(out, L2L3{cfg_.guest_mac, cfg_.gateway_mac, cfg_.guest4, IpAddress::V4(127, 0, 0, 1)}, port, 9,
+             std::span<const uint8_t>(reinterpret_cast<const uint8_t*>("x"), 1));
+    Inject(out);
+  }
+  EXPECT_EQ(stack_->udp_flows(), 3u);
+  EXPECT_EQ(stack_->stats().udp_dropped, 7u);
+}
+
 TEST_F(StackTest, InboundConnectionIsSplicedToTheGuest) {
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
