@@ -307,9 +307,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
           return;
         }
         if (ready->error) {
-          std::string err = *ready->error;
-          if (err.size() > 2000) err.resize(2000);
-          Fail("the guest failed to boot: " + err);
+          Fail("the guest failed to boot: " + BoundedGuestText(*ready->error));
           return;
         }
         boot_timer_.Reset();
