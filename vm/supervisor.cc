@@ -122,6 +122,10 @@ Status Supervisor::Start() {
 
 Status Supervisor::SpawnVm() {
   MSB_TRY(std::string qemu_bin, FindQemu());
+  // The console's socket listens before QEMU connects to it; a restart
+  // appends to the same bounded log.
+  console_.reset();
+  MSB_TRY(console_, ConsoleCapture::Start(dispatcher_, spec_.ConsoleSocket(), spec_.ConsoleLog(), spec_.log_max_bytes));
   MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket(), true, 16));
   MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket(), true, 16));
   agent_accept_ = dispatcher_.WatchFd(agent_listen_.get(), Dispatcher::kRead,
@@ -666,6 +670,7 @@ void Supervisor::Finish() {
   ::unlink(spec_.ControlSocket().c_str());
   ::unlink(spec_.AgentSocket().c_str());
   ::unlink(spec_.QmpSocket().c_str());
+  ::unlink(spec_.ConsoleSocket().c_str());
   dispatcher_.Post([this]() { dispatcher_.Exit(); });
 }
 

@@ -34,6 +34,7 @@
 #include "vm/lifecycle_policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
+#include "vm/console_log.h"
 #include "vm/log_file.h"
 #include "vm/network.h"
 #include "vm/sandbox_secrets.h"
@@ -125,6 +126,7 @@ class Supervisor {
   std::unique_ptr<SandboxSecrets> secrets_;  // spec.secrets; outlives net_
   std::unique_ptr<NetworkAttachment> net_;  // the user-mode stack, when the spec has a network
   ChildProcess qemu_;
+  std::unique_ptr<ConsoleCapture> console_;  // console.log, bounded like workload.log
   UniqueFd agent_listen_, qmp_listen_, control_listen_;
   EventHandle agent_accept_, qmp_accept_, control_accept_;
   UniqueFd agent_fd_;
