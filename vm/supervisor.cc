@@ -336,7 +336,9 @@ void Supervisor::HandleAgentFrame(Frame f) {
       case FrameKind::kResult:  // the agent's answer to kShutdown
         return;
       case FrameKind::kError: {
-        MSB_LOG(kWarn, "agent") << "the guest agent reported an error on the channel";
+        if (uint64_t held; guest_lines_.Allow("channel-error", &held)) {
+          MSB_LOG(kWarn, "agent") << "the guest agent reported an error on the channel" << HeldBackNote(held);
+        }
         return;
       }
       default:
@@ -363,7 +365,10 @@ void Supervisor::HandleAgentFrame(Frame f) {
   if (it == routes_.end()) {
     // A late frame for a finished request is harmless; anything else the guest
     // invents is dropped.
-    MSB_LOG(kDebug, "agent") << "dropping " << agent::ToString(f.kind) << " for unknown id " << f.id;
+    if (uint64_t held; guest_lines_.Allow("unknown-id", &held)) {
+      MSB_LOG(kDebug, "agent") << "dropping " << agent::ToString(f.kind) << " for unknown id " << f.id
+                               << HeldBackNote(held);
+    }
     return;
   }
   Route& r = it->second;

@@ -31,6 +31,7 @@
 #include "common/child.h"
 #include "common/dispatcher.h"
 #include "common/fd.h"
+#include "common/log.h"
 #include "vm/lifecycle_policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
@@ -126,6 +127,8 @@ class Supervisor {
   std::unique_ptr<SandboxSecrets> secrets_;  // spec.secrets; outlives net_
   std::unique_ptr<NetworkAttachment> net_;  // the user-mode stack, when the spec has a network
   ChildProcess qemu_;
+  // Lines in supervisor.log that the guest can cause at will go through this.
+  LogRateLimiter guest_lines_;
   std::unique_ptr<ConsoleCapture> console_;  // console.log, bounded like workload.log
   UniqueFd agent_listen_, qmp_listen_, control_listen_;
   EventHandle agent_accept_, qmp_accept_, control_accept_;

@@ -9,7 +9,7 @@
  *              streams: absolute names, `..`, hard links and symlinks out of
  *              the destination, a device node, setuid bits, and an endless
  *              file (respecting the credit window, as agent/protocol.h says);
- *              /dotdot holds a `..` name. */
+ *              /dotdot holds a `..` name; /errors sends 500 channel errors. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -150,6 +150,12 @@ static void copy_out(uint32_t id, const char* req, uint32_t len) {
   } else if (strstr(req, "\"/dotdot\"") != NULL) {
     tar_header(id, "dotdot/", 0755, 0, '5', NULL);
     tar_file(id, "dotdot/../../msb-cp-dotdot", 0644, "dotdot\n");
+  } else if (strstr(req, "\"/errors\"") != NULL) {
+    /* Channel errors, each worth a line in the supervisor's log. */
+    const char* e = "{\"message\":\"noise\"}";
+    for (int i = 0; i < 500; ++i) send_frame(0, 127, e, strlen(e));
+    send_frame(id, 35, "{\"error\":\"made noise\"}", 22);
+    return;
   } else if (strstr(req, "\"/endless\"") != NULL) {
     /* Declares the largest ustar size, then never stops. */
     tar_header(id, "endless", 0644, 077777777777ull, '0', NULL);

@@ -268,6 +268,19 @@ TEST_F(RunTest, CopyOutOfAHostileGuestStaysInTheDestinationAndStopsAtItsLimit) {
   EXPECT_FALSE(std::filesystem::exists(Home() + "/msb-cp-dotdot"));
   EXPECT_TRUE(listing(outside).empty());
 
+  // 500 channel errors from the guest: a handful of lines in supervisor.log.
+  auto errors = Msb({"cp", "hostile:/errors", dest});
+  EXPECT_EQ(errors.code, 1);
+  EXPECT_THAT(errors.err, HasSubstr("made noise"));
+  std::string sandbox_dir;
+  for (const auto& e : std::filesystem::directory_iterator(Home() + "/sandboxes")) sandbox_dir = e.path().string();
+  auto slog = ReadFile(sandbox_dir + "/supervisor.log");
+  ASSERT_TRUE(slog.ok());
+  size_t lines = 0;
+  for (size_t at = 0; (at = slog->find("reported an error on the channel", at)) != std::string::npos; ++at) ++lines;
+  EXPECT_GE(lines, 1u);
+  EXPECT_LE(lines, 10u);
+
   auto endless = Msb({"cp", "--max-size", "1M", "hostile:/endless", dest}, "", 120);
   EXPECT_EQ(endless.code, 1);
   EXPECT_THAT(endless.err, HasSubstr("raise --max-size"));
