@@ -328,15 +328,16 @@ TEST_F(UpTest, AFloodingWorkloadLeavesAtMostTheLogBoundOnTheHost) {
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 
-// The guest's console is bounded the same way: a workload writing 3 MB to
-// /dev/console leaves at most two generations of MSB_LOG_MAX_SIZE in
-// console.log, the newest line last.
+// The guest's console is bounded the same way, here by the Sandboxfile's
+// `logs.max_size` (which `msb config` shows): a workload writing 3 MB to
+// /dev/console leaves at most two generations of it in console.log, the
+// newest line last.
 TEST_F(UpTest, AFloodedConsoleLeavesAtMostTheLogBoundOnTheHost) {
-  env_["MSB_LOG_MAX_SIZE"] = "1M";
   WriteSandboxfile("name: conflood\nsandboxes:\n  conflood:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", "
+                   "\n    memory: 128M\n    logs: {max_size: 1M}\n    command: [\"/bin/sh\", \"-c\", "
                    "\"dd if=/dev/zero bs=65536 count=48 2>/dev/null | tr '\\\\000' x > /dev/console; "
                    "echo console-flood-done > /dev/console; echo done\"]\n");
+  EXPECT_THAT(InProject({"config"}).out, HasSubstr("logs:\n      max_size: 1M\n"));
   ASSERT_EQ(InProject({"up"}).code, 0);
   auto follow = Msb({"logs", "-f", "conflood"}, "", 180);
   EXPECT_EQ(follow.out, "done\n");
