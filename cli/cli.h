@@ -2,6 +2,8 @@
 // CLI11 app through one function here. Not the logic of any command.
 #pragma once
 
+#include <sys/types.h>
+
 #include <CLI/CLI.hpp>
 
 #include <functional>
@@ -14,6 +16,11 @@ namespace msb::cli {
 // Attaches fn as the command's action; its return value is msb's exit code.
 void OnRun(CLI::App* cmd, std::function<int()> fn);
 int ExitCode();
+
+// The umask msb was started with, before it set kPrivateUmask for its own
+// files: what files msb writes for the user outside $MSB_HOME are masked by.
+mode_t UserUmask();
+void SetUserUmask(mode_t mask);
 
 // Prints "msb: message" to stderr and returns 1 (for `return Fail(...)`).
 int Fail(const std::string& message);

@@ -328,7 +328,10 @@ std::string DirName(std::string p) {
   return p.substr(0, s);
 }
 
-int Copy(const std::string& src, const std::string& dst, const std::string& project) {
+// Tar headers allowed around --max-size of contents in the stream.
+constexpr uint64_t kCopyHeaderSlack = 16ull << 20;
+
+int Copy(const std::string& src, const std::string& dst, const std::string& project, uint64_t max_bytes) {
   auto s = SplitSandboxPath(src);
   auto d = SplitSandboxPath(dst);
   if ((s && d) || (!s && !d)) {
@@ -365,13 +368,21 @@ int Copy(const std::string& src, const std::string& dst, const std::string& proj
   bool into = ::stat(dst.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
   std::string dest_dir = into ? dst : DirName(dst);
   std::string top = into ? BaseName(guest) : BaseName(dst);
-  std::string spool = dest_dir + "/.msb-cp." + std::to_string(::getpid()) + ".tar";
-  int fd = ::open(spool.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Fail("cannot write into " + dest_dir + ": " + std::strerror(errno));
-  auto res = client->CopyOut(guest, [&](std::string_view chunk) { return WriteAll(fd, chunk); });
-  ::close(fd);
-  if (res.ok()) res = orchestrator::UnpackGuestTar(spool, dest_dir, BaseName(guest), top);
-  ::unlink(spool.c_str());
+  // The stream goes to a private, unnamed spool, bounded while it arrives:
+  // the contents by max_bytes, the tar headers around them by kCopyHeaderSlack.
+  auto spool = orchestrator::OpenSpool(dest_dir);
+  if (!spool.ok()) return Fail(spool.error().message());
+  const uint64_t stream_max = max_bytes + kCopyHeaderSlack;
+  uint64_t spooled = 0;
+  auto res = client->CopyOut(guest, [&](std::string_view chunk) -> Status {
+    spooled += chunk.size();
+    if (spooled > stream_max) {
+      return Error(ErrorCode::kInvalidArgument, "the sandbox sent more than " + std::to_string(stream_max) +
+                                                    " bytes; raise --max-size to copy more");
+    }
+    return WriteAll(spool->get(), chunk);
+  });
+  if (res.ok()) res = orchestrator::UnpackGuestTar(spool->get(), dest_dir, BaseName(guest), top, max_bytes, UserUmask());
   if (!res.ok()) return Fail("copying " + src + " to " + dst + ": " + res.error().message());
   return 0;
 }
@@ -610,8 +621,15 @@ void RegisterSandboxCommands(CLI::App& app) {
     auto* cmd = app.add_subcommand("cp", "Copy files between the host and a sandbox");
     cmd->add_option("src", *src, "SRC (host path, SANDBOX:/path or PROJECT/SANDBOX:/path)")->required();
     cmd->add_option("dst", *dst, "DST (host path, SANDBOX:/path or PROJECT/SANDBOX:/path)")->required();
+    auto max_size = std::make_shared<std::string>("1G");
+    cmd->add_option("--max-size", *max_size,
+                    "out of a sandbox: the most file contents to write (default 1G)");
     AddProjectNameFlag(cmd, project.get());
-    OnRun(cmd, [src, dst, project]() { return Copy(*src, *dst, *project); });
+    OnRun(cmd, [src, dst, project, max_size]() {
+      auto max_bytes = schema::ParseSize(*max_size);
+      if (!max_bytes.ok()) return Fail("--max-size " + *max_size + ": " + max_bytes.error().message());
+      return Copy(*src, *dst, *project, *max_bytes);
+    });
   }
   {
     auto name = std::make_shared<std::string>();

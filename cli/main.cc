@@ -20,6 +20,12 @@ void OnRun(CLI::App* cmd, std::function<int()> fn) {
 }
 int ExitCode() { return g_exit; }
 
+namespace {
+mode_t g_user_umask = 022;
+}  // namespace
+mode_t UserUmask() { return g_user_umask; }
+void SetUserUmask(mode_t mask) { g_user_umask = mask; }
+
 int Fail(const std::string& message) {
   std::fprintf(stderr, "msb: %s\n", message.c_str());
   return 1;
@@ -58,7 +64,7 @@ void AddRegistryFlags(CLI::App* cmd, RegistryFlags* flags) {
 int main(int argc, char** argv) {
   // $MSB_HOME holds environment values, disks and logs: private to its
   // owner, whatever created it and whatever this process creates there.
-  ::umask(msb::kPrivateUmask);
+  msb::cli::SetUserUmask(::umask(msb::kPrivateUmask));
   const std::string home = msb::MsbHome();
   if (auto was = msb::MakeDirPrivate(home); !was.ok()) {
     std::fprintf(stderr, "msb: warning: %s\n", was.error().message().c_str());

@@ -201,6 +201,35 @@ const char* ToString(PullProgress::Kind kind) {
   return "?";
 }
 
+namespace {
+
+// The manifest's sizes against the limits, before any blob is fetched. Sizes
+// are >= 0 (oci::ParseManifest) and each at most max_blob_bytes before it is
+// added, so the sum does not overflow.
+Status CheckDeclaredSizes(const oci::Manifest& m, const std::string& image, const PullOptions& options) {
+  uint64_t total = static_cast<uint64_t>(m.config.size);
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    const auto size = static_cast<uint64_t>(m.layers[i].size);
+    if (size > options.max_blob_bytes) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "image " + image + ": layer " + std::to_string(i + 1) + " (" + m.layers[i].digest + ") is " +
+                       std::to_string(size) + " bytes, over the limit of " + std::to_string(options.max_blob_bytes) +
+                       " for one blob; raise MSB_PULL_MAX_BLOB_SIZE to pull it");
+    }
+    total += size;
+    if (total > options.max_image_bytes) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "image " + image + " is over the limit of " + std::to_string(options.max_image_bytes) +
+                       " bytes for one image (its first " + std::to_string(i + 1) + " of " +
+                       std::to_string(m.layers.size()) + " layers and config make " + std::to_string(total) +
+                       "); raise MSB_PULL_MAX_IMAGE_SIZE to pull it");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 Result<PullResult> Pull(const ImageReference& ref, const PullOptions& options, BlobTarget& target,
                         const ProgressFn& progress) {
   if (ref.registry.empty() || ref.repository.empty() || (ref.tag.empty() && ref.digest.empty())) {
@@ -249,6 +278,7 @@ Result<PullResult> Pull(const ImageReference& ref, const PullOptions& options, B
     auto c = oci::ClassifyLayer(result.layers[i].media_type);
     if (!c.ok()) return c.error().Wrap("image " + image + ": layer " + std::to_string(i + 1));
   }
+  MSB_TRY_STATUS(CheckDeclaredSizes(result.manifest, image, options));
 
   // Config: fetched, verified, parsed, checked against the layers.
   Shared shared;

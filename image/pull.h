@@ -12,6 +12,12 @@
 // blob whose bytes do not hash to its digest fails the pull at once, naming
 // the blob; nothing is published for it. The first failing layer stops the
 // others; blobs already committed stay (they are verified content).
+//
+// Sizes: before anything but the manifest is fetched, every layer's declared
+// size must be at most options.max_blob_bytes and the layers and config
+// together at most options.max_image_bytes; while streaming, a blob may not
+// run past its declared size. So a manifest cannot make a pull write more
+// than max_image_bytes, however large the sizes it declares.
 #pragma once
 
 #include <chrono>
@@ -38,12 +44,17 @@ struct ImageReference {
   std::string ToString() const;
 };
 
+inline constexpr uint64_t kDefaultMaxBlobBytes = 8ull << 30;    // MSB_PULL_MAX_BLOB_SIZE
+inline constexpr uint64_t kDefaultMaxImageBytes = 16ull << 30;  // MSB_PULL_MAX_IMAGE_SIZE
+
 struct PullOptions {
   RegistryConfig registries;               // TLS settings per registry
   std::optional<Credentials> credentials;  // for ref.registry (CredentialStore::Lookup)
   int concurrency = 3;                     // layers downloading at once
   int max_attempts = 5;                    // per blob and per manifest request
   std::chrono::milliseconds initial_backoff{250};  // doubled per attempt, at most 8 s
+  uint64_t max_blob_bytes = kDefaultMaxBlobBytes;    // one layer, as declared and as sent
+  uint64_t max_image_bytes = kDefaultMaxImageBytes;  // all layers and the config
   std::string os = "linux";
   std::string architecture = "amd64";
 };

@@ -21,6 +21,7 @@
 #include "common/unix_socket.h"
 #include "secrets/placeholder.h"
 #include "vm/control.h"
+#include "vm/guest_text.h"
 
 namespace msb::orchestrator {
 
@@ -214,7 +215,7 @@ Result<int> ControlClient::Exec(agent::ExecRequest req, const ExecIo& io) {
         break;
       } else if (f.kind == FrameKind::kError) {
         auto m = agent::ParseErrorMsg(f.payload);
-        result = Error(ErrorCode::kUnavailable, m.ok() ? m->message : "the sandbox refused the request");
+        result = Error(ErrorCode::kUnavailable, m.ok() ? vm::BoundedGuestText(m->message) : "the sandbox refused the request");
         done = true;
         break;
       }
@@ -294,7 +295,7 @@ Status ControlClient::CopyIn(const std::string& dir,
           if (c.ok()) credit.Grant(c->bytes);
         } else if (f.kind == FrameKind::kResult || f.kind == FrameKind::kError) {
           auto r = agent::ParseResultMsg(f.payload);
-          std::string msg = r.ok() && r->error ? *r->error : "the sandbox stopped the copy";
+          std::string msg = r.ok() && r->error ? vm::BoundedGuestText(*r->error) : "the sandbox stopped the copy";
           return Error(ErrorCode::kIo, msg);
         }
       }
@@ -313,11 +314,11 @@ Status ControlClient::CopyIn(const std::string& dir,
     if (f.kind == FrameKind::kResult || f.kind == FrameKind::kError) {
       if (f.kind == FrameKind::kError) {
         auto m = agent::ParseErrorMsg(f.payload);
-        return Error(ErrorCode::kIo, m.ok() ? m->message : "copy failed");
+        return Error(ErrorCode::kIo, m.ok() ? vm::BoundedGuestText(m->message) : "copy failed");
       }
       auto r = agent::ParseResultMsg(f.payload);
       if (!r.ok()) return r.error();
-      if (r->error) return Error(ErrorCode::kIo, *r->error);
+      if (r->error) return Error(ErrorCode::kIo, vm::BoundedGuestText(*r->error));
       return OkStatus();
     }
   }
@@ -326,28 +327,27 @@ Status ControlClient::CopyIn(const std::string& dir,
 Status ControlClient::CopyOut(const std::string& path, const Sink& consume) {
   const uint32_t id = next_id_++;
   MSB_TRY_STATUS(Send(id, FrameKind::kCopyOut, agent::Encode(agent::PathRequest{path})));
-  std::optional<msb::Error> consume_error;
   agent::ReceiveCredit credit;  // the guest's kData, returned once consumed
   for (;;) {
     MSB_TRY(Frame f, Receive(120000));
     if (f.id != id) continue;
     if (f.kind == FrameKind::kData) {
       MSB_TRY_STATUS(credit.OnReceive(f.payload.size()));
-      if (!f.payload.empty() && !consume_error) {
-        auto st = consume(f.payload);
-        if (!st.ok()) consume_error = st.error();
+      if (!f.payload.empty()) {
+        // A sink that refuses (the copy's bound, a full disk) ends the copy
+        // now: a guest that streams forever must not keep it going.
+        MSB_TRY_STATUS(consume(f.payload));
       }
       if (uint32_t give = credit.OnConsumed(f.payload.size()); give > 0)
         MSB_TRY_STATUS(Send(id, FrameKind::kCredit, agent::Encode(agent::Credit{give})));
     } else if (f.kind == FrameKind::kResult || f.kind == FrameKind::kError) {
       if (f.kind == FrameKind::kError) {
         auto m = agent::ParseErrorMsg(f.payload);
-        return Error(ErrorCode::kIo, m.ok() ? m->message : "copy failed");
+        return Error(ErrorCode::kIo, m.ok() ? vm::BoundedGuestText(m->message) : "copy failed");
       }
       auto r = agent::ParseResultMsg(f.payload);
       if (!r.ok()) return r.error();
-      if (r->error) return Error(ErrorCode::kIo, *r->error);
-      if (consume_error) return *consume_error;
+      if (r->error) return Error(ErrorCode::kIo, vm::BoundedGuestText(*r->error));
       return OkStatus();
     }
   }

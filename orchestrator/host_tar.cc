@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 
@@ -107,11 +108,27 @@ Status PackHostPath(const std::string& src, const std::string& top_name,
   return OkStatus();
 }
 
-Status UnpackGuestTar(const std::string& tar_path, const std::string& dest_dir,
-                      const std::string& from_top, const std::string& to_top) {
+Result<UniqueFd> OpenSpool(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600));
+  if (fd) return fd;
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    return Error::FromErrno("cannot write into " + dir);
+  }
+  // A file system without O_TMPFILE: a random name, created exclusively
+  // (mkstemp opens O_EXCL, which refuses a symlink), unlinked at once.
+  std::string name = dir + "/.msb-cp.XXXXXX";
+  int raw = ::mkostemp(name.data(), O_CLOEXEC);
+  if (raw < 0) return Error::FromErrno("cannot write into " + dir);
+  ::unlink(name.c_str());
+  return UniqueFd(raw);
+}
+
+Status UnpackGuestTar(int tar_fd, const std::string& dest_dir, const std::string& from_top,
+                      const std::string& to_top, uint64_t max_bytes, mode_t umask_bits) {
+  if (::lseek(tar_fd, 0, SEEK_SET) != 0) return Error::FromErrno("cannot read the copied data");
   ArchiveReadPtr in(archive_read_new());
   archive_read_support_format_tar(in.get());
-  if (archive_read_open_filename(in.get(), tar_path.c_str(), 65536) != ARCHIVE_OK) {
+  if (archive_read_open_fd(in.get(), tar_fd, 65536) != ARCHIVE_OK) {
     return Error(ErrorCode::kIo, std::string("cannot read the copied data: ") +
                                      archive_error_string(in.get()));
   }
@@ -127,11 +144,14 @@ Status UnpackGuestTar(const std::string& tar_path, const std::string& dest_dir,
     }
   } restore{cwd.get()};
   ArchiveWritePtr disk(archive_write_disk_new());
+  // ARCHIVE_EXTRACT_PERM so that the mode set below is the one used: the
+  // process's own umask is msb's private one, not the user's.
   archive_write_disk_set_options(
       disk.get(), ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                       ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS |
                       ARCHIVE_EXTRACT_UNLINK);
   int written = 0;
+  uint64_t total = 0;
   for (;;) {
     archive_entry* entry;
     int r = archive_read_next_header(in.get(), &entry);
@@ -148,7 +168,17 @@ Status UnpackGuestTar(const std::string& tar_path, const std::string& dest_dir,
     std::string path = archive_entry_pathname(entry);
     if (!RenameTop(path, from_top, to_top)) continue;
     archive_entry_copy_pathname(entry, path.c_str());
-    archive_entry_set_perm(entry, archive_entry_perm(entry) & 07777 & ~06000);  // no setuid/setgid
+    // No setuid/setgid/sticky, nothing the umask takes away.
+    archive_entry_set_perm(entry, archive_entry_perm(entry) & 0777 & ~umask_bits);
+    if (type == AE_IFREG) {
+      const auto size = static_cast<uint64_t>(std::max<la_int64_t>(0, archive_entry_size(entry)));
+      if (size > max_bytes || total + size > max_bytes) {
+        return Error(ErrorCode::kInvalidArgument,
+                     "the copy is larger than " + std::to_string(max_bytes) + " bytes (at " + path +
+                         "); raise --max-size to copy it");
+      }
+      total += size;
+    }
     r = archive_write_header(disk.get(), entry);
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
       return Error(ErrorCode::kIo, std::string("cannot write ") + path + ": " +

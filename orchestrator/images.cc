@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include "image/registry_config.h"
 #include "image/flatten.h"
 #include "orchestrator/launch.h"
+#include "schema/values.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
@@ -26,6 +28,15 @@
 
 namespace msb::orchestrator {
 namespace {
+
+// A size from the environment ("512M", "20G"), else `fallback`.
+Result<uint64_t> SizeFromEnv(const char* name, uint64_t fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  auto bytes = schema::ParseSize(text);
+  if (!bytes.ok()) return bytes.error().Wrap(std::string(name) + " " + text);
+  return *bytes;
+}
 
 Result<ResolvedImage> EnsureLocalDir(const schema::Image& image, const ImageOptions& options) {
   ResolvedImage r;
@@ -203,6 +214,8 @@ Result<ResolvedImage> EnsureRegistryImage(Store& store, const schema::Image& ima
   MSB_TRY(po.registries, image::RegistryConfig::LoadDefault());
   MSB_TRY_STATUS(po.registries.ApplyOverrides(options.insecure_registries, options.registry_cas));
   MSB_TRY(po.credentials, image::CredentialStore::Default().Lookup(image.registry));
+  MSB_TRY(po.max_blob_bytes, SizeFromEnv("MSB_PULL_MAX_BLOB_SIZE", image::kDefaultMaxBlobBytes));
+  MSB_TRY(po.max_image_bytes, SizeFromEnv("MSB_PULL_MAX_IMAGE_SIZE", image::kDefaultMaxImageBytes));
   image::ImageReference ref;
   ref.registry = image.registry;
   ref.repository = image.repository;

@@ -112,6 +112,7 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
   req.disk_bytes = sb.disk;
   req.ephemeral = sb.ephemeral;
   req.read_only_root = sb.security.read_only_root;
+  req.log_max_bytes = sb.logs.max_size;
   req.boot.security.no_new_privileges = sb.security.no_new_privileges;
   if (auto caps = schema::EffectiveCapabilities(sb.security)) {
     req.boot.security.capabilities = schema::CapabilityNames(*caps);
@@ -260,7 +261,9 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.initramfs = initramfs;
   spec.base_disk = base;
   spec.boot_timeout_ms = req.boot_timeout_ms;
-  if (const char* max = std::getenv("MSB_LOG_MAX_SIZE"); max != nullptr && *max != '\0') {
+  if (req.log_max_bytes > 0) {
+    spec.log_max_bytes = req.log_max_bytes;
+  } else if (const char* max = std::getenv("MSB_LOG_MAX_SIZE"); max != nullptr && *max != '\0') {
     auto bytes = schema::ParseSize(max);
     if (!bytes.ok()) {
       cleanup_dir();

@@ -46,6 +46,7 @@ struct LaunchRequest {
   std::string config_hash;
   std::string spec_json;
   int boot_timeout_ms = 60000;
+  uint64_t log_max_bytes = 0;  // `logs.max_size`; 0: MSB_LOG_MAX_SIZE, else the default
   std::optional<vm::VmNetwork> network;  // absent: no network device
   // The sandbox's secrets: sources and hosts, never values; StartSupervisor
   // reads the values each time it starts the supervisor.

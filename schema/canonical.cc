@@ -129,6 +129,12 @@ void SandboxYaml(YAML::Emitter& out, const Sandbox& sb) {
     out << YAML::EndMap;
   }
   Key(out, "image"); Str(out, sb.image.reference);
+  if (!sb.logs.IsDefault()) {
+    Key(out, "logs");
+    out << YAML::BeginMap;
+    Key(out, "max_size"); Str(out, FormatSize(sb.logs.max_size));
+    out << YAML::EndMap;
+  }
   Key(out, "memory"); Str(out, FormatSize(sb.memory));
   if (!sb.meta.empty()) { Key(out, "meta"); MetaYaml(out, sb.meta); }
   Key(out, "network");
@@ -223,6 +229,8 @@ json CanonicalJson(const Sandbox& sb) {
     j["healthcheck"] = nullptr;
   }
   j["image"] = sb.image.reference;
+  // Only when set, like security: sandboxes without it keep their hash.
+  if (!sb.logs.IsDefault()) j["logs"] = {{"max_size", sb.logs.max_size}};
   j["memory"] = sb.memory;
   if (!sb.meta.empty()) j["meta"] = MetaJson(sb.meta);
   json rules = json::array();

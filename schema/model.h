@@ -181,6 +181,15 @@ struct Meta {
   }
 };
 
+// `logs:`: the bound of each of the sandbox's logs on the host (workload.log
+// and console.log, each kept with one previous generation; vm/log_file.h).
+struct Logs {
+  uint64_t max_size = 0;  // bytes; 0: not set (MSB_LOG_MAX_SIZE, else 16M)
+  bool IsDefault() const { return max_size == 0; }
+};
+inline constexpr uint64_t kMinLogSize = 1ull << 20;
+inline constexpr uint64_t kMaxLogSize = 1ull << 30;
+
 struct Sandbox {
   std::string name;
   Pos pos;  // where the sandbox's key is
@@ -206,6 +215,7 @@ struct Sandbox {
   Network network;
   std::map<std::string, Secret> secrets;  // key: the guest's variable name
   Security security;
+  Logs logs;
   Meta meta;
 };
 

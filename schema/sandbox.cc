@@ -15,12 +15,13 @@ namespace {
 enum SandboxKey : size_t {
   kImage, kCpus, kMemory, kDisk, kEphemeral, kUser, kWorkdir, kShell, kCommand, kScripts,
   kEnvs, kVolumes, kTmpfs, kPorts, kDependsOn, kHealthcheck, kRestart, kScope, kNetwork,
-  kSecrets, kSecurity, kMeta, kVersion, kImports, kExports, kSandboxKeyCount
+  kSecrets, kSecurity, kMeta, kVersion, kImports, kExports, kLogs, kSandboxKeyCount
 };
 const std::vector<std::string_view> kSandboxKeys = {
     "image", "cpus", "memory", "disk", "ephemeral", "user", "workdir", "shell", "command",
     "scripts", "envs", "volumes", "tmpfs", "ports", "depends_on", "healthcheck", "restart",
-    "scope", "network", "secrets", "security", "meta", "version", "imports", "exports"};
+    "scope", "network", "secrets", "security", "meta", "version", "imports", "exports", "logs"};
+const std::vector<std::string_view> kLogsKeys = {"max_size"};
 
 enum HealthKey : size_t { kHcCommand, kHcInterval, kHcTimeout, kHcRetries, kHcStartPeriod };
 const std::vector<std::string_view> kHealthKeys = {"command", "interval", "timeout", "retries",
@@ -594,6 +595,12 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
   }
   LoadNetwork(ctx, k[kNetwork], &sb, k[kScope]);
   if (k[kSecrets].present) LoadSecrets(ctx, k[kSecrets], &sb);
+  if (k[kLogs].present && ctx.ExpectMap(k[kLogs], "a map with max_size")) {
+    std::vector<Field> lk = ctx.ReadMap(k[kLogs].value, k[kLogs].path, k[kLogs].pos, kLogsKeys);
+    if (lk[0].present) {
+      if (auto v = ctx.Size(lk[0], 1, kMinLogSize, kMaxLogSize)) sb.logs.max_size = *v;
+    }
+  }
   if (k[kMeta].present) sb.meta = LoadMeta(ctx, k[kMeta]);
   if (k[kVersion].present) ctx.Scalar(k[kVersion], "a version string");
   for (size_t key : {kImports, kExports}) {

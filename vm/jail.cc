@@ -199,7 +199,7 @@ VmmJail SandboxJail(const VmSpec& s) {
   if (!s.upper_disk.empty()) j.paths.push_back({s.upper_disk, true});
   for (const VmDisk& v : s.volumes) j.paths.push_back({v.path, !v.read_only});
   for (size_t i = 0; i < s.shares.size(); ++i) j.paths.push_back({ShareSocket(s.dir, i), true});
-  j.paths.push_back({s.ConsoleLog(), true});
+  j.paths.push_back({s.ConsoleSocket(), true});
   j.paths.push_back({s.QmpSocket(), true});
   j.paths.push_back({s.AgentSocket(), true});
   if (s.network) j.paths.push_back({s.NetSocket(), true});

@@ -10,8 +10,8 @@
 //    read-only, /etc/ld.so.cache, /dev/{null,zero,random,urandom} (and
 //    /dev/kvm when it uses KVM), its own /proc, and the VM's files bound at
 //    their host paths: read-only ones (kernel, initramfs, the shared base
-//    disk) read-only, the writable ones (its upper disk, volumes, console log,
-//    sockets) writable. Nothing else: no other sandbox's disks, no
+//    disk) read-only, the writable ones (its upper disk, volumes, sockets; a
+//    builder VM's console log) writable. Nothing else: no other sandbox's disks, no
 //    $MSB_HOME/state.db. The root is remounted read-only after pivot_root.
 //  - It runs as an unprivileged uid and gid of its own (JailIdFor) when msb
 //    is root, or as the invoking user inside its user namespace otherwise,
@@ -66,8 +66,9 @@ struct VmmJail {
 uid_t JailIdFor(const std::string& root);
 
 // What a sandbox's QEMU needs (vm/spec.h): kernel, initramfs and base disk
-// read-only; upper disk, volumes (read-only ones read-only), console log and
-// every socket it connects to writable. The root is <dir>/jail.
+// read-only; upper disk, volumes (read-only ones read-only) and every socket
+// it connects to (the console's among them: the supervisor writes
+// console.log) writable. The root is <dir>/jail.
 VmmJail SandboxJail(const VmSpec& spec);
 // The same for a builder VM whose scratch directory is `dir`.
 VmmJail BuilderJail(const BuilderVmOptions& options, const BuilderVmBoot& boot,

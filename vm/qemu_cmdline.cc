@@ -52,6 +52,10 @@ void QemuCommandLine::AttachSerialConsole(const std::string& log_path) {
   Add({"-chardev", "file,id=con,path=" + QemuEscape(log_path), "-serial", "chardev:con"});
 }
 
+void QemuCommandLine::AttachSerialSocket(const std::string& socket) {
+  Add({"-chardev", "socket,id=con,path=" + QemuEscape(socket), "-serial", "chardev:con"});
+}
+
 void QemuCommandLine::AttachSerialStdio() { Add({"-serial", "stdio"}); }
 
 void QemuCommandLine::AttachQmp(const std::string& socket) {

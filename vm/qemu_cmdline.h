@@ -79,8 +79,10 @@ class QemuCommandLine {
   // configuration, no display and exits instead of rebooting.
   static QemuCommandLine ForMicrovm(const MicrovmConfig& config);
 
-  // The serial console (ttyS0) written to a file, or to QEMU's stdout.
+  // The serial console (ttyS0) written to a file, to a unix socket that QEMU
+  // connects to (a sandbox's: vm/console_log.h bounds it), or to QEMU's stdout.
   void AttachSerialConsole(const std::string& log_path);
+  void AttachSerialSocket(const std::string& socket);
   void AttachSerialStdio();
   // The QMP monitor on a unix socket that QEMU connects to.
   void AttachQmp(const std::string& socket);

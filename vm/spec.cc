@@ -176,7 +176,7 @@ std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
   m.initramfs = s.initramfs;
   m.kernel_args = ExtraKernelArgs(s);
   QemuCommandLine cmd = QemuCommandLine::ForMicrovm(m);
-  cmd.AttachSerialConsole(s.ConsoleLog());
+  cmd.AttachSerialSocket(s.ConsoleSocket());
   cmd.AttachQmp(s.QmpSocket());
   cmd.AttachAgentPort(s.AgentSocket());
   cmd.AttachBlock("base", VmDisk{s.base_disk, agent::kBaseSerial, true});

@@ -99,6 +99,7 @@ struct VmSpec {
   std::string QmpSocket() const { return dir + "/qmp.sock"; }
   std::string ControlSocket() const { return dir + "/control.sock"; }
   std::string ConsoleLog() const { return dir + "/console.log"; }
+  std::string ConsoleSocket() const { return dir + "/console.sock"; }
   std::string WorkloadLog() const { return dir + "/workload.log"; }
   std::string SupervisorLog() const { return dir + "/supervisor.log"; }
   std::string SpecPath() const { return dir + "/spec.json"; }

@@ -139,6 +139,10 @@ Status Supervisor::Start() {
 
 Status Supervisor::SpawnVm() {
   MSB_TRY(std::string qemu_bin, FindQemu());
+  // The console's socket listens before QEMU connects to it; a restart
+  // appends to the same bounded log.
+  console_.reset();
+  MSB_TRY(console_, ConsoleCapture::Start(dispatcher_, spec_.ConsoleSocket(), spec_.ConsoleLog(), spec_.log_max_bytes));
   MSB_TRY(agent_listen_, ListenUnix(spec_.AgentSocket(), true, 16));
   MSB_TRY(qmp_listen_, ListenUnix(spec_.QmpSocket(), true, 16));
   agent_accept_ = std::make_unique<Acceptor>(dispatcher_, agent_listen_.get(), kAcceptFlags,
@@ -374,9 +378,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
           return;
         }
         if (ready->error) {
-          std::string err = *ready->error;
-          if (err.size() > 2000) err.resize(2000);
-          Fail("the guest failed to boot: " + err);
+          Fail("the guest failed to boot: " + BoundedGuestText(*ready->error));
           return;
         }
         boot_timer_.Reset();
@@ -402,7 +404,9 @@ void Supervisor::HandleAgentFrame(Frame f) {
       case FrameKind::kResult:  // the agent's answer to kShutdown
         return;
       case FrameKind::kError: {
-        MSB_LOG(kWarn, "agent") << "the guest agent reported an error on the channel";
+        if (uint64_t held; guest_lines_.Allow("channel-error", &held)) {
+          MSB_LOG(kWarn, "agent") << "the guest agent reported an error on the channel" << HeldBackNote(held);
+        }
         return;
       }
       default:
@@ -429,7 +433,10 @@ void Supervisor::HandleAgentFrame(Frame f) {
   if (it == routes_.end()) {
     // A late frame for a finished request is harmless; anything else the guest
     // invents is dropped.
-    MSB_LOG(kDebug, "agent") << "dropping " << agent::ToString(f.kind) << " for unknown id " << f.id;
+    if (uint64_t held; guest_lines_.Allow("unknown-id", &held)) {
+      MSB_LOG(kDebug, "agent") << "dropping " << agent::ToString(f.kind) << " for unknown id " << f.id
+                               << HeldBackNote(held);
+    }
     return;
   }
   Route& r = it->second;
@@ -756,6 +763,7 @@ void Supervisor::Finish() {
   ::unlink(spec_.ControlSocket().c_str());
   ::unlink(spec_.AgentSocket().c_str());
   ::unlink(spec_.QmpSocket().c_str());
+  ::unlink(spec_.ConsoleSocket().c_str());
   dispatcher_.Post([this]() { dispatcher_.Exit(); });
 }
 

@@ -49,10 +49,12 @@
 #include "common/child.h"
 #include "common/dispatcher.h"
 #include "common/fd.h"
+#include "common/log.h"
 #include "common/memory_budget.h"
 #include "vm/lifecycle_policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
+#include "vm/console_log.h"
 #include "vm/log_file.h"
 #include "vm/network.h"
 #include "vm/sandbox_secrets.h"
@@ -159,6 +161,9 @@ class Supervisor {
   std::unique_ptr<SandboxSecrets> secrets_;  // spec.secrets; outlives net_
   std::unique_ptr<NetworkAttachment> net_;  // the user-mode stack, when the spec has a network
   ChildProcess qemu_;
+  // Lines in supervisor.log that the guest can cause at will go through this.
+  LogRateLimiter guest_lines_;
+  std::unique_ptr<ConsoleCapture> console_;  // console.log, bounded like workload.log
   UniqueFd agent_listen_, qmp_listen_, control_listen_;
   std::unique_ptr<Acceptor> agent_accept_, qmp_accept_, control_accept_;
   UniqueFd agent_fd_;

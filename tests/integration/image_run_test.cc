@@ -3,10 +3,12 @@
 // pulled, unpacked in a builder VM and booted by `msb run` and `msb up`.
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 
 #include "common/io.h"
+#include "common/sha256.h"
 #include "tests/integration/harness.h"
 #include "tests/support/registry_server.h"
 
@@ -149,6 +151,63 @@ TEST_F(ImageRunTest, CorruptBlobInTheRegistryFailsThePullAndPublishesNothing) {
   EXPECT_FALSE(std::filesystem::exists(Home() + "/images/blobs/sha256/" + largest.substr(7)));
   auto images = Msb({"images"});
   EXPECT_THAT(images.out, Not(HasSubstr(ref)));
+}
+
+// A manifest declaring a 1 TiB layer is refused before any blob is asked
+// for, naming the layer and the setting that would allow it.
+TEST_F(ImageRunTest, AManifestDeclaringAHugeLayerIsRefusedBeforeAnyBlobIsFetched) {
+  const std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:)" +
+                             std::string(64, 'b') + R"("]}})";
+  const std::string layer = "sha256:" + std::string(64, 'a');
+  const std::string manifest =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
+      R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:)" +
+      Sha256Hex(config) + R"(","size":)" + std::to_string(config.size()) +
+      R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":")" + layer +
+      R"(","size":1099511627776}]})";
+  std::atomic<int> blob_requests{0};
+  auto reg = ScriptedHttpServer::Start([&](const ScriptedHttpServer::Request& r) {
+    if (r.target.find("/blobs/") != std::string::npos) {
+      ++blob_requests;
+      return ScriptedHttpServer::Response(404, "text/plain", "");
+    }
+    if (r.target.find("/manifests/") != std::string::npos) {
+      return ScriptedHttpServer::Response(200, "application/vnd.oci.image.manifest.v1+json", manifest,
+                                          "Docker-Content-Digest: sha256:" + Sha256Hex(manifest) + "\r\n");
+    }
+    return ScriptedHttpServer::Response(200, "application/json", "{}");
+  });
+  ASSERT_TRUE(reg.ok()) << reg.error().message();
+  std::string ref = (*reg)->host_port() + "/test/huge:1";
+  auto pull = Msb({"pull", "-q", "--insecure-registry", (*reg)->host_port(), ref});
+  EXPECT_EQ(pull.code, 1);
+  EXPECT_THAT(pull.err, HasSubstr("layer 1 (" + layer + ") is 1099511627776 bytes"));
+  EXPECT_THAT(pull.err, HasSubstr("MSB_PULL_MAX_BLOB_SIZE"));
+  EXPECT_EQ(blob_requests.load(), 0);
+  EXPECT_THAT(Msb({"images"}).out, Not(HasSubstr(ref)));
+}
+
+// The whole image's bound: the real test image over a small
+// MSB_PULL_MAX_IMAGE_SIZE publishes nothing; under the default it pulls.
+TEST_F(ImageRunTest, AnImageOverTheConfiguredSizeIsRefusedAndPublishesNothing) {
+  auto reg = StartRegistry(RegistryMode::kPlain);
+  ASSERT_NE(reg, nullptr);
+  std::string ref = reg->host_port() + "/test/app:1";
+  env_["MSB_PULL_MAX_IMAGE_SIZE"] = "1K";
+  auto pull = Msb({"pull", "-q", "--no-unpack", "--insecure-registry", reg->host_port(), ref});
+  EXPECT_EQ(pull.code, 1);
+  EXPECT_THAT(pull.err, HasSubstr("over the limit of 1024 bytes for one image"));
+  EXPECT_THAT(pull.err, HasSubstr("MSB_PULL_MAX_IMAGE_SIZE"));
+  EXPECT_FALSE(std::filesystem::exists(Home() + "/images/blobs/sha256") &&
+               !std::filesystem::is_empty(Home() + "/images/blobs/sha256"));
+  EXPECT_THAT(Msb({"images"}).out, Not(HasSubstr(ref)));
+  env_["MSB_PULL_MAX_IMAGE_SIZE"] = "bogus";
+  auto bad = Msb({"pull", "-q", "--no-unpack", "--insecure-registry", reg->host_port(), ref});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.err, HasSubstr("MSB_PULL_MAX_IMAGE_SIZE bogus"));
+  env_.erase("MSB_PULL_MAX_IMAGE_SIZE");
+  auto ok = Msb({"pull", "-q", "--no-unpack", "--insecure-registry", reg->host_port(), ref});
+  EXPECT_EQ(ok.code, 0) << ok.err;
 }
 
 TEST_F(ImageRunTest, UpRunsAnOciLayoutImageWithItsDefaultsAndTheSandboxfilesOverrides) {

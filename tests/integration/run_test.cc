@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "common/child.h"
 #include "common/fd.h"
@@ -205,6 +206,89 @@ TEST_F(RunTest, AGuestSendingAnOversizedFrameIsMarkedFailed) {
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("broke the agent protocol"));
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
+// A guest's boot error reaches the terminal as text: its escape sequences
+// (a title change, a screen clear, colours) arrive as '?'.
+TEST_F(RunTest, AGuestsBootErrorIsPrintedWithItsControlBytesEscaped) {
+  env_["MSB_AGENTD"] = MSB_TEST_BADREADY_INIT;
+  auto r = Msb({"run", Rootfs(), "--", "true"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("the guest failed to boot: no root ?]0;owned??[2J?[31mdisk"));
+  EXPECT_EQ(r.err.find('\x1b'), std::string::npos);
+  EXPECT_EQ(r.err.find('\x07'), std::string::npos);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+}
+
+// `msb cp` out of a hostile agent's hand-made tar streams: only regular
+// files, directories and symlinks under the requested name land, inside the
+// destination, with the host's umask and no setuid bits; `..`, absolute
+// names, hard links, device nodes and writes through a symlink do not; an
+// endless stream stops at --max-size; no spool file is left behind.
+TEST_F(RunTest, CopyOutOfAHostileGuestStaysInTheDestinationAndStopsAtItsLimit) {
+  env_["MSB_AGENTD"] = MSB_TEST_CPOUT_INIT;
+  auto run = Msb({"run", "--keep", "--name", "hostile", Rootfs(), "--", "true"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  const std::string dest = Home() + "/dest";
+  const std::string outside = Home() + "/outside";
+  ASSERT_EQ(::mkdir(dest.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(outside.c_str(), 0755), 0);
+  const mode_t mask = ::umask(022);
+  ::umask(mask);
+  auto listing = [](const std::string& dir) {
+    std::set<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) names.insert(e.path().filename().string());
+    return names;
+  };
+
+  auto evil = Msb({"cp", "hostile:/evil", dest});
+  ASSERT_EQ(evil.code, 0) << evil.err;
+  EXPECT_EQ(ReadFile(dest + "/evil/ok.txt").ok() ? *ReadFile(dest + "/evil/ok.txt") : "", "fine\n");
+  EXPECT_EQ(ReadFile(dest + "/evil/after.txt").ok() ? *ReadFile(dest + "/evil/after.txt") : "", "after\n");
+  struct stat st;
+  ASSERT_EQ(::stat((dest + "/evil/ok.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777 & ~mask);  // 06777 from the guest
+  ASSERT_EQ(::stat((dest + "/evil").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0777 & ~mask);
+  EXPECT_EQ(listing(dest + "/evil"), (std::set<std::string>{"ok.txt", "after.txt", "link"}));
+  ASSERT_EQ(::lstat((dest + "/evil/link").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));  // a symlink lands as a symlink, nothing through it
+  EXPECT_FALSE(std::filesystem::exists("/tmp/msb-cp-absolute"));
+
+  // A file under a symlink the stream made: the symlink gives way to a
+  // directory (libarchive's ARCHIVE_EXTRACT_SECURE_SYMLINKS with _UNLINK).
+  auto through = Msb({"cp", "hostile:/through", dest});
+  EXPECT_EQ(through.code, 0) << through.err;
+  ASSERT_EQ(::lstat((dest + "/through/link").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_TRUE(std::filesystem::exists(dest + "/through/link/pwned"));
+  auto dotdot = Msb({"cp", "hostile:/dotdot", dest});
+  EXPECT_EQ(dotdot.code, 1);
+  EXPECT_THAT(dotdot.err, HasSubstr("msb-cp-dotdot"));
+  EXPECT_FALSE(std::filesystem::exists(Home() + "/msb-cp-dotdot"));
+  EXPECT_TRUE(listing(outside).empty());
+
+  // 500 channel errors from the guest: a handful of lines in supervisor.log.
+  auto errors = Msb({"cp", "hostile:/errors", dest});
+  EXPECT_EQ(errors.code, 1);
+  EXPECT_THAT(errors.err, HasSubstr("made noise"));
+  std::string sandbox_dir;
+  for (const auto& e : std::filesystem::directory_iterator(Home() + "/sandboxes")) sandbox_dir = e.path().string();
+  auto slog = ReadFile(sandbox_dir + "/supervisor.log");
+  ASSERT_TRUE(slog.ok());
+  size_t lines = 0;
+  for (size_t at = 0; (at = slog->find("reported an error on the channel", at)) != std::string::npos; ++at) ++lines;
+  EXPECT_GE(lines, 1u);
+  EXPECT_LE(lines, 10u);
+
+  auto endless = Msb({"cp", "--max-size", "1M", "hostile:/endless", dest}, "", 120);
+  EXPECT_EQ(endless.code, 1);
+  EXPECT_THAT(endless.err, HasSubstr("raise --max-size"));
+  EXPECT_FALSE(std::filesystem::exists(dest + "/endless"));
+  // No spool left in the destination, whatever the outcome.
+  for (const std::string& name : listing(dest)) EXPECT_TRUE(name == "evil" || name == "through" || name == "dotdot") << name;
+  EXPECT_EQ(Msb({"rm", "hostile"}).code, 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 30));
 }
 
 }  // namespace

@@ -328,6 +328,32 @@ TEST_F(UpTest, AFloodingWorkloadLeavesAtMostTheLogBoundOnTheHost) {
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 
+// The guest's console is bounded the same way, here by the Sandboxfile's
+// `logs.max_size` (which `msb config` shows): a workload writing 3 MB to
+// /dev/console leaves at most two generations of it in console.log, the
+// newest line last.
+TEST_F(UpTest, AFloodedConsoleLeavesAtMostTheLogBoundOnTheHost) {
+  WriteSandboxfile("name: conflood\nsandboxes:\n  conflood:\n    image: " + Rootfs() +
+                   "\n    memory: 128M\n    logs: {max_size: 1M}\n    command: [\"/bin/sh\", \"-c\", "
+                   "\"dd if=/dev/zero bs=65536 count=48 2>/dev/null | tr '\\\\000' x > /dev/console; "
+                   "echo console-flood-done > /dev/console; echo done\"]\n");
+  EXPECT_THAT(InProject({"config"}).out, HasSubstr("logs:\n      max_size: 1M\n"));
+  ASSERT_EQ(InProject({"up"}).code, 0);
+  auto follow = Msb({"logs", "-f", "conflood"}, "", 180);
+  EXPECT_EQ(follow.out, "done\n");
+  std::string dir;
+  for (const auto& e : std::filesystem::directory_iterator(Home() + "/sandboxes")) dir = e.path().string();
+  struct stat cur, old;
+  ASSERT_EQ(::stat((dir + "/console.log").c_str(), &cur), 0);
+  ASSERT_EQ(::stat((dir + "/console.log.1").c_str(), &old), 0);  // it did rotate
+  EXPECT_LE(cur.st_size, 1 << 20);
+  EXPECT_LE(old.st_size, 1 << 20);
+  auto tail = ReadFile(dir + "/console.log");
+  ASSERT_TRUE(tail.ok());
+  EXPECT_THAT(*tail, HasSubstr("console-flood-done"));
+  EXPECT_EQ(InProject({"down"}).code, 0);
+}
+
 TEST_F(UpTest, DevEnvExampleRunsAsIs) {
   std::string src = SourceDir();
   std::string file = src + "/examples/dev-env/Sandboxfile";

@@ -78,7 +78,7 @@ TEST(QemuCmdlineTest, TheSandboxLineAsGoldenText) {
             "-kernel /k,1\n"
             "-initrd /i,1\n"
             "-append console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2400000\n"
-            "-chardev file,id=con,path=/run/s,,b/console.log\n"
+            "-chardev socket,id=con,path=/run/s,,b/console.sock\n"
             "-serial chardev:con\n"
             "-chardev socket,id=qmp,path=/run/s,,b/qmp.sock\n"
             "-mon chardev=qmp,mode=control\n"
@@ -114,7 +114,7 @@ TEST(QemuCmdlineTest, EscapeDoublesEveryComma) {
 // value holds a lone comma inside a path of FullSpec, whatever its kind.
 TEST(QemuCmdlineTest, EveryPathKindIsEscaped) {
   const auto a = QemuArgv(FullSpec(), "qemu");
-  for (const char* path : {"/run/s,b/console.log", "/run/s,b/qmp.sock", "/run/s,b/agent.sock",
+  for (const char* path : {"/run/s,b/console.sock", "/run/s,b/qmp.sock", "/run/s,b/agent.sock",
                                   "/img/b,ase.ext4", "/run/s,b/upper.ext4", "/home/v/a,b.ext4",
                                   "/run/s,b/fs0.sock", "/run/s,b/fs1.sock", "/run/s,b/net.sock"}) {
     const std::string escaped = QemuEscape(path);
