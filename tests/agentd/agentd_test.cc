@@ -129,6 +129,32 @@ ExecRequest Cmd(std::vector<std::string> argv) {
   return r;
 }
 
+// A process that runs until it gets a signal: after `before`, the shell
+// becomes cat reading its stdin, which the test keeps open and never writes
+// or closes. No timer ends it, however slow the machine.
+ExecRequest UntilSignalled(const std::string& before = "") {
+  ExecRequest r = Cmd({"sh", "-c", before + "exec cat >/dev/null"});
+  r.stdin_open = true;
+  return r;
+}
+
+// A FIFO nobody ever opens for writing: a process opening it for reading
+// waits in open() until a signal ends it. Removed with its directory.
+class Fifo {
+ public:
+  Fifo() {
+    char tmpl[] = "/tmp/msb-agentd-fifo-XXXXXX";
+    EXPECT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    EXPECT_EQ(::mkfifo(path().c_str(), 0600), 0);
+  }
+  ~Fifo() { std::filesystem::remove_all(dir_); }
+  std::string path() const { return dir_ + "/never-written"; }
+
+ private:
+  std::string dir_;
+};
+
 TEST_F(AgentdTest, OutputAndExitCode) {
   Handshake();
   Outcome o = Run(2, Cmd({"sh", "-c", "echo out; echo err >&2; exit 3"}));
@@ -214,8 +240,7 @@ TEST_F(AgentdTest, ExitBySignal) {
 
 TEST_F(AgentdTest, SignalForwarded) {
   Handshake();
-  ExecRequest r = Cmd({"sh", "-c", "echo ready; exec sleep 100"});
-  Exec(2, r);
+  Exec(2, UntilSignalled("echo ready; "));
   Frame f = Recv();
   ASSERT_EQ(f.kind, FrameKind::kStdout);
   EXPECT_EQ(f.payload, "ready\n");
@@ -281,10 +306,11 @@ TEST_F(AgentdTest, TtyResizeAndInput) {
 TEST_F(AgentdTest, TtySignalGoesToProcessGroup) {
   Handshake();
   // The shell traps TERM and waits for its child (which prints "armed" and
-  // becomes sleep, keeping the default TERM action): only a signal to the
-  // whole group ends the child early.
-  ExecRequest r = Cmd({"sh", "-c", "trap 'echo trapped' TERM; sh -c 'echo armed; exec sleep 100'; echo after"});
+  // becomes cat reading the terminal, keeping the default TERM action): only
+  // a signal to the whole group ends the child.
+  ExecRequest r = Cmd({"sh", "-c", "trap 'echo trapped' TERM; sh -c 'echo armed; exec cat >/dev/null'; echo after"});
   r.tty = true;
+  r.stdin_open = true;
   Exec(2, r);
   std::string out;
   auto deadline = Clock::now() + kWait;
@@ -302,14 +328,16 @@ TEST_F(AgentdTest, TtySignalGoesToProcessGroup) {
 
 TEST_F(AgentdTest, BackgroundProcessDoesNotHoldExit) {
   Handshake();
-  // The exit arrives while the background process still runs (no clock:
-  // the process is there to ask).
-  Outcome o = Run(2, Cmd({"sh", "-c", "sleep 30 & echo $!"}));
+  // The exit arrives while the background process still runs: it waits in
+  // open() of a FIFO nobody writes, so only the test's kill ends it, and it
+  // is there to ask.
+  Fifo fifo;
+  Outcome o = Run(2, Cmd({"sh", "-c", "cat " + fifo.path() + " >/dev/null & echo $!"}));
   ASSERT_TRUE(o.exit);
   EXPECT_EQ(o.exit->code, 0);
   const pid_t background = static_cast<pid_t>(std::atoi(o.out.c_str()));
   ASSERT_GT(background, 0) << o.out;
-  EXPECT_EQ(::kill(background, 0), 0) << "the background sleep ended before the exit arrived";
+  EXPECT_EQ(::kill(background, 0), 0) << "the background process ended before the exit arrived";
   ::kill(background, SIGKILL);
 }
 
@@ -533,8 +561,9 @@ TEST_F(AgentdTest, MalformedRequestsGetErrorsAndServiceContinues) {
   EXPECT_NE(f.payload.find("not absolute"), std::string::npos) << f.payload;
 
   // An exec without stdin refuses kStdin; the complaint comes on the channel
-  // id, naming id 10, which stays live.
-  Exec(10, Cmd({"sleep", "100"}));
+  // id, naming id 10, which stays live (waiting on a FIFO nobody writes).
+  Fifo fifo;
+  Exec(10, Cmd({"cat", fifo.path()}));
   Send(10, FrameKind::kStdin, "data");
   f = Recv();
   EXPECT_EQ(f.kind, FrameKind::kError);
@@ -665,7 +694,7 @@ TEST_F(AgentdTest, BootSecurityHardensTheWorkloadAndEveryExec) {
 
 TEST_F(AgentdTest, ShutdownTerminatesProcessesAndExits) {
   Handshake();
-  Exec(2, Cmd({"sleep", "100"}));
+  Exec(2, UntilSignalled());
   Send(kChannelId, FrameKind::kShutdown, Encode(Shutdown{5000}));
   Outcome o = Collect(2);
   ASSERT_TRUE(o.exit);
@@ -680,7 +709,8 @@ TEST_F(AgentdTest, ShutdownTerminatesProcessesAndExits) {
 
 TEST_F(AgentdTest, ShutdownKillsWhatIgnoresSigterm) {
   Handshake();
-  Exec(2, Cmd({"sh", "-c", "trap '' TERM; echo armed; while :; do sleep 1; done"}));
+  // TERM ignored by the shell stays ignored by the cat it becomes.
+  Exec(2, UntilSignalled("trap '' TERM; echo armed; "));
   Frame f = Recv();
   ASSERT_EQ(f.payload, "armed\n");
   auto start = Clock::now();
@@ -694,7 +724,7 @@ TEST_F(AgentdTest, ShutdownKillsWhatIgnoresSigterm) {
 
 TEST_F(AgentdTest, HostCloseEndsAgentd) {
   Handshake();
-  Exec(2, Cmd({"sleep", "100"}));
+  Exec(2, UntilSignalled());
   chan_.reset();
   auto status = WaitAgentd(kWait);
   ASSERT_TRUE(status);
