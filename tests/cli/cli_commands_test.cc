@@ -79,7 +79,7 @@ TEST_F(CliCommandsTest, ValidateJsonOfAValidFile) {
   EXPECT_EQ(j["valid"], true);
   EXPECT_EQ(j["project"], "shop");
   EXPECT_EQ(j["file"], file_);
-  EXPECT_EQ(j["sandboxes"], json::parse(R"(["db", "web"])"));
+  EXPECT_EQ(j["sandboxes"], json::parse(R"js(["db", "web"])js"));
   EXPECT_EQ(j["errors"], 0);
   EXPECT_EQ(j["diagnostics"], json::array());
 }
@@ -121,7 +121,7 @@ TEST_F(CliCommandsTest, PlanJsonMatchesThePlanText) {
             "plan: 2 to create, 0 to replace, 0 to update, 0 to start, 0 to remove, 0 unchanged\n");
   RunResult r = Msb({"plan", "-f", file_, "--json"});
   ASSERT_EQ(r.status.code, 0);
-  EXPECT_EQ(Doc(r), json::parse(R"({
+  EXPECT_EQ(Doc(r), json::parse(R"js({
     "project": "shop",
     "nothing_to_do": false,
     "steps": [
@@ -130,7 +130,7 @@ TEST_F(CliCommandsTest, PlanJsonMatchesThePlanText) {
        "after": [{"sandbox": "db", "condition": "started"}]}
     ],
     "summary": {"create": 2, "replace": 0, "update": 0, "start": 0, "remove": 0, "noop": 0}
-  })"));
+  })js"));
 }
 
 TEST_F(CliCommandsTest, ConfigHashJsonHasTheTextsHashes) {

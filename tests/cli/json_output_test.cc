@@ -31,30 +31,31 @@ TEST(JsonOutputTest, PlanListsEveryStepWithItsEdgesAndASummary) {
       "  db:\n"
       "    image: alpine\n"
       "    healthcheck: {command: [true]}\n");
-  // db runs as created; web is new; an orphan is removed.
+  // db was stopped (it starts); web is new; an orphan is removed.
   orchestrator::SandboxRecord db;
   db.project = "shop";
   db.name = "db";
   db.config_hash = schema::ConfigHash(p.sandboxes.at("db"));
   db.image_ref = p.sandboxes.at("db").image.reference;
   db.spec_json = orchestrator::RecordSpecJson(p.sandboxes.at("db"), "");
-  db.status = orchestrator::SandboxStatus::kRunning;
+  db.status = orchestrator::SandboxStatus::kStopped;
   orchestrator::SandboxRecord old = db;
   old.name = "old";
   auto plan = orchestrator::MakePlan(p, {}, {db, old});
   ASSERT_TRUE(plan.ok()) << plan.error().message();
-  EXPECT_EQ(PlanJson("shop", *plan), json::parse(R"({
+  EXPECT_EQ(PlanJson("shop", *plan), json::parse(R"js({
     "project": "shop",
     "nothing_to_do": false,
     "steps": [
       {"action": "remove", "sandbox": "old", "cause": "no longer declared",
        "text": "- remove old (no longer declared)", "after": []},
-      {"action": "noop", "sandbox": "db", "cause": "", "text": "= db up to date", "after": []},
+      {"action": "start", "sandbox": "db", "cause": "was stopped", "text": "> start db (was stopped)",
+       "after": [{"sandbox": "old", "condition": "started"}]},
       {"action": "create", "sandbox": "web", "cause": "", "text": "+ create web",
        "after": [{"sandbox": "db", "condition": "healthy"}, {"sandbox": "old", "condition": "started"}]}
     ],
-    "summary": {"create": 1, "replace": 0, "update": 0, "start": 0, "remove": 1, "noop": 1}
-  })"));
+    "summary": {"create": 1, "replace": 0, "update": 0, "start": 1, "remove": 1, "noop": 0}
+  })js")) << plan->ToText();
 }
 
 TEST(JsonOutputTest, PlanWithNothingToDoSaysSo) {
@@ -76,7 +77,7 @@ TEST(JsonOutputTest, ValidateReportsEveryDiagnosticWithItsPosition) {
       "/proj/Sandboxfile", kEnv, options);
   ASSERT_FALSE(r.ok());
   json j = ValidateJson("Sandboxfile", nullptr, diags);
-  EXPECT_EQ(j, json::parse(R"({
+  EXPECT_EQ(j, json::parse(R"js({
     "valid": false,
     "file": "Sandboxfile",
     "project": null,
@@ -89,7 +90,7 @@ TEST(JsonOutputTest, ValidateReportsEveryDiagnosticWithItsPosition) {
       {"severity": "error", "file": "Sandboxfile", "line": 5, "column": 18, "path": "sandboxes.web.depends_on[0]",
        "message": "depends on unknown sandbox \"dbb\"; did you mean \"db\"?"}
     ]
-  })")) << j.dump(2);
+  })js")) << j.dump(2);
 }
 
 TEST(JsonOutputTest, ValidateOfAValidFileNamesItsProjectAndKeepsWarnings) {
@@ -101,7 +102,7 @@ TEST(JsonOutputTest, ValidateOfAValidFileNamesItsProjectAndKeepsWarnings) {
   EXPECT_EQ(j["valid"], true);
   EXPECT_EQ(j["file"], "/proj/Sandboxfile");
   EXPECT_EQ(j["project"], "demo");
-  EXPECT_EQ(j["sandboxes"], json::parse(R"(["db", "web"])"));
+  EXPECT_EQ(j["sandboxes"], json::parse(R"js(["db", "web"])js"));
   EXPECT_EQ(j["errors"], 0);
   EXPECT_EQ(j["warnings"], 2);
   EXPECT_EQ(j["diagnostics"][0]["severity"], "warning");
@@ -131,13 +132,13 @@ TEST(JsonOutputTest, NetCheckIsAllowedOnlyWhenEveryAddressIs) {
   r.port = 443;
   r.by_name = true;
   r.decisions.push_back({"93.184.216.34", "tcp 93.184.216.34:443", true, "profile public", "public", false, false});
-  EXPECT_EQ(NetCheckJson(r), json::parse(R"({
+  EXPECT_EQ(NetCheckJson(r), json::parse(R"js({
     "sandbox": "web", "source": "/proj/Sandboxfile", "profile": "public", "rules": 1,
     "destination": "example.test", "protocol": "tcp", "port": 443, "by_name": true, "allowed": true,
     "decisions": [{"address": "93.184.216.34", "flow": "tcp 93.184.216.34:443", "allowed": true,
                    "reason": "profile public", "class": "public", "to_host_loopback": false,
                    "dropped_from_dns": false}]
-  })"));
+  })js"));
   r.decisions.push_back({"10.0.0.1", "tcp 10.0.0.1:443", false, "profile public: 10.0.0.1 is private", "private",
                          false, true});
   EXPECT_EQ(NetCheckJson(r)["allowed"], false);
@@ -157,17 +158,17 @@ TEST(JsonOutputTest, ImageAndVolumeNameTheirUsers) {
   user.project = "shop";
   user.name = "web";
   user.status = orchestrator::SandboxStatus::kRunning;
-  EXPECT_EQ(ImageJson(image, {user}), json::parse(R"({
+  EXPECT_EQ(ImageJson(image, {user}), json::parse(R"js({
     "reference": "docker.io/library/alpine:3.20", "digest": "sha256:aa", "config_digest": "sha256:cc",
     "media_type": "application/vnd.oci.image.manifest.v1+json", "size_bytes": 1234,
     "base_disk": "/h/images/disks/aa.ext4", "created_at": 17,
     "in_use": [{"project": "shop", "name": "web", "state": "running"}]
-  })"));
+  })js"));
   orchestrator::VolumeRecord volume{"shop", "data", 4096, "/h/volumes/shop/data.ext4", 18};
-  EXPECT_EQ(VolumeJson(volume, {{"shop", "web", orchestrator::SandboxStatus::kStopped, true}}), json::parse(R"({
+  EXPECT_EQ(VolumeJson(volume, {{"shop", "web", orchestrator::SandboxStatus::kStopped, true}}), json::parse(R"js({
     "project": "shop", "name": "data", "size_bytes": 4096, "path": "/h/volumes/shop/data.ext4", "created_at": 18,
     "used_by": [{"project": "shop", "name": "web", "state": "stopped", "read_only": true}]
-  })"));
+  })js"));
 }
 
 TEST(JsonOutputTest, TextIsOneIndentedDocumentEvenWithInvalidUtf8) {
