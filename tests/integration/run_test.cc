@@ -262,7 +262,7 @@ TEST_F(RunTest, LogsShowTheWorkloadOutput) {
 TEST_F(RunTest, MissingKernelNamesTheSetUpStep) {
   env_["MSB_KERNEL"] = Home() + "/no-kernel";
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("msb kernel build"));
 }
 
@@ -270,7 +270,7 @@ TEST_F(RunTest, AGuestThatNeverAnswersTimesOutWithTheConsoleAndLeavesNothing) {
   env_["MSB_AGENTD"] = MSB_TEST_SILENT_INIT;
   env_["MSB_BOOT_TIMEOUT_MS"] = "8000";
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("did not report ready"));
   EXPECT_THAT(r.err, HasSubstr("silent-init: waiting forever"));  // a console line
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
@@ -279,7 +279,7 @@ TEST_F(RunTest, AGuestThatNeverAnswersTimesOutWithTheConsoleAndLeavesNothing) {
 TEST_F(RunTest, AGuestSendingAnOversizedFrameIsMarkedFailed) {
   env_["MSB_AGENTD"] = MSB_TEST_EVIL_INIT;
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("broke the agent protocol"));
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
@@ -289,7 +289,7 @@ TEST_F(RunTest, AGuestSendingAnOversizedFrameIsMarkedFailed) {
 TEST_F(RunTest, AGuestsBootErrorIsPrintedWithItsControlBytesEscaped) {
   env_["MSB_AGENTD"] = MSB_TEST_BADREADY_INIT;
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("the guest failed to boot: no root ?]0;owned??[2J?[31mdisk"));
   EXPECT_EQ(r.err.find('\x1b'), std::string::npos);
   EXPECT_EQ(r.err.find('\x07'), std::string::npos);
