@@ -96,12 +96,17 @@ int Login(const std::string& registry_arg, std::string username, bool password_s
 int Logout(const std::string& registry_arg) {
   std::string registry = NormaliseRegistry(registry_arg);
   image::CredentialStore store = image::CredentialStore::Default();
-  auto had = store.Lookup(registry);
-  auto helper = store.HelperFor(registry);
+  auto helper_r = store.HelperFor(registry);
+  if (!helper_r.ok()) return Fail(helper_r.error().message());
+  std::string helper = *helper_r;
+  // Whether docker's auths still has the registry after msb's entry is gone;
+  // a helper is erased instead and not asked.
+  Result<std::optional<image::Credentials>> had = std::optional<image::Credentials>();
+  if (helper.empty()) had = store.Lookup(registry);
   if (auto st = store.Remove(registry); !st.ok()) return Fail(st.error().message());
   std::cout << "Removed the credentials for " << registry << " from " << store.auth_file
-            << (helper.ok() && !helper->empty() ? " and docker-credential-" + *helper : std::string()) << "\n";
-  if (had.ok() && had->has_value()) {
+            << (!helper.empty() ? " and docker-credential-" + helper : std::string()) << "\n";
+  if (helper.empty() && had.ok() && had->has_value()) {
     auto still = store.Lookup(registry);
     if (still.ok() && still->has_value()) {
       std::cout << "Docker's config (" << store.docker_config << ") still has credentials for " << registry

@@ -321,9 +321,10 @@ TEST_F(DockerWaysTest, ProxiesCarryTlsThroughConnectAndPlainHttpInAbsoluteForm) 
   EXPECT_EQ(loopback.code, 0) << loopback.err;
   EXPECT_EQ(Count(ProxyLog(), "\n"), lines) << ProxyLog();
 
-  // Plain HTTP: absolute-form requests for the manifest and the blobs.
+  // Plain HTTP: absolute-form requests for the manifest and the blobs (into
+  // an empty image store, so that every blob is fetched).
   auto http = Msb({"pull", "-q", "--no-unpack", "--insecure-registry", plain_name, plain_name + "/team/api:1.0"},
-                  {{"HTTP_PROXY", proxy}});
+                  {{"HTTP_PROXY", proxy}, {"MSB_HOME", dir_ + "/msb-home-plain"}});
   EXPECT_EQ(http.code, 0) << http.err;
   log = ProxyLog();
   EXPECT_NE(log.find("GET http://" + plain_name + "/v2/team/api/manifests/1.0 auth=ok\n"), std::string::npos) << log;
