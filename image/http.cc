@@ -547,6 +547,11 @@ struct HttpClient::Impl {
     conn->key = key;
     conn->host_port = host_port;
     if (proxy == nullptr) {
+      bool proxy_set = url.scheme == "https" ? options.proxy.https.has_value() : options.proxy.http.has_value();
+      if (proxy_set) {
+        MSB_LOG(kDebug, "http") << url.scheme << "://" << host_port << " directly, not through the proxy: "
+                                << (IsLoopbackHost(url.host) ? "a loopback host" : "NO_PROXY lists it");
+      }
       MSB_TRY(conn->fd, ConnectTcp(url.host, url.port, host_port, kConnectTimeout));
     } else {
       MSB_LOG(kDebug, "http") << url.scheme << "://" << host_port << " through the proxy " << proxy->Display();

@@ -320,6 +320,13 @@ TEST_F(DockerWaysTest, ProxiesCarryTlsThroughConnectAndPlainHttpInAbsoluteForm) 
                       {{"HTTPS_PROXY", proxy}});
   EXPECT_EQ(loopback.code, 0) << loopback.err;
   EXPECT_EQ(Count(ProxyLog(), "\n"), lines) << ProxyLog();
+  // Not silently: the debug log says why each went direct.
+  EXPECT_NE(direct.err.find("https://" + name + " directly, not through the proxy: NO_PROXY lists it"),
+            std::string::npos)
+      << direct.err;
+  EXPECT_NE(loopback.err.find("https://" + reg.host_port() + " directly, not through the proxy: a loopback host"),
+            std::string::npos)
+      << loopback.err;
 
   // Plain HTTP: absolute-form requests for the manifest and the blobs (into
   // an empty image store, so that every blob is fetched).
