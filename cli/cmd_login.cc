@@ -1,6 +1,7 @@
 // msb login REGISTRY / msb logout REGISTRY: credentials for pulling from a
 // registry, checked against the registry before they are stored in
-// $MSB_HOME/auth.json (mode 0600). Not the pull itself (image/pull.h).
+// $MSB_HOME/auth.json (mode 0600), or in the credential helper docker's
+// config names for the registry. Not the pull itself (image/pull.h).
 #include <termios.h>
 #include <unistd.h>
 
@@ -86,18 +87,26 @@ int Login(const std::string& registry_arg, std::string username, bool password_s
     return Fail("login to " + registry + " failed: " + st.error().message());
   }
   image::CredentialStore store = image::CredentialStore::Default();
-  if (auto st = store.Store(registry, creds); !st.ok()) return Fail(st.error().message());
-  std::cout << "Login succeeded for " << registry << " (credentials in " << store.auth_file << ")\n";
+  auto where = store.Store(registry, creds);
+  if (!where.ok()) return Fail(where.error().message());
+  std::cout << "Login succeeded for " << registry << " (credentials in " << *where << ")\n";
   return 0;
 }
 
 int Logout(const std::string& registry_arg) {
   std::string registry = NormaliseRegistry(registry_arg);
   image::CredentialStore store = image::CredentialStore::Default();
-  auto had = store.Lookup(registry);
+  auto helper_r = store.HelperFor(registry);
+  if (!helper_r.ok()) return Fail(helper_r.error().message());
+  std::string helper = *helper_r;
+  // Whether docker's auths still has the registry after msb's entry is gone;
+  // a helper is erased instead and not asked.
+  Result<std::optional<image::Credentials>> had = std::optional<image::Credentials>();
+  if (helper.empty()) had = store.Lookup(registry);
   if (auto st = store.Remove(registry); !st.ok()) return Fail(st.error().message());
-  std::cout << "Removed the credentials for " << registry << " from " << store.auth_file << "\n";
-  if (had.ok() && had->has_value()) {
+  std::cout << "Removed the credentials for " << registry << " from " << store.auth_file
+            << (!helper.empty() ? " and docker-credential-" + helper : std::string()) << "\n";
+  if (helper.empty() && had.ok() && had->has_value()) {
     auto still = store.Lookup(registry);
     if (still.ok() && still->has_value()) {
       std::cout << "Docker's config (" << store.docker_config << ") still has credentials for " << registry

@@ -1,9 +1,8 @@
 // HTTP/1.1 over non-blocking sockets driven by poll() deadlines; OpenSSL for
-// TLS, c-ares for names. See http.h for the theory of operation.
+// TLS; names and connects in image/connect.cc. See http.h for the theory of operation.
 #include "image/http.h"
 
 #include <arpa/inet.h>
-#include <ares.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -17,13 +16,16 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 
 #include "common/c_ptr.h"
 #include "common/fd.h"
 #include "common/log.h"
+#include "image/connect.h"
 
 namespace msb::image::http {
 namespace {
@@ -60,82 +62,6 @@ std::string OpensslErrors() {
   return out.empty() ? "unknown TLS error" : out;
 }
 
-// --- DNS through c-ares ---------------------------------------------------
-
-struct AresLib {
-  AresLib() { ares_library_init(ARES_LIB_INIT_ALL); }
-};
-
-struct LookupState {
-  int status = -1;
-  std::vector<sockaddr_storage> addrs;
-  std::vector<socklen_t> lens;
-};
-
-void OnAddrInfo(void* arg, int status, int /*timeouts*/, ares_addrinfo* res) {
-  auto* st = static_cast<LookupState*>(arg);
-  st->status = status;
-  if (status == ARES_SUCCESS && res != nullptr) {
-    for (ares_addrinfo_node* n = res->nodes; n != nullptr; n = n->ai_next) {
-      if (n->ai_addrlen > sizeof(sockaddr_storage)) continue;
-      sockaddr_storage ss{};
-      std::memcpy(&ss, n->ai_addr, n->ai_addrlen);
-      st->addrs.push_back(ss);
-      st->lens.push_back(n->ai_addrlen);
-    }
-  }
-  if (res != nullptr) ares_freeaddrinfo(res);
-}
-
-Result<LookupState> Resolve(const std::string& host, uint16_t port, Clock::time_point deadline) {
-  static AresLib lib;
-  ares_channel channel = nullptr;
-  if (ares_init(&channel) != ARES_SUCCESS) {
-    return Error(ErrorCode::kUnavailable, "cannot start the DNS resolver (c-ares) to look up " + host);
-  }
-  LookupState st;
-  ares_addrinfo_hints hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  std::string port_s = std::to_string(port);
-  ares_getaddrinfo(channel, host.c_str(), port_s.c_str(), &hints, &OnAddrInfo, &st);
-  while (st.status < 0) {
-    ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-    int mask = ares_getsock(channel, socks, ARES_GETSOCK_MAXNUM);
-    std::vector<pollfd> pfds;
-    for (int i = 0; i < ARES_GETSOCK_MAXNUM; ++i) {
-      short ev = 0;
-      if (ARES_GETSOCK_READABLE(mask, i)) ev |= POLLIN;
-      if (ARES_GETSOCK_WRITABLE(mask, i)) ev |= POLLOUT;
-      if (ev != 0) pfds.push_back({socks[i], ev, 0});
-    }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) break;
-    timeval tv{};
-    timeval* tvp = ares_timeout(channel, nullptr, &tv);
-    int wait = static_cast<int>(left);
-    if (tvp != nullptr) wait = std::min<int>(wait, static_cast<int>(tvp->tv_sec * 1000 + tvp->tv_usec / 1000) + 1);
-    int n = ::poll(pfds.data(), pfds.size(), wait);
-    if (n < 0 && errno != EINTR) break;
-    if (n <= 0) {
-      ares_process_fd(channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
-      continue;
-    }
-    for (auto& p : pfds) {
-      ares_process_fd(channel, (p.revents & (POLLIN | POLLERR | POLLHUP)) ? p.fd : ARES_SOCKET_BAD,
-                      (p.revents & POLLOUT) ? p.fd : ARES_SOCKET_BAD);
-    }
-  }
-  bool timed_out = st.status < 0;
-  ares_destroy(channel);  // completes a pending query with ARES_EDESTRUCTION
-  if (timed_out) return Error(ErrorCode::kTimeout, "looking up " + host + " timed out");
-  if (st.status != ARES_SUCCESS || st.addrs.empty()) {
-    return Error(ErrorCode::kNotFound, "cannot resolve host " + host + ": " + ares_strerror(st.status) +
-                                           "; check the registry name");
-  }
-  return st;
-}
-
 // --- Connections ------------------------------------------------------------
 
 // One TCP (optionally TLS) connection with a read buffer. Owned by one
@@ -149,6 +75,8 @@ class Conn {
   std::string inbuf;
   size_t inpos = 0;
   bool reused = false;
+  bool absolute_form = false;       // plain HTTP through a proxy: the target is the whole URL
+  std::string proxy_authorization;  // with absolute_form: the proxy's credentials, or ""
 
   Status WriteAll(std::string_view data, std::chrono::milliseconds idle) {
     while (!data.empty()) {
@@ -245,57 +173,51 @@ class Conn {
   }
 };
 
-std::string AddrText(const sockaddr_storage& ss) {
-  char buf[INET6_ADDRSTRLEN] = "?";
-  if (ss.ss_family == AF_INET) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, buf, sizeof buf);
-  } else if (ss.ss_family == AF_INET6) {
-    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, buf, sizeof buf);
-  }
-  return buf;
-}
-
-Result<UniqueFd> ConnectTcp(const Url& url, const std::string& host_port) {
-  auto deadline = Clock::now() + kConnectTimeout;
-  MSB_TRY(LookupState st, Resolve(url.host, url.port, deadline));
-  Error last(ErrorCode::kIo, "cannot connect to " + host_port);
-  for (size_t i = 0; i < st.addrs.size(); ++i) {
-    UniqueFd fd(::socket(st.addrs[i].ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) return Error::FromErrno("socket");
-    int r = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&st.addrs[i]), st.lens[i]);
-    if (r < 0 && errno != EINPROGRESS) {
-      last = Error::FromErrno("cannot connect to " + host_port + " (" + AddrText(st.addrs[i]) + ")");
-      continue;
-    }
-    if (r < 0) {
-      pollfd p{fd.get(), POLLOUT, 0};
-      int left = static_cast<int>(
-          std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count()));
-      int n;
-      do {
-        n = ::poll(&p, 1, left);
-      } while (n < 0 && errno == EINTR);
-      if (n == 0) {
-        last = Error(ErrorCode::kTimeout, "connecting to " + host_port + " timed out after " +
-                                              std::to_string(kConnectTimeout.count()) + " s");
-        continue;
+// A docker certs.d directory: every *.crt trusted, one NAME.cert + NAME.key
+// pair as the client certificate (image/http.h HostPolicy::certs_dir).
+Status LoadCertsDir(SSL_CTX* ctx, const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) names.push_back(e.path().filename().string());
+  if (ec) return Error(ErrorCode::kIo, "cannot read the certificate directory " + dir + ": " + ec.message());
+  std::sort(names.begin(), names.end());
+  auto ends_with = [](const std::string& s, std::string_view suffix) {
+    return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  auto has = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) != names.end(); };
+  std::string client;
+  for (const auto& n : names) {
+    std::string path = dir + "/" + n;
+    if (ends_with(n, ".crt")) {
+      if (SSL_CTX_load_verify_locations(ctx, path.c_str(), nullptr) != 1) {
+        return Error(ErrorCode::kInvalidArgument, "cannot load the CA file " + path + ": " + OpensslErrors() +
+                                                      "; it must be a PEM file of certificates");
       }
-      int soerr = 0;
-      socklen_t len = sizeof soerr;
-      getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
-      if (soerr != 0) {
-        last = Error(ErrorCode::kIo,
-                     "cannot connect to " + host_port + ": " + std::strerror(soerr) +
-                         (soerr == ECONNREFUSED ? "; is the registry running and is the port right?" : ""),
-                     soerr);
-        continue;
+    } else if (ends_with(n, ".cert")) {
+      std::string base = n.substr(0, n.size() - 5);
+      if (!has(base + ".key")) {
+        return Error(ErrorCode::kInvalidArgument, "client certificate " + path + " has no " + base +
+                                                      ".key beside it; add the key or remove the certificate");
       }
+      if (!client.empty()) {
+        return Error(ErrorCode::kInvalidArgument, dir + " holds more than one client certificate (" + client +
+                                                      ".cert, " + base + ".cert); keep one");
+      }
+      client = base;
+    } else if (ends_with(n, ".key") && !has(n.substr(0, n.size() - 4) + ".cert")) {
+      return Error(ErrorCode::kInvalidArgument, "client key " + path + " has no " + n.substr(0, n.size() - 4) +
+                                                    ".cert beside it; add the certificate or remove the key");
     }
-    int one = 1;
-    setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
   }
-  return last;
+  if (!client.empty()) {
+    std::string cert = dir + "/" + client + ".cert", key = dir + "/" + client + ".key";
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+      return Error(ErrorCode::kInvalidArgument, "cannot use the client certificate " + cert + " with " + key + ": " +
+                                                    OpensslErrors() + "; they must be a PEM certificate and its key");
+    }
+  }
+  return OkStatus();
 }
 
 struct ReadHeadResult {
@@ -305,6 +227,11 @@ struct ReadHeadResult {
 };
 
 }  // namespace
+
+std::string DockerCertsRoot() {
+  const char* v = std::getenv("MSB_DOCKER_CERTS_D");
+  return v != nullptr && *v != '\0' ? std::string(v) : std::string("/etc/docker/certs.d");
+}
 
 // --- URL ---------------------------------------------------------------------
 
@@ -564,7 +491,7 @@ struct HttpClient::Impl {
 
   Result<SSL_CTX*> Context(const HostPolicy& policy) {
     std::lock_guard<std::mutex> lock(mu);
-    std::string key = (policy.insecure ? "1:" : "0:") + policy.ca_file;
+    std::string key = (policy.insecure ? "1:" : "0:") + policy.ca_file + "\n" + policy.certs_dir;
     auto it = contexts.find(key);
     if (it != contexts.end()) return it->second.get();
     SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
@@ -578,6 +505,7 @@ struct HttpClient::Impl {
                          "; it must be a PEM file of certificates");
       }
     }
+    if (!policy.certs_dir.empty()) MSB_TRY_STATUS(LoadCertsDir(ctx.get(), policy.certs_dir));
     SSL_CTX_set_verify(ctx.get(), policy.insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, nullptr);
     SSL_CTX* raw = ctx.get();
     contexts.emplace(key, std::move(ctx));
@@ -592,7 +520,9 @@ struct HttpClient::Impl {
 
   Result<std::unique_ptr<Conn>> Connect(const Url& url) {
     HostPolicy policy = PolicyFor(url);
+    MSB_TRY(const Proxy* proxy, options.proxy.For(url.scheme, url.host));
     std::string key = url.scheme + "://" + url.host + ":" + std::to_string(url.port);
+    if (proxy != nullptr) key += " via " + proxy->HostPort();
     {
       std::lock_guard<std::mutex> lock(mu);
       auto& list = idle[key];
@@ -616,7 +546,25 @@ struct HttpClient::Impl {
     auto conn = std::make_unique<Conn>();
     conn->key = key;
     conn->host_port = host_port;
-    MSB_TRY(conn->fd, ConnectTcp(url, host_port));
+    if (proxy == nullptr) {
+      bool proxy_set = url.scheme == "https" ? options.proxy.https.has_value() : options.proxy.http.has_value();
+      if (proxy_set) {
+        MSB_LOG(kDebug, "http") << url.scheme << "://" << host_port << " directly, not through the proxy: "
+                                << (IsLoopbackHost(url.host) ? "a loopback host" : "NO_PROXY lists it");
+      }
+      MSB_TRY(conn->fd, ConnectTcp(url.host, url.port, host_port, kConnectTimeout));
+    } else {
+      MSB_LOG(kDebug, "http") << url.scheme << "://" << host_port << " through the proxy " << proxy->Display();
+      auto fd = ConnectTcp(proxy->host, proxy->port, proxy->HostPort(), kConnectTimeout);
+      if (!fd.ok()) return fd.error().Wrap("cannot reach the proxy " + proxy->Display() + " for " + host_port);
+      conn->fd = std::move(*fd);
+      if (url.scheme == "http") {
+        conn->absolute_form = true;
+        conn->proxy_authorization = proxy->Authorization();
+      } else {
+        MSB_TRY_STATUS(Tunnel(*conn, *proxy, url.host, url.port));
+      }
+    }
     if (url.scheme == "https") {
       MSB_TRY(SSL_CTX * ctx, Context(policy));
       conn->ssl.reset(SSL_new(ctx));
@@ -644,7 +592,8 @@ struct HttpClient::Impl {
           return Error(ErrorCode::kIo,
                        "TLS verification of " + host_port + " failed: " + X509_verify_cert_error_string(vr) +
                            "; if the registry uses a private CA, pass --registry-ca " + url.Authority() +
-                           "=CA.pem or set ca_file for it in registries.yaml");
+                           "=CA.pem, set ca_file for it in registries.yaml, or put the CA in " +
+                           DockerCertsRoot() + "/" + url.Authority() + "/ca.crt");
         }
         int reason = ERR_GET_REASON(ERR_peek_error());
         if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG) {
@@ -659,6 +608,41 @@ struct HttpClient::Impl {
       }
     }
     return conn;
+  }
+
+  // CONNECT host:port through the proxy conn is connected to; on success the
+  // connection is a byte stream to the destination.
+  Status Tunnel(Conn& conn, const Proxy& proxy, const std::string& host, uint16_t port) {
+    std::string authority = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                            std::to_string(port);
+    std::string msg = "CONNECT " + authority + " HTTP/1.1\r\nHost: " + authority + "\r\nUser-Agent: " +
+                      options.user_agent + "\r\n";
+    if (proxy.has_credentials) msg += "Proxy-Authorization: " + proxy.Authorization() + "\r\n";
+    msg += "\r\n";
+    std::string target = conn.host_port;
+    conn.host_port = "the proxy " + proxy.Display();
+    MSB_TRY_STATUS(conn.WriteAll(msg, options.idle_timeout));
+    MSB_TRY(ReadHeadResult head, ReadHead(conn));
+    conn.host_port = target;
+    if (head.status == 407) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "the proxy " + proxy.Display() +
+                       (proxy.has_credentials ? " refused the credentials in " + proxy.source + " (HTTP 407)"
+                                              : " requires credentials (HTTP 407); set " + proxy.source +
+                                                    " to http://USER:PASSWORD@" + proxy.HostPort()));
+    }
+    if (head.status < 200 || head.status >= 300) {
+      return Error(ErrorCode::kUnavailable, "the proxy " + proxy.Display() + " refused to connect to " + authority +
+                                                " (HTTP " + std::to_string(head.status) + " " +
+                                                head.reason.substr(0, 80) + "); check the proxy or add " + host +
+                                                " to NO_PROXY");
+    }
+    if (conn.inpos != conn.inbuf.size()) {
+      return Error(ErrorCode::kProtocol, "the proxy " + proxy.Display() + " sent bytes after its CONNECT answer");
+    }
+    conn.inbuf.clear();
+    conn.inpos = 0;
+    return OkStatus();
   }
 
   void Release(std::unique_ptr<Conn> conn) {
@@ -782,7 +766,9 @@ struct HttpClient::Impl {
   Result<Response> Once(const Request& req, const BodyCallback& sink, const HeadCallback& on_head) {
     for (int attempt = 0;; ++attempt) {
       MSB_TRY(std::unique_ptr<Conn> conn, Connect(req.url));
-      std::string msg = req.method + " " + req.url.target + " HTTP/1.1\r\nHost: " + req.url.Authority() + "\r\n";
+      std::string msg = req.method + " " + (conn->absolute_form ? req.url.ToString() : req.url.target) +
+                        " HTTP/1.1\r\nHost: " + req.url.Authority() + "\r\n";
+      if (!conn->proxy_authorization.empty()) msg += "Proxy-Authorization: " + conn->proxy_authorization + "\r\n";
       bool has_ua = false;
       for (const auto& [k, v] : req.headers) {
         if (Lower(k) == "user-agent") has_ua = true;

@@ -1,9 +1,10 @@
 // A small HTTP/1.1 client for OCI registries: TLS through OpenSSL (system CAs
 // plus an optional per-host CA file, hostname verification, SNI), plain HTTP
-// only for hosts marked insecure, DNS through c-ares, keep-alive, chunked and
-// content-length bodies streamed to a callback, redirects. Not a general
-// browser client: no cookies, no proxies, no HTTP/2, no request bodies beyond
-// a small buffer.
+// only for hosts marked insecure, DNS through c-ares and Happy Eyeballs
+// connects (image/connect.h), HTTP proxies from the environment
+// (image/proxy.h), keep-alive, chunked and content-length bodies streamed to a
+// callback, redirects. Not a general browser client: no cookies, no HTTP/2, no
+// request bodies beyond a small buffer.
 //
 // Theory of operation. Each Do() runs on the calling thread with blocking
 // sockets bounded by poll() deadlines (kConnectTimeout, options.idle_timeout
@@ -12,7 +13,16 @@
 // writer of the same blob, so downloads run on a few worker threads (see
 // image/pull.h) rather than on a libevent loop, which such blocking calls would
 // stall. An HttpClient is thread-safe: idle keep-alive connections sit in a
-// pool keyed by scheme://host:port, taken by one request at a time.
+// pool keyed by scheme://host:port (and the proxy), taken by one request at a
+// time.
+//
+// Proxies: a plain HTTP request through a proxy goes to the proxy with the
+// absolute URL as its target (RFC 9112 §3.2.2) and the proxy's
+// Proxy-Authorization; an HTTPS request opens a CONNECT tunnel to host:port
+// through the proxy (RFC 9110 §9.3.6) and runs TLS to the registry inside it,
+// so the proxy sees neither the requests nor the registry credentials. A
+// proxy's answer other than 2xx to CONNECT is an error naming the proxy, 407
+// saying how to give it credentials.
 //
 // Response bodies: with a BodyCallback every byte of the (de-chunked) body
 // goes to it as it arrives and nothing is buffered; without one, up to
@@ -33,6 +43,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "image/proxy.h"
 
 namespace msb::image::http {
 
@@ -83,7 +94,15 @@ using HeadCallback = std::function<Status(const struct Response& head)>;
 struct HostPolicy {
   bool insecure = false;  // plain http allowed (and TLS not verified when https is used)
   std::string ca_file;    // extra CA bundle trusted for this host, besides the system's
+  // A docker certs.d directory for this host (image/registry_config.h): its
+  // *.crt are trusted besides the system's CAs, a NAME.cert with NAME.key
+  // beside it is the client certificate. Empty: none.
+  std::string certs_dir;
 };
+// Docker's per-registry certificate directories: $MSB_DOCKER_CERTS_D, else
+// /etc/docker/certs.d.
+std::string DockerCertsRoot();
+
 // Maps "host:port" (port always present) to the host's policy.
 using PolicyFn = std::function<HostPolicy(const std::string& host_port)>;
 
@@ -92,6 +111,7 @@ struct ClientOptions {
   std::chrono::milliseconds idle_timeout{30000};
   size_t max_buffered_body = 8 << 20;
   std::string user_agent = "msb";
+  ProxyEnv proxy;  // default: no proxy (RegistryClient passes the environment's)
 };
 
 class HttpClient {

@@ -68,9 +68,12 @@ RegistryClient::RegistryClient(std::string registry, const RegistryConfig& confi
   opts.policy = [cfg, reg](const std::string& host_port) {
     RegistryHostConfig h = cfg.For(host_port);
     // The registry's own name (without a port, it means :443).
-    if (!h.insecure && h.ca_file.empty() && (host_port == RegistryApiHost(reg) + ":443")) h = cfg.For(reg);
-    return http::HostPolicy{h.insecure, h.ca_file};
+    if (!h.insecure && h.ca_file.empty() && h.certs_dir.empty() && (host_port == RegistryApiHost(reg) + ":443")) {
+      h = cfg.For(reg);
+    }
+    return http::HostPolicy{h.insecure, h.ca_file, h.certs_dir};
   };
+  opts.proxy = http::ProxyEnv::FromEnvironment();
   http_ = std::make_unique<http::HttpClient>(std::move(opts));
   scheme_ = config_.For(registry_).insecure ? "" : "https";  // "": decide on first contact
 }

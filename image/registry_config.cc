@@ -12,6 +12,7 @@
 
 #include "common/base64.h"
 #include "common/io.h"
+#include "image/credential_helper.h"
 #include "image/http.h"
 
 namespace msb::image {
@@ -53,18 +54,23 @@ Result<json> ReadJsonFile(const std::string& path) {
   return j;
 }
 
+// Whether a key of docker's auths or credHelpers names registry; docker
+// writes "https://host/v1/" style keys too.
+bool KeyNames(const std::string& key, const std::string& registry) {
+  std::string bare = key;
+  if (bare.rfind("https://", 0) == 0) bare = bare.substr(8);
+  else if (bare.rfind("http://", 0) == 0) bare = bare.substr(7);
+  if (key != "https://index.docker.io/v1/") bare = bare.substr(0, bare.find('/'));
+  return CanonicalName(bare) == CanonicalName(registry) || CanonicalName(key) == CanonicalName(registry);
+}
+
 // The "auth" field: base64 of "user:password".
 Result<std::optional<Credentials>> FromAuthsEntry(const json& auths, const std::string& registry,
                                                   const std::string& path) {
   if (!auths.is_object()) return Error(ErrorCode::kInvalidArgument, path + ": auths: expected an object");
   for (auto it = auths.begin(); it != auths.end(); ++it) {
     std::string key = it.key();
-    // docker writes "https://host/v1/" style keys too.
-    std::string bare = key;
-    if (bare.rfind("https://", 0) == 0) bare = bare.substr(8);
-    else if (bare.rfind("http://", 0) == 0) bare = bare.substr(7);
-    if (key != "https://index.docker.io/v1/") bare = bare.substr(0, bare.find('/'));
-    if (CanonicalName(bare) != CanonicalName(registry) && CanonicalName(key) != CanonicalName(registry)) continue;
+    if (!KeyNames(key, registry)) continue;
     const json& e = it.value();
     if (!e.is_object()) return Error(ErrorCode::kInvalidArgument, path + ": auths." + key + ": expected an object");
     auto a = e.find("auth");
@@ -82,7 +88,39 @@ Result<std::optional<Credentials>> FromAuthsEntry(const json& auths, const std::
   return std::optional<Credentials>();
 }
 
+// credHelpers[registry], else credsStore, else "".
+Result<std::string> HelperIn(const json& j, const std::string& registry, const std::string& path) {
+  if (auto h = j.find("credHelpers"); h != j.end()) {
+    if (!h->is_object()) return Error(ErrorCode::kInvalidArgument, path + ": credHelpers: expected an object");
+    for (auto it = h->begin(); it != h->end(); ++it) {
+      if (!KeyNames(it.key(), registry)) continue;
+      if (!it->is_string()) {
+        return Error(ErrorCode::kInvalidArgument, path + ": credHelpers." + it.key() + ": expected a helper name");
+      }
+      if (!it->get<std::string>().empty()) return it->get<std::string>();
+    }
+  }
+  if (auto s = j.find("credsStore"); s != j.end()) {
+    if (!s->is_string()) return Error(ErrorCode::kInvalidArgument, path + ": credsStore: expected a helper name");
+    return s->get<std::string>();
+  }
+  return std::string();
+}
+
 }  // namespace
+
+std::string FindDockerCertsDir(const std::string& host_port) {
+  std::string root = http::DockerCertsRoot();
+  auto is_dir = [](const std::string& p) {
+    struct stat st;
+    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  };
+  if (host_port.empty() || host_port.find('/') != std::string::npos || host_port[0] == '.') return "";
+  if (is_dir(root + "/" + host_port)) return root + "/" + host_port;
+  std::string bare = StripPort443(host_port);
+  if (bare != host_port && is_dir(root + "/" + bare)) return root + "/" + bare;
+  return "";
+}
 
 Result<RegistryConfig> RegistryConfig::Load(const std::string& path) {
   RegistryConfig cfg;
@@ -185,12 +223,13 @@ Status RegistryConfig::ApplyOverrides(const std::vector<std::string>& insecure_h
 }
 
 RegistryHostConfig RegistryConfig::For(const std::string& host_port) const {
+  RegistryHostConfig h;
   std::string name = CanonicalName(host_port);
   auto it = registries.find(name);
-  if (it != registries.end()) return it->second;
-  it = registries.find(CanonicalName(StripPort443(host_port)));
-  if (it != registries.end()) return it->second;
-  return {};
+  if (it == registries.end()) it = registries.find(CanonicalName(StripPort443(host_port)));
+  if (it != registries.end()) h = it->second;
+  h.certs_dir = FindDockerCertsDir(host_port);
+  return h;
 }
 
 CredentialStore CredentialStore::Default() {
@@ -207,6 +246,10 @@ Result<std::optional<Credentials>> CredentialStore::Lookup(const std::string& re
   for (const std::string* path : {&auth_file, &docker_config}) {
     if (path->empty() || !FileExists(*path)) continue;
     MSB_TRY(json j, ReadJsonFile(*path));
+    if (path == &docker_config) {
+      MSB_TRY(std::string helper, HelperIn(j, registry, *path));
+      if (!helper.empty()) return HelperGet(helper, registry);
+    }
     auto auths = j.find("auths");
     if (auths == j.end()) continue;
     MSB_TRY(std::optional<Credentials> c, FromAuthsEntry(*auths, registry, *path));
@@ -215,7 +258,20 @@ Result<std::optional<Credentials>> CredentialStore::Lookup(const std::string& re
   return std::optional<Credentials>();
 }
 
-Status CredentialStore::Store(const std::string& registry, const Credentials& creds) const {
+Result<std::string> CredentialStore::HelperFor(const std::string& registry) const {
+  if (docker_config.empty() || !FileExists(docker_config)) return std::string();
+  MSB_TRY(json j, ReadJsonFile(docker_config));
+  return HelperIn(j, registry, docker_config);
+}
+
+Result<std::string> CredentialStore::Store(const std::string& registry, const Credentials& creds) const {
+  MSB_TRY(std::string helper, HelperFor(registry));
+  if (!helper.empty()) {
+    MSB_TRY_STATUS(HelperStore(helper, registry, creds));
+    // An old entry of msb's own would be found first.
+    MSB_TRY_STATUS(RemoveOwn(registry));
+    return "docker-credential-" + helper;
+  }
   json j = json::object();
   if (FileExists(auth_file)) {
     MSB_TRY(j, ReadJsonFile(auth_file));
@@ -225,10 +281,17 @@ Status CredentialStore::Store(const std::string& registry, const Credentials& cr
   size_t slash = auth_file.rfind('/');
   if (slash != std::string::npos && slash > 0) MSB_TRY_STATUS(MakeDirs(auth_file.substr(0, slash), 0700));
   MSB_TRY_STATUS(WriteFileAtomic(auth_file, j.dump(2) + "\n", 0600));
-  return OkStatus();
+  return auth_file;
 }
 
 Status CredentialStore::Remove(const std::string& registry) const {
+  MSB_TRY_STATUS(RemoveOwn(registry));
+  MSB_TRY(std::string helper, HelperFor(registry));
+  if (!helper.empty()) MSB_TRY_STATUS(HelperErase(helper, registry));
+  return OkStatus();
+}
+
+Status CredentialStore::RemoveOwn(const std::string& registry) const {
   if (!FileExists(auth_file)) return OkStatus();
   MSB_TRY(json j, ReadJsonFile(auth_file));
   if (j.contains("auths") && j["auths"].is_object()) j["auths"].erase(CanonicalName(registry));

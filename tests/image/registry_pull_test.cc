@@ -275,7 +275,7 @@ TEST_F(PullTest, KeepAliveReusesOneConnection) {
   auto& r = Reg(RegistryMode::kTlsBasic);
   http::ClientOptions co;
   std::string ca = r.ca_file();
-  co.policy = [ca](const std::string&) { return http::HostPolicy{false, ca}; };
+  co.policy = [ca](const std::string&) { return http::HostPolicy{false, ca, ""}; };
   http::HttpClient client(co);
   http::Request req;
   req.url = *http::ParseUrl("https://" + r.host_port() + "/v2/");

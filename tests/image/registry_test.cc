@@ -289,7 +289,7 @@ TEST(Credentials, BadFileIsAnError) {
 
 http::ClientOptions InsecureLocal() {
   http::ClientOptions o;
-  o.policy = [](const std::string&) { return http::HostPolicy{true, ""}; };
+  o.policy = [](const std::string&) { return http::HostPolicy{true, "", ""}; };
   o.idle_timeout = std::chrono::milliseconds(5000);
   return o;
 }

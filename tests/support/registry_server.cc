@@ -256,15 +256,17 @@ std::string RegistryServer::BlobDataPath(const std::string& digest) const {
   return storage_dir_ + "/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex + "/data";
 }
 
-Result<std::unique_ptr<RegistryServer>> RegistryServer::Start(RegistryMode mode, const std::string& work_dir) {
+Result<std::unique_ptr<RegistryServer>> RegistryServer::Start(RegistryMode mode, const std::string& work_dir,
+                                                             const RegistryServerOptions& options) {
   // The free port may be taken between FreePort and the registry's bind.
   for (int attempt = 1;; ++attempt) {
-    auto s = StartOnce(mode, work_dir);
+    auto s = StartOnce(mode, work_dir, options);
     if (s.ok() || attempt == 3 || s.error().message().find("address already in use") == std::string::npos) return s;
   }
 }
 
-Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode mode, const std::string& work_dir) {
+Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode mode, const std::string& work_dir,
+                                                                 const RegistryServerOptions& options) {
   auto s = std::unique_ptr<RegistryServer>(new RegistryServer());
   s->mode_ = mode;
   s->work_dir_ = work_dir;
@@ -286,13 +288,25 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
                         "keyUsage=critical,keyCertSign,cRLSign"}));
     MSB_TRY_STATUS(Run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                         "-keyout", d + "/server.key", "-out", d + "/server.csr", "-subj", "/CN=127.0.0.1"}));
+    std::string san = "IP:127.0.0.1,DNS:localhost";
+    for (const auto& name : options.dns_names) san += ",DNS:" + name;
     MSB_TRY_STATUS(WriteFileAtomic(d + "/server.ext",
-                                   "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                                   "subjectAltName=" + san + "\nbasicConstraints=CA:FALSE\n"
                                    "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"));
     MSB_TRY_STATUS(Run({"openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", s->ca_file_, "-CAkey",
                         d + "/ca.key", "-CAcreateserial", "-out", d + "/server.crt", "-days", "2", "-extfile",
                         d + "/server.ext"}));
     cfg += "  tls:\n    certificate: " + d + "/server.crt\n    key: " + d + "/server.key\n";
+    if (options.require_client_cert) {
+      MSB_TRY_STATUS(Run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                          "-keyout", s->cert_dir_ + "/client.key", "-out", d + "/client.csr", "-subj",
+                          "/CN=msb-test-client"}));
+      MSB_TRY_STATUS(WriteFileAtomic(d + "/client.ext", "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n"));
+      MSB_TRY_STATUS(Run({"openssl", "x509", "-req", "-in", d + "/client.csr", "-CA", s->ca_file_, "-CAkey",
+                          d + "/ca.key", "-CAcreateserial", "-out", s->cert_dir_ + "/client.cert", "-days", "2",
+                          "-extfile", d + "/client.ext"}));
+      cfg += "    clientcas:\n      - " + s->ca_file_ + "\n";
+    }
   }
   if (mode == RegistryMode::kTlsBasic) {
     MSB_TRY(RunResult h, RunCapture({"htpasswd", "-Bbn", s->username_, s->password_}, false));
@@ -353,7 +367,8 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
   // Ready when /v2/ answers at all (200 or 401).
   image::http::ClientOptions co;
   std::string ca = s->ca_file_;
-  co.policy = [ca](const std::string&) { return image::http::HostPolicy{ca.empty(), ca}; };
+  std::string client_dir = options.require_client_cert ? s->cert_dir_ : "";
+  co.policy = [ca, client_dir](const std::string&) { return image::http::HostPolicy{ca.empty(), ca, client_dir}; };
   co.idle_timeout = std::chrono::milliseconds(2000);
   image::http::HttpClient client(co);
   image::http::Request req;

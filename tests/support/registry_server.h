@@ -54,18 +54,32 @@ class ScriptedHttpServer {
 
 enum class RegistryMode : int { kPlain = 0, kTlsBasic = 1, kTlsToken = 2 };
 
+struct RegistryServerOptions {
+  // TLS modes: names the server certificate holds besides 127.0.0.1 and
+  // localhost (for tests that reach the registry by a name).
+  std::vector<std::string> dns_names;
+  // TLS modes: the registry requires a client certificate signed by its CA;
+  // client.cert and client.key are made in cert_dir().
+  bool require_client_cert = false;
+};
+
 class RegistryServer {
  public:
   // Starts docker-registry under work_dir (created), waits (with a deadline)
   // until GET /v2/ answers. kTlsBasic/kTlsToken generate a CA and a server
   // certificate for 127.0.0.1; kTlsToken also runs a token server issuing
   // RS256 JWTs (x5c header) for username()/password().
-  static Result<std::unique_ptr<RegistryServer>> Start(RegistryMode mode, const std::string& work_dir);
+  static Result<std::unique_ptr<RegistryServer>> Start(RegistryMode mode, const std::string& work_dir,
+                                                       const RegistryServerOptions& options = {});
   ~RegistryServer();
 
   RegistryMode mode() const { return mode_; }
   std::string host_port() const { return "127.0.0.1:" + std::to_string(port_); }
   const std::string& ca_file() const { return ca_file_; }          // TLS modes
+  // TLS modes: ca.crt, and client.cert + client.key when required: the
+  // layout of a docker certs.d directory.
+  const std::string& cert_dir() const { return cert_dir_; }
+  int port() const { return port_; }
   std::string token_host_port() const;                              // kTlsToken: the realm's host:port
   const std::string& username() const { return username_; }
   const std::string& password() const { return password_; }
@@ -84,7 +98,8 @@ class RegistryServer {
 
  private:
   RegistryServer() = default;
-  static Result<std::unique_ptr<RegistryServer>> StartOnce(RegistryMode mode, const std::string& work_dir);
+  static Result<std::unique_ptr<RegistryServer>> StartOnce(RegistryMode mode, const std::string& work_dir,
+                                                           const RegistryServerOptions& options);
   RegistryMode mode_ = RegistryMode::kPlain;
   int port_ = 0;
   std::string work_dir_;
