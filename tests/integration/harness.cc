@@ -90,30 +90,51 @@ SpawnOptions MsbTest::MsbSpawnOptions(const std::vector<std::string>& args) cons
   return o;
 }
 
-Result<std::string> DebianRootfs() {
-  static const Result<std::string> found = []() -> Result<std::string> {
-    std::string dir;
-    if (const char* d = std::getenv("MSB_TEST_DEBIAN_ROOTFS"); d != nullptr && *d) {
-      dir = d;
-    } else if (const char* c = std::getenv("XDG_CACHE_HOME"); c != nullptr && *c) {
-      dir = std::string(c) + "/msb-test/debian-rootfs";
-    } else if (const char* h = std::getenv("HOME"); h != nullptr && *h) {
-      dir = std::string(h) + "/.cache/msb-test/debian-rootfs";
-    } else {
-      return Error(ErrorCode::kUnavailable,
-                   "no Debian test image: neither MSB_TEST_DEBIAN_ROOTFS nor HOME is set; build "
-                   "one with scripts/make-debian-image DIR and set MSB_TEST_DEBIAN_ROOTFS=DIR");
-    }
-    const std::string script = SourceDir() + "/scripts/make-debian-image";
-    auto check = RunCapture({script, "--check", dir});
-    if (!check.ok()) return check.error().Wrap("running " + script + " --check");
-    if (check->status.code == 0) return dir;
-    bool present = ::access((dir + "/.msb-debian-image").c_str(), F_OK) == 0;
+namespace {
+
+// A root file system scripts/make-debian-image builds: $<variable>, else
+// ${XDG_CACHE_HOME:-$HOME/.cache}/msb-test/<name>, checked with the
+// script's --check (plus `option`, "" for the test image).
+Result<std::string> DebianImage(const std::string& what, const std::string& variable,
+                                const std::string& name, const std::string& option) {
+  std::string dir;
+  if (const char* d = std::getenv(variable.c_str()); d != nullptr && *d) {
+    dir = d;
+  } else if (const char* c = std::getenv("XDG_CACHE_HOME"); c != nullptr && *c) {
+    dir = std::string(c) + "/msb-test/" + name;
+  } else if (const char* h = std::getenv("HOME"); h != nullptr && *h) {
+    dir = std::string(h) + "/.cache/msb-test/" + name;
+  } else {
     return Error(ErrorCode::kUnavailable,
-                 "the Debian test image " + dir + (present ? " is older than " + script : " is missing") +
-                     ": build it with " + script + " " + dir +
-                     " (scripts/test does; it needs deb.debian.org)");
-  }();
+                 "no " + what + ": neither " + variable + " nor HOME is set; build one with "
+                 "scripts/make-debian-image " + (option.empty() ? "" : option + " ") + "DIR and set " +
+                     variable + "=DIR");
+  }
+  const std::string script = SourceDir() + "/scripts/make-debian-image";
+  std::vector<std::string> argv = {script, "--check"};
+  if (!option.empty()) argv.push_back(option);
+  argv.push_back(dir);
+  auto check = RunCapture(argv);
+  if (!check.ok()) return check.error().Wrap("running " + script + " --check");
+  if (check->status.code == 0) return dir;
+  bool present = ::access((dir + "/.msb-debian-image").c_str(), F_OK) == 0;
+  return Error(ErrorCode::kUnavailable,
+               "the " + what + " " + dir + (present ? " is older than " + script : " is missing") +
+                   ": build it with " + script + " " + (option.empty() ? "" : option + " ") + dir +
+                   " (scripts/test does; it needs deb.debian.org)");
+}
+
+}  // namespace
+
+Result<std::string> DebianRootfs() {
+  static const Result<std::string> found =
+      DebianImage("Debian test image", "MSB_TEST_DEBIAN_ROOTFS", "debian-rootfs", "");
+  return found;
+}
+
+Result<std::string> WebappRootfs() {
+  static const Result<std::string> found =
+      DebianImage("webapp image", "MSB_TEST_WEBAPP_ROOTFS", "webapp-rootfs", "--webapp");
   return found;
 }
 
@@ -145,7 +166,8 @@ uint16_t FreeLoopbackPort(int type) {
   return ntohs(a.sin_port);
 }
 
-std::string HostHttpGet(uint16_t port, int deadline_s, std::string* error) {
+std::string HostHttp(uint16_t port, const std::string& method, const std::string& path,
+                     const std::string& body, int deadline_s, std::string* error) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -155,7 +177,9 @@ std::string HostHttpGet(uint16_t port, int deadline_s, std::string* error) {
     if (error != nullptr) *error = "connect " + std::to_string(port) + ": " + std::strerror(errno);
     return "";
   }
-  std::string req = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  std::string req = method + " " + path + " HTTP/1.0\r\nHost: localhost\r\n";
+  if (method != "GET") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
   if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     if (error != nullptr) *error = "send " + std::to_string(port) + ": " + std::strerror(errno);
     return "";
@@ -174,6 +198,10 @@ std::string HostHttpGet(uint16_t port, int deadline_s, std::string* error) {
     got.append(buf, static_cast<size_t>(n));
   }
   return got;
+}
+
+std::string HostHttpGet(uint16_t port, int deadline_s, std::string* error) {
+  return HostHttp(port, "GET", "/", "", deadline_s, error);
 }
 
 MsbResult MsbTest::Msb(const std::vector<std::string>& args, const std::string& stdin_data,

@@ -77,6 +77,12 @@ class MsbTest : public ::testing::Test {
 // process; an error naming the command that builds it when it is missing or
 // older than the script. Tests never build it: that needs deb.debian.org.
 Result<std::string> DebianRootfs();
+// The root file system of examples/webapp (python3, python3-redis,
+// redis-server, redis-tools, curl), built by `scripts/make-debian-image
+// --webapp`, which scripts/test runs before ctest: $MSB_TEST_WEBAPP_ROOTFS,
+// else ${XDG_CACHE_HOME:-$HOME/.cache}/msb-test/webapp-rootfs. Checked and
+// never built the same way as DebianRootfs.
+Result<std::string> WebappRootfs();
 
 // The text of a /proc/PID/status as field -> value ("Uid" -> "0\t0\t0\t0").
 std::map<std::string, std::string> StatusFields(const std::string& text);
@@ -90,6 +96,10 @@ uint16_t FreeLoopbackPort(int type = SOCK_STREAM);
 // GET / over HTTP/1.0 from 127.0.0.1:port: the whole response, or what came
 // within deadline_s; "" when it cannot connect or send (*error says why).
 std::string HostHttpGet(uint16_t port, int deadline_s = 30, std::string* error = nullptr);
+// METHOD PATH over HTTP/1.0 from 127.0.0.1:port, with body (and its
+// Content-Length) unless the method is GET: the whole response, as HostHttpGet.
+std::string HostHttp(uint16_t port, const std::string& method, const std::string& path,
+                     const std::string& body = "", int deadline_s = 30, std::string* error = nullptr);
 
 // A test with a project directory under its home: write the Sandboxfile,
 // run project commands with -f pointing at it.

@@ -249,18 +249,6 @@ TEST_F(UpTest, WatchReconcilesWhenTheFileChangesAndKeepsRunningOnErrors) {
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 
-TEST_F(UpTest, QuickstartExampleRunsAsIs) {
-  std::string src = SourceDir();
-  std::string file = src + "/examples/quickstart/Sandboxfile";
-  struct stat st;
-  if (::stat((src + "/examples/quickstart/rootfs").c_str(), &st) != 0) {
-    GTEST_SKIP() << "examples/quickstart/rootfs is built by scripts/setup";
-  }
-  ASSERT_EQ(Msb({"up", "-f", file}).code, 0);
-  EXPECT_EQ(WaitForLogs("hello", "hello from msb"), "hello from msb\n");
-  EXPECT_EQ(Msb({"down", "-f", file}).code, 0);
-}
-
 static bool WaitForPs(UpTest* t, const std::string& name,
                       const std::function<bool(const nlohmann::json&)>& pred, int deadline_s) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
@@ -346,42 +334,6 @@ TEST_F(UpTest, AFloodedConsoleLeavesAtMostTheLogBoundOnTheHost) {
   ASSERT_TRUE(tail.ok());
   EXPECT_THAT(*tail, HasSubstr("console-flood-done"));
   EXPECT_EQ(InProject({"down"}).code, 0);
-}
-
-TEST_F(UpTest, DevEnvExampleRunsAsIs) {
-  std::string src = SourceDir();
-  std::string file = src + "/examples/dev-env/Sandboxfile";
-  struct stat st;
-  if (::stat((src + "/examples/quickstart/rootfs").c_str(), &st) != 0) {
-    GTEST_SKIP() << "examples/quickstart/rootfs is built by scripts/setup";
-  }
-  auto up = Msb({"up", "--wait", "--wait-timeout", "120", "-f", file});
-  ASSERT_EQ(up.code, 0) << up.err;
-  EXPECT_LT(up.out.find("created db"), up.out.find("created app"));  // app waits for db healthy
-  auto ps = Msb({"ps"});
-  EXPECT_THAT(ps.out, HasSubstr("healthy"));
-  EXPECT_THAT(ps.out, HasSubstr("127.0.0.1:8000->8000/tcp"));
-  // The app serves the read-only bind mount of ./src, inside the guest and on
-  // the published port from the host.
-  const std::string index = *ReadFile(src + "/examples/dev-env/src/index.html");
-  auto page = Msb({"exec", "app", "--", "sh", "-c", "wget -q -O /tmp/p http://127.0.0.1:8000/ && cat /tmp/p"});
-  EXPECT_EQ(page.out, index);
-  std::string host_page = HostHttpGet(8000);
-  EXPECT_THAT(host_page, HasSubstr("200 OK"));
-  EXPECT_EQ(host_page.substr(std::min(host_page.size(), host_page.find("\r\n\r\n") + 4)), index);
-  // app reaches db by name (the group); db's profile lets nothing else in or out.
-  auto to_db = Msb({"exec", "app", "--", "nslookup", "db"});
-  EXPECT_EQ(to_db.code, 0) << to_db.out << to_db.err;
-  EXPECT_THAT(to_db.out, HasSubstr("10.201."));
-  // The database's named volume survives down + up.
-  auto starts = Msb({"exec", "db", "--", "wc", "-l", "/var/lib/db/starts"});
-  EXPECT_THAT(starts.out, HasSubstr("1 "));
-  ASSERT_EQ(Msb({"down", "-f", file}).code, 0);
-  ASSERT_EQ(Msb({"up", "--wait", "-f", file}).code, 0);
-  starts = Msb({"exec", "db", "--", "wc", "-l", "/var/lib/db/starts"});
-  EXPECT_THAT(starts.out, HasSubstr("2 "));
-  EXPECT_EQ(Msb({"down", "--volumes", "-f", file}).code, 0);
-  EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
 
 // Two clones of one repository: the same directory name, so the same default

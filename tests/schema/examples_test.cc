@@ -45,16 +45,54 @@ TEST(ExamplesTest, QuickstartValidates) {
   ExpectCanonicalRoundTrip(p);
 }
 
-TEST(ExamplesTest, DevEnvValidates) {
-  Project p = LoadExample("dev-env");
-  EXPECT_EQ(p.name, "dev-env");
+TEST(ExamplesTest, WebappValidates) {
+  Project p = LoadExample("webapp");
+  EXPECT_EQ(p.name, "webapp");
   ASSERT_EQ(p.sandboxes.size(), 2u);
+  const std::string dir = SourceDir() + "/examples/webapp";
   const Sandbox& app = p.sandboxes.at("app");
+  const Sandbox& db = p.sandboxes.at("db");
+  // One local image for both, ./rootfs unless WEBAPP_IMAGE says otherwise.
+  EXPECT_EQ(app.image.kind, Image::Kind::kLocalDir);
+  EXPECT_EQ(app.image.path, dir + "/rootfs");
+  EXPECT_EQ(db.image.path, dir + "/rootfs");
+  // app: its code mounted read-only, the greeting, db by name, the port on
+  // 127.0.0.1, started once db is healthy, reaching only the project.
+  EXPECT_EQ(app.command, (std::vector<std::string>{"python3", "-u", "/srv/app/app.py"}));
+  ASSERT_EQ(app.volumes.size(), 1u);
+  EXPECT_EQ(app.volumes[0].kind, Mount::Kind::kBind);
+  EXPECT_EQ(app.volumes[0].source, dir + "/app");
+  EXPECT_EQ(app.volumes[0].target, "/srv/app");
+  EXPECT_TRUE(app.volumes[0].read_only);
+  EXPECT_EQ(app.envs.at("GREETING"), "hello");
+  EXPECT_EQ(app.envs.at("REDIS_HOST"), "db");
+  ASSERT_EQ(app.ports.size(), 1u);
+  EXPECT_EQ(app.ports[0].host_ip, "127.0.0.1");
+  EXPECT_EQ(app.ports[0].host_port, 8000);
+  EXPECT_EQ(app.ports[0].guest_port, 8000);
   EXPECT_EQ(app.depends_on.at("db").condition, DependCondition::kHealthy);
-  EXPECT_EQ(app.envs.at("LOG_LEVEL"), "info");
-  EXPECT_EQ(app.image.path, SourceDir() + "/examples/quickstart/rootfs");
-  EXPECT_EQ(app.volumes.at(0).source, SourceDir() + "/examples/dev-env/src");
-  EXPECT_TRUE(app.volumes.at(0).read_only);
+  EXPECT_EQ(app.network.policy, NetworkPolicy::kGroup);
+  EXPECT_EQ(app.security.cap_drop, std::vector<std::string>{"ALL"});
+  // db: redis-server with its data on the named volume, written through,
+  // healthy when redis-cli ping answers PONG, reachable only on 6379.
+  ASSERT_EQ(db.command.size(), 3u);
+  EXPECT_EQ(db.command[0], "/bin/sh");
+  EXPECT_NE(db.command[2].find("--dir /var/lib/redis --appendonly yes --appendfsync always"),
+            std::string::npos) << db.command[2];
+  EXPECT_NE(db.command[2].find("--maxmemory \"${REDIS_MAXMEMORY}\""), std::string::npos) << db.command[2];
+  EXPECT_EQ(db.envs.at("REDIS_MAXMEMORY"), "64mb");
+  ASSERT_EQ(db.volumes.size(), 1u);
+  EXPECT_EQ(db.volumes[0].kind, Mount::Kind::kVolume);
+  EXPECT_EQ(db.volumes[0].source, "dbdata");
+  EXPECT_EQ(db.volumes[0].target, "/var/lib/redis");
+  EXPECT_FALSE(db.volumes[0].read_only);
+  ASSERT_TRUE(db.healthcheck.has_value());
+  EXPECT_EQ(db.healthcheck->command,
+            (std::vector<std::string>{"sh", "-c", "test \"$(redis-cli ping)\" = PONG"}));
+  EXPECT_EQ(db.network.policy, NetworkPolicy::kNone);
+  ASSERT_EQ(db.network.rules.size(), 1u);
+  EXPECT_EQ(db.network.rules[0].direction, NetworkRule::Direction::kIngress);
+  EXPECT_EQ(db.network.rules[0].target, "group");
   EXPECT_EQ(p.volumes.at("dbdata").size, 256 * kMiB);
   ExpectCanonicalRoundTrip(p);
 }
