@@ -76,6 +76,21 @@ void AssignGroups(CLI::App& app) {
   }
 }
 
+// The command tree for the generators, its top-level commands in help order.
+CommandDoc DocumentedCommands(const CLI::App& app) {
+  CommandDoc root = DescribeCommands(app);
+  auto rank = [](const CommandDoc& cmd) {
+    const auto& groups = HelpGroups();
+    for (size_t i = 0; i < groups.size(); ++i) {
+      if (groups[i].name == cmd.group) return i;
+    }
+    return groups.size();
+  };
+  std::stable_sort(root.subcommands.begin(), root.subcommands.end(),
+                   [&rank](const CommandDoc& a, const CommandDoc& b) { return rank(a) < rank(b); });
+  return root;
+}
+
 }  // namespace
 
 void RegisterHelpCommands(CLI::App& app) {
@@ -93,14 +108,14 @@ void RegisterHelpCommands(CLI::App& app) {
   auto shell = std::make_shared<std::string>();
   complete->add_option("shell", *shell, "bash or zsh")->required()->check(CLI::IsMember({"bash", "zsh"}));
   OnRun(complete, [&app, shell]() {
-    const CommandDoc root = DescribeCommands(app);
+    const CommandDoc root = DocumentedCommands(app);
     std::fputs((*shell == "bash" ? BashCompletion(root) : ZshCompletion(root)).c_str(), stdout);
     return 0;
   });
   CLI::App* man = app.add_subcommand("__man", "");
   man->group("");
   OnRun(man, [&app]() {
-    std::fputs(ManPage(DescribeCommands(app), VersionLine()).c_str(), stdout);
+    std::fputs(ManPage(DocumentedCommands(app), VersionLine()).c_str(), stdout);
     return 0;
   });
 

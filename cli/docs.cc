@@ -80,8 +80,16 @@ std::string RoffName(std::string_view name) {
   return out + "\\fR";
 }
 
-void ManOptions(std::ostringstream& out, const std::vector<OptionDoc>& options) {
+bool IsHelpOption(const OptionDoc& o) {
+  return std::find(o.names.begin(), o.names.end(), "--help") != o.names.end() ||
+         std::find(o.names.begin(), o.names.end(), "--help-all") != o.names.end();
+}
+
+// The options of a command; with_help false leaves out -h/--help and
+// --help-all, which every command has (OPTIONS lists them once).
+void ManOptions(std::ostringstream& out, const std::vector<OptionDoc>& options, bool with_help) {
   for (const auto& o : options) {
+    if (!with_help && IsHelpOption(o)) continue;
     out << ".TP\n";
     for (size_t i = 0; i < o.names.size(); ++i) out << (i > 0 ? ", " : "") << RoffName(o.names[i]);
     if (!o.value.empty()) out << " \\fI" << Roff(o.value) << "\\fR";
@@ -93,19 +101,21 @@ void ManOptions(std::ostringstream& out, const std::vector<OptionDoc>& options) 
 
 void ManCommand(std::ostringstream& out, const CommandDoc& cmd) {
   out << ".TP\n" << RoffName(CommandLine(cmd));
-  if (!cmd.options.empty()) out << " [\\fIOPTIONS\\fR]";
+  const bool has_options =
+      std::any_of(cmd.options.begin(), cmd.options.end(), [](const OptionDoc& o) { return !IsHelpOption(o); });
+  if (has_options) out << " [\\fIOPTIONS\\fR]";
   if (!cmd.subcommands.empty()) out << " \\fICOMMAND\\fR";
   for (const auto& p : cmd.positionals) {
     out << " " << (p.required ? "" : "[") << "\\fI" << Roff(p.name) << "\\fR" << (p.repeatable ? "..." : "")
         << (p.required ? "" : "]");
   }
   out << "\n" << Roff(cmd.description) << "\n";
-  if (!cmd.positionals.empty() || !cmd.options.empty()) {
+  if (!cmd.positionals.empty() || has_options) {
     out << ".RS\n";
     for (const auto& p : cmd.positionals) {
       out << ".TP\n\\fI" << Roff(p.name) << "\\fR\n" << Roff(p.description) << "\n";
     }
-    ManOptions(out, cmd.options);
+    ManOptions(out, cmd.options, false);
     out << ".RE\n";
   }
   for (const auto& sub : cmd.subcommands) ManCommand(out, sub);
@@ -147,7 +157,7 @@ std::string ManPage(const CommandDoc& root, std::string_view version) {
          "file system, mounts, network policy and secrets. Project commands read \\fISandboxfile\\fR "
          "(else \\fImsb.yaml\\fR) in the current directory unless \\fB\\-f\\fR names a file.\n"
       << ".SH OPTIONS\n";
-  ManOptions(out, root.options);
+  ManOptions(out, root.options, true);
   out << ".SH COMMANDS\n";
   std::vector<std::string> groups;
   for (const auto& sub : root.subcommands) {
