@@ -194,12 +194,14 @@ std::string BashCompletion(const CommandDoc& root) {
          "  if [[ -n $subs ]]; then\n"
          "    COMPREPLY=($(compgen -W \"$subs\" -- \"$cur\"))\n"
          "    return 0\n"
-         "  fi\n"
-         "  if ((args == 0)) && [[ $(_msb_words first \"$path\") == sandbox ]]; then\n"
-         "    COMPREPLY=($(compgen -W \"$(\"${COMP_WORDS[0]}\" ps -q 2>/dev/null)\" -- \"$cur\"))\n"
-         "    return 0\n"
-         "  fi\n"
-         "  COMPREPLY=($(compgen -f -- \"$cur\"))\n"
+         "  fi\n";
+  if (sandbox_names) {
+    out << "  if ((args == 0)) && [[ $(_msb_words first \"$path\") == sandbox ]]; then\n"
+           "    COMPREPLY=($(compgen -W \"$(\"${COMP_WORDS[0]}\" ps -q 2>/dev/null)\" -- \"$cur\"))\n"
+           "    return 0\n"
+           "  fi\n";
+  }
+  out << "  COMPREPLY=($(compgen -f -- \"$cur\"))\n"
          "  compopt -o filenames 2>/dev/null\n"
          "  return 0\n"
          "}\n"
