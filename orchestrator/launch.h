@@ -151,4 +151,13 @@ uint64_t CachedTscKhz();
 // a build tree, else <prefix>/libexec/msb/agentd (common/install_layout.h).
 Result<std::string> FindAgentd();
 
+// The guest kernel (vm::FindGuestKernel) and the initramfs for it and agentd.
+// Booting Debian's kernel because the tuned one is not built yet prints one
+// note per command saying so and how to build it.
+struct BootFiles {
+  std::string kernel;
+  std::string initramfs;
+};
+Result<BootFiles> FindBootFiles();
+
 }  // namespace msb::orchestrator

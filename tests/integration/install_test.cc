@@ -71,7 +71,7 @@ TEST_F(InstallTest, InstalledMsbRunsASandboxWithoutTheBuildTree) {
   std::filesystem::rename(staged, prefix);
   for (const char* rel : {"bin/msb", "libexec/msb/agentd", "share/bash-completion/completions/msb",
                           "share/zsh/site-functions/_msb", "share/man/man1/msb.1", "share/msb/kernel.config",
-                          "share/msb/make-rootfs", "lib/systemd/user/msb-up@.service"}) {
+                          "share/msb/make-rootfs", "share/msb/fetch-debian-kernel", "lib/systemd/user/msb-up@.service"}) {
     EXPECT_TRUE(IsFile(prefix + "/" + rel)) << rel;
   }
   auto man = ReadFile(prefix + "/share/man/man1/msb.1");
