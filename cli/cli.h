@@ -78,5 +78,11 @@ void RegisterPullCommand(CLI::App& app);        // pull
 void RegisterImageCommands(CLI::App& app);      // images, rmi, load, image ls/rm/load/prune
 void RegisterLoginCommands(CLI::App& app);      // login, logout
 void RegisterNetCommands(CLI::App& app);        // net check
+// Last: help groups, --version and version, hidden __complete and __man.
+void RegisterHelpCommands(CLI::App& app);
+
+// "msb 0.1.0 (git describe of the source tree)", or "msb 0.1.0" when built
+// outside a git checkout.
+std::string VersionLine();
 
 }  // namespace msb::cli

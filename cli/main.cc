@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterLoginCommands(app);
   msb::cli::RegisterNetCommands(app);
+  msb::cli::RegisterHelpCommands(app);  // last: it groups the commands above
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -20,6 +20,7 @@
 
 #include "common/child.h"
 #include "common/fd.h"
+#include "common/install_layout.h"
 #include "common/io.h"
 #include "common/log.h"
 #include "storage/disk.h"
@@ -183,11 +184,15 @@ uint64_t CachedTscKhz() {
 
 Result<std::string> FindAgentd() {
   if (const char* a = std::getenv("MSB_AGENTD"); a != nullptr && *a != '\0') return std::string(a);
-  std::string self = SelfDir();
-  std::string cand = self + "/agentd";
+  const std::string cand = LibexecPath("agentd");
   if (::access(cand.c_str(), X_OK) == 0) return cand;
-  return Error(ErrorCode::kUnavailable,
-               "agentd (the guest agent) was not found beside msb; build it with scripts/setup");
+  if (RunningFromBuildTree()) {
+    return Error(ErrorCode::kUnavailable, "agentd (the guest agent) was not found at " + cand +
+                                              "; build it with scripts/setup");
+  }
+  return Error(ErrorCode::kUnavailable, "agentd (the guest agent) was not found at " + cand +
+                                            ", where msb's installation puts it; install msb "
+                                            "again (cmake --install)");
 }
 
 std::string SupervisorLockPath(const std::string& sandbox_dir) {

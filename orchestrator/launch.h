@@ -147,7 +147,8 @@ Result<SandboxRecord> FindSandbox(Store& store, const std::string& ref,
 // 0 when it cannot be measured.
 uint64_t CachedTscKhz();
 
-// The agentd binary to put in the initramfs: $MSB_AGENTD, else beside msb.
+// The agentd binary to put in the initramfs: $MSB_AGENTD, else beside msb in
+// a build tree, else <prefix>/libexec/msb/agentd (common/install_layout.h).
 Result<std::string> FindAgentd();
 
 // The guest kernel (vm::FindGuestKernel) and the initramfs for it and agentd.

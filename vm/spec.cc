@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "agent/protocol.h"
+#include "common/install_layout.h"
 #include "common/io.h"
 #include "vm/qemu_cmdline.h"
 
@@ -207,8 +208,8 @@ Result<std::string> FindQemu() {
     start = end + 1;
   }
   return Error(ErrorCode::kUnavailable,
-               "qemu-system-x86_64 not found; install it with scripts/setup "
-               "(Debian package qemu-system-x86)");
+               "qemu-system-x86_64 not found on PATH (nor MSB_QEMU set); " +
+                   InstallHint("qemu-system-x86"));
 }
 
 }  // namespace msb::vm

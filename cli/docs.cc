@@ -1,0 +1,189 @@
+// The command tree read from the CLI11 app, and the man page rendered from it.
+// The completion scripts are cli/completion.cc. See cli/docs.h.
+#include "cli/docs.h"
+
+#include <algorithm>
+#include <sstream>
+
+namespace msb::cli {
+namespace {
+
+bool Visible(const CLI::App& sub) { return !sub.get_name().empty() && !sub.get_group().empty(); }
+
+OptionDoc DescribeOption(const CLI::Option& opt) {
+  OptionDoc d;
+  for (const auto& s : opt.get_snames()) d.names.push_back("-" + s);
+  for (const auto& l : opt.get_lnames()) d.names.push_back("--" + l);
+  if (opt.get_type_size_max() > 0) d.value = opt.get_type_name();
+  d.description = opt.get_description();
+  d.repeatable = opt.get_expected_max() > 1;
+  return d;
+}
+
+CommandDoc Describe(const CLI::App& app, std::vector<std::string> path) {
+  CommandDoc d;
+  d.path = std::move(path);
+  d.description = app.get_description();
+  d.group = app.get_group();
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->get_group().empty()) continue;  // hidden
+    if (opt->get_positional()) {
+      if (opt->nonpositional()) continue;
+      PositionalDoc p;
+      p.name = opt->get_name(true);
+      p.description = opt->get_description();
+      p.required = opt->get_required();
+      p.repeatable = opt->get_expected_max() > 1;
+      d.positionals.push_back(std::move(p));
+    } else {
+      d.options.push_back(DescribeOption(*opt));
+    }
+  }
+  for (const CLI::App* sub : app.get_subcommands({})) {
+    if (!Visible(*sub)) continue;
+    std::vector<std::string> sub_path = d.path;
+    sub_path.push_back(sub->get_name());
+    d.subcommands.push_back(Describe(*sub, std::move(sub_path)));
+  }
+  return d;
+}
+
+// Text for a man page line: backslashes escaped, a leading control character
+// made literal.
+std::string Roff(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') {
+      out += "\\e";
+    } else if (c == '\n') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out.insert(0, "\\&");
+  return out;
+}
+
+// An option or command name in bold, its hyphens the minus sign.
+std::string RoffName(std::string_view name) {
+  std::string out = "\\fB";
+  for (char c : name) {
+    if (c == '-') {
+      out += "\\-";
+    } else if (c == '\\') {
+      out += "\\e";
+    } else {
+      out += c;
+    }
+  }
+  return out + "\\fR";
+}
+
+bool IsHelpOption(const OptionDoc& o) {
+  return std::find(o.names.begin(), o.names.end(), "--help") != o.names.end() ||
+         std::find(o.names.begin(), o.names.end(), "--help-all") != o.names.end();
+}
+
+// The options of a command; with_help false leaves out -h/--help and
+// --help-all, which every command has (OPTIONS lists them once).
+void ManOptions(std::ostringstream& out, const std::vector<OptionDoc>& options, bool with_help) {
+  for (const auto& o : options) {
+    if (!with_help && IsHelpOption(o)) continue;
+    out << ".TP\n";
+    for (size_t i = 0; i < o.names.size(); ++i) out << (i > 0 ? ", " : "") << RoffName(o.names[i]);
+    if (!o.value.empty()) out << " \\fI" << Roff(o.value) << "\\fR";
+    out << "\n" << Roff(o.description.empty() ? "(no description)" : o.description);
+    if (o.repeatable) out << " (repeatable)";
+    out << "\n";
+  }
+}
+
+void ManCommand(std::ostringstream& out, const CommandDoc& cmd) {
+  out << ".TP\n" << RoffName(CommandLine(cmd));
+  const bool has_options =
+      std::any_of(cmd.options.begin(), cmd.options.end(), [](const OptionDoc& o) { return !IsHelpOption(o); });
+  if (has_options) out << " [\\fIOPTIONS\\fR]";
+  if (!cmd.subcommands.empty()) out << " \\fICOMMAND\\fR";
+  for (const auto& p : cmd.positionals) {
+    out << " " << (p.required ? "" : "[") << "\\fI" << Roff(p.name) << "\\fR" << (p.repeatable ? "..." : "")
+        << (p.required ? "" : "]");
+  }
+  out << "\n" << Roff(cmd.description) << "\n";
+  if (!cmd.positionals.empty() || has_options) {
+    out << ".RS\n";
+    for (const auto& p : cmd.positionals) {
+      out << ".TP\n\\fI" << Roff(p.name) << "\\fR\n" << Roff(p.description) << "\n";
+    }
+    ManOptions(out, cmd.options, false);
+    out << ".RE\n";
+  }
+  for (const auto& sub : cmd.subcommands) ManCommand(out, sub);
+}
+
+}  // namespace
+
+CommandDoc DescribeCommands(const CLI::App& app) { return Describe(app, {}); }
+
+std::string CommandLine(const CommandDoc& cmd) {
+  std::string line = "msb";
+  for (const auto& word : cmd.path) line += " " + word;
+  return line;
+}
+
+bool HasQuietPs(const CommandDoc& root) {
+  for (const auto& sub : root.subcommands) {
+    if (sub.path.back() != "ps") continue;
+    for (const auto& o : sub.options) {
+      for (const auto& n : o.names) {
+        if (n == "-q" && o.value.empty()) return true;
+      }
+    }
+  }
+  return false;
+}
+
+std::string ManPage(const CommandDoc& root, std::string_view version) {
+  std::ostringstream out;
+  std::string summary = root.description;
+  if (summary.rfind("msb: ", 0) == 0) summary = summary.substr(5);
+  out << ".\\\" Generated by `msb __man` from msb's command definitions (cli/docs.cc). Do not edit.\n"
+      << ".TH MSB 1 \"\" \"" << Roff(version) << "\" \"User Commands\"\n"
+      << ".SH NAME\nmsb \\- " << Roff(summary) << "\n"
+      << ".SH SYNOPSIS\n\\fBmsb\\fR [\\fIOPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR...]\n"
+      << ".SH DESCRIPTION\n"
+      << "\\fBmsb\\fR runs each sandbox of a Sandboxfile (YAML, checked in with the project) as a "
+         "QEMU microVM with its own kernel; a supervisor per sandbox on the host enforces its root "
+         "file system, mounts, network policy and secrets. Project commands read \\fISandboxfile\\fR "
+         "(else \\fImsb.yaml\\fR) in the current directory unless \\fB\\-f\\fR names a file.\n"
+      << ".SH OPTIONS\n";
+  ManOptions(out, root.options, true);
+  out << ".SH COMMANDS\n";
+  std::vector<std::string> groups;
+  for (const auto& sub : root.subcommands) {
+    if (std::find(groups.begin(), groups.end(), sub.group) == groups.end()) groups.push_back(sub.group);
+  }
+  for (const auto& group : groups) {
+    out << ".SS " << Roff(group) << "\n";
+    for (const auto& sub : root.subcommands) {
+      if (sub.group == group) ManCommand(out, sub);
+    }
+  }
+  out << ".SH ENVIRONMENT\n"
+         ".TP\n\\fBMSB_HOME\\fR\n"
+         "Where msb keeps its state, private to its owner (default \\fI$XDG_DATA_HOME/msb\\fR, else "
+         "\\fI~/.local/share/msb\\fR).\n"
+         ".TP\n\\fBMSB_PROJECT_NAME\\fR\nThe project name when \\fB\\-p\\fR is not given.\n"
+         ".TP\n\\fBMSB_KERNEL\\fR\nA guest kernel image to boot instead of the one \\fBmsb kernel "
+         "build\\fR caches.\n"
+         ".TP\n\\fBMSB_ACCEL\\fR\n\\fBkvm\\fR, \\fBtcg\\fR or \\fBauto\\fR (probe KVM with a real boot).\n"
+         ".TP\n\\fBMSB_QEMU\\fR, \\fBMSB_VIRTIOFSD\\fR\nThe QEMU and virtiofsd binaries to run.\n"
+         ".TP\n\\fBMSB_LOG\\fR\n\\fBdebug\\fR, \\fBinfo\\fR, \\fBwarn\\fR or \\fBerror\\fR.\n"
+         ".SH FILES\n"
+         ".TP\n\\fISandboxfile\\fR, \\fImsb.yaml\\fR\nThe project's sandboxes, read from the current "
+         "directory.\n"
+         ".TP\n\\fI$MSB_HOME/kernels/\\fR\nThe guest kernel built by \\fBmsb kernel build\\fR.\n";
+  return out.str();
+}
+
+}  // namespace msb::cli
