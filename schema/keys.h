@@ -150,7 +150,7 @@ inline constexpr std::string_view kDurationPattern = "^([0-9]+(\\.[0-9]+)?(ms|s|
 inline constexpr std::string_view kGuestPathPattern = "^/";
 inline constexpr std::string_view kRestartPattern = "^on-failure:[1-9][0-9]{0,6}$";
 inline constexpr std::string_view kPortPattern =
-    "^((\\[[0-9A-Fa-f:.]+\\]|[0-9.]+):)?[0-9]{1,5}(:[0-9]{1,5})?(/(tcp|udp))?$";
+    "^((\\[[0-9A-Fa-f:.]+\\]|[0-9.]+):)?[0-9]+(:[0-9]+)?(/(tcp|udp))?$";
 inline constexpr std::string_view kVolumePattern = "^[^:]+:/[^:]*(:(ro|rw))?$";
 inline constexpr std::string_view kTmpfsPattern = "^/[^:]*(:.*)?$";
 inline constexpr std::string_view kEnvItemPattern = "^[A-Za-z_][A-Za-z0-9_]*=";

@@ -68,7 +68,7 @@ RC_GTEST_PROP(KeyPatterns, DurationsTheLoaderAcceptsMatch, ()) {
 }
 
 RC_GTEST_PROP(KeyPatterns, PortsVolumesTmpfsRulesRestartsTheLoaderAcceptsMatch, ()) {
-  std::string port = *Pieces({"1", "80", "8080", "65535", "70000", ":", "/tcp", "/udp", "/sctp", "127.0.0.1",
+  std::string port = *Pieces({"0", "1", "80", "8080", "65535", "70000", ":", "/tcp", "/udp", "/sctp", "127.0.0.1",
                               "[::1]", "[", "]", "0.0.0.0"});
   if (ParsePortMapping(port).ok()) RC_ASSERT(Matches(kPortPattern, port));
   std::string volume = *Pieces({"./src", "/abs", "cache", "~/x", ":", "/app", "ro", "rw", ":ro", "x", ".."});
