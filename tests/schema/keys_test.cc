@@ -86,6 +86,45 @@ RC_GTEST_PROP(KeyPatterns, PortsVolumesTmpfsRulesRestartsTheLoaderAcceptsMatch, 
   }
 }
 
+// Valid texts built from each grammar: the loader takes every one, so the
+// pattern must match every one.
+RC_GTEST_PROP(KeyPatterns, EveryValidTextOfEachGrammarMatches, ()) {
+  auto pick = [](std::vector<std::string> v) { return *rc::gen::elementOf(v); };
+  std::string size = pick({"0", "1", "512", "1024"}) + pick({"", ".5", ".25"}) +
+                     pick({"k", "K", "kb", "KiB", "m", "M", "MB", "mib", "g", "G", "Gi", "t", "T", "TB"});
+  RC_ASSERT(ParseSize(size).ok());
+  RC_ASSERT(Matches(kSizePattern, size));
+  std::string plain = pick({"0", "7", "4096"}) + pick({"", "b", "B"});
+  RC_ASSERT(ParseSize(plain).ok());
+  RC_ASSERT(Matches(kSizePattern, plain));
+  std::string duration = pick({"1", "30", "1.5"}) + pick({"s", "m", "h"}) + pick({"", "250ms", "5s"});
+  RC_ASSERT(ParseDuration(duration).ok());
+  RC_ASSERT(Matches(kDurationPattern, duration));
+  std::string port = pick({"", "127.0.0.1:", "[::1]:", "0.0.0.0:"}) + pick({"80", "8080", "065535"}) +
+                     pick({":80", ":1"}) + pick({"", "/tcp", "/udp"});
+  if (*rc::gen::arbitrary<bool>()) port = pick({"80", "08080"}) + pick({"", "/udp"});  // a lone port
+  RC_ASSERT(ParsePortMapping(port).ok());
+  RC_ASSERT(Matches(kPortPattern, port));
+  std::string volume = pick({"./src", "/abs/dir", "cache", "~/x", "../up"}) + ":" + pick({"/app", "/a/b/", "//c"}) +
+                       pick({"", ":ro", ":rw"});
+  RC_ASSERT(ParseVolumeSpec(volume).ok());
+  RC_ASSERT(Matches(kVolumePattern, volume));
+  std::string tmpfs = pick({"/tmp", "/run/x"}) + pick({"", ":size=64M", ":mode=1777", ":size=1G,mode=700"});
+  RC_ASSERT(ParseTmpfs(tmpfs).ok());
+  RC_ASSERT(Matches(kTmpfsPattern, tmpfs));
+  std::string rule = pick({"allow", "deny"}) + pick({"", ":egress", ":ingress"}) + "@" +
+                     pick({"api.github.com", "*.example.com", "10.0.0.0/8", "public", "[2001:db8::1]"}) +
+                     pick({"", ":tcp", ":udp:53", ":tcp:80,443", ":any"});
+  RC_ASSERT(ParseNetworkRule(rule).ok());
+  RC_ASSERT(Matches(kRulePattern, rule));
+  std::string restart = "on-failure:" + pick({"1", "5", "1000000"});
+  RC_ASSERT(ParseRestart(restart).ok());
+  RC_ASSERT(Matches(kRestartPattern, restart));
+  std::string user = pick({"1000", "app", "_svc", "a.b"}) + pick({"", ":1000", ":staff", ":x-y"});
+  RC_ASSERT(testing::ParseText(testing::Web("    user: '" + user + "'\n")).project.has_value());
+  RC_ASSERT(Matches(kUserPattern, user));
+}
+
 TEST(KeyPatterns, EachSupersetPatternStillRefusesTheObviouslyWrong) {
   EXPECT_FALSE(Matches(kSizePattern, "1X"));
   EXPECT_FALSE(Matches(kDurationPattern, "5"));
