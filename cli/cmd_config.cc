@@ -106,6 +106,7 @@ void RegisterConfigCommands(CLI::App& app) {
     ProjectFlags project;
     bool hash = false;
     bool json = false;
+    bool schema = false;
   };
   auto flags = std::make_shared<Flags>();
 
@@ -138,7 +139,13 @@ void RegisterConfigCommands(CLI::App& app) {
   config->add_option_function<std::string>(
             "--format", [flags](const std::string&) { flags->json = true; }, "output format: json (the same as --json)")
       ->check(CLI::IsMember({"json"}));
+  config->add_flag("--schema", flags->schema,
+                   "Print the JSON Schema of the Sandboxfile (docs/sandboxfile.schema.json); reads no file");
   OnRun(config, [flags] {
+    if (flags->schema) {
+      std::puts(schema::JsonSchema().dump(2).c_str());
+      return 0;
+    }
     auto project = Load(flags->project);
     if (!project) return 1;
     if (flags->hash) {

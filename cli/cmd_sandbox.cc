@@ -371,11 +371,38 @@ Result<orchestrator::SandboxRecord> Find(Store& store, const std::string& ref,
   return orchestrator::FindSandbox(store, ref, CurrentProject(project), command);
 }
 
+// What `msb exec --script` and `msb shell` run, from the sandbox's recorded
+// canonical spec (what it was started with, not the file as it is now):
+// script `script` with cmd as its arguments; with no script, the shell when
+// shell is set, else cmd.
+Result<std::vector<std::string>> ExecArgv(const SandboxRecord& rec, const std::string& script, bool shell,
+                                          const std::vector<std::string>& cmd) {
+  auto spec = nlohmann::json::parse(rec.spec_json, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* canonical = spec.is_object() && spec.contains("canonical") ? &spec["canonical"] : nullptr;
+  std::string sh = schema::kDefaultShell;
+  if (canonical && canonical->contains("shell") && (*canonical)["shell"].is_string()) {
+    sh = (*canonical)["shell"].get<std::string>();
+  }
+  if (script.empty()) return shell ? std::vector<std::string>{sh} : cmd;
+  std::string known;
+  if (canonical && canonical->contains("scripts") && (*canonical)["scripts"].is_object()) {
+    const nlohmann::json& scripts = (*canonical)["scripts"];
+    auto it = scripts.find(script);
+    if (it != scripts.end() && it->is_array()) {
+      return schema::ScriptCommand(it->get<std::vector<std::string>>(), sh, script, cmd);
+    }
+    for (const auto& [name, _] : scripts.items()) known += (known.empty() ? "" : ", ") + name;
+  }
+  return Error(ErrorCode::kNotFound, "sandbox " + rec.name + " has no script \"" + script + "\" (" +
+                                         (known.empty() ? "it has none" : "its scripts: " + known) +
+                                         "; scripts: in the Sandboxfile, applied by msb up)");
+}
+
 // `fail_code` is what msb's own failures exit with: 125 for exec (docker's),
 // 1 for shell.
 int Exec(const std::string& name, const std::string& project, const std::vector<std::string>& cmd,
          bool interactive, bool tty, const std::vector<std::string>& env, const std::string& workdir,
-         const std::string& user, const std::string& command, int fail_code) {
+         const std::string& user, const std::string& command, int fail_code, const std::string& script = "") {
   auto fail = [fail_code](const std::string& message) {
     Fail(message);
     return fail_code;
@@ -388,10 +415,12 @@ int Exec(const std::string& name, const std::string& project, const std::vector<
     return fail("sandbox " + name + " is " + orchestrator::ToString(rec->status) +
                 "; start it with: msb start " + name);
   }
+  auto argv = ExecArgv(*rec, script, command == "shell", cmd);
+  if (!argv.ok()) return fail(argv.error().message());
   auto client = ControlClient::Connect(rec->control_socket);
   if (!client.ok()) return fail(client.error().message());
   agent::ExecRequest ex;
-  ex.argv = cmd;
+  ex.argv = *argv;
   ex.env = env;
   ex.cwd = workdir;
   ex.user = user;
@@ -698,7 +727,7 @@ void RegisterSandboxCommands(CLI::App& app) {
   }
   {
     struct ExecArgs {
-      std::string name, project, workdir, user;
+      std::string name, project, workdir, user, script;
       std::vector<std::string> cmd, env;
       bool i = false, t = false;
     };
@@ -710,24 +739,36 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_option("-w,--workdir", a->workdir, "working directory");
     cmd->add_option("-u,--user", a->user, "user (uid, uid:gid or name)");
     AddProjectNameFlag(cmd, &a->project);
-    cmd->add_option("sandbox", a->name, "sandbox name, or PROJECT/NAME")->required();
-    AddTrailingCommand(cmd, "COMMAND [ARGS...] after SANDBOX (or after --)");
+    cmd->add_option("--script", a->script, "run the sandbox's script NAME (its scripts:); COMMAND gives its arguments");
+    cmd->add_option("sandbox", a->name, "sandbox name, or PROJECT/NAME; NAME~SCRIPT runs a script")->required();
+    AddTrailingCommand(cmd, "COMMAND [ARGS...] after SANDBOX (or after --); with a script, its arguments");
     OnRun(cmd, [a, cmd]() {
       auto command = TrailingCommand(cmd);
       if (!command.ok()) return RunFail(command.error().message());
-      if (command->empty()) return RunFail("msb exec: no command given: msb exec SANDBOX COMMAND [ARGS...]");
-      return Exec(a->name, a->project, *command, a->i, a->t, a->env, a->workdir, a->user, "exec", kMsbFailed);
+      std::string name = a->name, script = a->script;
+      if (auto ref = schema::SplitScriptRef(name)) {
+        if (!script.empty()) return RunFail("give the script once: " + name + " or --script " + script);
+        std::tie(name, script) = *ref;
+        if (!schema::IsScriptName(script)) {
+          return RunFail("\"" + a->name + "\": expected SANDBOX~SCRIPT, a script name being letters, digits, '_', '.' and '-'");
+        }
+      }
+      if (command->empty() && script.empty()) {
+        return RunFail("msb exec: no command given: msb exec SANDBOX COMMAND [ARGS...], or a script: msb exec "
+                       "SANDBOX --script NAME, msb exec SANDBOX~NAME");
+      }
+      return Exec(name, a->project, *command, a->i, a->t, a->env, a->workdir, a->user, "exec", kMsbFailed, script);
     });
   }
   {
     auto name = std::make_shared<std::string>();
     auto project = std::make_shared<std::string>();
-    auto* cmd = app.add_subcommand("shell", "Open an interactive shell in a running sandbox");
+    auto* cmd = app.add_subcommand("shell", "Open an interactive shell (the sandbox's shell:) in a running sandbox");
     cmd->add_option("sandbox", *name, "sandbox name, or PROJECT/NAME")->required();
     AddProjectNameFlag(cmd, project.get());
     OnRun(cmd, [name, project]() {
       bool tty = ::isatty(0) != 0;
-      return Exec(*name, *project, {"/bin/sh"}, true, tty, {}, "", "", "shell", 1);
+      return Exec(*name, *project, {}, true, tty, {}, "", "", "shell", 1);
     });
   }
   {

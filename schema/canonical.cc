@@ -49,14 +49,15 @@ bool IsNullWord(const std::string& s) {
 }
 
 // Emits a string that reads back as itself: '$' doubled against
-// interpolation, quoted when plain would not do (the emitter decides; the
-// loader reads every plain scalar as text, so only null words need help).
-void Str(YAML::Emitter& out, const std::string& s) {
+// interpolation (but in verbatim text: scripts), quoted when plain would not
+// do (the emitter decides; the loader reads every plain scalar as text, so
+// only null words need help).
+void Str(YAML::Emitter& out, const std::string& s, bool verbatim = false) {
   std::string escaped;
   escaped.reserve(s.size());
   for (char c : s) {
     escaped += c;
-    if (c == '$') escaped += '$';
+    if (c == '$' && !verbatim) escaped += '$';
   }
   if (IsNullWord(escaped)) out << YAML::DoubleQuoted;
   out << escaped;
@@ -78,9 +79,9 @@ void BeginSeq(YAML::Emitter& out, bool empty) {
   out << YAML::BeginSeq;
 }
 
-void StrList(YAML::Emitter& out, const std::vector<std::string>& list) {
+void StrList(YAML::Emitter& out, const std::vector<std::string>& list, bool verbatim = false) {
   out << YAML::Flow << YAML::BeginSeq;
-  for (const std::string& s : list) Str(out, s);
+  for (const std::string& s : list) Str(out, s, verbatim);
   out << YAML::EndSeq;
 }
 
@@ -163,7 +164,7 @@ void SandboxYaml(YAML::Emitter& out, const Sandbox& sb) {
   Key(out, "restart"); Str(out, ToString(sb.restart));
   Key(out, "scripts");
   BeginMap(out, sb.scripts.empty());
-  for (const auto& [name, argv] : sb.scripts) { Key(out, name); StrList(out, argv); }
+  for (const auto& [name, argv] : sb.scripts) { Key(out, name); StrList(out, argv, /*verbatim=*/true); }
   out << YAML::EndMap;
   Key(out, "secrets");
   BeginMap(out, sb.secrets.empty());

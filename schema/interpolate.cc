@@ -1,4 +1,4 @@
-// ${VAR} substitution and .env parsing (interpolate.h).
+// $VAR and ${VAR} substitution and .env parsing (interpolate.h).
 #include "schema/interpolate.h"
 
 #include <cctype>
@@ -50,12 +50,15 @@ Result<std::string> Expand(std::string_view text, const Env& env, std::vector<st
       i = dollar + 2;
       continue;
     }
-    if (IsNameStart(next)) {
+    if (IsNameStart(next)) {  // $NAME: the longest run of name characters, as ${NAME}
       size_t end = dollar + 1;
       while (end < text.size() && IsNameChar(text[end])) ++end;
-      std::string name(text.substr(dollar + 1, end - dollar - 1));
-      return Invalid("$" + name + " is not substituted: write ${" + name +
-                     "} for a variable, or $$ for a literal $");
+      std::string_view name = text.substr(dollar + 1, end - dollar - 1);
+      auto it = env.find(name);
+      if (it != env.end()) out += it->second;
+      else if (unset) unset->push_back(std::string(name));
+      i = end;
+      continue;
     }
     if (next != '{') {
       out += '$';

@@ -245,6 +245,7 @@ std::optional<std::string> Ctx::Scalar(const Field& f, const char* expected) {
     Error(f.pos, f.path, "the text is not valid UTF-8");
     return std::nullopt;
   }
+  if (verbatim_) return raw;
   std::vector<std::string> unset;
   auto r = Interpolate(raw, env_, &unset);
   if (!r.ok()) {

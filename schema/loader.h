@@ -13,6 +13,7 @@
 
 #include "schema/diagnostics.h"
 #include "schema/interpolate.h"
+#include "schema/keys.h"
 #include "schema/model.h"
 
 namespace msb::schema::internal {
@@ -66,6 +67,14 @@ class Ctx {
   // Returns one Field per entry of keys. A null node is an empty map.
   std::vector<Field> ReadMap(const YAML::Node& node, const std::string& path, Pos at,
                              const std::vector<std::string_view>& keys, bool extensions = false);
+  // The same against a table of keys.h.
+  template <size_t N>
+  std::vector<Field> ReadMap(const YAML::Node& node, const std::string& path, Pos at, const Key (&keys)[N],
+                             bool extensions = false) {
+    std::vector<std::string_view> names;
+    for (const Key& k : keys) names.push_back(k.name);
+    return ReadMap(node, path, at, names, extensions);
+  }
   // Every entry of a map whose keys are free-form (sandbox names, env names).
   std::vector<Field> Entries(const YAML::Node& node, const std::string& path, Pos at);
   // Items of a sequence; path gets "[i]". A null node is an empty list.
@@ -73,11 +82,21 @@ class Ctx {
 
   // The interpolated text of a scalar; records an error and returns nullopt
   // for other node types or bad substitutions. expected says what was wanted.
+  // Between BeginVerbatim and EndVerbatim the text is taken as written ($ and
+  // all), for `scripts`.
   std::optional<std::string> Scalar(const Field& f, const char* expected);
+  void BeginVerbatim() { verbatim_ = true; }
+  void EndVerbatim() { verbatim_ = false; }
   std::optional<bool> Bool(const Field& f);
   std::optional<int64_t> Int(const Field& f, int64_t min, int64_t max);
   std::optional<uint64_t> Size(const Field& f, uint64_t plain_unit, uint64_t min, uint64_t max);
   std::optional<int64_t> Duration(const Field& f, int64_t min_ms);
+  // The same with the bounds of a key's Value (keys.h).
+  std::optional<int64_t> Int(const Field& f, const Value& v) { return Int(f, v.min, v.max); }
+  std::optional<uint64_t> Size(const Field& f, const Value& v) {
+    return Size(f, v.unit, static_cast<uint64_t>(v.min), static_cast<uint64_t>(v.max));
+  }
+  std::optional<int64_t> Duration(const Field& f, const Value& v) { return Duration(f, v.min); }
   // A list of strings (a lone string is refused).
   std::optional<std::vector<std::string>> StringList(const Field& f, const char* expected);
   // A command: a non-empty list of strings, or a string run by `shell -c`.
@@ -97,6 +116,7 @@ class Ctx {
   std::string home_;
   std::function<bool(const std::string&)> path_exists_;
   Diagnostics* diags_;
+  bool verbatim_ = false;
 };
 
 Pos PosOf(const YAML::Node& node);

@@ -12,36 +12,48 @@
 namespace msb::schema::internal {
 namespace {
 
-enum SandboxKey : size_t {
-  kImage, kCpus, kMemory, kDisk, kEphemeral, kUser, kWorkdir, kShell, kCommand, kScripts,
-  kEnvs, kVolumes, kTmpfs, kPorts, kDependsOn, kHealthcheck, kRestart, kScope, kNetwork,
-  kSecrets, kSecurity, kMeta, kVersion, kImports, kExports, kLogs, kSandboxKeyCount
-};
-const std::vector<std::string_view> kSandboxKeys = {
-    "image", "cpus", "memory", "disk", "ephemeral", "user", "workdir", "shell", "command",
-    "scripts", "envs", "volumes", "tmpfs", "ports", "depends_on", "healthcheck", "restart",
-    "scope", "network", "secrets", "security", "meta", "version", "imports", "exports", "logs"};
-const std::vector<std::string_view> kLogsKeys = {"max_size"};
+constexpr size_t kImage = KeyIndex(kSandboxKeys, "image");
+constexpr size_t kCpus = KeyIndex(kSandboxKeys, "cpus");
+constexpr size_t kMemory = KeyIndex(kSandboxKeys, "memory");
+constexpr size_t kDisk = KeyIndex(kSandboxKeys, "disk");
+constexpr size_t kEphemeral = KeyIndex(kSandboxKeys, "ephemeral");
+constexpr size_t kUser = KeyIndex(kSandboxKeys, "user");
+constexpr size_t kWorkdir = KeyIndex(kSandboxKeys, "workdir");
+constexpr size_t kShell = KeyIndex(kSandboxKeys, "shell");
+constexpr size_t kCommand = KeyIndex(kSandboxKeys, "command");
+constexpr size_t kScripts = KeyIndex(kSandboxKeys, "scripts");
+constexpr size_t kEnvs = KeyIndex(kSandboxKeys, "envs");
+constexpr size_t kVolumes = KeyIndex(kSandboxKeys, "volumes");
+constexpr size_t kTmpfs = KeyIndex(kSandboxKeys, "tmpfs");
+constexpr size_t kPorts = KeyIndex(kSandboxKeys, "ports");
+constexpr size_t kDependsOn = KeyIndex(kSandboxKeys, "depends_on");
+constexpr size_t kHealthcheck = KeyIndex(kSandboxKeys, "healthcheck");
+constexpr size_t kRestart = KeyIndex(kSandboxKeys, "restart");
+constexpr size_t kScope = KeyIndex(kSandboxKeys, "scope");
+constexpr size_t kNetwork = KeyIndex(kSandboxKeys, "network");
+constexpr size_t kSecrets = KeyIndex(kSandboxKeys, "secrets");
+constexpr size_t kSecurity = KeyIndex(kSandboxKeys, "security");
+constexpr size_t kMeta = KeyIndex(kSandboxKeys, "meta");
+constexpr size_t kVersion = KeyIndex(kSandboxKeys, "version");
+constexpr size_t kImports = KeyIndex(kSandboxKeys, "imports");
+constexpr size_t kExports = KeyIndex(kSandboxKeys, "exports");
+constexpr size_t kLogs = KeyIndex(kSandboxKeys, "logs");
 
-enum HealthKey : size_t { kHcCommand, kHcInterval, kHcTimeout, kHcRetries, kHcStartPeriod };
-const std::vector<std::string_view> kHealthKeys = {"command", "interval", "timeout", "retries",
-                                                   "start_period"};
-enum NetworkKey : size_t { kNetPolicy, kNetRules, kNetDns, kNetTls };
-const std::vector<std::string_view> kNetworkKeys = {"policy", "rules", "dns", "tls"};
-const std::vector<std::string_view> kTlsKeys = {"ca"};
-enum DnsKey : size_t { kDnsServers, kDnsRebind };
-const std::vector<std::string_view> kDnsKeys = {"servers", "rebind_protection"};
-enum SecretKey : size_t { kSecFromEnv, kSecFromFile, kSecAllow, kSecInject };
-const std::vector<std::string_view> kSecretKeys = {"from_env", "from_file", "allow", "inject"};
-enum InjectKey : size_t { kInjHeaders, kInjBasicAuth, kInjQuery, kInjBody };
-const std::vector<std::string_view> kInjectKeys = {"headers", "basic_auth", "query", "body"};
-const std::vector<std::string_view> kDependKeys = {"condition"};
-
-constexpr int kMaxCpus = 128;
-constexpr uint64_t kMinMemory = 32 * kMiB;
-constexpr uint64_t kMaxMemory = 1024 * kGiB;
-constexpr uint64_t kMinDisk = 64 * kMiB;
-constexpr uint64_t kMaxDisk = 16 * 1024 * kGiB;
+constexpr size_t kHcCommand = KeyIndex(kHealthKeys, "command");
+constexpr size_t kHcInterval = KeyIndex(kHealthKeys, "interval");
+constexpr size_t kHcTimeout = KeyIndex(kHealthKeys, "timeout");
+constexpr size_t kHcRetries = KeyIndex(kHealthKeys, "retries");
+constexpr size_t kHcStartPeriod = KeyIndex(kHealthKeys, "start_period");
+constexpr size_t kNetPolicy = KeyIndex(kNetworkKeys, "policy");
+constexpr size_t kNetRules = KeyIndex(kNetworkKeys, "rules");
+constexpr size_t kNetDns = KeyIndex(kNetworkKeys, "dns");
+constexpr size_t kNetTls = KeyIndex(kNetworkKeys, "tls");
+constexpr size_t kDnsServers = KeyIndex(kDnsKeys, "servers");
+constexpr size_t kDnsRebind = KeyIndex(kDnsKeys, "rebind_protection");
+constexpr size_t kSecFromEnv = KeyIndex(kSecretKeys, "from_env");
+constexpr size_t kSecFromFile = KeyIndex(kSecretKeys, "from_file");
+constexpr size_t kSecAllow = KeyIndex(kSecretKeys, "allow");
+constexpr size_t kSecInject = KeyIndex(kSecretKeys, "inject");
 
 // uid[:gid] or name[:group].
 bool IsUser(std::string_view s) {
@@ -55,12 +67,6 @@ bool IsUser(std::string_view s) {
     }
   }
   return true;
-}
-
-bool IsScriptName(std::string_view s) {
-  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
-  });
 }
 
 std::optional<NetworkPolicy> PolicyFrom(Ctx& ctx, const Field& f) {
@@ -219,16 +225,16 @@ std::optional<Healthcheck> LoadHealthcheck(Ctx& ctx, const Field& f, const std::
     ok = false;
   }
   if (h[kHcInterval].present) {
-    if (auto d = ctx.Duration(h[kHcInterval], 1)) hc.interval_ms = *d;
+    if (auto d = ctx.Duration(h[kHcInterval], kHealthKeys[kHcInterval].value)) hc.interval_ms = *d;
   }
   if (h[kHcTimeout].present) {
-    if (auto d = ctx.Duration(h[kHcTimeout], 1)) hc.timeout_ms = *d;
+    if (auto d = ctx.Duration(h[kHcTimeout], kHealthKeys[kHcTimeout].value)) hc.timeout_ms = *d;
   }
   if (h[kHcStartPeriod].present) {
-    if (auto d = ctx.Duration(h[kHcStartPeriod], 0)) hc.start_period_ms = *d;
+    if (auto d = ctx.Duration(h[kHcStartPeriod], kHealthKeys[kHcStartPeriod].value)) hc.start_period_ms = *d;
   }
   if (h[kHcRetries].present) {
-    if (auto r = ctx.Int(h[kHcRetries], 1, 1000)) hc.retries = static_cast<int>(*r);
+    if (auto r = ctx.Int(h[kHcRetries], kHealthKeys[kHcRetries].value)) hc.retries = static_cast<int>(*r);
   }
   if (!ok) return std::nullopt;
   return hc;
@@ -459,18 +465,20 @@ void LoadSecrets(Ctx& ctx, const Field& f, Sandbox* sb) {
 }  // namespace
 
 Meta LoadMeta(Ctx& ctx, const Field& f) {
-  static const std::vector<std::string_view> kKeys = {"authors", "description", "homepage", "repository",
-                                                      "readme", "tags", "icon"};
+  constexpr size_t kAuthors = KeyIndex(kMetaKeys, "authors"), kTags = KeyIndex(kMetaKeys, "tags");
   Meta meta;
   if (!ctx.ExpectMap(f, "a map")) return meta;
-  std::vector<Field> m = ctx.ReadMap(f.value, f.path, f.pos, kKeys);
-  if (m[0].present) meta.authors = ctx.StringList(m[0], "strings").value_or(std::vector<std::string>{});
-  std::string* strings[] = {nullptr, &meta.description, &meta.homepage, &meta.repository, &meta.readme,
-                            nullptr, &meta.icon};
-  for (size_t i = 0; i < m.size(); ++i) {
-    if (strings[i] && m[i].present) *strings[i] = ctx.Scalar(m[i], "a string").value_or("");
+  std::vector<Field> m = ctx.ReadMap(f.value, f.path, f.pos, kMetaKeys);
+  if (m[kAuthors].present) meta.authors = ctx.StringList(m[kAuthors], "strings").value_or(std::vector<std::string>{});
+  std::pair<size_t, std::string*> strings[] = {{KeyIndex(kMetaKeys, "description"), &meta.description},
+                                               {KeyIndex(kMetaKeys, "homepage"), &meta.homepage},
+                                               {KeyIndex(kMetaKeys, "repository"), &meta.repository},
+                                               {KeyIndex(kMetaKeys, "readme"), &meta.readme},
+                                               {KeyIndex(kMetaKeys, "icon"), &meta.icon}};
+  for (auto [i, out] : strings) {
+    if (m[i].present) *out = ctx.Scalar(m[i], "a string").value_or("");
   }
-  if (m[5].present) meta.tags = ctx.StringList(m[5], "strings").value_or(std::vector<std::string>{});
+  if (m[kTags].present) meta.tags = ctx.StringList(m[kTags], "strings").value_or(std::vector<std::string>{});
   return meta;
 }
 
@@ -497,10 +505,10 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
     else ctx.Error(k[kImage].pos, k[kImage].path, img.error().message());
   }
   if (k[kCpus].present) {
-    if (auto v = ctx.Int(k[kCpus], 1, kMaxCpus)) sb.cpus = static_cast<int>(*v);
+    if (auto v = ctx.Int(k[kCpus], kSandboxKeys[kCpus].value)) sb.cpus = static_cast<int>(*v);
   }
   if (k[kMemory].present) {
-    if (auto v = ctx.Size(k[kMemory], kMiB, kMinMemory, kMaxMemory)) {
+    if (auto v = ctx.Size(k[kMemory], kSandboxKeys[kMemory].value)) {
       if (*v % kMiB != 0) {
         ctx.Error(k[kMemory].pos, k[kMemory].path, "memory must be a whole number of MiB");
       } else {
@@ -509,7 +517,7 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
     }
   }
   if (k[kDisk].present) {
-    if (auto v = ctx.Size(k[kDisk], 1, kMinDisk, kMaxDisk)) sb.disk = *v;
+    if (auto v = ctx.Size(k[kDisk], kSandboxKeys[kDisk].value)) sb.disk = *v;
   }
   if (k[kEphemeral].present) {
     if (auto v = ctx.Bool(k[kEphemeral])) sb.ephemeral = *v;
@@ -536,7 +544,11 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
         ctx.Error(PosOf(e.key), e.path, "script names are letters, digits, '_', '.' and '-'");
         continue;
       }
-      if (auto c = ctx.Command(e, sb.shell)) sb.scripts[e.key.Scalar()] = std::move(*c);
+      // Shell text for the guest, as microsandbox runs it: $HOME is the guest's.
+      ctx.BeginVerbatim();
+      auto c = ctx.Command(e, sb.shell);
+      ctx.EndVerbatim();
+      if (c) sb.scripts[e.key.Scalar()] = std::move(*c);
     }
   }
   if (sb.command.empty() && sb.scripts.count("start")) sb.command = sb.scripts["start"];
@@ -598,7 +610,7 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
   if (k[kLogs].present && ctx.ExpectMap(k[kLogs], "a map with max_size")) {
     std::vector<Field> lk = ctx.ReadMap(k[kLogs].value, k[kLogs].path, k[kLogs].pos, kLogsKeys);
     if (lk[0].present) {
-      if (auto v = ctx.Size(lk[0], 1, kMinLogSize, kMaxLogSize)) sb.logs.max_size = *v;
+      if (auto v = ctx.Size(lk[0], kLogsKeys[0].value)) sb.logs.max_size = *v;
     }
   }
   if (k[kMeta].present) sb.meta = LoadMeta(ctx, k[kMeta]);
@@ -606,7 +618,7 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
   for (size_t key : {kImports, kExports}) {
     if (k[key].present) {
       ctx.Error(PosOf(k[key].key), k[key].path,
-                std::string(kSandboxKeys[key]) +
+                std::string(kSandboxKeys[key].name) +
                     " is not supported: it moves files between microsandbox builds, and msb does not implement builds");
     }
   }

@@ -18,12 +18,15 @@ namespace {
 using internal::Ctx;
 using internal::Field;
 
-enum TopKey : size_t { kName, kSandboxes, kVolumes, kMeta, kBuilds, kModules };
-const std::vector<std::string_view> kTopKeys = {"name", "sandboxes", "volumes", "meta", "builds",
-                                                "modules"};
-const std::vector<std::string_view> kVolumeKeys = {"size"};
-constexpr uint64_t kMinVolume = 16 * kMiB;
-constexpr uint64_t kMaxVolume = 16 * 1024 * kGiB;
+using internal::KeyIndex;
+using internal::kTopKeys;
+using internal::kVolumeKeys;
+constexpr size_t kName = KeyIndex(kTopKeys, "name");
+constexpr size_t kSandboxes = KeyIndex(kTopKeys, "sandboxes");
+constexpr size_t kVolumes = KeyIndex(kTopKeys, "volumes");
+constexpr size_t kMeta = KeyIndex(kTopKeys, "meta");
+constexpr size_t kBuilds = KeyIndex(kTopKeys, "builds");
+constexpr size_t kModules = KeyIndex(kTopKeys, "modules");
 
 std::string CurrentDir() {
   char buf[4096];
@@ -155,15 +158,14 @@ void LoadProject(Ctx& ctx, const YAML::Node& root, Project* project) {
       if (!ctx.ExpectMap(e, "a map with size")) continue;
       std::vector<Field> f = ctx.ReadMap(e.value, e.path, e.pos, kVolumeKeys);
       if (f[0].present) {
-        if (auto size = ctx.Size(f[0], 1, kMinVolume, kMaxVolume)) v.size = *size;
+        if (auto size = ctx.Size(f[0], kVolumeKeys[0].value)) v.size = *size;
       }
       project->volumes[name] = v;
     }
   }
 
-  if (!k[kSandboxes].present) {
-    ctx.Error(top.pos, "", "missing required key \"sandboxes\" (a map of sandbox names to their settings)");
-  } else {
+  // Optional, as in microsandbox's format: a file without it declares no sandboxes.
+  if (k[kSandboxes].present) {
     for (const Field& e : ctx.Entries(k[kSandboxes].value, k[kSandboxes].path, k[kSandboxes].pos)) {
       const std::string& name = e.key.Scalar();
       if (!IsValidName(name)) {

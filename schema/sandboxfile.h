@@ -68,6 +68,11 @@ std::string CanonicalYaml(const Project& project);
 // resolved the reference, is mixed in; empty hashes the reference alone.
 std::string ConfigHash(const Sandbox& sandbox, std::string_view image_digest = {});
 
+// The JSON Schema (draft-07) of the file as written, before substitution,
+// made from the loader's own key tables (`msb config --schema`,
+// docs/sandboxfile.schema.json).
+nlohmann::json JsonSchema();
+
 // `msb run --secret`: "VAR=env:HOSTVAR@host1,host2" or "VAR=file:PATH@host"
 // (hosts as in a secret's allow list; a relative PATH from cwd), checked as
 // the Sandboxfile's secrets are, against the network the sandbox will have.

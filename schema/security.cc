@@ -108,11 +108,13 @@ std::vector<std::string> CapabilityNames(uint64_t mask) {
 namespace msb::schema::internal {
 
 void LoadSecurity(Ctx& ctx, const Field& f, Sandbox* sb) {
-  static const std::vector<std::string_view> kKeys = {"level", "read_only_root", "no_new_privileges",
-                                                      "cap_drop", "cap_add"};
-  enum : size_t { kLevel, kReadOnlyRoot, kNoNewPrivileges, kCapDrop, kCapAdd };
+  constexpr size_t kLevel = KeyIndex(kSecurityKeys, "level");
+  constexpr size_t kReadOnlyRoot = KeyIndex(kSecurityKeys, "read_only_root");
+  constexpr size_t kNoNewPrivileges = KeyIndex(kSecurityKeys, "no_new_privileges");
+  constexpr size_t kCapDrop = KeyIndex(kSecurityKeys, "cap_drop");
+  constexpr size_t kCapAdd = KeyIndex(kSecurityKeys, "cap_add");
   if (!ctx.ExpectMap(f, "a map with level, read_only_root, no_new_privileges, cap_drop, cap_add")) return;
-  std::vector<Field> k = ctx.ReadMap(f.value, f.path, f.pos, kKeys);
+  std::vector<Field> k = ctx.ReadMap(f.value, f.path, f.pos, kSecurityKeys);
   SecurityLevel level = SecurityLevel::kDefault;
   if (k[kLevel].present) {
     if (auto s = ctx.Scalar(k[kLevel], "default or strict")) {

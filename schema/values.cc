@@ -392,6 +392,26 @@ bool IsEnvName(std::string_view name) {
   });
 }
 
+bool IsScriptName(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return IsDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '.' || c == '-';
+  });
+}
+
+std::optional<std::pair<std::string, std::string>> SplitScriptRef(std::string_view text) {
+  size_t tilde = text.find('~');
+  if (tilde == std::string_view::npos) return std::nullopt;
+  return std::make_pair(std::string(text.substr(0, tilde)), std::string(text.substr(tilde + 1)));
+}
+
+std::vector<std::string> ScriptCommand(const std::vector<std::string>& script, const std::string& shell,
+                                       const std::string& name, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = script;
+  if (argv.size() == 3 && argv[0] == shell && argv[1] == "-c") argv.push_back(name);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
 Result<std::string> NormalizeGuestPath(std::string_view path) {
   if (path.empty() || path[0] != '/') {
     return Invalid("guest path " + Quote(path) + " must be absolute (start with /)");

@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/result.h"
 #include "schema/model.h"
@@ -61,6 +63,20 @@ std::string NameFromDirectory(std::string_view dir_name);
 
 // An environment variable name: [A-Za-z_][A-Za-z0-9_]*.
 bool IsEnvName(std::string_view name);
+
+// A script's name (a key of `scripts:`): 1 to 64 of [A-Za-z0-9_.-].
+bool IsScriptName(std::string_view name);
+
+// microsandbox's NAME~SCRIPT (`msb exec web~migrate`): the part before the
+// first '~' and the part after it; nullopt without a '~'. Neither names nor
+// PROJECT/NAME references can hold a '~', so a reference never splits.
+std::optional<std::pair<std::string, std::string>> SplitScriptRef(std::string_view text);
+
+// The argv that runs script `name` (its argv from the model) with args: a
+// script written as a string ({shell, "-c", TEXT}) gets the name as $0 and
+// args as $1...; a list gets args appended.
+std::vector<std::string> ScriptCommand(const std::vector<std::string>& script, const std::string& shell,
+                                       const std::string& name, const std::vector<std::string>& args);
 
 // An absolute guest path without "..", normalised ("/a//b/./c/" -> "/a/b/c").
 Result<std::string> NormalizeGuestPath(std::string_view path);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <algorithm>
+#include <filesystem>
 
 #include "schema/sandboxfile.h"
 
@@ -95,6 +97,54 @@ TEST(ExamplesTest, WebappValidates) {
   EXPECT_EQ(db.network.rules[0].target, "group");
   EXPECT_EQ(p.volumes.at("dbdata").size, 256 * kMiB);
   ExpectCanonicalRoundTrip(p);
+}
+
+// tests/schema/sandboxfiles/: what scripts/check-sandboxfile-schema holds
+// against the JSON Schema, here against the loader alone.
+std::vector<std::string> Fixtures(const std::string& kind) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(SourceDir() + "/tests/schema/sandboxfiles/" + kind)) {
+    out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST(ExamplesTest, SchemaFixturesLoadOrFailAsTheirDirectorySays) {
+  Env env;
+  std::vector<std::string> valid = Fixtures("valid"), invalid = Fixtures("invalid");
+  ASSERT_GE(valid.size(), 4u);
+  ASSERT_GE(invalid.size(), 8u);
+  for (const std::string& file : valid) {
+    LoadOptions options;
+    options.file = file;
+    options.env = &env;
+    auto p = LoadSandboxfile(options);
+    EXPECT_TRUE(p.ok()) << file << ": " << (p.ok() ? "" : p.error().message());
+    if (p.ok()) ExpectCanonicalRoundTrip(*p);
+  }
+  for (const std::string& file : invalid) {
+    LoadOptions options;
+    options.file = file;
+    options.env = &env;
+    EXPECT_FALSE(LoadSandboxfile(options).ok()) << file;
+  }
+}
+
+TEST(ExamplesTest, LegacyFixtureKeepsItsScriptsAsShellText) {
+  LoadOptions options;
+  options.file = SourceDir() + "/tests/schema/sandboxfiles/valid/legacy-microsandbox.yaml";
+  Env env;
+  options.env = &env;
+  auto p = LoadSandboxfile(options);
+  ASSERT_TRUE(p.ok()) << p.error().message();
+  const Sandbox& app = p->sandboxes.at("app");
+  EXPECT_EQ(app.shell, "/bin/bash");
+  EXPECT_EQ(app.command, (std::vector<std::string>{"/bin/bash", "-c", "python -m http.server $PORT"}));
+  EXPECT_EQ(app.scripts.at("where"),
+            (std::vector<std::string>{"/bin/bash", "-c", "echo \"home is $HOME, user ${USER:-nobody}, pid $$\""}));
+  EXPECT_EQ(app.memory, 1024 * kMiB);
+  EXPECT_EQ(app.envs.at("PORT"), "8080");
 }
 
 }  // namespace

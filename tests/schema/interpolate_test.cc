@@ -1,7 +1,10 @@
-// Tests for ${VAR} substitution and .env parsing (schema/interpolate.h).
+// Tests for $VAR and ${VAR} substitution and .env parsing (schema/interpolate.h).
 #include "schema/interpolate.h"
 
 #include <gtest/gtest.h>
+#include <rapidcheck/gtest.h>
+
+#include "schema/sandboxfile.h"
 
 namespace msb::schema {
 namespace {
@@ -35,6 +38,20 @@ TEST(InterpolateTest, SubstitutesEveryForm) {
   EXPECT_EQ(Sub("trailing $"), "trailing $");
 }
 
+TEST(InterpolateTest, UnbracedNamesAreSubstitutedAsCompose) {
+  EXPECT_EQ(Sub("echo $A"), "echo alpha");
+  EXPECT_EQ(Sub("$A$N"), "alpha3");
+  EXPECT_EQ(Sub("$A-x $A.y $A/z"), "alpha-x alpha.y alpha/z");  // the name ends at the first non-name character
+  EXPECT_EQ(Sub("$AB"), "");                                   // the longest name: AB, unset
+  EXPECT_EQ(Sub("$_A"), "");
+  EXPECT_EQ(Sub("$$A $1 $ $- $"), "$A $1 $ $- $");            // not a name: kept as written
+  std::vector<std::string> unset;
+  auto r = Interpolate("a$NOPE-b", kEnv, &unset);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, "a-b");
+  EXPECT_EQ(unset, (std::vector<std::string>{"NOPE"}));
+}
+
 TEST(InterpolateTest, UnsetBareVariablesAreReportedForAWarning) {
   std::vector<std::string> unset;
   auto r = Interpolate("a${NOPE}b${A}${ALSO_NOT}", kEnv, &unset);
@@ -51,7 +68,6 @@ TEST(InterpolateTest, RequiredVariablesFailWithTheirMessage) {
 }
 
 TEST(InterpolateTest, RefusesMalformedReferences) {
-  EXPECT_EQ(Why("echo $HOME"), "$HOME is not substituted: write ${HOME} for a variable, or $$ for a literal $");
   EXPECT_EQ(Why("${A"), "unterminated ${ (write $$ for a literal $)");
   EXPECT_NE(Why("${1A}").find("invalid variable name"), std::string::npos);
   EXPECT_NE(Why("${}").find("invalid variable name"), std::string::npos);
@@ -60,6 +76,62 @@ TEST(InterpolateTest, RefusesMalformedReferences) {
   std::string deep = "x";
   for (int i = 0; i < 12; ++i) deep = "${M:-" + deep + "}";
   EXPECT_NE(Why(deep).find("nested more than 8 deep"), std::string::npos);
+}
+
+// Text from pieces that stress the rule: names, braces, $ in every position.
+rc::Gen<std::string> DollarText() {
+  return rc::gen::map(rc::gen::container<std::vector<std::string>>(rc::gen::elementOf(std::vector<std::string>{
+                          "$", "A", "N", "B", "_", "1", "{", "}", "-", ":", " ", "x", "$$", "${A}", "\\", "\""})),
+                      [](const std::vector<std::string>& parts) {
+                        std::string out;
+                        for (const std::string& p : parts) out += p;
+                        return out;
+                      });
+}
+
+std::string Escape(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '$' ? std::string("$$") : std::string(1, c);
+  return out;
+}
+
+RC_GTEST_PROP(InterpolateProperties, TextWithoutDollarIsUnchanged, ()) {
+  std::string s = *rc::gen::container<std::string>(rc::gen::elementOf(std::string("ab {}:-?+_1\n")));
+  auto r = Interpolate(s, kEnv, nullptr);
+  RC_ASSERT(r.ok());
+  RC_ASSERT(*r == s);
+}
+
+RC_GTEST_PROP(InterpolateProperties, DoublingEveryDollarGivesTheTextBack, ()) {
+  std::string s = *DollarText();
+  auto r = Interpolate(Escape(s), kEnv, nullptr);
+  RC_ASSERT(r.ok());
+  RC_ASSERT(*r == s);
+}
+
+RC_GTEST_PROP(InterpolateProperties, UnbracedIsBracedUpToTheFirstNonNameCharacter, ()) {
+  std::string name = *rc::gen::elementOf(std::vector<std::string>{"A", "N", "EMPTY", "NOPE", "_", "A1", "a_b"});
+  std::string after = *rc::gen::elementOf(std::vector<std::string>{"", " ", "-x", ".", "/y", "}", "$$", ":-d"});
+  std::vector<std::string> unset_bare, unset_braced;
+  auto bare = Interpolate("<$" + name + after + ">", kEnv, &unset_bare);
+  auto braced = Interpolate("<${" + name + "}" + after + ">", kEnv, &unset_braced);
+  RC_ASSERT(bare.ok() && braced.ok());
+  RC_ASSERT(*bare == *braced);
+  RC_ASSERT(unset_bare == unset_braced);
+}
+
+// In a Sandboxfile, scripts keep any text as written; every other value is substituted.
+RC_GTEST_PROP(InterpolateProperties, ScriptsKeepAnyTextAsWritten, ()) {
+  std::string s = "x" + *DollarText();
+  std::string quoted;
+  for (char c : s) quoted += c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
+  std::string yaml = "sandboxes:\n  web:\n    image: alpine\n    scripts:\n      s: \"" + quoted + "\"\n"
+                     "    envs:\n      E: \"" + Escape(quoted) + "\"\n";
+  auto p = ParseSandboxfile(yaml, "/proj/Sandboxfile", kEnv);
+  RC_ASSERT(p.ok());
+  const Sandbox& sb = p->sandboxes.at("web");
+  RC_ASSERT(sb.scripts.at("s") == (std::vector<std::string>{"/bin/sh", "-c", s}));
+  RC_ASSERT(sb.envs.at("E") == s);
 }
 
 TEST(DotEnvTest, ParsesComposeStyleFiles) {

@@ -38,8 +38,7 @@ TEST(LoaderTest, UnknownKeySuggestsTheClosestOne) {
   EXPECT_EQ(Errors(Web("    environment: {A: b}\n")),
             "Sandboxfile:4:5: sandboxes.web.environment: unknown key; did you mean \"envs\"?\n");
   EXPECT_EQ(Errors("sandboxs: {}\n"),
-            "Sandboxfile:1:1: sandboxs: unknown key; did you mean \"sandboxes\"?\n"
-            "Sandboxfile:1:1: missing required key \"sandboxes\" (a map of sandbox names to their settings)\n");
+            "Sandboxfile:1:1: sandboxs: unknown key; did you mean \"sandboxes\"?\n");
   EXPECT_EQ(Errors(Web("    network: {polcy: none}\n")),
             "Sandboxfile:4:15: sandboxes.web.network.polcy: unknown key; did you mean \"policy\"?\n");
   EXPECT_EQ(Errors(Web("    healthcheck: {command: x, zzz: 1}\n")),
@@ -414,9 +413,9 @@ TEST(LoaderTest, InterpolationKeepsPositions) {
   EXPECT_EQ(Errors(Web("    envs:\n      A: ${API_HOST:?set API_HOST to the api's host name}\n")),
             "Sandboxfile:5:10: sandboxes.web.envs.A: variable API_HOST is not set: set API_HOST to the api's "
             "host name\n");
-  EXPECT_EQ(Errors(Web("    command: [sh, -c, echo $HOME]\n")),
-            "Sandboxfile:4:23: sandboxes.web.command[2]: $HOME is not substituted: write ${HOME} for a variable, "
-            "or $$ for a literal $\n");
+  // $VAR unbraced, as compose does; $$ keeps a $ for the guest's shell.
+  EXPECT_EQ(MustParse(Web("    command: [sh, -c, echo $HOME $$HOME $1]\n"), env).sandboxes["web"].command,
+            (std::vector<std::string>{"sh", "-c", "echo /home/u $HOME $1"}));
   Parsed warned = ParseText("sandboxes:\n  web:\n    image: alpine:${NOPE}x\n");
   ASSERT_TRUE(warned.project.has_value());
   EXPECT_EQ(warned.diagnostics,
@@ -456,6 +455,36 @@ TEST(LoaderTest, LegacyMicrosandboxFilesLoadWithTheSameMeaning) {
   EXPECT_EQ(app.command, (std::vector<std::string>{"/bin/bash", "-c", "python app.py"}));
   EXPECT_EQ(app.depends_on.count("database"), 1u);
   EXPECT_EQ(p.sandboxes["database"].network.policy, NetworkPolicy::kNone);
+}
+
+TEST(LoaderTest, ScriptsAreShellTextForTheGuestNeverSubstituted) {
+  Parsed p = ParseText(Web("    command: echo $TAG\n"
+                           "    scripts:\n"
+                           "      home: echo $HOME ${HOME} $$ ${NOPE:?x} $1\n"
+                           "      list: [sh, -c, 'echo \"$TAG\"']\n"));
+  ASSERT_TRUE(p.project.has_value()) << p.diagnostics;
+  EXPECT_EQ(p.diagnostics, "");  // no warning about HOME or NOPE: neither is the host's business
+  const Sandbox& sb = p.project->sandboxes["web"];
+  EXPECT_EQ(sb.command, (std::vector<std::string>{"/bin/sh", "-c", "echo v1"}));
+  EXPECT_EQ(sb.scripts.at("home"), (std::vector<std::string>{"/bin/sh", "-c", "echo $HOME ${HOME} $$ ${NOPE:?x} $1"}));
+  EXPECT_EQ(sb.scripts.at("list"), (std::vector<std::string>{"sh", "-c", "echo \"$TAG\""}));
+  // The start script is the command, verbatim too; the canonical form keeps it so.
+  Project start = MustParse(Web("    scripts: {start: 'echo $HOME'}\n"));
+  EXPECT_EQ(start.sandboxes["web"].command, (std::vector<std::string>{"/bin/sh", "-c", "echo $HOME"}));
+  auto again = ParseSandboxfile(CanonicalYaml(start), "/proj/Sandboxfile", testing::TestEnv());
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(CanonicalJson(*again), CanonicalJson(start));
+}
+
+TEST(LoaderTest, LegacyFilesNeedNoSandboxesKey) {
+  Project meta_only = MustParse("meta:\n  description: nothing to run yet\n");
+  EXPECT_TRUE(meta_only.sandboxes.empty());
+  EXPECT_EQ(meta_only.meta.description, "nothing to run yet");
+  EXPECT_TRUE(MustParse("sandboxes:\n").sandboxes.empty());
+  EXPECT_TRUE(MustParse("volumes: {cache: {}}\n").sandboxes.empty());
+  // Still an error: a file with nothing in it.
+  EXPECT_EQ(Errors("# only a comment\n"),
+            "Sandboxfile:1:1: the file is empty: expected a map with a sandboxes: key\n");
 }
 
 TEST(LoaderTest, LegacyBuildsModulesImportsAreRefused) {
