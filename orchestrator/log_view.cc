@@ -116,7 +116,8 @@ size_t LogNameWidth(const std::vector<std::string>& names) {
 }
 
 std::string LogPrefix(const std::string& name, size_t width, size_t colour_index, bool colour) {
-  std::string label = name + std::string(width + 1 > name.size() ? width + 1 - name.size() : 1, ' ') + "|";
+  // docker compose's "%-{width+1}s |": two spaces after the longest name.
+  std::string label = name + std::string(width + 2 > name.size() ? width + 2 - name.size() : 2, ' ') + "|";
   if (!colour) return label + " ";
   return std::string("\x1b[") + kPalette[colour_index % kPaletteSize] + "m" + label + "\x1b[0m ";
 }

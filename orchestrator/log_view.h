@@ -93,8 +93,8 @@ struct LogFormat {
 // The longest of the names: the prefixes line up on it.
 size_t LogNameWidth(const std::vector<std::string>& names);
 
-// "web  | " as docker compose pads it: the name left-aligned in width + 1
-// columns, then "| ". With colour, the name and bar in the colour of
+// "web  | " as docker compose pads it: the name left-aligned in width + 2
+// columns (two spaces after the longest), then "| ". With colour, the name and bar in the colour of
 // colour_index (a small palette, cycled); uncoloured otherwise.
 std::string LogPrefix(const std::string& name, size_t width, size_t colour_index, bool colour);
 

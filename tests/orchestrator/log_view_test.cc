@@ -166,11 +166,11 @@ TEST(LogPrefixTest, PaddedLikeComposeAndColouredPerSandbox) {
   std::vector<std::string> names = {"web", "db", "worker"};
   size_t w = LogNameWidth(names);
   EXPECT_EQ(w, 6u);
-  EXPECT_EQ(LogPrefix("web", w, 0, false), "web    | ");
-  EXPECT_EQ(LogPrefix("worker", w, 2, false), "worker | ");
+  EXPECT_EQ(LogPrefix("web", w, 0, false), "web     | ");
+  EXPECT_EQ(LogPrefix("worker", w, 2, false), "worker  | ");
   EXPECT_EQ(LogPrefix("web", 3, 0, false), "web  | ");
-  EXPECT_EQ(LogPrefix("web", w, 0, true), "\x1b[36mweb    |\x1b[0m ");
-  EXPECT_EQ(LogPrefix("db", w, 1, true), "\x1b[33mdb     |\x1b[0m ");
+  EXPECT_EQ(LogPrefix("web", w, 0, true), "\x1b[36mweb     |\x1b[0m ");
+  EXPECT_EQ(LogPrefix("db", w, 1, true), "\x1b[33mdb      |\x1b[0m ");
   // The palette cycles: two sandboxes ten apart share a colour, neighbours never.
   EXPECT_EQ(LogPrefix("a", 1, 10, true), LogPrefix("a", 1, 0, true));
   EXPECT_NE(LogPrefix("a", 1, 1, true), LogPrefix("a", 1, 0, true));
@@ -192,9 +192,9 @@ TEST(LogFormatTest, WholeLines) {
   LogFormat prefixed;
   prefixed.prefix = true;
   prefixed.name_width = 4;
-  EXPECT_EQ(FormatLogLine(prefixed, "web", 0, Line("T", "a\rb")), "web  | a^Mb\n");
+  EXPECT_EQ(FormatLogLine(prefixed, "web", 0, Line("T", "a\rb")), "web   | a^Mb\n");
   // An incomplete last line still ends: the next prefix starts its own line.
-  EXPECT_EQ(FormatLogLine(prefixed, "web", 0, Line("T", "prompt> ", false, false)), "web  | prompt> \n");
+  EXPECT_EQ(FormatLogLine(prefixed, "web", 0, Line("T", "prompt> ", false, false)), "web   | prompt> \n");
 
   LogFormat timed;
   timed.timestamps = true;
@@ -206,7 +206,7 @@ TEST(LogFormatTest, WholeLines) {
   both.timestamps = true;
   both.colour = true;
   EXPECT_EQ(FormatLogLine(both, "db", 1, Line("2026-01-02T03:04:05.678Z", "up")),
-            "\x1b[33mdb   |\x1b[0m 2026-01-02T03:04:05.678Z up\n");
+            "\x1b[33mdb    |\x1b[0m 2026-01-02T03:04:05.678Z up\n");
 }
 
 }  // namespace
