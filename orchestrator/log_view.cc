@@ -50,13 +50,13 @@ void LogLineSplitter::Take(bool stderr_stream, const std::string& time, std::str
     pos = nl == std::string_view::npos ? data.size() : nl + 1;
     if (!pending) pending = LogLine{time, stderr_stream, {}, true};
     pending->text.append(piece);
+    pending->time = time;
     // Past the bound: cut, on a character boundary when there is one near.
     while (pending->text.size() > kMaxLogLineBytes) {
       size_t cut = kMaxLogLineBytes;
       for (int back = 0; back < 3 && cut > 1 && IsContinuationByte(pending->text[cut]); ++back) --cut;
-      out->push_back(LogLine{pending->time, stderr_stream, pending->text.substr(0, cut), true});
+      out->push_back(LogLine{time, stderr_stream, pending->text.substr(0, cut), true});
       pending->text.erase(0, cut);
-      pending->time = time;
     }
     if (nl == std::string_view::npos) break;
     out->push_back(std::move(*pending));

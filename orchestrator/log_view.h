@@ -30,7 +30,9 @@ inline constexpr size_t kMaxLogLineBytes = 64 << 10;
 
 // One line of a workload's output, without its '\n'.
 struct LogLine {
-  std::string time;  // the "t" of the record holding its first byte; "" when absent
+  // The "t" of the record holding its last byte (when the line was complete):
+  // one sandbox's lines come in time order. "" when absent.
+  std::string time;
   bool stderr_stream = false;
   std::string text;
   bool complete = true;  // false: the output ends here without a '\n' (Flush)

@@ -43,22 +43,22 @@ TEST(LogLineSplitterTest, OneRecordOfSeveralLines) {
             (std::vector<LogLine>{Line("T1", "a"), Line("T1", "b")}));
 }
 
-TEST(LogLineSplitterTest, ALineAcrossRecordsTakesTheTimeOfItsFirstByte) {
+TEST(LogLineSplitterTest, ALineAcrossRecordsTakesTheTimeOfItsLastByte) {
   LogLineSplitter s;
   std::vector<LogLine> out;
   s.Feed(Record("T1", "stdout", "hel"), &out);
   EXPECT_TRUE(out.empty());
   s.Feed(Record("T2", "stdout", "lo\nwor"), &out);
-  EXPECT_EQ(out, (std::vector<LogLine>{Line("T1", "hello")}));
+  EXPECT_EQ(out, (std::vector<LogLine>{Line("T2", "hello")}));
   s.Feed(Record("T3", "stdout", "ld\n"), &out);
-  EXPECT_EQ(out, (std::vector<LogLine>{Line("T1", "hello"), Line("T2", "world")}));
+  EXPECT_EQ(out, (std::vector<LogLine>{Line("T2", "hello"), Line("T3", "world")}));
 }
 
 TEST(LogLineSplitterTest, TheStreamsAreCutSeparately) {
   std::string records = Record("T1", "stdout", "out-") + Record("T2", "stderr", "err\n") +
                         Record("T3", "stdout", "line\n");
   EXPECT_EQ(Split(records),
-            (std::vector<LogLine>{Line("T2", "err", true), Line("T1", "out-line")}));
+            (std::vector<LogLine>{Line("T2", "err", true), Line("T3", "out-line")}));
 }
 
 TEST(LogLineSplitterTest, FlushGivesWhatWaitsAsIncompleteLines) {
@@ -87,6 +87,8 @@ TEST(LogLineSplitterTest, ALineWithoutEndIsCutAtTheBound) {
   EXPECT_EQ(lines[0].text.size(), kMaxLogLineBytes);
   EXPECT_EQ(lines[1].text.size(), kMaxLogLineBytes);
   EXPECT_EQ(lines[2].text, std::string(10, 'x') + "y");
+  EXPECT_EQ(lines[0].time, "T1");
+  EXPECT_EQ(lines[2].time, "T2");
   for (const auto& l : lines) EXPECT_TRUE(l.complete);
 }
 
