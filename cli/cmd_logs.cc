@@ -133,20 +133,24 @@ int Lines(std::vector<Source>& sources, const orchestrator::LogFormat& format, b
     }
     return batch;
   };
+  // Watching before the first read: a write in between wakes the loop.
+  std::optional<LogWatch> watch;
+  if (follow) {
+    std::vector<std::string> dirs;
+    for (const auto& s : sources) dirs.push_back(s.rec.sandbox_dir);
+    watch.emplace(dirs);
+  }
   auto batch = read_all();
   if (tail) {
     for (auto& lines : batch) orchestrator::KeepLast(&lines, *tail);
   }
   print(std::move(batch));
   if (!follow) return 0;
-  std::vector<std::string> dirs;
-  for (const auto& s : sources) dirs.push_back(s.rec.sandbox_dir);
-  LogWatch watch(dirs);
   for (;;) {
     bool running = false;
     for (const auto& s : sources) running = running || !s.ended;
     if (!running) return 0;
-    watch.Wait(kLivenessPollMs);
+    watch->Wait(kLivenessPollMs);
     print(read_all());
   }
 }
