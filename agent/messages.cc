@@ -3,6 +3,7 @@
 // every access checks the type first, and dumping replaces invalid UTF-8.
 #include "agent/messages.h"
 
+#include <array>
 #include <iterator>
 #include <limits>
 
@@ -238,6 +239,27 @@ Status CheckCaPem(const std::string& pem) {
 
 }  // namespace
 
+constexpr std::array<const char*, 4> kStartFailureNames = {"none", "not_found", "not_executable", "setup"};
+static_assert(kStartFailureNames.size() == static_cast<size_t>(StartFailure::kSetup) + 1);
+
+const char* ToString(StartFailure failure) {
+  auto i = static_cast<size_t>(failure);
+  return i < kStartFailureNames.size() ? kStartFailureNames[i] : "?";
+}
+
+int ShellExitCode(const ExitInfo& exit) {
+  switch (exit.start_failure) {
+    case StartFailure::kNotFound:
+      return 127;
+    case StartFailure::kNotExecutable:
+    case StartFailure::kSetup:
+      return 126;
+    case StartFailure::kNone:
+      break;
+  }
+  return exit.signal != 0 ? 128 + exit.signal : exit.code;
+}
+
 const char* ToString(MountConfig::Type type) {
   auto i = static_cast<size_t>(type);
   return i < std::size(kMountTypeNames) ? kMountTypeNames[i] : "?";
@@ -299,7 +321,11 @@ std::string Encode(const ExecRequest& m) {
 }
 
 std::string Encode(const Started& m) { return Dump(json{{"pid", m.pid}}); }
-std::string Encode(const ExitInfo& m) { return Dump(json{{"code", m.code}, {"signal", m.signal}}); }
+std::string Encode(const ExitInfo& m) {
+  json j = {{"code", m.code}, {"signal", m.signal}};
+  if (m.start_failure != StartFailure::kNone) j["start_failure"] = ToString(m.start_failure);
+  return Dump(j);
+}
 std::string Encode(const SignalRequest& m) { return Dump(json{{"signal", m.signal}}); }
 std::string Encode(const Resize& m) { return Dump(json{{"rows", m.rows}, {"cols", m.cols}}); }
 std::string Encode(const Credit& m) { return Dump(json{{"bytes", m.bytes}}); }
@@ -441,7 +467,21 @@ Result<ExitInfo> ParseExitInfo(std::string_view payload) {
   Fields f(j, "exit");
   f.Int("code", m.code, -1, 255, true);
   f.Int("signal", m.signal, 0, kMaxSignal);
+  std::string failure;
+  f.Str("start_failure", failure);
   MSB_TRY_STATUS(f.status());
+  if (!failure.empty()) {
+    bool known = false;
+    for (auto k : {StartFailure::kNotFound, StartFailure::kNotExecutable, StartFailure::kSetup}) {
+      if (failure == ToString(k)) {
+        m.start_failure = k;
+        known = true;
+      }
+    }
+    if (!known)
+      return Error(ErrorCode::kProtocol,
+                   "exit: field \"start_failure\": expected not_found, not_executable or setup");
+  }
   return m;
 }
 

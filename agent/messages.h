@@ -116,10 +116,27 @@ struct ExecRequest {
 };
 
 struct Started { int64_t pid = 0; };
+// Why a process never ran its command (agentd/spawn.h): the child reports it
+// before it exits, so "the command was not found" is not confused with "the
+// command exited 127". JSON "start_failure", absent for kNone.
+enum class StartFailure : int {
+  kNone = 0,
+  kNotFound = 1,       // "not_found": no such file, or not on PATH (ENOENT)
+  kNotExecutable = 2,  // "not_executable": found, execve refused it (EACCES, ENOEXEC, ...)
+  kSetup = 3,          // "setup": the directory, identity or capabilities could not be set
+};
+// "none", "not_found", "not_executable", "setup".
+const char* ToString(StartFailure failure);
 struct ExitInfo {
   int code = 0;    // exit code; -1 when killed by a signal
   int signal = 0;  // terminating signal, 0 when it exited
+  StartFailure start_failure = StartFailure::kNone;
 };
+// The status a shell (and docker) reports for a process: 127 when its
+// command was not found, 126 when it could not be run, 128+signal when a
+// signal killed it, else its exit code. Only the enum and the two numbers
+// are read, each range-checked by ParseExitInfo.
+int ShellExitCode(const ExitInfo& exit);
 struct SignalRequest { int signal = 0; };
 struct Resize { int rows = 0; int cols = 0; };
 struct Credit { uint32_t bytes = 0; };

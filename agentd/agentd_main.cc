@@ -25,7 +25,11 @@ constexpr const char* kUsage =
     "       agentd --serve-stdio    serve it reading fd 0, writing fd 1\n"
     "       agentd --version\n";
 
+// Where the initramfs holds a modular kernel's modules (vm/initramfs.h).
+constexpr char kModulesDir[] = "/lib/modules/msb";
+
 [[noreturn]] void Pid1Main() {
+  Status modules = LoadModules(kModulesDir);
   Status early = MountEarly();
   int console = ::open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
   if (console >= 0) {
@@ -33,6 +37,7 @@ constexpr const char* kUsage =
     // Anything written to the standard fds ends on the console too.
     for (int fd = 0; fd < 3; ++fd) ::dup2(console, fd);
   }
+  if (!modules.ok()) Diag("kernel modules: " + modules.error().message());
   if (!early.ok()) Diag("early mounts: " + early.error().message());
   auto port = FindPortDevice(kPortName, 10000);
   if (!port.ok()) {

@@ -8,6 +8,7 @@
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -73,6 +74,18 @@ Result<std::string> Retry(int wait_ms, F probe) {
 }
 
 }  // namespace
+
+Status LoadModules(const std::string& dir) {
+  for (const auto& name : ListDir(dir)) {
+    const std::string path = dir + "/" + name;
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return Error::FromErrno("cannot open kernel module " + path);
+    if (::syscall(SYS_finit_module, fd.get(), "", 0) != 0 && errno != EEXIST) {
+      return Error::FromErrno("cannot load kernel module " + path);
+    }
+  }
+  return OkStatus();
+}
 
 Status MountEarly() {
   MSB_TRY_STATUS(MountIfAbsent("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755"));

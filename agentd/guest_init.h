@@ -11,6 +11,13 @@
 
 namespace msb::agent {
 
+// Loads every kernel module file in dir in name order with finit_module(2)
+// (a module already present is fine). The initramfs holds them only for a
+// modular kernel (vm/initramfs.h: /lib/modules/msb, dependencies first); a
+// missing dir means a kernel with the drivers built in. The error names the
+// first module that does not load.
+Status LoadModules(const std::string& dir);
+
 // devtmpfs on /dev, devpts (ptmxmode=0666) on /dev/pts, tmpfs on /dev/shm,
 // proc on /proc, sysfs on /sys. Already-mounted targets are fine.
 Status MountEarly();

@@ -43,6 +43,7 @@ struct Session {
   UniqueFd in;   // to the child's stdin (pipe or pty master)
   UniqueFd out;  // child's stdout / pty master / tar output
   UniqueFd err;  // child's stderr
+  UniqueFd start_status;  // exec: read once reaped (spawn.h ReadStartFailure)
   std::string pending;   // host bytes not yet written to `in`
   bool accepts_input = false;  // stdin pipe / pty / copy-in stream
   bool host_eof = false;       // empty kStdin / kData received

@@ -64,6 +64,7 @@ Result<std::unique_ptr<Session>> Server::StartProcess(uint32_t id, const ExecReq
   s->in = std::move(p.in);
   s->out = std::move(p.out);
   s->err = std::move(p.err);
+  s->start_status = std::move(p.start_status);
   s->accepts_input = s->in.valid();
   s->last_progress = Clock::now();
   return s;
@@ -89,6 +90,9 @@ void Server::Reap() {
       } else {
         e.code = WEXITSTATUS(status);
       }
+      // The child wrote its report (if any) before it exited.
+      e.start_failure = ReadStartFailure(s->start_status.get());
+      s->start_status.Reset();
       s->exit = e;
       s->last_progress = Clock::now();
       // Nothing reads the process's stdin any more.

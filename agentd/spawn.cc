@@ -31,9 +31,25 @@ void WriteStr(int fd, const std::string& s) {
   (void)unused;
 }
 
-[[noreturn]] void ChildFail(const std::string& msg, int code) {
-  WriteStr(2, "msb: " + msg + "\n");
+// In the child: the write end of the start-status pipe (close-on-exec, so a
+// command that runs closes it without a byte). Set after fork.
+int g_start_status_fd = -1;
+
+// In the child: report why the command never ran, then exit with the code a
+// shell gives (127 not found, 126 otherwise).
+[[noreturn]] void FailStart(StartFailure why, int code) {
+  if (g_start_status_fd >= 0) {
+    const char b = static_cast<char>('0' + static_cast<int>(why));
+    ssize_t unused = ::write(g_start_status_fd, &b, 1);
+    (void)unused;
+  }
   ::_exit(code);
+}
+
+[[noreturn]] void ChildFail(const std::string& msg, int code,
+                            StartFailure why = StartFailure::kSetup) {
+  WriteStr(2, "msb: " + msg + "\n");
+  FailStart(why, code);
 }
 
 // Undoes what agentd changed for itself: blocked signals, ignored SIGPIPE.
@@ -66,12 +82,12 @@ std::vector<char*> CStrings(std::vector<std::string>& v) {
   const std::string cmd = argv[0];
   auto cargv = CStrings(argv);
   auto cenv = CStrings(env);
-  if (cmd.empty()) ChildFail(": command not found", 127);
+  if (cmd.empty()) ChildFail(": command not found", 127, StartFailure::kNotFound);
   if (cmd.find('/') != std::string::npos) {
     ::execve(cmd.c_str(), cargv.data(), cenv.data());
     int e = errno;
-    if (e == ENOENT) ChildFail(cmd + ": command not found", 127);
-    ChildFail(cmd + ": " + std::strerror(e), 126);
+    if (e == ENOENT) ChildFail(cmd + ": command not found", 127, StartFailure::kNotFound);
+    ChildFail(cmd + ": " + std::strerror(e), 126, StartFailure::kNotExecutable);
   }
   std::string path = EnvValue(env, "PATH");
   if (path.empty()) path = kDefaultPath;
@@ -90,8 +106,8 @@ std::vector<char*> CStrings(std::vector<std::string>& v) {
     if (colon == std::string::npos) break;
     start = colon + 1;
   }
-  if (saved == ENOENT) ChildFail(cmd + ": command not found", 127);
-  ChildFail(cmd + ": " + std::strerror(saved), 126);
+  if (saved == ENOENT) ChildFail(cmd + ": command not found", 127, StartFailure::kNotFound);
+  ChildFail(cmd + ": " + std::strerror(saved), 126, StartFailure::kNotExecutable);
 }
 
 void SetIdentity(const Identity& id) {
@@ -171,8 +187,8 @@ Result<Pipe> MakePipe() {
 void InstallStdio(int in, int out, int err) {
   // dup first to fds >= 3 so that a source already at 0..2 is not clobbered.
   int a = ::fcntl(in, F_DUPFD, 3), b = ::fcntl(out, F_DUPFD, 3), c = ::fcntl(err, F_DUPFD, 3);
-  if (a < 0 || b < 0 || c < 0) ::_exit(126);
-  if (::dup2(a, 0) < 0 || ::dup2(b, 1) < 0 || ::dup2(c, 2) < 0) ::_exit(126);
+  if (a < 0 || b < 0 || c < 0) FailStart(StartFailure::kSetup, 126);
+  if (::dup2(a, 0) < 0 || ::dup2(b, 1) < 0 || ::dup2(c, 2) < 0) FailStart(StartFailure::kSetup, 126);
   ::close(a);
   ::close(b);
   ::close(c);
@@ -209,6 +225,21 @@ Result<Pty> OpenPty(int rows, int cols) {
 }
 
 }  // namespace
+
+StartFailure ReadStartFailure(int fd) {
+  char b = 0;
+  if (fd < 0 || ::read(fd, &b, 1) != 1) return StartFailure::kNone;
+  switch (b) {
+    case '0' + static_cast<int>(StartFailure::kNotFound):
+      return StartFailure::kNotFound;
+    case '0' + static_cast<int>(StartFailure::kNotExecutable):
+      return StartFailure::kNotExecutable;
+    case '0' + static_cast<int>(StartFailure::kSetup):
+      return StartFailure::kSetup;
+    default:
+      return StartFailure::kNone;
+  }
+}
 
 Status SetWindowSize(int pty_master, int rows, int cols) {
   struct winsize ws {};
@@ -265,6 +296,14 @@ Result<SpawnedProcess> SpawnProcess(const ProcessSpec& spec) {
     p.err = std::move(err.read);
     child_err = std::move(err.write);
   }
+  // The child's report of why its command never ran (ReadStartFailure). The
+  // write end sits above 2 so that installing stdio cannot replace it.
+  MSB_TRY(Pipe status, MakePipe());
+  if (status.write.get() <= 2) {
+    int moved = ::fcntl(status.write.get(), F_DUPFD_CLOEXEC, 3);
+    if (moved < 0) return Error::FromErrno("dup start-status pipe");
+    status.write = UniqueFd(moved);
+  }
   // Prepared before fork.
   std::vector<std::string> argv = spec.argv, env = spec.env;
   std::string cwd = spec.cwd.empty() ? "/" : spec.cwd;
@@ -272,6 +311,7 @@ Result<SpawnedProcess> SpawnProcess(const ProcessSpec& spec) {
   pid_t pid = ::fork();
   if (pid < 0) return Error::FromErrno("fork");
   if (pid == 0) {
+    g_start_status_fd = status.write.get();
     ResetSignals();
     ::setsid();
     if (spec.tty) {
@@ -290,7 +330,9 @@ Result<SpawnedProcess> SpawnProcess(const ProcessSpec& spec) {
     ExecSearch(std::move(argv), std::move(env));
   }
   p.pid = pid;
-  for (int fd : {p.in.get(), p.out.get(), p.err.get()})
+  status.write.Reset();  // only the child (until its execve) holds it now
+  p.start_status = std::move(status.read);
+  for (int fd : {p.in.get(), p.out.get(), p.err.get(), p.start_status.get()})
     if (fd >= 0) SetNonBlockCloexec(fd);
   return p;
 }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/messages.h"
 #include "agentd/users.h"
 #include "common/fd.h"
 #include "common/result.h"
@@ -42,14 +43,24 @@ struct SpawnedProcess {
   UniqueFd in;   // to the child's stdin: pipe write end, or the pty master
   UniqueFd out;  // the child's stdout pipe read end, or the pty master
   UniqueFd err;  // the child's stderr pipe read end (not in tty mode)
+  // SpawnProcess: the read end of the child's start-status pipe. Once the
+  // child has been reaped it holds a byte if and only if the command never
+  // ran (ReadStartFailure); a command that ran closed the write end at execve.
+  UniqueFd start_status;
 };
+
+// Why the reaped child of SpawnProcess never ran its command, read from
+// SpawnedProcess::start_status (non-blocking; kNone when it ran, or for any
+// fd without a report).
+StartFailure ReadStartFailure(int fd);
 
 // The parent's ends are non-blocking and close-on-exec. The child is a
 // session leader (setsid); with tty the pty is its controlling terminal.
 // A command that cannot be found or executed is not an error here: the child
-// prints "msb: <cmd>: command not found" (or the errno text) on its stderr
-// and exits 127 (not found) or 126 (found but not executable, or the
-// directory or identity could not be set).
+// prints "msb: <cmd>: command not found" (or the errno text) on its stderr,
+// reports the reason on its start-status pipe, and exits 127 (not found) or
+// 126 (found but not executable, or the directory or identity could not be
+// set).
 Result<SpawnedProcess> SpawnProcess(const ProcessSpec& spec);
 
 // Runs fn() in a forked child whose stdin, stdout and stderr are pipes to the

@@ -22,6 +22,10 @@ int ExitCode();
 mode_t UserUmask();
 void SetUserUmask(mode_t mask);
 
+// The exit code of a command line CLI11 refused: 125 for run and exec (as
+// docker's), 2 for every other command.
+int UsageExitCode(const CLI::App& app);
+
 // Prints "msb: message" to stderr and returns 1 (for `return Fail(...)`).
 int Fail(const std::string& message);
 
@@ -52,6 +56,10 @@ std::optional<schema::Project> LoadProjectOrReport(const ProjectFlags& flags);
 // (found as msb up finds it; its diagnostics are not printed); empty when
 // there is none or it does not load.
 std::string CurrentProject(const std::string& flag);
+
+// --json, and --format json as its synonym: one JSON document on stdout
+// (cli/json_output.h builds each; docs/cli-json.md lists the fields).
+void AddJsonFlags(CLI::App* cmd, bool* json);
 
 // --insecure-registry and --registry-ca, for commands that may pull.
 struct RegistryFlags {

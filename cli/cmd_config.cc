@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/cli.h"
+#include "cli/json_output.h"
 #include "schema/sandboxfile.h"
 #include "schema/values.h"
 
@@ -43,28 +44,46 @@ Result<std::string> NameOverride(const std::string& flag) {
 
 }  // namespace
 
-std::optional<schema::Project> LoadProjectOrReport(const ProjectFlags& flags) {
-  auto name = NameOverride(flags.name);
-  if (!name.ok()) {
-    Fail(name.error().message());
-    return std::nullopt;
-  }
+void AddJsonFlags(CLI::App* cmd, bool* json) {
+  cmd->add_flag("--json", *json, "print one JSON document (fields: docs/cli-json.md)");
+  cmd->add_option_function<std::string>(
+         "--format", [json](const std::string&) { *json = true; }, "output format: json (the same as --json)")
+      ->check(CLI::IsMember({"json"}));
+}
+
+namespace {
+
+// The project, or why not: an invalid -p or $MSB_PROJECT_NAME, a file not
+// found or unreadable (nothing in *diags), or the file's errors (in *diags).
+Result<schema::Project> LoadProject(const ProjectFlags& flags, schema::Diagnostics* diags) {
+  MSB_TRY(std::string name, NameOverride(flags.name));
   schema::LoadOptions options;
   options.file = flags.file;
+  options.diagnostics = diags;
+  MSB_TRY(schema::Project project, schema::LoadSandboxfile(options));
+  if (!name.empty()) project.name = name;
+  return project;
+}
+
+int ErrorCountFail(const schema::Diagnostics& diags) {
+  size_t n = diags.ErrorCount();
+  return Fail(std::to_string(n) + (n == 1 ? " error" : " errors"));
+}
+
+}  // namespace
+
+std::optional<schema::Project> LoadProjectOrReport(const ProjectFlags& flags) {
   schema::Diagnostics diags;
-  options.diagnostics = &diags;
-  auto project = schema::LoadSandboxfile(options);
-  if (diags.items().empty() && !project.ok()) {  // not found, unreadable
+  auto project = LoadProject(flags, &diags);
+  if (diags.items().empty() && !project.ok()) {  // bad -p, not found, unreadable
     Fail(project.error().message());
     return std::nullopt;
   }
   std::fputs(diags.ToString().c_str(), stderr);
   if (!project.ok()) {
-    size_t n = diags.ErrorCount();
-    Fail(std::to_string(n) + (n == 1 ? " error" : " errors"));
+    ErrorCountFail(diags);
     return std::nullopt;
   }
-  if (!name->empty()) project->name = *name;
   return std::move(project).value();
 }
 
@@ -92,10 +111,23 @@ void RegisterConfigCommands(CLI::App& app) {
 
   CLI::App* validate = app.add_subcommand("validate", "Check the Sandboxfile; print ok or every error");
   AddProjectFlags(validate, &flags->project);
-  OnRun(validate, [flags] {
-    if (!Load(flags->project)) return 1;
-    std::puts("ok");
-    return 0;
+  auto validate_json = std::make_shared<bool>(false);
+  AddJsonFlags(validate, validate_json.get());
+  OnRun(validate, [flags, validate_json] {
+    if (!*validate_json) {
+      if (!Load(flags->project)) return 1;
+      std::puts("ok");
+      return 0;
+    }
+    // Every diagnostic, warnings included, as JSON on stdout; the count of
+    // errors on stderr, as without --json.
+    schema::Diagnostics diags;
+    auto project = LoadProject(flags->project, &diags);
+    if (diags.items().empty() && !project.ok()) return Fail(project.error().message());
+    std::string file = flags->project.file;
+    if (file.empty() && !diags.items().empty()) file = diags.items().front().file;
+    std::fputs(JsonText(ValidateJson(file, project.ok() ? &*project : nullptr, diags)).c_str(), stdout);
+    return project.ok() ? 0 : ErrorCountFail(diags);
   });
 
   CLI::App* config = app.add_subcommand(
@@ -103,17 +135,20 @@ void RegisterConfigCommands(CLI::App& app) {
   AddProjectFlags(config, &flags->project);
   config->add_flag("--hash", flags->hash, "Print NAME HASH per sandbox (the config hash that decides replacement)");
   config->add_flag("--json", flags->json, "Print JSON instead of YAML");
+  config->add_option_function<std::string>(
+            "--format", [flags](const std::string&) { flags->json = true; }, "output format: json (the same as --json)")
+      ->check(CLI::IsMember({"json"}));
   OnRun(config, [flags] {
     auto project = Load(flags->project);
     if (!project) return 1;
     if (flags->hash) {
-      nlohmann::json hashes = nlohmann::json::object();
-      for (const auto& [name, sb] : project->sandboxes) {  // std::map: sorted by name
-        std::string hash = schema::ConfigHash(sb);
-        if (flags->json) hashes[name] = hash;
-        else std::printf("%s %s\n", name.c_str(), hash.c_str());
+      if (flags->json) {
+        std::fputs(JsonText(ConfigHashJson(*project)).c_str(), stdout);
+        return 0;
       }
-      if (flags->json) std::puts(hashes.dump(2).c_str());
+      for (const auto& [name, sb] : project->sandboxes) {  // std::map: sorted by name
+        std::printf("%s %s\n", name.c_str(), schema::ConfigHash(sb).c_str());
+      }
       return 0;
     }
     if (flags->json) {

@@ -19,6 +19,7 @@
 #include "image/image_archive.h"
 #include "image/image_store.h"
 #include "cli/cli.h"
+#include "cli/json_output.h"
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
 #include "schema/values.h"
@@ -119,25 +120,14 @@ int Images(bool json_out) {
   std::vector<std::vector<std::string>> rows = {{"REFERENCE", "DIGEST", "SIZE", "CREATED", "IN USE"}};
   for (const auto& i : *images) {
     auto users = UsersOf(i, *sandboxes, *images);
-    nlohmann::json used = nlohmann::json::array();
     std::string by;
-    for (const auto& u : users) {
-      used.push_back({{"project", u.project}, {"name", u.name}, {"state", orchestrator::ToString(u.status)}});
-      by += (by.empty() ? "" : ", ") + SandboxName(u);
-    }
-    arr.push_back({{"reference", i.reference},
-                   {"digest", i.digest},
-                   {"config_digest", i.config_digest},
-                   {"media_type", i.media_type},
-                   {"size_bytes", i.size_bytes},
-                   {"base_disk", i.base_disk},
-                   {"created_at", i.created_at},
-                   {"in_use", used}});
+    for (const auto& u : users) by += (by.empty() ? "" : ", ") + SandboxName(u);
+    arr.push_back(ImageJson(i, users));
     rows.push_back({i.reference, ShortDigest(i.digest), schema::FormatSize(static_cast<uint64_t>(i.size_bytes)),
                     Age(i.created_at), by.empty() ? "-" : by});
   }
   if (json_out) {
-    std::cout << arr.dump(2) << "\n";
+    std::cout << JsonText(arr);
     return 0;
   }
   PrintTable(rows);
@@ -297,7 +287,7 @@ void RegisterImageCommands(CLI::App& app) {
   auto add_ls = [](CLI::App* parent, const char* name) {
     auto json_out = std::make_shared<bool>(false);
     auto* cmd = parent->add_subcommand(name, "List image references, their pinned digests and the sandboxes using them");
-    cmd->add_flag("--json", *json_out, "JSON output");
+    AddJsonFlags(cmd, json_out.get());
     OnRun(cmd, [json_out]() { return Images(*json_out); });
   };
   auto add_rm = [](CLI::App* parent, const char* name) {

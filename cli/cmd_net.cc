@@ -13,6 +13,7 @@
 #include "net/address.h"
 #include "net/policy.h"
 #include "cli/cli.h"
+#include "cli/json_output.h"
 #include "orchestrator/launch.h"
 #include "orchestrator/store.h"
 #include "schema/network_rule.h"
@@ -57,6 +58,7 @@ struct CheckArgs {
   std::string file;
   std::string project;  // -p
   bool from_file = false;
+  bool json = false;
 };
 
 // The network section of a recorded spec ({"canonical": {"network": ...}}),
@@ -217,15 +219,26 @@ int Check(const CheckArgs& a) {
     addresses = std::move(*r);
     by_name = !net::IpAddress::Parse(a.dest) && a.dest.front() != '[';
   }
-  std::printf("sandbox %s: profile %s, %zu rule%s (from %s)\n", a.sandbox.c_str(),
-              schema::ToString(network.policy), network.rules.size(), network.rules.size() == 1 ? "" : "s",
-              source.c_str());
-  if (by_name) {
+  NetCheckReport report;
+  report.sandbox = a.sandbox;
+  report.source = source;
+  report.profile = schema::ToString(network.policy);
+  report.rules = network.rules.size();
+  report.destination = a.dest;
+  if (port_proto.proto != schema::Protocol::kAny) report.protocol = schema::ToString(port_proto.proto);
+  if (port_proto.proto == schema::Protocol::kTcp || port_proto.proto == schema::Protocol::kUdp) {
+    report.port = port_proto.port;
+  }
+  report.by_name = by_name;
+  if (!a.json) {
+    std::printf("sandbox %s: profile %s, %zu rule%s (from %s)\n", a.sandbox.c_str(), report.profile.c_str(),
+                report.rules, report.rules == 1 ? "" : "s", source.c_str());
+  }
+  if (by_name && !a.json) {
     std::printf("%s resolves here to %zu address%s; at run time name rules match an address only when the "
                 "sandbox's own DNS answered it for that name\n",
                 a.dest.c_str(), addresses.size(), addresses.size() == 1 ? "" : "es");
   }
-  bool all_allowed = true;
   std::vector<std::string> names;
   if (by_name) names.push_back(a.dest);
   for (const net::IpAddress& ip : addresses) {
@@ -244,16 +257,25 @@ int Check(const CheckArgs& a) {
                        std::to_string(port_proto.port);
     }
     if (is_sibling) ReplaceAll(&d.reason, sibling.ToString(), a.dest);
-    std::string extra;
-    if (d.redirect_to_host_loopback) extra = " (connects to the host's 127.0.0.1)";
-    if (by_name && network.rebind_protection && !policy->MayReach(ip, names).allow) {
-      extra += " (the sandbox's DNS drops this address from its answers)";
+    NetCheckDecision decision;
+    decision.address = is_sibling ? a.dest : ip.ToString();  // a sibling's address is chosen at run time
+    decision.flow = flow;
+    decision.allowed = d.allow;
+    decision.reason = d.reason;
+    decision.address_class = policy->ClassName(ip);
+    decision.to_host_loopback = d.redirect_to_host_loopback;
+    decision.dropped_from_dns = by_name && network.rebind_protection && !policy->MayReach(ip, names).allow;
+    if (!a.json) {
+      std::string extra;
+      if (decision.to_host_loopback) extra = " (connects to the host's 127.0.0.1)";
+      if (decision.dropped_from_dns) extra += " (the sandbox's DNS drops this address from its answers)";
+      std::printf("%s %s: %s [%s]%s\n", d.allow ? "allow" : "deny", flow.c_str(), d.reason.c_str(),
+                  decision.address_class.c_str(), extra.c_str());
     }
-    std::printf("%s %s: %s [%s]%s\n", d.allow ? "allow" : "deny", flow.c_str(), d.reason.c_str(),
-                policy->ClassName(ip).c_str(), extra.c_str());
-    all_allowed = all_allowed && d.allow;
+    report.decisions.push_back(std::move(decision));
   }
-  return all_allowed ? 0 : 1;
+  if (a.json) std::fputs(JsonText(NetCheckJson(report)).c_str(), stdout);
+  return report.AllAllowed() ? 0 : 1;
 }
 
 }  // namespace
@@ -263,7 +285,8 @@ void RegisterNetCommands(CLI::App& app) {
   net->require_subcommand(1);
   auto a = std::make_shared<CheckArgs>();
   auto* check = net->add_subcommand(
-      "check", "Print whether a sandbox's network policy allows a destination, and why (exit 0 allow, 1 deny)");
+      "check",
+      "Print whether a sandbox's network policy allows a destination, and why (exit 0 allow, 1 deny, 2 error)");
   check->add_option("sandbox", a->sandbox, "sandbox name, or PROJECT/NAME")->required();
   check->add_option("dest", a->dest, "destination: an IP address, a host name (resolved here), `host`, or another sandbox of the project")
       ->required();
@@ -273,6 +296,7 @@ void RegisterNetCommands(CLI::App& app) {
                                  "state store")
                    ->expected(0, 1);
   AddProjectNameFlag(check, &a->project);
+  AddJsonFlags(check, &a->json);
   OnRun(check, [a, file]() {
     a->from_file = file->count() > 0;
     return Check(*a);

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "cli/cli.h"
+#include "cli/json_output.h"
 #include "orchestrator/launch.h"
 #include "orchestrator/launch_mounts.h"
 #include "orchestrator/up.h"
@@ -48,14 +49,14 @@ orchestrator::UpOptions MakeUpOptions(const UpArgs& a) {
   return o;
 }
 
-int Plan(const ProjectFlags& flags) {
+int Plan(const ProjectFlags& flags, bool json) {
   auto project = LoadProjectOrReport(flags);
   if (!project) return 1;
   orchestrator::UpOptions o = MakeUpOptions(UpArgs{});
   o.report = [](const std::string& line) { std::cerr << "msb: " << line << std::endl; };
   auto plan = orchestrator::PlanProject(*project, o);
   if (!plan.ok()) return Fail(plan.error().message());
-  std::cout << plan->ToText();
+  std::cout << (json ? JsonText(PlanJson(project->name, *plan)) : plan->ToText());
   return 0;
 }
 
@@ -185,9 +186,11 @@ int StartOrRestart(const std::string& name, const std::string& project, bool res
 void RegisterProjectCommands(CLI::App& app) {
   {
     auto flags = std::make_shared<ProjectFlags>();
+    auto json = std::make_shared<bool>(false);
     auto* cmd = app.add_subcommand("plan", "Show what msb up would do, and why");
     AddProjectFlags(cmd, flags.get());
-    OnRun(cmd, [flags]() { return Plan(*flags); });
+    AddJsonFlags(cmd, json.get());
+    OnRun(cmd, [flags, json]() { return Plan(*flags, *json); });
   }
   {
     auto a = std::make_shared<UpArgs>();

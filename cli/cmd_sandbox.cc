@@ -38,6 +38,43 @@ using orchestrator::Store;
 
 Result<Store> OpenStore() { return Store::Open(Store::DefaultPath()); }
 
+// `msb run` and `msb exec` exit as docker's do: the command's own status,
+// else 125 for a failure of msb's (bad flags, an image that will not pull, a
+// VM that will not boot), 126 for a command that cannot be run and 127 for
+// one that is not there (agent::ShellExitCode).
+constexpr int kMsbFailed = 125;
+
+int RunFail(const std::string& message) {
+  Fail(message);
+  return kMsbFailed;
+}
+
+// The command after SANDBOX or IMAGE, as docker takes it: msb's own options
+// end at the first word after it, `--` or not (`msb exec web ls -l`). CLI11
+// stops parsing at the first positional no option takes (prefix_command);
+// `command` is such an option, never filled (its check refuses every word),
+// so that a `--` after SANDBOX stays with this subcommand. The words come
+// back from TrailingCommand.
+void AddTrailingCommand(CLI::App* cmd, const std::string& help) {
+  cmd->prefix_command();
+  cmd->validate_positionals();
+  cmd->add_option("command", help)
+      ->check(CLI::Validator([](std::string&) { return std::string("taken from the rest of the line"); }, ""));
+}
+
+Result<std::vector<std::string>> TrailingCommand(const CLI::App* cmd) {
+  std::vector<std::string> rest = cmd->remaining();
+  if (!rest.empty() && rest.front() == "--") {
+    rest.erase(rest.begin());
+  } else if (!rest.empty() && rest.front().size() > 1 && rest.front()[0] == '-') {
+    // An option CLI11 did not know, before any command word.
+    return Error(ErrorCode::kInvalidArgument,
+                 "msb " + cmd->get_name() + ": unknown option " + rest.front() + " (see msb " + cmd->get_name() +
+                     " --help; a command that starts with - goes after --)");
+  }
+  return rest;
+}
+
 struct RunArgs {
   std::string image;
   int cpus = 1;
@@ -50,6 +87,9 @@ struct RunArgs {
   bool interactive = false;
   bool tty = false;
   bool keep = false;
+  bool remove = false;  // --rm: the default for a foreground run
+  bool detach = false;  // -d: the command is the workload, left running
+  std::vector<std::string> volumes;  // -v HOST:GUEST[:ro], -v VOLUME:GUEST[:ro]
   std::vector<std::string> command;
   bool quiet = false;
   RegistryFlags registry;
@@ -135,6 +175,47 @@ Status RunNetwork(const RunArgs& a, schema::Sandbox& sb) {
   return OkStatus();
 }
 
+// -v as a declared sandbox's volumes: a host directory (absolute, or relative
+// to the current one) or a named volume of the run project, at an absolute
+// guest path, each guest path once.
+Status RunVolumes(const RunArgs& a, const std::string& cwd, const std::string& home, schema::Project& project,
+                  schema::Sandbox& sb) {
+  for (const std::string& text : a.volumes) {
+    auto spec = schema::ParseVolumeSpec(text);
+    if (!spec.ok()) return Error(ErrorCode::kInvalidArgument, "-v " + text + ": " + spec.error().message());
+    schema::Mount m;
+    m.kind = spec->kind;
+    m.target = spec->target;
+    m.read_only = spec->read_only;
+    if (spec->kind == schema::Mount::Kind::kBind) {
+      auto abs = schema::ResolveHostPath(spec->source, cwd, home);
+      if (!abs.ok()) return Error(ErrorCode::kInvalidArgument, "-v " + text + ": " + abs.error().message());
+      struct stat st;
+      if (::stat(abs->c_str(), &st) != 0) {
+        return Error(ErrorCode::kNotFound, "-v " + text + ": host path " + *abs +
+                                               " does not exist; create the directory first (only existing "
+                                               "directories are shared)");
+      }
+      if (!S_ISDIR(st.st_mode)) {
+        return Error(ErrorCode::kInvalidArgument,
+                     "-v " + text + ": host path " + *abs + " is not a directory; only directories can be shared");
+      }
+      m.source = *abs;
+    } else {
+      m.source = spec->source;
+      project.volumes.emplace(m.source, schema::Volume{});
+    }
+    for (const schema::Mount& other : sb.volumes) {
+      if (other.target == m.target) {
+        return Error(ErrorCode::kInvalidArgument, "-v " + text + ": " + m.target + " is already mounted by -v " +
+                                                      other.source + ":" + other.target);
+      }
+    }
+    sb.volumes.push_back(std::move(m));
+  }
+  return OkStatus();
+}
+
 // `msb run` as a declared sandbox of the run project: the same
 // MakeLaunchRequest as `msb up`, booting no workload (the command is exec'd
 // once the guest is ready, for its stdin, terminal and exit code).
@@ -142,21 +223,21 @@ int Run(const RunArgs& a) {
   std::string home = std::getenv("HOME") ? std::getenv("HOME") : "";
   std::string cwd = std::filesystem::current_path().string();
   auto image = schema::ParseImage(a.image, cwd, home);
-  if (!image.ok()) return Fail("image " + a.image + ": " + image.error().message());
+  if (!image.ok()) return RunFail("image " + a.image + ": " + image.error().message());
   if (image->kind == schema::Image::Kind::kLocalDir) {
     struct stat st;
     if (::stat(image->path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return Fail("image " + a.image + ": " + image->path + " is not a directory");
+      return RunFail("image " + a.image + ": " + image->path + " is not a directory");
     }
   }
   auto mem = schema::ParseSize(a.memory, 1ull << 20);
-  if (!mem.ok()) return Fail("--memory " + a.memory + ": " + mem.error().message());
+  if (!mem.ok()) return RunFail("--memory " + a.memory + ": " + mem.error().message());
   auto disk = schema::ParseSize(a.disk, 1ull << 20);
-  if (!disk.ok()) return Fail("--disk " + a.disk + ": " + disk.error().message());
-  if (a.cpus < 1 || a.cpus > 64) return Fail("--cpus must be between 1 and 64");
+  if (!disk.ok()) return RunFail("--disk " + a.disk + ": " + disk.error().message());
+  if (a.cpus < 1 || a.cpus > 64) return RunFail("--cpus must be between 1 and 64");
   for (const auto& e : a.env) {
     if (e.find('=') == std::string::npos || e.front() == '=') {
-      return Fail("-e " + e + ": expected KEY=VALUE");
+      return RunFail("-e " + e + ": expected KEY=VALUE");
     }
   }
   schema::Project project;
@@ -173,21 +254,34 @@ int Run(const RunArgs& a) {
   sb.workdir = a.workdir;
   sb.user = a.user;
   sb.command = a.command;
-  if (auto st = RunNetwork(a, sb); !st.ok()) return Fail(st.error().message());
-  if (auto st = RunSecurity(a, sb); !st.ok()) return Fail(st.error().message());
+  if (a.detach && (a.interactive || a.tty)) {
+    return RunFail("-d runs the command in the background: -i and -t need it in the foreground");
+  }
+  if (a.detach && a.remove) {
+    return RunFail("-d keeps the sandbox until msb rm NAME; --rm applies to a foreground run only");
+  }
+  if (a.keep && a.remove) return RunFail("--keep and --rm contradict each other; give one");
+  if (!a.name.empty() && !schema::IsValidName(a.name)) {
+    return RunFail("--name " + a.name + ": use " + schema::kNameRule);
+  }
+  if (auto st = RunVolumes(a, cwd, home, project, sb); !st.ok()) return RunFail(st.error().message());
+  if (auto st = RunNetwork(a, sb); !st.ok()) return RunFail(st.error().message());
+  if (auto st = RunSecurity(a, sb); !st.ok()) return RunFail(st.error().message());
   if (!a.tls_ca.empty()) {
     auto abs = schema::ResolveHostPath(a.tls_ca, cwd, home);
-    if (!abs.ok()) return Fail("--net-tls-ca " + a.tls_ca + ": " + abs.error().message());
+    if (!abs.ok()) return RunFail("--net-tls-ca " + a.tls_ca + ": " + abs.error().message());
     sb.network.tls_ca = *abs;
   }
   for (const auto& text : a.secrets) {
     auto secret = schema::ParseSecretFlag(text, sb.network, cwd, home);
-    if (!secret.ok()) return Fail(secret.error().message());
-    if (a.net_policy == "off") return Fail("--secret " + text + ": the sandbox has no network (--network off)");
+    if (!secret.ok()) return RunFail(secret.error().message());
+    if (a.net_policy == "off") return RunFail("--secret " + text + ": the sandbox has no network (--network off)");
     sb.secrets[secret->first] = secret->second;
   }
   orchestrator::LaunchOptions lo;
-  lo.boot_workload = false;
+  // Detached, the command is the workload (its output is msb logs); in the
+  // foreground it is exec'd for its stdin, terminal and exit status.
+  lo.boot_workload = a.detach;
   lo.network_device = a.net_policy != "off";
   lo.network_group = false;
   lo.mtu = a.net_mtu;
@@ -196,13 +290,13 @@ int Run(const RunArgs& a) {
   }
 
   auto store = OpenStore();
-  if (!store.ok()) return Fail(store.error().message());
+  if (!store.ok()) return RunFail(store.error().message());
   orchestrator::ImageOptions io;
   io.insecure_registries = a.registry.insecure;
   io.registry_cas = a.registry.cas;
   io.quiet = a.quiet;
   auto resolved = orchestrator::EnsureImage(*store, *image, io);
-  if (!resolved.ok()) return Fail("image " + a.image + ": " + resolved.error().message());
+  if (!resolved.ok()) return RunFail("image " + a.image + ": " + resolved.error().message());
   if (a.name.empty()) {
     std::random_device rd;
     char buf[16];
@@ -212,22 +306,22 @@ int Run(const RunArgs& a) {
     sb.name = a.name;
   }
   auto req = orchestrator::MakeLaunchRequest(project, sb, *resolved, lo);
-  if (!req.ok()) return Fail(req.error().message());
+  if (!req.ok()) return RunFail(req.error().message());
   if (!req->secrets.empty()) {
     // Every source readable before anything is made.
     auto values = orchestrator::ReadSecretValues(req->name, req->secrets);
-    if (!values.ok()) return Fail(values.error().message());
+    if (!values.ok()) return RunFail(values.error().message());
     secrets::WipeString(&*values);
   }
   // entrypoint + (the command, else the image's cmd), as `up` would boot it.
-  const std::vector<std::string>& argv = req->exec_command;
+  const std::vector<std::string>& argv = a.detach ? req->boot.command : req->exec_command;
   if (argv.empty()) {
-    return Fail("no command given and image " + a.image +
-                " has none: msb run IMAGE -- COMMAND [ARGS...]");
+    return RunFail("no command given and image " + a.image +
+                   " has none: msb run IMAGE COMMAND [ARGS...]");
   }
   if (!a.name.empty()) {
     auto existing = store->GetSandbox(req->project, req->name);
-    if (existing.ok() && *existing) return Fail("a sandbox named " + a.name + " already exists");
+    if (existing.ok() && *existing) return RunFail("a sandbox named " + a.name + " already exists");
   }
   auto rec = orchestrator::Launch(*store, *req);
   if (!rec.ok()) {
@@ -235,13 +329,18 @@ int Run(const RunArgs& a) {
     if (auto failed = store->GetSandbox(req->project, req->name); failed.ok() && *failed) {
       (void)orchestrator::Remove(*store, **failed);
     }
-    return Fail(rec.error().message());
+    return RunFail(rec.error().message());
+  }
+  if (a.detach) {
+    std::printf("%s\n", rec->name.c_str());
+    // The supervisor runs on in its own session; this msb does not wait for it.
+    return 0;
   }
 
   auto client = ControlClient::Connect(rec->control_socket);
   int code;
   if (!client.ok()) {
-    code = Fail(client.error().message());
+    code = RunFail(client.error().message());
   } else {
     agent::ExecRequest ex;
     ex.argv = argv;
@@ -252,7 +351,7 @@ int Run(const RunArgs& a) {
     io.forward_stdin = a.interactive;
     io.tty = a.tty;
     auto r = client->Exec(ex, io);
-    code = r.ok() ? *r : Fail(r.error().message());
+    code = r.ok() ? *r : RunFail(r.error().message());
   }
   if (!a.keep) {
     auto st = orchestrator::Remove(*store, *rec);
@@ -271,19 +370,25 @@ Result<orchestrator::SandboxRecord> Find(Store& store, const std::string& ref,
   return orchestrator::FindSandbox(store, ref, CurrentProject(project), command);
 }
 
+// `fail_code` is what msb's own failures exit with: 125 for exec (docker's),
+// 1 for shell.
 int Exec(const std::string& name, const std::string& project, const std::vector<std::string>& cmd,
          bool interactive, bool tty, const std::vector<std::string>& env, const std::string& workdir,
-         const std::string& user, const std::string& command) {
+         const std::string& user, const std::string& command, int fail_code) {
+  auto fail = [fail_code](const std::string& message) {
+    Fail(message);
+    return fail_code;
+  };
   auto store = OpenStore();
-  if (!store.ok()) return Fail(store.error().message());
+  if (!store.ok()) return fail(store.error().message());
   auto rec = Find(*store, name, project, command);
-  if (!rec.ok()) return Fail(rec.error().message());
+  if (!rec.ok()) return fail(rec.error().message());
   if (rec->status != orchestrator::SandboxStatus::kRunning) {
-    return Fail("sandbox " + name + " is " + orchestrator::ToString(rec->status) +
+    return fail("sandbox " + name + " is " + orchestrator::ToString(rec->status) +
                 "; start it with: msb start " + name);
   }
   auto client = ControlClient::Connect(rec->control_socket);
-  if (!client.ok()) return Fail(client.error().message());
+  if (!client.ok()) return fail(client.error().message());
   agent::ExecRequest ex;
   ex.argv = cmd;
   ex.env = env;
@@ -293,7 +398,7 @@ int Exec(const std::string& name, const std::string& project, const std::vector<
   io.forward_stdin = interactive;
   io.tty = tty;
   auto r = client->Exec(ex, io);
-  if (!r.ok()) return Fail(r.error().message());
+  if (!r.ok()) return fail(r.error().message());
   return *r;
 }
 
@@ -388,6 +493,13 @@ int Copy(const std::string& src, const std::string& dst, const std::string& proj
 
 }  // namespace
 
+int UsageExitCode(const CLI::App& app) {
+  for (const char* name : {"run", "exec"}) {
+    if (app.got_subcommand(name)) return kMsbFailed;
+  }
+  return 2;
+}
+
 void RegisterSandboxCommands(CLI::App& app) {
   {
     auto a = std::make_shared<RunArgs>();
@@ -405,7 +517,15 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_option("--name", a->name, "name of the sandbox");
     cmd->add_flag("-i,--interactive", a->interactive, "forward standard input");
     cmd->add_flag("-t,--tty", a->tty, "allocate a terminal");
-    cmd->add_flag("--keep", a->keep, "keep the sandbox running afterwards");
+    cmd->add_flag("--keep", a->keep, "keep the sandbox running after the command (remove it with msb rm NAME)");
+    cmd->add_flag("--rm", a->remove, "remove the sandbox when the command ends (the default)");
+    cmd->add_flag("-d,--detach", a->detach,
+                  "run the command as the sandbox's workload in the background, print the sandbox's name and "
+                  "return; msb logs NAME shows its output, msb rm NAME removes it");
+    cmd->add_option("-v,--volume", a->volumes,
+                    "mount HOST_DIR:GUEST_PATH[:ro] or VOLUME:GUEST_PATH[:ro] (a named volume, kept across runs; "
+                    "repeatable)")
+        ->allow_extra_args(false);
     cmd->add_option("--network", a->net_policy,
                     "network profile: none, group, public (default), any; off: no network device")
         ->check(CLI::IsMember({"off", "none", "group", "public", "any"}));
@@ -430,8 +550,13 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_option("--cap-drop", a->cap_drop, "drop a capability, or ALL (repeatable)")->allow_extra_args(false);
     cmd->add_option("--cap-add", a->cap_add, "keep a capability, e.g. NET_BIND_SERVICE (repeatable)")
         ->allow_extra_args(false);
-    cmd->add_option("command", a->command, "command and arguments (after --)");
-    OnRun(cmd, [a]() { return Run(*a); });
+    AddTrailingCommand(cmd, "COMMAND [ARGS...] after IMAGE (or after --); default: the image's");
+    OnRun(cmd, [a, cmd]() {
+      auto command = TrailingCommand(cmd);
+      if (!command.ok()) return RunFail(command.error().message());
+      a->command = std::move(*command);
+      return Run(*a);
+    });
   }
   {
     struct ExecArgs {
@@ -448,9 +573,12 @@ void RegisterSandboxCommands(CLI::App& app) {
     cmd->add_option("-u,--user", a->user, "user (uid, uid:gid or name)");
     AddProjectNameFlag(cmd, &a->project);
     cmd->add_option("sandbox", a->name, "sandbox name, or PROJECT/NAME")->required();
-    cmd->add_option("command", a->cmd, "command and arguments (after --)")->required();
-    OnRun(cmd, [a]() {
-      return Exec(a->name, a->project, a->cmd, a->i, a->t, a->env, a->workdir, a->user, "exec");
+    AddTrailingCommand(cmd, "COMMAND [ARGS...] after SANDBOX (or after --)");
+    OnRun(cmd, [a, cmd]() {
+      auto command = TrailingCommand(cmd);
+      if (!command.ok()) return RunFail(command.error().message());
+      if (command->empty()) return RunFail("msb exec: no command given: msb exec SANDBOX COMMAND [ARGS...]");
+      return Exec(a->name, a->project, *command, a->i, a->t, a->env, a->workdir, a->user, "exec", kMsbFailed);
     });
   }
   {
@@ -461,7 +589,7 @@ void RegisterSandboxCommands(CLI::App& app) {
     AddProjectNameFlag(cmd, project.get());
     OnRun(cmd, [name, project]() {
       bool tty = ::isatty(0) != 0;
-      return Exec(*name, *project, {"/bin/sh"}, true, tty, {}, "", "", "shell");
+      return Exec(*name, *project, {"/bin/sh"}, true, tty, {}, "", "", "shell", 1);
     });
   }
   RegisterLogsCommand(app);

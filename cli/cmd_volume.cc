@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.h"
+#include "cli/json_output.h"
 #include "orchestrator/launch_mounts.h"
 #include "orchestrator/up.h"
 #include "orchestrator/store.h"
@@ -43,19 +44,13 @@ int Ls(const std::string& project, bool json_out) {
   for (const VolumeRecord& v : *vols) {
     auto users = orchestrator::VolumeUsers(*store, v.path);
     if (!users.ok()) return Fail(users.error().message());
-    nlohmann::json used = nlohmann::json::array();
-    for (const auto& u : *users) {
-      used.push_back({{"project", u.project}, {"name", u.name},
-                      {"state", orchestrator::ToString(u.status)}, {"read_only", u.read_only}});
-    }
-    arr.push_back({{"project", v.project}, {"name", v.name}, {"size_bytes", v.size_bytes},
-                   {"path", v.path}, {"created_at", v.created_at}, {"used_by", used}});
+    arr.push_back(VolumeJson(v, *users));
     std::string by = UsersText(*users, v.project);
     rows.push_back({v.project, v.name, schema::FormatSize(static_cast<uint64_t>(v.size_bytes)),
                     by.empty() ? "-" : by});
   }
   if (json_out) {
-    std::cout << arr.dump(2) << "\n";
+    std::cout << JsonText(arr);
     return 0;
   }
   PrintTable(rows);
@@ -122,7 +117,7 @@ void RegisterVolumeCommands(CLI::App& app) {
     auto a = std::make_shared<LsArgs>();
     auto* cmd = volume->add_subcommand("ls", "List named volumes and the sandboxes using them");
     cmd->add_option("-p,--project", a->project, "only this project's volumes");
-    cmd->add_flag("--json", a->json, "JSON output");
+    AddJsonFlags(cmd, &a->json);
     OnRun(cmd, [a]() { return Ls(a->project, a->json); });
   }
   {

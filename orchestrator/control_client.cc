@@ -208,7 +208,7 @@ Result<int> ControlClient::Exec(agent::ExecRequest req, const ExecIo& io) {
         if (!e.ok()) {
           result = e.error();
         } else {
-          exit_code = e->signal != 0 ? 128 + e->signal : e->code;
+          exit_code = agent::ShellExitCode(*e);
           result = *exit_code;
         }
         done = true;

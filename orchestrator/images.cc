@@ -166,9 +166,9 @@ Status EnsureBaseDisk(const image::StoredImage& image, const ImageOptions& optio
   }
   req.output = disk;
   MSB_TRY(req.vm.qemu, vm::FindQemu());
-  MSB_TRY(req.vm.kernel, vm::FindKernel());
-  MSB_TRY(std::string agentd, FindAgentd());
-  MSB_TRY(req.vm.initramfs, vm::CachedInitramfs(agentd));
+  MSB_TRY(BootFiles boot, FindBootFiles());
+  req.vm.kernel = boot.kernel;
+  req.vm.initramfs = boot.initramfs;
   MSB_TRY(req.vm.accel, vm::ChooseAccel(req.vm.kernel, req.vm.qemu));
   if (uint64_t khz = CachedTscKhz(); khz > 0) req.vm.kernel_args = "tsc_early_khz=" + std::to_string(khz);
   if (!options.quiet) {

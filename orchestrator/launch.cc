@@ -234,9 +234,9 @@ SandboxRecord Observe(Store& store, SandboxRecord r) {
 
 Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   MSB_TRY(std::string qemu, vm::FindQemu());
-  MSB_TRY(std::string kernel, vm::FindKernel());
-  MSB_TRY(std::string agentd, FindAgentd());
-  MSB_TRY(std::string initramfs, vm::CachedInitramfs(agentd));
+  MSB_TRY(BootFiles files, FindBootFiles());
+  const std::string& kernel = files.kernel;
+  const std::string& initramfs = files.initramfs;
   MSB_TRY(std::string accel, vm::ChooseAccel(kernel, qemu));
   std::string home = MsbHome();
   // A published port another program holds: say so before anything starts.
@@ -360,6 +360,23 @@ void NoteMissingCgroupLimits() {
 }
 
 }  // namespace
+
+Result<BootFiles> FindBootFiles() {
+  MSB_TRY(vm::GuestKernel k, vm::FindGuestKernel());
+  MSB_TRY(std::string agentd, FindAgentd());
+  MSB_TRY(std::string initramfs, vm::CachedInitramfs(agentd, k.modules));
+  if (!k.debian_version.empty()) {
+    static std::once_flag once;
+    std::call_once(once, [&] {
+      std::fprintf(stderr,
+                   "msb: note: booting Debian's kernel %s: the tuned guest kernel is not built yet "
+                   "(msb kernel build; about 1 s faster per boot). Sandboxes started now keep this "
+                   "kernel until they are replaced.\n",
+                   k.debian_version.c_str());
+    });
+  }
+  return BootFiles{k.image, initramfs};
+}
 
 Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   MSB_TRY(vm::VmSpec spec, vm::ReadSpec(rec.sandbox_dir));

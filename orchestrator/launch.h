@@ -150,4 +150,13 @@ uint64_t CachedTscKhz();
 // The agentd binary to put in the initramfs: $MSB_AGENTD, else beside msb.
 Result<std::string> FindAgentd();
 
+// The guest kernel (vm::FindGuestKernel) and the initramfs for it and agentd.
+// Booting Debian's kernel because the tuned one is not built yet prints one
+// note per command saying so and how to build it.
+struct BootFiles {
+  std::string kernel;
+  std::string initramfs;
+};
+Result<BootFiles> FindBootFiles();
+
 }  // namespace msb::orchestrator

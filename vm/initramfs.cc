@@ -15,8 +15,10 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <random>
+#include <vector>
 
 #include "common/fd.h"
 #include "common/io.h"
@@ -48,7 +50,7 @@ Error ArchiveError(struct archive* a, const std::string& what) {
 }
 
 struct Node {
-  const char* path;
+  std::string path;
   mode_t type;
   mode_t perm;
   unsigned rdev_major = 0;
@@ -56,7 +58,12 @@ struct Node {
   const std::string* data = nullptr;
 };
 
-Status WriteArchive(int fd, const std::string& init_bytes) {
+struct Module {
+  std::string name;   // in the archive, under kModulesDir
+  std::string bytes;
+};
+
+Status WriteArchive(int fd, const std::string& init_bytes, const std::vector<Module>& modules) {
   ArchivePtr a(archive_write_new());
   MSB_CHECK(a != nullptr, "archive_write_new failed");
   if (archive_write_set_format_cpio_newc(a.get()) != ARCHIVE_OK ||
@@ -68,7 +75,7 @@ Status WriteArchive(int fd, const std::string& init_bytes) {
   if (archive_write_open_fd(a.get(), fd) != ARCHIVE_OK) {
     return ArchiveError(a.get(), "cannot open the cpio writer");
   }
-  const Node nodes[] = {
+  std::vector<Node> nodes = {
       {"dev", S_IFDIR, 0755},
       {"dev/console", S_IFCHR, 0600, 5, 1},
       {"mnt", S_IFDIR, 0755},
@@ -76,11 +83,19 @@ Status WriteArchive(int fd, const std::string& init_bytes) {
       {"sys", S_IFDIR, 0755},
       {"init", S_IFREG, 0755, 0, 0, &init_bytes},
   };
+  if (!modules.empty()) {
+    nodes.push_back({"lib", S_IFDIR, 0755});
+    nodes.push_back({"lib/modules", S_IFDIR, 0755});
+    nodes.push_back({std::string(kInitramfsModulesDir).substr(1), S_IFDIR, 0755});
+    for (const Module& m : modules) {
+      nodes.push_back({std::string(kInitramfsModulesDir).substr(1) + "/" + m.name, S_IFREG, 0644, 0, 0, &m.bytes});
+    }
+  }
   int64_t ino = 1;
   for (const Node& n : nodes) {
     EntryPtr e(archive_entry_new());
     MSB_CHECK(e != nullptr, "archive_entry_new failed");
-    archive_entry_set_pathname(e.get(), n.path);
+    archive_entry_set_pathname(e.get(), n.path.c_str());
     archive_entry_set_filetype(e.get(), n.type);
     archive_entry_set_perm(e.get(), n.perm);
     archive_entry_set_uid(e.get(), 0);
@@ -94,12 +109,12 @@ Status WriteArchive(int fd, const std::string& init_bytes) {
     }
     archive_entry_set_size(e.get(), n.data != nullptr ? static_cast<la_int64_t>(n.data->size()) : 0);
     if (archive_write_header(a.get(), e.get()) != ARCHIVE_OK) {
-      return ArchiveError(a.get(), std::string("cannot write cpio entry ") + n.path);
+      return ArchiveError(a.get(), "cannot write cpio entry " + n.path);
     }
     if (n.data != nullptr && !n.data->empty()) {
       la_ssize_t w = archive_write_data(a.get(), n.data->data(), n.data->size());
       if (w < 0 || static_cast<size_t>(w) != n.data->size()) {
-        return ArchiveError(a.get(), std::string("cannot write cpio data of ") + n.path);
+        return ArchiveError(a.get(), "cannot write cpio data of " + n.path);
       }
     }
   }
@@ -119,12 +134,27 @@ Result<std::string> ReadInit(const std::string& init_binary) {
   return init;
 }
 
-Status WriteInitramfs(const std::string& init, const std::string& out_path) {
+// The modules as archive entries: "NN-name.ko", NN the load position, so the
+// guest loads them in name order.
+Result<std::vector<Module>> ReadModules(const std::vector<std::string>& paths) {
+  std::vector<Module> out;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    auto bytes = ReadFile(paths[i]);
+    if (!bytes.ok()) return bytes.error().Wrap("reading the guest kernel module " + paths[i]);
+    char prefix[8];
+    std::snprintf(prefix, sizeof prefix, "%03zu-", i);
+    out.push_back({prefix + std::filesystem::path(paths[i]).filename().string(), std::move(*bytes)});
+  }
+  return out;
+}
+
+Status WriteInitramfs(const std::string& init, const std::vector<Module>& modules,
+                      const std::string& out_path) {
   std::string tmp = out_path + ".tmp." + std::to_string(::getpid()) + "." +
                     std::to_string(std::random_device{}());
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd) return Error::FromErrno("cannot create " + tmp);
-  Status st = WriteArchive(fd.get(), init);
+  Status st = WriteArchive(fd.get(), init, modules);
   if (st.ok() && ::fsync(fd.get()) != 0) st = Error::FromErrno("fsync " + tmp);
   fd.Reset();
   if (st.ok() && ::rename(tmp.c_str(), out_path.c_str()) != 0) {
@@ -139,19 +169,24 @@ Status WriteInitramfs(const std::string& init, const std::string& out_path) {
 
 }  // namespace
 
-Status BuildInitramfs(const std::string& init_binary, const std::string& out_path) {
+Status BuildInitramfs(const std::string& init_binary, const std::string& out_path,
+                      const std::vector<std::string>& modules) {
   MSB_TRY(std::string init, ReadInit(init_binary));
-  return WriteInitramfs(init, out_path);
+  MSB_TRY(auto mods, ReadModules(modules));
+  return WriteInitramfs(init, mods, out_path);
 }
 
-Result<std::string> CachedInitramfs(const std::string& init_binary) {
+Result<std::string> CachedInitramfs(const std::string& init_binary, const std::vector<std::string>& modules) {
   MSB_TRY(std::string init, ReadInit(init_binary));
+  MSB_TRY(auto mods, ReadModules(modules));
+  std::string keyed = std::string(kLayoutVersion) + "\n" + init;
+  for (const Module& m : mods) keyed += "\n" + m.name + "\n" + Sha256Hex(m.bytes);
   const std::string dir = MsbHome() + "/initramfs";
-  const std::string path = dir + "/" + Sha256Hex(std::string(kLayoutVersion) + "\n" + init) + ".cpio";
+  const std::string path = dir + "/" + Sha256Hex(keyed) + ".cpio";
   struct stat sb;
   if (::stat(path.c_str(), &sb) == 0 && S_ISREG(sb.st_mode)) return path;
   MSB_TRY_STATUS(MakeDirs(dir));
-  MSB_TRY_STATUS(WriteInitramfs(init, path));
+  MSB_TRY_STATUS(WriteInitramfs(init, mods, path));
   return path;
 }
 

@@ -52,6 +52,7 @@
 #include "common/io.h"
 #include "common/sha256.h"
 #include "vm/kernel_config.h"  // generated from vm/kernel.config
+#include "vm/kernel_modules.h"
 
 #if defined(__x86_64__)
 #include <time.h>
@@ -443,6 +444,39 @@ Result<std::string> FindKernel() {
     return img;
   }
   return Error(ErrorCode::kNotFound, kNoKernelMessage);
+}
+
+std::string DebianKernelsDir() { return KernelsDir() + "/debian"; }
+
+Result<GuestKernel> FindGuestKernel() {
+  const std::vector<std::string> wanted(std::begin(kGuestModules), std::end(kGuestModules));
+  auto tuned = FindKernel();
+  if (tuned.ok()) {
+    const char* mods = std::getenv(kKernelModulesEnv);
+    if (mods == nullptr || *mods == '\0' || std::getenv(kKernelEnv) == nullptr) return GuestKernel{*tuned, {}, ""};
+    // A user's own modular kernel: its modules from the directory named.
+    auto order = ModuleLoadOrder(mods, wanted);
+    if (!order.ok()) return order.error().Wrap(std::string(kKernelModulesEnv) + "=" + mods);
+    return GuestKernel{*tuned, std::move(*order), ""};
+  }
+  if (const char* env = std::getenv(kKernelEnv); env != nullptr && *env != '\0') return tuned.error();
+  // The newest fetched version with both its image and its modules.
+  std::vector<std::string> versions;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(DebianKernelsDir(), ec)) {
+    versions.push_back(e.path().filename().string());
+  }
+  std::sort(versions.rbegin(), versions.rend());
+  for (const auto& v : versions) {
+    const std::string dir = DebianKernelsDir() + "/" + v;
+    const std::string image = dir + "/boot/vmlinuz-" + v;
+    const std::string modules = dir + "/lib/modules/" + v;
+    if (!IsRegularFile(image) || !std::filesystem::is_directory(modules, ec)) continue;
+    auto order = ModuleLoadOrder(modules, wanted);
+    if (!order.ok()) return order.error().Wrap("Debian kernel " + v);
+    return GuestKernel{image, std::move(*order), v};
+  }
+  return tuned.error();
 }
 
 Result<std::string> BuildKernel(const KernelBuildOptions& options) {

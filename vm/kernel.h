@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 
@@ -16,6 +17,9 @@ inline constexpr char kKernelSourcePackage[] = "linux-source-6.1";
 inline constexpr char kKernelSourceTarball[] = "/usr/src/linux-source-6.1.tar.xz";
 // Environment variable naming a user's own kernel image; overrides the cache.
 inline constexpr char kKernelEnv[] = "MSB_KERNEL";
+// With kKernelEnv: the modules directory of that kernel (lib/modules/VERSION)
+// when it is modular; the modules the guest needs go into the initramfs.
+inline constexpr char kKernelModulesEnv[] = "MSB_KERNEL_MODULES";
 // What FindKernel reports when nothing is built (and `msb kernel path` prints).
 inline constexpr char kNoKernelMessage[] =
     "no guest kernel found; build it with: msb kernel build";
@@ -41,6 +45,26 @@ Status CheckKernelConfig(std::string_view fragment, std::string_view dot_config)
 // The kernel image to boot: $MSB_KERNEL when set (it must exist), else the
 // cached build for the current key. The error says to run `msb kernel build`.
 Result<std::string> FindKernel();
+
+// A kernel Debian ships, fetched (never installed on the host) by
+// scripts/fetch-debian-kernel into $MSB_HOME/kernels/debian/<version>/ as the
+// package's boot/vmlinuz-<version> and lib/modules/<version>/. It boots the
+// first sandboxes while the tuned kernel builds (about 1 s slower per boot).
+std::string DebianKernelsDir();
+
+// The kernel a VM boots and the modules it needs loaded before agentd
+// mounts anything (empty for the tuned kernel and for $MSB_KERNEL).
+struct GuestKernel {
+  std::string image;
+  std::vector<std::string> modules;  // host paths, dependencies first
+  std::string debian_version;        // set when it is Debian's kernel
+};
+
+// FindKernel's kernel (with the modules under $MSB_KERNEL_MODULES when that
+// and $MSB_KERNEL are set) when there is one, else Debian's kernel from
+// DebianKernelsDir() with the modules of kGuestModules (vm/kernel_modules.h),
+// else FindKernel's error.
+Result<GuestKernel> FindGuestKernel();
 
 // The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW over
 // ~20 ms (x86-64 only).

@@ -423,7 +423,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
       SendAgent(f.id, FrameKind::kCredit, agent::Encode(agent::Credit{static_cast<uint32_t>(f.payload.size())}));
     } else if (f.kind == FrameKind::kExit) {
       auto e = agent::ParseExitInfo(f.payload);
-      OnHealthResult(e.ok() && e->signal == 0 && e->code == 0);
+      OnHealthResult(e.ok() && agent::ShellExitCode(*e) == 0);
     } else if (f.kind == FrameKind::kError) {
       OnHealthResult(false);
     }
@@ -490,7 +490,7 @@ void Supervisor::HandleWorkloadFrame(const Frame& f) {
         Fail("the guest sent a malformed exit status: " + e.error().message());
         return;
       }
-      int code = e->signal != 0 ? 128 + e->signal : e->code;
+      int code = agent::ShellExitCode(*e);
       workload_exit_ = code;
       std::string why = "the workload exited with code " + std::to_string(code);
       if (!stop_requested_ && ShouldRestart(policy_.restart, code != 0, restarts_)) {

@@ -133,6 +133,16 @@ TEST(MessagesTest, SmallBodies) {
   EXPECT_EQ(*ParseResultMsg(R"({"error":"x"})")->error, "x");
   EXPECT_FALSE(ParseResultMsg("{}").ok());
   EXPECT_EQ(ParseExitInfo(Encode(ExitInfo{-1, 9}))->signal, 9);
+  EXPECT_EQ(Encode(ExitInfo{127, 0}), R"({"code":127,"signal":0})");
+  EXPECT_EQ(Encode(ExitInfo{127, 0, StartFailure::kNotFound}),
+            R"({"code":127,"signal":0,"start_failure":"not_found"})");
+  for (auto k : {StartFailure::kNone, StartFailure::kNotFound, StartFailure::kNotExecutable, StartFailure::kSetup}) {
+    EXPECT_EQ(ParseExitInfo(Encode(ExitInfo{126, 0, k}))->start_failure, k);
+  }
+  // Only the three names: nothing else a guest writes there is accepted.
+  EXPECT_FALSE(ParseExitInfo(R"({"code":1,"signal":0,"start_failure":"none"})").ok());
+  EXPECT_FALSE(ParseExitInfo(R"({"code":1,"signal":0,"start_failure":"Not_Found"})").ok());
+  EXPECT_FALSE(ParseExitInfo(R"({"code":1,"signal":0,"start_failure":2})").ok());
   EXPECT_FALSE(ParseSignalRequest(R"({"signal":0})").ok());
   EXPECT_EQ(ParseCredit(R"({"bytes":4294967295})")->bytes, 4294967295u);
   EXPECT_FALSE(ParseCredit(R"({"bytes":4294967296})").ok());
@@ -140,6 +150,18 @@ TEST(MessagesTest, SmallBodies) {
   // Invalid UTF-8 in a string never makes encoding throw.
   std::string enc = Encode(ErrorMsg{"bad \xff byte"});
   EXPECT_TRUE(ParseErrorMsg(enc).ok());
+}
+
+// The status msb run and exec exit with, from what the guest reported.
+TEST(MessagesTest, ShellExitCodeFollowsTheStartFailureThenTheSignal) {
+  EXPECT_EQ(ShellExitCode(ExitInfo{0, 0}), 0);
+  EXPECT_EQ(ShellExitCode(ExitInfo{125, 0}), 125);
+  EXPECT_EQ(ShellExitCode(ExitInfo{127, 0}), 127);
+  EXPECT_EQ(ShellExitCode(ExitInfo{-1, 9}), 137);
+  // The reason decides, whatever code the guest put beside it.
+  EXPECT_EQ(ShellExitCode(ExitInfo{0, 0, StartFailure::kNotFound}), 127);
+  EXPECT_EQ(ShellExitCode(ExitInfo{0, 0, StartFailure::kNotExecutable}), 126);
+  EXPECT_EQ(ShellExitCode(ExitInfo{1, 0, StartFailure::kSetup}), 126);
 }
 
 TEST(FlowTest, ReceiveCreditBatchesAndRefusesOverrun) {

@@ -256,13 +256,34 @@ TEST_F(AgentdTest, CommandNotFoundIs127WithMessage) {
   Outcome o = Run(2, Cmd({"no-such-command-xyz", "arg"}));
   ASSERT_TRUE(o.exit);
   EXPECT_EQ(o.exit->code, 127);
+  EXPECT_EQ(o.exit->start_failure, StartFailure::kNotFound);
   EXPECT_EQ(o.err, "msb: no-such-command-xyz: command not found\n");
   o = Run(3, Cmd({"/no/such/path"}));
   EXPECT_EQ(o.exit->code, 127);
+  EXPECT_EQ(o.exit->start_failure, StartFailure::kNotFound);
   EXPECT_EQ(o.err, "msb: /no/such/path: command not found\n");
   o = Run(4, Cmd({"/etc/passwd"}));  // exists, not executable
   EXPECT_EQ(o.exit->code, 126);
+  EXPECT_EQ(o.exit->start_failure, StartFailure::kNotExecutable);
   EXPECT_EQ(o.err, "msb: /etc/passwd: Permission denied\n");
+  ExecRequest no_dir = Cmd({"true"});
+  no_dir.cwd = "/no/such/dir";
+  o = Run(5, no_dir);
+  EXPECT_EQ(o.exit->code, 126);
+  EXPECT_EQ(o.exit->start_failure, StartFailure::kSetup);
+}
+
+// A command that ran and exited 127 or 126 itself is not a start failure.
+TEST_F(AgentdTest, ACommandExiting127ItselfIsNoStartFailure) {
+  Handshake();
+  Outcome o = Run(2, Cmd({"sh", "-c", "exit 127"}));
+  ASSERT_TRUE(o.exit);
+  EXPECT_EQ(o.exit->code, 127);
+  EXPECT_EQ(o.exit->start_failure, StartFailure::kNone);
+  o = Run(3, Cmd({"sh", "-c", "exit 126"}));
+  ASSERT_TRUE(o.exit);
+  EXPECT_EQ(o.exit->code, 126);
+  EXPECT_EQ(o.exit->start_failure, StartFailure::kNone);
 }
 
 TEST_F(AgentdTest, TtyShowsPtsAndWindowSize) {

@@ -292,18 +292,19 @@ TEST_F(NetPolicyTest, PublicProfileRefusesHostPrivateAndMetadataAndCountsDenials
   EXPECT_THAT(log, HasSubstr("suppressed")) << log;
   EXPECT_LT(Count(log, "deny tcp " + hosts_.Ip(4) + ":9"), 60u) << log;
 
-  // msb ps --json: when an entry carries the supervisor's net counters, they
-  // are these (no CLI command shows them yet when this was written).
+  // msb ps --json carries the supervisor's net counters for the sandbox.
   auto ps = Msb({"ps", "--json"});
   EXPECT_EQ(ps.code, 0) << ps.err;
   auto listed = nlohmann::json::parse(ps.out, nullptr, /*allow_exceptions=*/false);
   ASSERT_TRUE(listed.is_array()) << ps.out;
+  nlohmann::json np;
   for (const auto& e : listed) {
-    if (!e.is_object() || e.value("name", "") != "np" || !e.contains("net")) continue;
-    const auto& n = e["net"];
-    ASSERT_TRUE(n.is_object() && n.contains("denied") && n["denied"].is_number()) << e.dump();
-    EXPECT_GE(n["denied"].get<uint64_t>(), 67u) << e.dump();
+    if (e.is_object() && e.value("name", "") == "np") np = e;
   }
+  ASSERT_TRUE(np.is_object() && np.contains("net")) << ps.out;
+  const auto& n = np["net"];
+  ASSERT_TRUE(n.is_object() && n.contains("denied") && n["denied"].is_number()) << np.dump();
+  EXPECT_GE(n["denied"].get<uint64_t>(), 67u) << np.dump();
   EXPECT_EQ(Msb({"rm", "np"}).code, 0);
 }
 

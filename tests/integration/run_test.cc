@@ -14,6 +14,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/sha256.h"
+#include <nlohmann/json.hpp>
 #include "tests/integration/harness.h"
 
 namespace msb::testing {
@@ -46,6 +47,81 @@ TEST_F(RunTest, MissingCommandExits127WithTheGuestMessage) {
   auto r = Msb({"run", Rootfs(), "--", "no-such-command"});
   EXPECT_EQ(r.code, 127);
   EXPECT_THAT(r.err, HasSubstr("no-such-command"));
+  r = Msb({"run", Rootfs(), "--", "/no/such"});
+  EXPECT_EQ(r.code, 127);
+  EXPECT_THAT(r.err, HasSubstr("/no/such: command not found"));
+}
+
+// docker's exit statuses: 126 for a command that exists but cannot be run;
+// the workload's own status passes unchanged, 125 included (which therefore
+// looks like msb's own failure: docker has the same property).
+TEST_F(RunTest, ExitStatusesAreDockers) {
+  auto r = Msb({"run", Rootfs(), "/etc/passwd"});
+  EXPECT_EQ(r.code, 126) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("/etc/passwd: Permission denied"));
+  r = Msb({"run", Rootfs(), "sh", "-c", "echo ran; exit 125"});
+  EXPECT_EQ(r.code, 125) << r.err;
+  EXPECT_EQ(r.out, "ran\n");
+  // A missing image is msb's failure: 125, and nothing was started.
+  r = Msb({"run", Home() + "/no-such-image", "true"});
+  EXPECT_EQ(r.code, 125);
+  EXPECT_THAT(r.err, HasSubstr("no-such-image"));
+  EXPECT_TRUE(MyQemus().empty());
+}
+
+// -d keeps the sandbox running its command as the workload; exec takes the
+// command without --; -v shares a host directory read-write or read-only and
+// mounts a named volume that outlives the sandbox; msb rm cleans up.
+TEST_F(RunTest, DetachedRunWithVolumesThenExecAndRm) {
+  const std::string rw = Home() + "/shared-rw", ro = Home() + "/shared-ro";
+  ASSERT_TRUE(MakeDirs(rw).ok());
+  ASSERT_TRUE(MakeDirs(ro).ok());
+  ASSERT_TRUE(WriteFileAtomic(ro + "/from-host", "host data\n", 0644).ok());
+  auto run = Msb({"run", "-d", "--name", "bg", "-v", rw + ":/rw", "-v", ro + ":/ro:ro", "-v", "cache:/cache", Rootfs(),
+                  "sh", "-c", "echo detached-up; exec sleep 3600"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(run.out, "bg\n");
+  EXPECT_EQ(WaitForLogs("bg", "detached-up"), "detached-up\n");
+
+  // The command after the sandbox, no --: its own options are its own.
+  auto ls = Msb({"exec", "bg", "ls", "-l", "/ro"});
+  EXPECT_EQ(ls.code, 0) << ls.err;
+  EXPECT_THAT(ls.out, HasSubstr("-rw-r--r--"));
+  EXPECT_THAT(ls.out, HasSubstr("from-host"));
+  // A command named like an msb command is still the guest's.
+  auto ps = Msb({"exec", "bg", "ps"});
+  EXPECT_EQ(ps.code, 0) << ps.err;
+  EXPECT_THAT(ps.out, HasSubstr("sleep 3600"));
+  EXPECT_EQ(Msb({"exec", "bg", "--", "cat", "/ro/from-host"}).out, "host data\n");
+
+  // Exit statuses through exec, as through run.
+  EXPECT_EQ(Msb({"exec", "bg", "sh", "-c", "exit 1"}).code, 1);
+  EXPECT_EQ(Msb({"exec", "bg", "sh", "-c", "exit 125"}).code, 125);
+  EXPECT_EQ(Msb({"exec", "bg", "/no/such"}).code, 127);
+  EXPECT_EQ(Msb({"exec", "bg", "/etc/passwd"}).code, 126);
+
+  // rw: the guest's write is on the host; ro: the write fails, nothing lands.
+  ASSERT_EQ(Msb({"exec", "bg", "sh", "-c", "echo from-guest > /rw/out"}).code, 0);
+  auto out = ReadFile(rw + "/out");
+  EXPECT_EQ(out.ok() ? *out : out.error().message(), "from-guest\n");
+  auto ro_write = Msb({"exec", "bg", "sh", "-c", "echo no > /ro/out"});
+  EXPECT_NE(ro_write.code, 0);
+  EXPECT_THAT(ro_write.err, HasSubstr("Read-only file system"));
+  EXPECT_FALSE(std::filesystem::exists(ro + "/out"));
+  ASSERT_EQ(Msb({"exec", "bg", "sh", "-c", "echo kept > /cache/f && sync"}).code, 0);
+
+  EXPECT_EQ(Msb({"rm", "bg"}).code, 0);
+  EXPECT_TRUE(WaitNoProcess(Home(), 20));
+  EXPECT_EQ(Msb({"ps", "--json"}).out, "[]\n");
+
+  // The named volume outlived its sandbox: a second run reads it, and lists it.
+  auto again = Msb({"run", "-v", "cache:/cache", Rootfs(), "cat", "/cache/f"});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.out, "kept\n");
+  auto vols = nlohmann::json::parse(Msb({"volume", "ls", "--format", "json"}).out, nullptr, false);
+  ASSERT_TRUE(vols.is_array() && vols.size() == 1) << vols.dump();
+  EXPECT_EQ(vols[0]["name"], "cache");
+  EXPECT_EQ(vols[0]["used_by"], nlohmann::json::array());
 }
 
 TEST_F(RunTest, KilledBySignalGives128PlusSignal) {
@@ -139,7 +215,7 @@ TEST_F(RunTest, StopStartAndRestartKeepTheWritableLayer) {
   auto ps = Msb({"ps"});
   EXPECT_THAT(ps.out, HasSubstr("stopped"));
   auto exec_stopped = Msb({"exec", "keep", "--", "true"});
-  EXPECT_EQ(exec_stopped.code, 1);
+  EXPECT_EQ(exec_stopped.code, 125);  // msb's own failure, as docker's
   EXPECT_THAT(exec_stopped.err, HasSubstr("msb start keep"));
   EXPECT_EQ(Msb({"start", "keep"}).out, "started keep\n");
   EXPECT_EQ(Msb({"exec", "keep", "--", "cat", "/root/f"}).out, "persisted\n");
@@ -186,7 +262,7 @@ TEST_F(RunTest, LogsShowTheWorkloadOutput) {
 TEST_F(RunTest, MissingKernelNamesTheSetUpStep) {
   env_["MSB_KERNEL"] = Home() + "/no-kernel";
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("msb kernel build"));
 }
 
@@ -194,7 +270,7 @@ TEST_F(RunTest, AGuestThatNeverAnswersTimesOutWithTheConsoleAndLeavesNothing) {
   env_["MSB_AGENTD"] = MSB_TEST_SILENT_INIT;
   env_["MSB_BOOT_TIMEOUT_MS"] = "8000";
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("did not report ready"));
   EXPECT_THAT(r.err, HasSubstr("silent-init: waiting forever"));  // a console line
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
@@ -203,7 +279,7 @@ TEST_F(RunTest, AGuestThatNeverAnswersTimesOutWithTheConsoleAndLeavesNothing) {
 TEST_F(RunTest, AGuestSendingAnOversizedFrameIsMarkedFailed) {
   env_["MSB_AGENTD"] = MSB_TEST_EVIL_INIT;
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("broke the agent protocol"));
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
 }
@@ -213,7 +289,7 @@ TEST_F(RunTest, AGuestSendingAnOversizedFrameIsMarkedFailed) {
 TEST_F(RunTest, AGuestsBootErrorIsPrintedWithItsControlBytesEscaped) {
   env_["MSB_AGENTD"] = MSB_TEST_BADREADY_INIT;
   auto r = Msb({"run", Rootfs(), "--", "true"});
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 125);
   EXPECT_THAT(r.err, HasSubstr("the guest failed to boot: no root ?]0;owned??[2J?[31mdisk"));
   EXPECT_EQ(r.err.find('\x1b'), std::string::npos);
   EXPECT_EQ(r.err.find('\x07'), std::string::npos);

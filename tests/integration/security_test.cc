@@ -156,10 +156,10 @@ TEST_F(SecurityTest, RunFlagsHardenTheCommand) {
 
   // Bad names fail before anything boots.
   auto bad = Msb({"run", "--cap-drop", "CAP_BOGUS", Rootfs(), "--", "true"});
-  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(bad.code, 125);
   EXPECT_THAT(bad.err, HasSubstr("--cap-drop unknown capability \"CAP_BOGUS\""));
   auto opt = Msb({"run", "--security-opt", "seccomp=unconfined", Rootfs(), "--", "true"});
-  EXPECT_EQ(opt.code, 1);
+  EXPECT_EQ(opt.code, 125);
   EXPECT_THAT(opt.err, HasSubstr("--security-opt seccomp=unconfined"));
   EXPECT_TRUE(WaitNoProcess(Home(), 10));
 }

@@ -222,14 +222,8 @@ TEST_F(UpTest, TwoProjectsNeverTouchEachOther) {
 TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   WriteSandboxfile("name: crash\nsandboxes:\n" + Sandbox("a") + Sandbox("b") + Sandbox("c"));
   // Start an up and kill it as soon as its first sandbox is recorded.
-  SpawnOptions o;
-  o.argv = {BuildDir() + "/bin/msb", "up", "-f",
-            project_ + "/Sandboxfile"};
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.push_back(*e);
-  for (auto& [k, v] : env_) env.push_back(k + "=" + v);
-  o.env = env;
-  auto child = ChildProcess::Spawn(o);
+  // The harness's spawn options: this test's MSB_HOME replaces an inherited one.
+  auto child = ChildProcess::Spawn(MsbSpawnOptions({"up", "-f", project_ + "/Sandboxfile"}));
   ASSERT_TRUE(child.ok());
   // Wait (deadline) for a supervisor of this home to exist, then kill -9 msb up.
   bool seen = false;

@@ -234,6 +234,21 @@ Result<int> FreePort() {
 }
 
 std::string RegistryServer::token_host_port() const { return token_server_ ? token_server_->host_port() : ""; }
+int RegistryServer::BlobFetches() const {
+  auto log = ReadFile(log_file_);
+  if (!log.ok()) return -1;
+  int n = 0;
+  size_t at = 0;
+  // The access log's request lines: "GET /v2/<repo>/blobs/sha256:<hex> HTTP/1.1".
+  while ((at = log->find("\"GET /v2/", at)) != std::string::npos) {
+    size_t end = log->find('"', at + 1);
+    if (end == std::string::npos) break;
+    if (log->substr(at, end - at).find("/blobs/sha256:") != std::string::npos) ++n;
+    at = end;
+  }
+  return n;
+}
+
 int RegistryServer::token_requests() const { return token_server_ ? token_server_->requests() : 0; }
 
 std::string RegistryServer::BlobDataPath(const std::string& digest) const {
@@ -256,7 +271,7 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
   s->storage_dir_ = work_dir + "/storage";
   MSB_TRY_STATUS(MakeDirs(s->storage_dir_));
   MSB_TRY(s->port_, FreePort());
-  std::string cfg = "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+  std::string cfg = "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n"
                     "storage:\n  filesystem:\n    rootdirectory: " + s->storage_dir_ +
                     "\n  delete:\n    enabled: true\n"
                     "http:\n  addr: 127.0.0.1:" + std::to_string(s->port_) + "\n  secret: msb-test-secret\n";

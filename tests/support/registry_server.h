@@ -72,6 +72,9 @@ class RegistryServer {
   const std::string& storage_dir() const { return storage_dir_; }
   // The registry's file holding a blob's bytes.
   std::string BlobDataPath(const std::string& digest) const;
+  // Blob downloads (GET /v2/*/blobs/sha256:*) in the registry's access log
+  // so far; -1 when the log cannot be read.
+  int BlobFetches() const;
   // Token requests the token server answered (kTlsToken).
   int token_requests() const;
 

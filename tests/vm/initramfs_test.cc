@@ -135,6 +135,41 @@ TEST(BuildInitramfs, HoldsInitDevicesAndMountPoints) {
   EXPECT_LT(pos("dev"), pos("dev/console"));
 }
 
+// A modular kernel's modules go in by load position, after their
+// directories; another module set gives another cached archive.
+TEST(BuildInitramfs, ModulesGoInByLoadPosition) {
+  TempDir dir;
+  std::string init = dir.path() + "/agentd";
+  ASSERT_TRUE(WriteFileAtomic(init, FakeElf("a"), 0700).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/virtio_ring.ko", "ring", 0600).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/virtio.ko", "virtio", 0600).ok());
+  std::string out = dir.path() + "/initramfs.cpio";
+  auto st = BuildInitramfs(init, out, {dir.path() + "/virtio_ring.ko", dir.path() + "/virtio.ko"});
+  ASSERT_TRUE(st.ok()) << st.error().message();
+  std::vector<std::string> order;
+  auto entries = ReadBack(out, nullptr, &order);
+  ASSERT_EQ(entries.size(), 11u);
+  EXPECT_EQ(entries["lib/modules/msb/000-virtio_ring.ko"].data, "ring");
+  EXPECT_EQ(entries["lib/modules/msb/001-virtio.ko"].data, "virtio");
+  EXPECT_EQ(entries["lib/modules/msb/001-virtio.ko"].perm, 0644u);
+  EXPECT_EQ(entries["lib/modules/msb"].type, static_cast<mode_t>(AE_IFDIR));
+  auto pos = [&](const std::string& p) { return std::find(order.begin(), order.end(), p); };
+  EXPECT_LT(pos("lib"), pos("lib/modules"));
+  EXPECT_LT(pos("lib/modules/msb"), pos("lib/modules/msb/000-virtio_ring.ko"));
+
+  auto missing = BuildInitramfs(init, out, {dir.path() + "/nope.ko"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message().find(dir.path() + "/nope.ko"), std::string::npos);
+
+  ::setenv("MSB_HOME", dir.path().c_str(), 1);
+  auto plain = CachedInitramfs(init);
+  auto with = CachedInitramfs(init, {dir.path() + "/virtio.ko"});
+  ::unsetenv("MSB_HOME");
+  ASSERT_TRUE(plain.ok() && with.ok());
+  EXPECT_NE(*plain, *with);
+  EXPECT_EQ(ReadBack(*with, nullptr, nullptr)["lib/modules/msb/000-virtio.ko"].data, "virtio");
+}
+
 TEST(BuildInitramfs, IsDeterministicAndLeavesNoTemporaryFiles) {
   TempDir dir;
   std::string init = dir.path() + "/agentd";
