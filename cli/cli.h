@@ -71,6 +71,8 @@ void AddRegistryFlags(CLI::App* cmd, RegistryFlags* flags);
 void RegisterConfigCommands(CLI::App& app);   // validate, config
 void RegisterProjectCommands(CLI::App& app);  // plan, up, down, start, restart
 void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, stop, rm, ps, kernel
+void RegisterLogsCommand(CLI::App& app);      // logs (called by RegisterSandboxCommands)
+void RegisterPsCommand(CLI::App& app);        // ps (called by RegisterSandboxCommands)
 void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox supervisor
 void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path
 void RegisterVolumeCommands(CLI::App& app);     // volume ls, volume rm

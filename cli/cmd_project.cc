@@ -29,6 +29,7 @@ struct UpArgs {
   bool watch = false;
   bool force_recreate = false;
   bool no_recreate = false;
+  bool detach = false;  // -d: what msb up always does
   int wait_timeout_s = 300;
   RegistryFlags registry;
 };
@@ -196,6 +197,8 @@ void RegisterProjectCommands(CLI::App& app) {
     auto* cmd = app.add_subcommand("up", "Create, replace or remove sandboxes until they match the Sandboxfile");
     AddProjectFlags(cmd, &a->project);
     cmd->add_option("names", a->names, "only these sandboxes (and their dependencies)");
+    cmd->add_flag("-d,--detach", a->detach,
+                  "accepted as docker compose's: msb up always leaves the sandboxes running in the background");
     cmd->add_flag("--wait", a->wait, "wait until every sandbox is running and healthy");
     cmd->add_option("--wait-timeout", a->wait_timeout_s, "seconds --wait waits (default 300)");
     cmd->add_flag("--watch", a->watch, "keep reconciling when the file changes or a sandbox dies");

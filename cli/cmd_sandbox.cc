@@ -1,8 +1,8 @@
-// msb run / exec / shell / logs / cp / stop / rm / ps: commands on one sandbox.
+// msb run / exec / shell / cp / stop / rm: commands on one sandbox (logs and
+// ps, registered here in their place, are cmd_logs.cc and cmd_ps.cc).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,7 +27,6 @@
 #include "schema/network_rule.h"
 #include "schema/security.h"
 #include "schema/values.h"
-#include "vm/log_file.h"
 #include "secrets/placeholder.h"
 
 namespace msb::cli {
@@ -521,143 +520,6 @@ int Copy(const std::string& src, const std::string& dst, const std::string& proj
   return 0;
 }
 
-std::string FormatAge(int64_t since) {
-  if (since <= 0) return "-";
-  int64_t d = static_cast<int64_t>(::time(nullptr)) - since;
-  if (d < 60) return std::to_string(d) + "s";
-  if (d < 3600) return std::to_string(d / 60) + "m";
-  if (d < 86400) return std::to_string(d / 3600) + "h";
-  return std::to_string(d / 86400) + "d";
-}
-
-// Published ports as docker prints them: "127.0.0.1:8000->8000/tcp", from the
-// sandbox's VM spec (what its supervisor binds); empty when none or unreadable.
-std::vector<vm::VmNetwork::Port> PublishedPorts(const SandboxRecord& r) {
-  if (r.sandbox_dir.empty()) return {};
-  auto spec = vm::ReadSpec(r.sandbox_dir);
-  if (!spec.ok() || !spec->network) return {};
-  return spec->network->ports;
-}
-
-std::string PortText(const vm::VmNetwork::Port& p) {
-  std::string ip = p.host_ip.find(':') != std::string::npos ? "[" + p.host_ip + "]" : p.host_ip;
-  return ip + ":" + std::to_string(p.host_port) + "->" + std::to_string(p.guest_port) + "/" + p.proto;
-}
-
-int Ps(bool json_out, const std::string& project) {
-  auto store = OpenStore();
-  if (!store.ok()) return Fail(store.error().message());
-  auto all = project.empty() ? store->ListAllSandboxes() : store->ListSandboxes(project);
-  if (!all.ok()) return Fail(all.error().message());
-  nlohmann::json arr = nlohmann::json::array();
-  std::vector<std::vector<std::string>> rows;
-  rows.push_back({"PROJECT", "NAME", "STATE", "HEALTH", "IMAGE", "UPTIME", "RESTARTS", "PORTS", "DENIED"});
-  for (auto r : *all) {
-    r = orchestrator::Observe(*store, r);
-    const bool up = r.status == orchestrator::SandboxStatus::kRunning;
-    // Health and the network's counters are re-observed from the supervisor, never stored.
-    std::string health;
-    nlohmann::json net;
-    if (up) {
-      if (auto live = orchestrator::LiveStatus(r); live.ok()) {
-        health = live->value("health", "");
-        if (auto it = live->find("net"); it != live->end() && it->is_object()) net = *it;
-      }
-    }
-    nlohmann::json ports = nlohmann::json::array();
-    std::string ports_text;
-    for (const auto& p : PublishedPorts(r)) {
-      ports.push_back({{"host_ip", p.host_ip}, {"host_port", p.host_port},
-                       {"guest_port", p.guest_port}, {"protocol", p.proto}});
-      ports_text += (ports_text.empty() ? "" : ",") + PortText(p);
-    }
-    nlohmann::json entry = {{"project", r.project},
-                            {"name", r.name},
-                            {"state", orchestrator::ToString(r.status)},
-                            {"reason", r.status_reason},
-                            {"image", r.image_ref},
-                            {"health", health},
-                            {"started_at", r.started_at},
-                            {"restarts", r.restarts},
-                            {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json()},
-                            {"ports", ports}};
-    if (!net.is_null()) entry["net"] = net;
-    arr.push_back(std::move(entry));
-    std::string state = orchestrator::ToString(r.status);
-    if (r.exit_code && r.status == orchestrator::SandboxStatus::kExited) {
-      state += " (" + std::to_string(*r.exit_code) + ")";
-    }
-    std::string denied = "-";
-    if (net.is_object() && net.contains("denied") && net["denied"].is_number_unsigned()) {
-      denied = std::to_string(net["denied"].get<uint64_t>());
-    }
-    rows.push_back({r.project, r.name, state, health.empty() ? "-" : health, r.image_ref,
-                    up ? FormatAge(r.started_at) : "-",
-                    std::to_string(r.restarts), ports_text.empty() ? "-" : ports_text, denied});
-  }
-  if (json_out) {
-    std::cout << arr.dump(2) << "\n";
-    return 0;
-  }
-  PrintTable(rows);
-  return 0;
-}
-
-// Prints workload.log lines (JSON: t, stream, data) newer than `since`.
-size_t PrintLog(const std::string& text, size_t from, const std::string& since) {
-  size_t pos = from;
-  for (;;) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) return pos;
-    auto j = nlohmann::json::parse(text.substr(pos, nl - pos), nullptr, false);
-    pos = nl + 1;
-    if (!j.is_object()) continue;
-    if (!since.empty() && j.value("t", std::string()) < since) continue;
-    std::string data = j.value("data", std::string());
-    (void)WriteAll(j.value("stream", std::string()) == "stderr" ? 2 : 1, data);
-  }
-}
-
-int Logs(const std::string& name, const std::string& project, bool follow,
-         const std::string& since_text) {
-  auto store = OpenStore();
-  if (!store.ok()) return Fail(store.error().message());
-  auto rec = Find(*store, name, project, "logs");
-  if (!rec.ok()) return Fail(rec.error().message());
-  std::string since;
-  if (!since_text.empty()) {
-    auto ms = schema::ParseDuration(since_text);
-    if (!ms.ok()) return Fail("--since " + since_text + ": " + ms.error().message());
-    std::time_t t = std::time(nullptr) - static_cast<std::time_t>(*ms / 1000);
-    char buf[40];
-    struct tm tm_buf;
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", gmtime_r(&t, &tm_buf));
-    since = buf;
-  }
-  std::string path = rec->sandbox_dir + "/workload.log";
-  int ino = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  // The directory, not the file: a rotation makes a new workload.log.
-  if (follow && ino >= 0) ::inotify_add_watch(ino, rec->sandbox_dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO);
-  vm::LogFollower log(path);
-  for (;;) {
-    PrintLog(log.Read(), 0, since);
-    if (!follow) break;
-    if (!orchestrator::SupervisorAlive(*rec)) {
-      PrintLog(log.Read(), 0, since);
-      break;
-    }
-    // Woken by a write to the log, or once a second to notice the sandbox ended.
-    pollfd p{ino, POLLIN, 0};
-    if (::poll(&p, 1, 1000) > 0) {
-      char buf[4096];
-      while (::read(ino, buf, sizeof buf) > 0) {
-      }
-    }
-  }
-  if (ino >= 0) ::close(ino);
-  return 0;
-}
-
 }  // namespace
 
 int UsageExitCode(const CLI::App& app) {
@@ -771,19 +633,7 @@ void RegisterSandboxCommands(CLI::App& app) {
       return Exec(*name, *project, {}, true, tty, {}, "", "", "shell", 1);
     });
   }
-  {
-    struct LogArgs {
-      std::string name, project, since;
-      bool follow = false;
-    };
-    auto a = std::make_shared<LogArgs>();
-    auto* cmd = app.add_subcommand("logs", "Print a sandbox's workload output");
-    cmd->add_flag("-f,--follow", a->follow, "keep printing new output");
-    cmd->add_option("--since", a->since, "only output newer than this, e.g. 10m");
-    cmd->add_option("sandbox", a->name, "sandbox name, or PROJECT/NAME")->required();
-    AddProjectNameFlag(cmd, &a->project);
-    OnRun(cmd, [a]() { return Logs(a->name, a->project, a->follow, a->since); });
-  }
+  RegisterLogsCommand(app);
   {
     auto src = std::make_shared<std::string>(), dst = std::make_shared<std::string>();
     auto project = std::make_shared<std::string>();
@@ -832,14 +682,7 @@ void RegisterSandboxCommands(CLI::App& app) {
       return 0;
     });
   }
-  {
-    auto json_out = std::make_shared<bool>(false);
-    auto project = std::make_shared<std::string>();
-    auto* cmd = app.add_subcommand("ps", "List sandboxes");
-    cmd->add_flag("--json", *json_out, "JSON output");
-    cmd->add_option("-p,--project-name", *project, "only this project's sandboxes (default: every project's)");
-    OnRun(cmd, [json_out, project]() { return Ps(*json_out, *project); });
-  }
+  RegisterPsCommand(app);
 }
 
 }  // namespace msb::cli

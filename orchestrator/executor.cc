@@ -20,6 +20,17 @@ Status Execute(const Plan& plan, const StepRunner& runner, const ExecuteOptions&
   std::map<std::string, std::string> errors;
   std::vector<std::thread> threads;
   std::vector<bool> started(plan.steps.size(), false);
+  // Progress lines in plan order: a step's line waits until every step
+  // before it has finished, failed or been passed over.
+  std::vector<bool> settled(plan.steps.size(), false);
+  std::vector<std::string> texts(plan.steps.size());
+  size_t next_report = 0;
+  auto report_settled = [&](bool all) {
+    while (next_report < plan.steps.size() && (all || settled[next_report])) {
+      if (!texts[next_report].empty() && options.report) options.report(texts[next_report]);
+      ++next_report;
+    }
+  };
   bool cancelled = false;
   std::unique_lock lock(mu);
   for (;;) {
@@ -42,6 +53,8 @@ Status Execute(const Plan& plan, const StepRunner& runner, const ExecuteOptions&
         started[i] = true;
         failed.insert(step.name);
         errors[step.name] = "not started: its dependency " + blocker + " failed";
+        settled[i] = true;
+        report_settled(false);
         progressed = true;
         continue;
       }
@@ -61,11 +74,13 @@ Status Execute(const Plan& plan, const StepRunner& runner, const ExecuteOptions&
         running.erase(s.name);
         if (st.ok()) {
           done.insert(s.name);
-          if (!text.empty() && options.report) options.report(text);
+          texts[i] = std::move(text);
         } else {
           failed.insert(s.name);
           errors[s.name] = st.error().message();
         }
+        settled[i] = true;
+        report_settled(false);
         cv.notify_all();
       });
     }
@@ -83,6 +98,9 @@ Status Execute(const Plan& plan, const StepRunner& runner, const ExecuteOptions&
     }
     if (!progressed || cancelled) cv.wait(lock);
   }
+  // Steps never started (cancelled, or waiting for a step not planned) hold
+  // back no line.
+  report_settled(true);
   lock.unlock();
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < plan.steps.size(); ++i) {

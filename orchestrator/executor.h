@@ -13,6 +13,12 @@
 // the running ones finish. An edge to a step that is not in the plan leaves
 // its step "not started: waits for a step not planned".
 //
+// Reporting. A successful step's line is reported in plan order, not in the
+// order steps finish: it waits until every step before it in the plan has
+// finished, failed or been passed over, so the same plan always prints its
+// lines in the same order. A failed or unstarted step reports no line (the
+// returned error names it).
+//
 // Threads. Each running step has its own thread; the runner is called from
 // several threads at once and must be safe for that. `report` and
 // `cancelled` are called with the executor's lock held, one at a time.
@@ -32,7 +38,7 @@ using StepRunner = std::function<Status(const Step& step, std::string* done_text
 
 struct ExecuteOptions {
   int parallelism = 4;
-  // Progress lines ("created web", "removed old", ...).
+  // Progress lines ("created web", "removed old", ...), in plan order.
   std::function<void(const std::string&)> report;
   // Asked before each step starts; true: start no more steps.
   std::function<bool()> cancelled;

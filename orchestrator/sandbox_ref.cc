@@ -42,4 +42,11 @@ Result<SandboxRecord> ResolveSandboxRef(const std::vector<SandboxRecord>& all, s
   return Error(ErrorCode::kInvalidArgument, message);
 }
 
+std::string ShortestSandboxRef(const std::vector<SandboxRecord>& all, const SandboxRecord& record,
+                               const std::string& current_project) {
+  auto found = ResolveSandboxRef(all, record.name, current_project, "");
+  if (found.ok() && found->project == record.project && found->name == record.name) return record.name;
+  return record.project + "/" + record.name;
+}
+
 }  // namespace msb::orchestrator

@@ -23,4 +23,10 @@ Result<SandboxRecord> ResolveSandboxRef(const std::vector<SandboxRecord>& all, s
                                         const std::string& current_project,
                                         const std::string& command);
 
+// The shortest reference that ResolveSandboxRef resolves to `record` given
+// `current_project`: "NAME" when that finds this very sandbox, else
+// "PROJECT/NAME" (what `msb ps -q` prints, for `msb rm` and the others).
+std::string ShortestSandboxRef(const std::vector<SandboxRecord>& all, const SandboxRecord& record,
+                               const std::string& current_project);
+
 }  // namespace msb::orchestrator

@@ -160,9 +160,14 @@ Status WaitForDependencies(const schema::Project& project, const std::string& na
 }
 
 // The runner the executor is given: each StepKind to its launch.h mechanics.
+// The line it reports is "<done> NAME"; a noop's ("unchanged NAME") only
+// when report_unchanged.
 Status RunStep(const schema::Project& project, const std::map<std::string, ResolvedImage>& images,
-               const Step& step, std::string* done_text) {
-  if (step.kind == StepKind::kNoop) return OkStatus();
+               const Step& step, bool report_unchanged, std::string* done_text) {
+  if (step.kind == StepKind::kNoop) {
+    if (report_unchanged) *done_text = "unchanged " + step.name;
+    return OkStatus();
+  }
   MSB_TRY(Store store, Store::Open(Store::DefaultPath()));
   auto find_record = [&]() -> Result<SandboxRecord> {
     MSB_TRY(auto rec, store.GetSandbox(project.name, step.name));
@@ -284,6 +289,10 @@ bool WatchedFileChanged(int ino, const schema::Project& project) {
   return changed;
 }
 
+// One pass (ReconcileOnce). Under --watch the passes after the first report
+// only what they change: no "unchanged" lines, nothing when nothing changed.
+Status ReconcilePass(const schema::Project& project, const UpOptions& options, bool quiet_when_unchanged);
+
 // --watch: a file with errors leaves everything as it is.
 Status Watch(schema::Project project, const UpOptions& options) {
   MSB_CHECK(static_cast<bool>(options.reload), "--watch needs a way to reload the Sandboxfile");
@@ -309,7 +318,9 @@ Status Watch(schema::Project project, const UpOptions& options) {
       project = std::move(*reloaded);
       if (options.report) options.report("the Sandboxfile changed; reconciling");
     }
-    if (auto st = ReconcileOnce(project, options); !st.ok()) report_error(st.error().message());
+    if (auto st = ReconcilePass(project, options, /*quiet_when_unchanged=*/true); !st.ok()) {
+      report_error(st.error().message());
+    }
   }
 }
 
@@ -323,6 +334,12 @@ Result<Plan> PlanProject(const schema::Project& project, const UpOptions& option
 }
 
 Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
+  return ReconcilePass(project, options, /*quiet_when_unchanged=*/false);
+}
+
+namespace {
+
+Status ReconcilePass(const schema::Project& project, const UpOptions& options, bool quiet_when_unchanged) {
   MSB_TRY(Store store, Store::Open(Store::DefaultPath()));
   MSB_TRY_STATUS(CheckProjectDirectory(store, project, /*take_over=*/true, options.report));
   MSB_TRY(Decision d, Decide(store, project, options, /*fetch=*/true));
@@ -335,8 +352,9 @@ Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
   }
   if (d.plan.NothingToDo()) {
     MSB_TRY_STATUS(RefreshSecrets(store, project, kept));
-    size_t n = project.sandboxes.size();
-    if (options.report) {
+    if (options.report && !quiet_when_unchanged) {
+      for (const auto& step : d.plan.steps) options.report("unchanged " + step.name);
+      size_t n = project.sandboxes.size();
       options.report("nothing to do: " + std::to_string(n) + (n == 1 ? " sandbox" : " sandboxes") +
                      " up to date");
     }
@@ -356,7 +374,7 @@ Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
   eo.report = options.report;
   eo.cancelled = options.cancelled;
   StepRunner runner = [&](const Step& step, std::string* done_text) {
-    return RunStep(project, d.images, step, done_text);
+    return RunStep(project, d.images, step, !quiet_when_unchanged, done_text);
   };
   auto st = Execute(d.plan, runner, eo);
   if (!st.ok()) {
@@ -364,6 +382,8 @@ Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
   }
   return RefreshSecrets(store, project, kept);
 }
+
+}  // namespace
 
 Status Up(const schema::Project& project, const UpOptions& options) {
   MSB_TRY(ProjectLock lock, ProjectLock::Acquire(project.name));

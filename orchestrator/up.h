@@ -69,7 +69,7 @@ struct UpOptions {
   // by reload; everything is left as it is).
   bool watch = false;
   std::function<std::optional<schema::Project>()> reload;
-  // Progress lines ("created web", "watching ...").
+  // Progress lines ("created web", "unchanged api", "watching ...").
   std::function<void(const std::string&)> report;
   // Under --watch, a pass's error: reported, and the loop goes on.
   std::function<void(const std::string&)> report_error;
@@ -83,7 +83,13 @@ inline constexpr int kWatchPeriodMs = 5000;
 Result<Plan> PlanProject(const schema::Project& project, const UpOptions& options);
 
 // One reconcile pass: resolve (fetching), observe, plan, record the project
-// and execute; "nothing to do: ..." when every step is a noop.
+// and execute. It reports one line per sandbox of the plan, in plan order
+// whatever order the steps finish in (executor.h): "created NAME",
+// "replaced NAME", "updated NAME", "started NAME", "removed NAME" or
+// "unchanged NAME" (none for a step that failed: the error names it); when
+// every step is a noop, the "unchanged" lines and then "nothing to do: N
+// sandboxes up to date". The --watch loop's later passes report only what
+// they change.
 Status ReconcileOnce(const schema::Project& project, const UpOptions& options);
 
 // msb up: holds the project's lock, one pass, then --wait; under --watch

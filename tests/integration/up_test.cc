@@ -10,8 +10,11 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
 
 #include <filesystem>
 
@@ -25,6 +28,24 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// The lines of text, sorted.
+std::vector<std::string> SortedLines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+// The host's UTC time now, to the second, as workload.log records it.
+std::string UtcNow() {
+  std::time_t t = std::time(nullptr);
+  struct tm tm_buf;
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", gmtime_r(&t, &tm_buf));
+  return buf;
+}
 
 class UpTest : public ProjectTest {
  protected:
@@ -43,16 +64,91 @@ TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
   EXPECT_EQ(plan.out,
             "+ create api\n+ create web\n"
             "plan: 2 to create, 0 to replace, 0 to update, 0 to start, 0 to remove, 0 unchanged\n");
+  const std::string before_up = UtcNow();
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
-  EXPECT_THAT(up.out, HasSubstr("created web"));
-  EXPECT_THAT(up.out, HasSubstr("created api"));
+  // One line per sandbox, in plan order whichever finished first.
+  EXPECT_EQ(up.out, "created api\ncreated web\n");
   EXPECT_EQ(WaitForLogs("web", "web started"), "web started\n");
+  EXPECT_EQ(WaitForLogs("api", "api started"), "api started\n");
 
-  // A second up with nothing changed does nothing and says so.
-  auto again = InProject({"up"});
-  EXPECT_EQ(again.code, 0);
-  EXPECT_EQ(again.out, "nothing to do: 2 sandboxes up to date\n");
+  // A second up with nothing changed does nothing and says so, per sandbox;
+  // -d is accepted (msb up always leaves the sandboxes running).
+  auto again = InProject({"up", "-d"});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.out, "unchanged api\nunchanged web\nnothing to do: 2 sandboxes up to date\n");
+
+  // msb logs in the project's directory: both sandboxes, each line after its
+  // name padded as docker compose pads it, no colour into a pipe.
+  cwd_ = project_;
+  auto both = Msb({"logs"});
+  ASSERT_EQ(both.code, 0) << both.err;
+  EXPECT_EQ(SortedLines(both.out), (std::vector<std::string>{"api  | api started", "web  | web started"}));
+  EXPECT_EQ(both.err, "");
+  // -f follows both at once and prints a line written after it started; the
+  // workload's stdout and stderr are written to from an exec. A carriage
+  // return cannot put a forged prefix over the real one.
+  {
+    int out[2];
+    ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+    UniqueFd rd(out[0]), wr(out[1]);
+    auto follow = SpawnMsb({"logs", "-f"}, wr.get());
+    ASSERT_TRUE(follow.running());
+    wr.Reset();
+    std::string got;
+    ASSERT_TRUE(ReadUntil(rd.get(), &got, "web  | web started\n")) << got;
+    ASSERT_TRUE(ReadUntil(rd.get(), &got, "api  | api started\n")) << got;
+    auto say = [&](int fd, const std::string& printf_format) {
+      return Msb({"exec", "web", "--", "sh", "-c",
+                  "printf '" + printf_format + "' > /proc/$(pidof sleep)/fd/" + std::to_string(fd)});
+    };
+    ASSERT_EQ(say(1, "web later\\n").code, 0);
+    EXPECT_TRUE(ReadUntil(rd.get(), &got, "web  | web later\n")) << got;
+    ASSERT_EQ(say(2, "web oops\\rapi  | forged\\n").code, 0);
+    EXPECT_TRUE(ReadUntil(rd.get(), &got, "web  | web oops^Mapi  | forged\n")) << got;
+    follow.Kill(SIGTERM);
+    follow.Wait();
+  }
+  // --tail 1: the last line of each, merged by time (api's came first).
+  auto tail = Msb({"logs", "--tail", "1"});
+  EXPECT_EQ(tail.out, "api  | api started\nweb  | web oops^Mapi  | forged\n");
+  EXPECT_EQ(Msb({"logs", "--tail", "0"}).out, "");
+  // -t: the host's time when each line was recorded, in time order.
+  auto timed = Msb({"logs", "-t"});
+  ASSERT_EQ(timed.code, 0) << timed.err;
+  std::regex line_re(R"(^(api|web)  \| (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (.*)$)");
+  std::vector<std::string> texts;
+  std::string previous = before_up;
+  std::istringstream timed_lines(timed.out);
+  for (std::string line; std::getline(timed_lines, line);) {
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, line_re)) << line;
+    EXPECT_GE(m[2].str(), previous) << timed.out;
+    EXPECT_LE(m[2].str().substr(0, 19), UtcNow()) << line;
+    previous = m[2].str();
+    texts.push_back(m[1].str() + ": " + m[3].str());
+  }
+  std::sort(texts.begin(), texts.end());
+  EXPECT_EQ(texts, (std::vector<std::string>{"api: api started", "web: web later", "web: web oops^Mapi  | forged",
+                                             "web: web started"}));
+  // One sandbox named: its output as written, streams apart; -t and --tail too.
+  auto web = Msb({"logs", "web"});
+  EXPECT_EQ(web.out, "web started\nweb later\n");
+  EXPECT_EQ(web.err, "web oops\rapi  | forged\n");
+  auto web_tail = Msb({"logs", "-t", "--tail", "2", "web"});
+  EXPECT_TRUE(std::regex_match(web_tail.out, std::regex(R"(\S+Z web later\n)"))) << web_tail.out;
+  EXPECT_TRUE(std::regex_match(web_tail.err, std::regex(R"(\S+Z web oops\^Mapi  \| forged\n)"))) << web_tail.err;
+  // Two named: prefixed, whichever project's directory msb runs in.
+  cwd_.clear();
+  EXPECT_EQ(Msb({"logs", "--tail", "1", "web", "api"}).out,
+            "api  | api started\nweb  | web oops^Mapi  | forged\n");
+  auto no_project = Msb({"logs"});
+  EXPECT_EQ(no_project.code, 1);
+  EXPECT_THAT(no_project.err, HasSubstr("give -p PROJECT, or name a sandbox"));
+  EXPECT_EQ(Msb({"logs", "-p", "shop", "--tail", "1", "--no-log-prefix"}).out, "api started\n");
+  auto bad_tail = Msb({"logs", "-p", "shop", "--tail", "last"});
+  EXPECT_EQ(bad_tail.code, 1);
+  EXPECT_THAT(bad_tail.err, HasSubstr("--tail last: expected a number of lines (0 or more) or all"));
 
   // Marker in web's writable layer: a replace must give a fresh one.
   ASSERT_EQ(Msb({"exec", "web", "--", "touch", "/marker"}).code, 0);
@@ -65,8 +161,7 @@ TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
             "plan: 0 to create, 1 to replace, 0 to update, 0 to start, 1 to remove, 0 unchanged\n");
   up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
-  EXPECT_THAT(up.out, HasSubstr("removed api"));
-  EXPECT_THAT(up.out, HasSubstr("replaced web"));
+  EXPECT_EQ(up.out, "removed api\nreplaced web\n");
   auto cpus = Msb({"exec", "web", "--", "nproc"});
   EXPECT_EQ(cpus.out, "2\n");
   EXPECT_NE(Msb({"exec", "web", "--", "ls", "/marker"}).code, 0);
@@ -99,7 +194,7 @@ TEST_F(UpTest, DependenciesStartFirstAndADeadSupervisorIsRestoredByUp) {
   up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
   EXPECT_THAT(up.out, HasSubstr("started"));
-  EXPECT_EQ(InProject({"up"}).out, "nothing to do: 2 sandboxes up to date\n");
+  EXPECT_EQ(InProject({"up"}).out, "unchanged db\nunchanged app\nnothing to do: 2 sandboxes up to date\n");
   // Exactly two VMs: nothing duplicated.
   EXPECT_EQ(MyQemus().size(), 2u);
   EXPECT_EQ(InProject({"down"}).code, 0);
@@ -146,7 +241,7 @@ TEST_F(UpTest, KilledUpConvergesOnTheNextRun) {
   // every sandbox to run, theirs included.
   auto up = InProject({"up", "--wait"});
   ASSERT_EQ(up.code, 0) << up.err;
-  EXPECT_EQ(InProject({"up"}).out, "nothing to do: 3 sandboxes up to date\n");
+  EXPECT_EQ(InProject({"up"}).out, "unchanged a\nunchanged b\nunchanged c\nnothing to do: 3 sandboxes up to date\n");
   EXPECT_EQ(MyQemus().size(), 3u);
   EXPECT_EQ(MySupervisors().size(), 3u);
   EXPECT_EQ(InProject({"down"}).code, 0);
@@ -199,7 +294,7 @@ TEST_F(UpTest, RestartPolicyChangeIsAppliedInPlaceAndAppliesToAKilledQemu) {
   auto up = InProject({"up"});
   EXPECT_EQ(up.out, "updated svc\n");
   EXPECT_EQ(MyQemus(), before);  // the same VM
-  EXPECT_EQ(InProject({"up"}).out, "nothing to do: 1 sandbox up to date\n");
+  EXPECT_EQ(InProject({"up"}).out, "unchanged svc\nnothing to do: 1 sandbox up to date\n");
   // kill -9 of its QEMU (once the first run has spoken): restart: always
   // brings it back.
   ASSERT_EQ(WaitForLogs("svc", "svc started"), "svc started\n");
@@ -221,7 +316,7 @@ TEST_F(UpTest, TwoConcurrentUpsAreSerialisedWithoutDuplicates) {
   EXPECT_EQ(second.Wait().code, 0);
   size_t qemus = MyQemus().size();
   EXPECT_EQ(qemus, 2u);
-  EXPECT_EQ(InProject({"up"}).out, "nothing to do: 2 sandboxes up to date\n");
+  EXPECT_EQ(InProject({"up"}).out, "unchanged a\nunchanged b\nnothing to do: 2 sandboxes up to date\n");
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 
@@ -389,6 +484,43 @@ TEST_F(UpTest, TwoDirectoriesWithOneBasenameNeverTouchEachOther) {
   auto ps = Msb({"ps"});
   EXPECT_THAT(ps.out, HasSubstr("app "));
   EXPECT_THAT(ps.out, HasSubstr("other "));
+  // ps in a's directory: a's project only; -a every project's. -q prints
+  // what `msb rm` run here resolves to that sandbox.
+  cwd_ = a;
+  auto ps_here = Msb({"ps", "--format", "json"});
+  ASSERT_EQ(ps_here.code, 0) << ps_here.err;
+  auto here = nlohmann::json::parse(ps_here.out);
+  ASSERT_TRUE(here.is_array());
+  ASSERT_EQ(here.size(), 1u) << ps_here.out;
+  EXPECT_EQ(here[0]["project"], "app");
+  EXPECT_EQ(here[0]["name"], "web");
+  EXPECT_EQ(here[0]["state"], "running");
+  EXPECT_EQ(here[0]["image"], Rootfs());
+  EXPECT_EQ(here[0]["restarts"], 0);
+  EXPECT_TRUE(here[0]["exit_code"].is_null());
+  EXPECT_TRUE(here[0]["ports"].is_array());
+  EXPECT_GT(here[0]["started_at"].get<int64_t>(), 0);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : here[0].items()) keys.push_back(k);
+  // The documented fields (docs/compose.md), "net" while running.
+  EXPECT_EQ(keys, (std::vector<std::string>{"exit_code", "health", "image", "name", "net", "ports", "project",
+                                            "reason", "restarts", "started_at", "state"}));
+  auto table_here = Msb({"ps"});
+  EXPECT_THAT(table_here.out, HasSubstr("app "));
+  EXPECT_THAT(table_here.out, Not(HasSubstr("other")));
+  auto every = nlohmann::json::parse(Msb({"ps", "-a", "--format", "json"}).out);
+  ASSERT_EQ(every.size(), 2u);
+  EXPECT_EQ(every[1]["project"], "other");
+  EXPECT_EQ(Msb({"ps", "-q"}).out, "web\n");
+  EXPECT_EQ(Msb({"ps", "-a", "-q"}).out, "web\nother/web\n");
+  // -p is ps's alone: `msb rm web` here would still find a's.
+  EXPECT_EQ(Msb({"ps", "-q", "-p", "other"}).out, "other/web\n");
+  EXPECT_NE(Msb({"ps", "-a", "-p", "other"}).code, 0);
+  EXPECT_NE(Msb({"ps", "-q", "--format", "json"}).code, 0);
+  // Outside any project: every project's, each name qualified where it is ambiguous.
+  cwd_.clear();
+  EXPECT_EQ(Msb({"ps", "-q"}).out, "app/web\nother/web\n");
+  EXPECT_EQ(nlohmann::json::parse(Msb({"ps", "--format", "json"}).out).size(), 2u);
   EXPECT_EQ(WaitForLogs("other/web", "web of b"), "web of b\n");
   // PROJECT/NAME reaches each one for exec and cp.
   ASSERT_EQ(Msb({"exec", "other/web", "--", "sh", "-c", "echo b > /mark"}).code, 0);

@@ -120,6 +120,47 @@ TEST(ExecutorTest, RunsEveryStepAndReportsEach) {
   EXPECT_EQ(reported, (std::vector<std::string>{"did a", "did b", "did c"}));
 }
 
+// The steps finish in reverse (c, then b, then a: each holds until the next
+// one finished); their lines still come in plan order. A failed step's line
+// is missing and holds back nothing after it.
+TEST(ExecutorTest, LinesAreReportedInPlanOrderWhateverOrderStepsFinishIn) {
+  for (const std::set<std::string>& fail : {std::set<std::string>{}, std::set<std::string>{"b"}}) {
+    SCOPED_TRACE(fail.empty() ? "none fails" : "b fails");
+    Plan plan;
+    plan.steps = {MakeStep("a"), MakeStep("b"), MakeStep("c")};
+    FakeRunner fake;
+    fake.fail = fail;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> finished;
+    bool timed_out = false;
+    const std::map<std::string, std::string> waits_for = {{"a", "b"}, {"b", "c"}};
+    fake.before_finish = [&](const Step& s) {
+      std::unique_lock lock(mu);
+      if (auto it = waits_for.find(s.name); it != waits_for.end()) {
+        auto other_finished = [&] {
+          return std::find(finished.begin(), finished.end(), it->second) != finished.end();
+        };
+        if (!cv.wait_for(lock, kDeadline, other_finished)) timed_out = true;
+      }
+      finished.push_back(s.name);
+      cv.notify_all();
+    };
+    ExecuteOptions o;
+    o.parallelism = 3;
+    std::vector<std::string> reported;
+    auto st = ExecuteWith(plan, fake, o, &reported);
+    EXPECT_EQ(st.ok(), fail.empty());
+    EXPECT_FALSE(timed_out);
+    EXPECT_EQ(finished, (std::vector<std::string>{"c", "b", "a"}));
+    if (fail.empty()) {
+      EXPECT_EQ(reported, (std::vector<std::string>{"did a", "did b", "did c"}));
+    } else {
+      EXPECT_EQ(reported, (std::vector<std::string>{"did a", "did c"}));
+    }
+  }
+}
+
 TEST(ExecutorTest, ADependentStartsOnlyAfterItsDependencyFinished) {
   // Listed before what it depends on: with one step at a time, an executor
   // that ignored the edge would start web first.

@@ -71,5 +71,31 @@ TEST(SandboxRefTest, UnknownName) {
   EXPECT_EQ(r.error().message(), "no sandbox named nope in project app or any other (see msb ps)");
 }
 
+// What `msb ps -q` prints: the plain name exactly when ResolveSandboxRef,
+// with the same current project, comes back to this sandbox.
+TEST(SandboxRefTest, ShortestRefIsTheNameOnlyWhenTheNameFindsThisSandbox) {
+  auto shortest = [](const SandboxRecord& r, const std::string& current) {
+    return ShortestSandboxRef(kAll, r, current);
+  };
+  // Unique anywhere: the name, whatever the current project.
+  EXPECT_EQ(shortest(Rec("app", "db"), ""), "db");
+  EXPECT_EQ(shortest(Rec("app", "db"), "other"), "db");
+  EXPECT_EQ(shortest(Rec("_run", "tmp"), "app"), "tmp");
+  // web is in three projects: the current one's is "web", the others qualified.
+  EXPECT_EQ(shortest(Rec("app", "web"), "app"), "web");
+  EXPECT_EQ(shortest(Rec("other", "web"), "app"), "other/web");
+  EXPECT_EQ(shortest(Rec("third", "web"), "app"), "third/web");
+  // No current project: an ambiguous name is always qualified.
+  EXPECT_EQ(shortest(Rec("app", "web"), ""), "app/web");
+  EXPECT_EQ(shortest(Rec("other", "web"), "elsewhere"), "other/web");
+  // Each printed reference resolves back to its own sandbox.
+  for (const std::string current : {"", "app", "other", "elsewhere"}) {
+    for (const auto& r : kAll) {
+      EXPECT_EQ(Found(ResolveSandboxRef(kAll, shortest(r, current), current, "rm")), r.project + "/" + r.name)
+          << current;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace msb::orchestrator
