@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -50,10 +51,13 @@ void SetLogFd(int fd) { g_fd.store(fd); }
 void LogLine(LogLevel level, std::string_view component, std::string_view message) {
   std::string line;
   if (g_fd.load() != 2) {  // files get a timestamp; the terminal does not
-    char ts[32];
-    std::time_t now = std::time(nullptr);
+    // Milliseconds: lines of two supervisors' logs can be ordered.
+    struct timespec now;
+    ::clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm_buf;
-    std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ ", gmtime_r(&now, &tm_buf));
+    char ts[48];
+    size_t n = std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", gmtime_r(&now.tv_sec, &tm_buf));
+    std::snprintf(ts + n, sizeof ts - n, ".%03ldZ ", now.tv_nsec / 1000000);
     line += ts;
   }
   line += "msb[";

@@ -396,6 +396,7 @@ void Supervisor::HandleAgentFrame(Frame f) {
         state_ = State::kRunning;
         reason_.clear();
         running_since_ = std::chrono::steady_clock::now();
+        MSB_LOG(kInfo, "vm") << spec_.name << ": guest ready";
         StartHealthChecks();
         Report();
         Notify("ok");

@@ -14,11 +14,15 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "common/child.h"
 #include "common/fd.h"
@@ -125,6 +129,29 @@ Result<std::string> DebianImage(const std::string& what, const std::string& vari
 }
 
 }  // namespace
+
+int64_t SupervisorLogTime(const std::string& home, const std::string& name, const std::string& needle) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(home + "/sandboxes", ec)) {
+    auto spec = ReadFile(e.path().string() + "/spec.json");
+    if (!spec.ok()) continue;
+    auto j = nlohmann::json::parse(*spec, nullptr, false);
+    if (!j.is_object() || j.value("name", "") != name) continue;
+    auto log = ReadFile(e.path().string() + "/supervisor.log");
+    if (!log.ok()) return -1;
+    std::istringstream lines(*log);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find(needle) == std::string::npos) continue;
+      struct tm tm {};
+      int ms = 0;
+      const char* rest = ::strptime(line.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+      if (rest == nullptr || std::sscanf(rest, ".%3dZ", &ms) != 1) return -1;
+      return static_cast<int64_t>(::timegm(&tm)) * 1000 + ms;
+    }
+    return -1;
+  }
+  return -1;
+}
 
 Result<std::string> DebianRootfs() {
   static const Result<std::string> found =

@@ -70,6 +70,12 @@ class MsbTest : public ::testing::Test {
   std::string rootfs_;
 };
 
+// The time (ms since the epoch, from its millisecond timestamp) of the first
+// line of sandbox `name`'s supervisor.log under home that contains `needle`;
+// -1 when there is none. The supervisors' own records order events across
+// sandboxes (which started after which became ready or healthy).
+int64_t SupervisorLogTime(const std::string& home, const std::string& name, const std::string& needle);
+
 // The Debian root file system with real clients (curl, python3 and its ssl
 // module, openssl, ca-certificates), built by scripts/make-debian-image, which
 // scripts/test runs before ctest: $MSB_TEST_DEBIAN_ROOTFS, else

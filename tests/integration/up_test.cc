@@ -180,8 +180,12 @@ TEST_F(UpTest, DependenciesStartFirstAndADeadSupervisorIsRestoredByUp) {
             Sandbox("app", "    depends_on: [db]\n"));
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
-  // db was created before app started: its line comes first.
-  EXPECT_LT(up.out.find("created db"), up.out.find("created app")) << up.out;
+  // From the supervisors' own records: app's VM started after db's guest was ready.
+  const int64_t db_ready = SupervisorLogTime(Home(), "db", "db: guest ready");
+  const int64_t app_started = SupervisorLogTime(Home(), "app", "starting QEMU for app");
+  ASSERT_GT(db_ready, 0);
+  ASSERT_GT(app_started, 0);
+  EXPECT_GE(app_started, db_ready);
 
   // kill -9 of db's supervisor: its VM dies with it, ps tells, up restores it.
   auto sups = MySupervisors();
@@ -263,7 +267,13 @@ TEST_F(UpTest, HealthChecksDependenciesRestartPoliciesAndWait) {
             "    depends_on:\n      db: { condition: healthy }\n");
   auto up = InProject({"up", "--wait"});
   ASSERT_EQ(up.code, 0) << up.err;
-  EXPECT_LT(up.out.find("created db"), up.out.find("created app"));
+  // From the supervisors' own records: app's VM started only after db
+  // reported healthy (db's workload makes itself healthy 2 s after boot).
+  const int64_t db_healthy = SupervisorLogTime(Home(), "db", "db: health healthy");
+  const int64_t app_started = SupervisorLogTime(Home(), "app", "starting QEMU for app");
+  ASSERT_GT(db_healthy, 0);
+  ASSERT_GT(app_started, 0);
+  EXPECT_GE(app_started, db_healthy);
   auto ps = Msb({"ps"});
   EXPECT_THAT(ps.out, HasSubstr("healthy"));
   // on-failure:2: the workload runs three times, then the sandbox stays exited.

@@ -77,8 +77,13 @@ TEST_F(WebappTest, RowsSurviveReplacingTheAppAndTheDatabase) {
             "plan: 2 to create, 0 to replace, 0 to update, 0 to start, 0 to remove, 0 unchanged\n");
   auto up = Project({"up", "--wait", "--wait-timeout", "150"});
   ASSERT_EQ(up.code, 0) << up.out << up.err;
-  // app waited for db's health check (redis-cli ping answering PONG).
-  EXPECT_LT(up.out.find("created db"), up.out.find("created app")) << up.out;
+  // app waited for db's health check (redis-cli ping answering PONG): the
+  // supervisors' records show app's VM started after db reported healthy.
+  const int64_t db_healthy = SupervisorLogTime(Home(), "db", "db: health healthy");
+  const int64_t app_started = SupervisorLogTime(Home(), "app", "starting QEMU for app");
+  ASSERT_GT(db_healthy, 0);
+  ASSERT_GT(app_started, 0);
+  EXPECT_GE(app_started, db_healthy);
   auto ps = Msb({"ps", "--json"});
   auto sandboxes = nlohmann::json::parse(ps.out, nullptr, false);
   ASSERT_TRUE(sandboxes.is_array()) << ps.out;
