@@ -124,6 +124,8 @@ int RunSupervisor(const std::string& dir, bool secrets_stdin) {
   ::signal(SIGHUP, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
   if (std::getenv("MSB_LOG") == nullptr) SetLogLevel(LogLevel::kInfo);
+  // stderr is supervisor.log: its lines carry their time.
+  SetLogTimestamps(true);
 
   // One supervisor per sandbox: the lock is held until this process ends.
   int lock = ::open(orchestrator::SupervisorLockPath(dir).c_str(),

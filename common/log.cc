@@ -23,6 +23,7 @@ LogLevel LevelFromEnv() {
 
 std::atomic<int> g_level{-1};
 std::atomic<int> g_fd{2};
+std::atomic<bool> g_timestamps{false};
 
 }  // namespace
 
@@ -47,10 +48,11 @@ LogLevel CurrentLogLevel() {
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 void SetLogFd(int fd) { g_fd.store(fd); }
+void SetLogTimestamps(bool on) { g_timestamps.store(on); }
 
 void LogLine(LogLevel level, std::string_view component, std::string_view message) {
   std::string line;
-  if (g_fd.load() != 2) {  // files get a timestamp; the terminal does not
+  if (g_fd.load() != 2 || g_timestamps.load()) {  // files get a timestamp; the terminal does not
     // Milliseconds: lines of two supervisors' logs can be ordered.
     struct timespec now;
     ::clock_gettime(CLOCK_REALTIME, &now);

@@ -19,6 +19,10 @@ LogLevel CurrentLogLevel();
 void SetLogLevel(LogLevel level);
 // Sends log lines to fd (default 2). The supervisor points it at its log file.
 void SetLogFd(int fd);
+// Starts every line with the UTC time to the millisecond. Lines to a fd other
+// than 2 always carry it; a process whose stderr is a log file (the
+// supervisor) turns it on for fd 2 too.
+void SetLogTimestamps(bool on);
 void LogLine(LogLevel level, std::string_view component, std::string_view message);
 
 class LogMessage {
