@@ -111,7 +111,8 @@ TEST_F(WebappTest, RowsSurviveReplacingTheAppAndTheDatabase) {
   up = Project({"up", "--wait", "--wait-timeout", "120"});
   ASSERT_EQ(up.code, 0) << up.out << up.err;
   EXPECT_THAT(up.out, HasSubstr("replaced app"));
-  EXPECT_THAT(up.out, Not(HasSubstr("db")));
+  EXPECT_THAT(up.out, HasSubstr("unchanged db"));
+  EXPECT_THAT(up.out, Not(HasSubstr("replaced db")));
   EXPECT_EQ(RedisRunId(), db_run);  // the same redis-server
   // The new app, with the new environment, reads the row the old one wrote.
   auto rows = Http("GET", "/rows");
@@ -128,7 +129,8 @@ TEST_F(WebappTest, RowsSurviveReplacingTheAppAndTheDatabase) {
   up = Project({"up", "--wait", "--wait-timeout", "120"});
   ASSERT_EQ(up.code, 0) << up.out << up.err;
   EXPECT_THAT(up.out, HasSubstr("replaced db"));
-  EXPECT_THAT(up.out, Not(HasSubstr("app")));
+  EXPECT_THAT(up.out, HasSubstr("unchanged app"));
+  EXPECT_THAT(up.out, Not(HasSubstr("replaced app")));
   // A new redis-server, started with the new environment.
   EXPECT_NE(RedisRunId(), db_run);
   EXPECT_EQ(Msb({"exec", "db", "--", "redis-cli", "config", "get", "maxmemory"}).out,
