@@ -9,8 +9,10 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +22,7 @@
 #include "orchestrator/launch.h"
 #include "orchestrator/log_view.h"
 #include "orchestrator/store.h"
+#include "orchestrator/up.h"
 #include "schema/values.h"
 #include "vm/log_file.h"
 
@@ -46,7 +49,10 @@ class LogWatch {
   explicit LogWatch(const std::vector<std::string>& dirs)
       : fd_(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) {
     if (!fd_) return;
-    for (const auto& d : dirs) ::inotify_add_watch(fd_.get(), d.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO);
+    for (const auto& d : dirs) Add(d);
+  }
+  void Add(const std::string& dir) {
+    if (fd_) ::inotify_add_watch(fd_.get(), dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO);
   }
   // Until something was written, or timeout_ms (which bounds how late the
   // end of a sandbox is noticed).
@@ -106,9 +112,19 @@ struct Source {
   bool ended = false;
 };
 
+// The project's sandboxes as the store has them now. With -f on a whole
+// project, sandboxes created or replaced after logs started are followed too.
+struct Relist {
+  std::function<std::vector<SandboxRecord>()> list;
+  // Whether an `msb up` or `down` is changing the project: while one is, the
+  // project is followed even when none of its sandboxes runs (a replaced one
+  // is removed before its successor exists).
+  std::function<bool()> changing;
+};
+
 // Lines: several sandboxes, or one with -t or --tail.
 int Lines(std::vector<Source>& sources, const orchestrator::LogFormat& format, bool follow,
-          std::optional<size_t> tail) {
+          std::optional<size_t> tail, const std::string& since, const Relist& relist) {
   auto print = [&](std::vector<std::vector<LogLine>> batch) {
     for (const auto& l : orchestrator::MergeByTime(std::move(batch))) {
       // Prefixed lines all go to stdout, as docker compose prints them.
@@ -116,6 +132,9 @@ int Lines(std::vector<Source>& sources, const orchestrator::LogFormat& format, b
       (void)WriteAll(fd, orchestrator::FormatLogLine(format, sources[l.source].label, l.source, l.line));
     }
   };
+  // Sandboxes recorded but whose supervisor has not started yet: followed as
+  // live until it has, so a sandbox being created is not taken for an ended one.
+  std::set<std::string> pending;
   // Reads what each running sandbox appended; an ended one gives its last
   // incomplete line too and is read no more.
   auto read_all = [&]() {
@@ -124,7 +143,7 @@ int Lines(std::vector<Source>& sources, const orchestrator::LogFormat& format, b
       Source& s = sources[i];
       if (s.ended) continue;
       // Alive before the read: whatever it wrote before it ended is read now.
-      bool alive = follow && orchestrator::SupervisorAlive(s.rec);
+      bool alive = follow && (orchestrator::SupervisorAlive(s.rec) || pending.count(s.rec.sandbox_dir) > 0);
       s.splitter.Feed(s.follower.Read(), &batch[i]);
       if (!alive) {
         s.splitter.Flush(&batch[i]);
@@ -135,11 +154,30 @@ int Lines(std::vector<Source>& sources, const orchestrator::LogFormat& format, b
   };
   // Watching before the first read: a write in between wakes the loop.
   std::optional<LogWatch> watch;
+  std::set<std::string> known;
   if (follow) {
     std::vector<std::string> dirs;
-    for (const auto& s : sources) dirs.push_back(s.rec.sandbox_dir);
+    for (const auto& s : sources) {
+      dirs.push_back(s.rec.sandbox_dir);
+      known.insert(s.rec.sandbox_dir);
+    }
     watch.emplace(dirs);
   }
+  // Takes in the project's sandboxes that appeared since the last look.
+  auto adopt = [&]() {
+    if (!relist.list) return;
+    pending.clear();
+    for (auto& r : relist.list()) {
+      if (r.sandbox_dir.empty()) continue;
+      if (r.status == orchestrator::SandboxStatus::kCreated) pending.insert(r.sandbox_dir);
+      if (!known.insert(r.sandbox_dir).second) continue;
+      watch->Add(r.sandbox_dir);
+      std::string path = r.sandbox_dir + "/workload.log";
+      std::string label = r.name;
+      sources.push_back(Source{label, std::move(r), vm::LogFollower(path), orchestrator::LogLineSplitter(since)});
+    }
+  };
+  if (follow) adopt();
   auto batch = read_all();
   if (tail) {
     for (auto& lines : batch) orchestrator::KeepLast(&lines, *tail);
@@ -149,8 +187,9 @@ int Lines(std::vector<Source>& sources, const orchestrator::LogFormat& format, b
   for (;;) {
     bool running = false;
     for (const auto& s : sources) running = running || !s.ended;
-    if (!running) return 0;
+    if (!running && !(relist.changing && relist.changing())) return 0;
     watch->Wait(kLivenessPollMs);
+    adopt();
     print(read_all());
   }
 }
@@ -217,7 +256,16 @@ int Logs(const LogArgs& a) {
   format.name_width = orchestrator::LogNameWidth(labels);
   format.colour = format.prefix &&
                   orchestrator::UseColour(::isatty(1) != 0, a.no_color, std::getenv("NO_COLOR"), std::getenv("TERM"));
-  return Lines(sources, format, a.follow, *tail);
+  Relist relist;
+  if (a.names.empty() && a.follow) {
+    const std::string project = CurrentProject(a.project);
+    relist.list = [&store, project]() {
+      auto listed = store->ListSandboxes(project);
+      return listed.ok() ? std::move(*listed) : std::vector<SandboxRecord>();
+    };
+    relist.changing = [project]() { return orchestrator::ProjectLock::Held(project); };
+  }
+  return Lines(sources, format, a.follow, *tail, *since, relist);
 }
 
 }  // namespace
@@ -226,7 +274,7 @@ void RegisterLogsCommand(CLI::App& app) {
   auto a = std::make_shared<LogArgs>();
   auto* cmd = app.add_subcommand(
       "logs", "Print workload output: one sandbox's, or the current project's with each line after its sandbox's name");
-  cmd->add_flag("-f,--follow", a->follow, "keep printing new output until the sandboxes end");
+  cmd->add_flag("-f,--follow", a->follow, "keep printing new output until the sandboxes end (a project's: new ones too)");
   cmd->add_option("--since", a->since, "only output newer than this, e.g. 10m");
   cmd->add_option("-n,--tail", a->tail, "the last N lines of each sandbox (default: all)");
   cmd->add_flag("-t,--timestamps", a->timestamps, "the time each line was recorded (UTC), before it");

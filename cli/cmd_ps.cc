@@ -90,13 +90,15 @@ int Ps(const PsArgs& a) {
                        {"guest_port", p.guest_port}, {"protocol", p.proto}});
       ports_text += (ports_text.empty() ? "" : ",") + PortText(p);
     }
+    // Unknown or not applicable is null, never "" or 0 (docs/compose.md).
+    auto text_or_null = [](const std::string& v) { return v.empty() ? nlohmann::json() : nlohmann::json(v); };
     nlohmann::json entry = {{"project", r.project},
                             {"name", r.name},
                             {"state", orchestrator::ToString(r.status)},
-                            {"reason", r.status_reason},
+                            {"reason", text_or_null(r.status_reason)},
                             {"image", r.image_ref},
-                            {"health", health},
-                            {"started_at", r.started_at},
+                            {"health", text_or_null(health)},
+                            {"started_at", r.started_at > 0 ? nlohmann::json(r.started_at) : nlohmann::json()},
                             {"restarts", r.restarts},
                             {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json()},
                             {"ports", ports}};

@@ -36,6 +36,15 @@ Result<ProjectLock> ProjectLock::Acquire(const std::string& project) {
   return ProjectLock(std::move(fd));
 }
 
+bool ProjectLock::Held(const std::string& project) {
+  std::string path = MsbHome() + "/locks/" + project + ".lock";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  if (::flock(fd.get(), LOCK_SH | LOCK_NB) != 0) return errno == EWOULDBLOCK;
+  (void)::flock(fd.get(), LOCK_UN);
+  return false;
+}
+
 namespace {
 
 bool SameDirectory(const std::string& a, const std::string& b) {

@@ -26,6 +26,9 @@ namespace msb::orchestrator {
 class ProjectLock {
  public:
   static Result<ProjectLock> Acquire(const std::string& project);
+  // Whether another process holds the project's lock now (an `msb up` or
+  // `down` is changing it). Never waits.
+  static bool Held(const std::string& project);
 
  private:
   explicit ProjectLock(UniqueFd fd) : fd_(std::move(fd)) {}

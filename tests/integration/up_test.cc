@@ -38,6 +38,21 @@ std::vector<std::string> SortedLines(const std::string& text) {
   return lines;
 }
 
+// Reads fd until its writers closed it (true) or deadline_s passed (false).
+bool ReadToEof(int fd, std::string* got, int deadline_s) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(deadline_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) continue;
+    char buf[512];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n == 0) return true;
+    if (n < 0) return false;
+    got->append(buf, static_cast<size_t>(n));
+  }
+  return false;
+}
+
 // The host's UTC time now, to the second, as workload.log records it.
 std::string UtcNow() {
   std::time_t t = std::time(nullptr);
@@ -153,7 +168,19 @@ TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
   // Marker in web's writable layer: a replace must give a fresh one.
   ASSERT_EQ(Msb({"exec", "web", "--", "touch", "/marker"}).code, 0);
 
-  // Change web's memory and drop api: replace and orphan removal.
+  // Change web's memory and drop api: replace and orphan removal. logs -f on
+  // the project, started before, follows the new web from its first line and
+  // ends by itself once down removed every sandbox.
+  cwd_ = project_;
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  UniqueFd follow_rd(out[0]), follow_wr(out[1]);
+  auto follow = SpawnMsb({"logs", "-f"}, follow_wr.get());
+  ASSERT_TRUE(follow.running());
+  follow_wr.Reset();
+  std::string followed;
+  ASSERT_TRUE(ReadUntil(follow_rd.get(), &followed, "web  | web oops^Mapi  | forged\n")) << followed;
+  followed.clear();
   WriteSandboxfile("name: shop\nsandboxes:\n" + Sandbox("web", "    cpus: 2\n"));
   plan = InProject({"plan"});
   EXPECT_EQ(plan.out,
@@ -168,9 +195,16 @@ TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
   auto ps = Msb({"ps"});
   EXPECT_THAT(ps.out, Not(HasSubstr("api")));
 
+  EXPECT_TRUE(ReadUntil(follow_rd.get(), &followed, "web  | web started\n")) << followed;
+
   auto down = InProject({"down"});
   EXPECT_EQ(down.code, 0) << down.err;
   EXPECT_EQ(down.out, "removed web\n");
+  const bool follow_ended = ReadToEof(follow_rd.get(), &followed, 60);
+  EXPECT_TRUE(follow_ended) << followed;
+  EXPECT_EQ(followed, "web  | web started\n");
+  if (!follow_ended) follow.Kill(SIGKILL);
+  follow.Wait();
   EXPECT_TRUE(WaitNoProcess(Home(), 20));
   EXPECT_EQ(Msb({"ps", "--json"}).out, "[]\n");
 }
@@ -508,6 +542,9 @@ TEST_F(UpTest, TwoDirectoriesWithOneBasenameNeverTouchEachOther) {
   EXPECT_EQ(here[0]["image"], Rootfs());
   EXPECT_EQ(here[0]["restarts"], 0);
   EXPECT_TRUE(here[0]["exit_code"].is_null());
+  // No health check, no failure: null, not "".
+  EXPECT_TRUE(here[0]["health"].is_null()) << ps_here.out;
+  EXPECT_TRUE(here[0]["reason"].is_null()) << ps_here.out;
   EXPECT_TRUE(here[0]["ports"].is_array());
   EXPECT_GT(here[0]["started_at"].get<int64_t>(), 0);
   std::vector<std::string> keys;

@@ -87,8 +87,9 @@ TEST_F(WebappTest, RowsSurviveReplacingTheAppAndTheDatabase) {
   auto ps = Msb({"ps", "--json"});
   auto sandboxes = nlohmann::json::parse(ps.out, nullptr, false);
   ASSERT_TRUE(sandboxes.is_array()) << ps.out;
+  ASSERT_EQ(sandboxes.size(), 2u) << ps.out;
   for (const auto& s : sandboxes) {
-    EXPECT_EQ(s.value("health", ""), "healthy") << s.dump();
+    EXPECT_EQ(s["health"], "healthy") << s.dump();
   }
   EXPECT_EQ(Msb({"exec", "db", "--", "redis-cli", "ping"}).out, "PONG\n");
 
