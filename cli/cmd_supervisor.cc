@@ -32,7 +32,11 @@ orchestrator::SandboxStatus ToStoreStatus(const vm::StatusReport& r) {
     case vm::State::kBooting: return SandboxStatus::kStarting;
     case vm::State::kRunning:
     case vm::State::kStopping: return SandboxStatus::kRunning;
-    case vm::State::kStopped: return r.exit_code ? SandboxStatus::kExited : SandboxStatus::kStopped;
+    // A workload ended by a stop the user asked for is stopped, whatever
+    // its exit code; only one that ended by itself is exited (under up
+    // --watch the difference decides whether it is started again).
+    case vm::State::kStopped:
+      return r.exit_code && !r.stop_requested ? SandboxStatus::kExited : SandboxStatus::kStopped;
     case vm::State::kFailed: return SandboxStatus::kFailed;
   }
   return SandboxStatus::kFailed;

@@ -71,7 +71,8 @@ class Unpacker {
 
  private:
   std::string LayerName(size_t global) const {
-    return "layer " + std::to_string(global) + " (" + req_.layers[global].path + ")";
+    const UnpackLayerSpec& l = req_.layers[global];
+    return "layer " + std::to_string(global) + " (" + (l.digest.empty() ? l.path : l.digest) + ")";
   }
   Error GuestError(const Batch& batch, const std::string& text) const;
 

@@ -22,6 +22,7 @@ struct UnpackLayerSpec {
   std::string media_type;  // an OCI / Docker layer media type (oci::ClassifyLayer)
   uint64_t size = 0;       // the descriptor's size (compressed bytes)
   std::string diff_id;     // expected "sha256:<hex>" of the uncompressed tar
+  std::string digest;      // the blob's "sha256:<hex>", naming it in errors; empty: its path does
 };
 
 struct FlattenRequest {

@@ -182,6 +182,7 @@ Result<http::Response> RegistryClient::SendWithHead(http::Request req, const std
                                                     const http::HeadCallback& on_head) {
   std::string path = req.url.target;
   bool sent_credentials = false;
+  bool fresh_token = false;  // the next attempt carries a token fetched for it
   for (int attempt = 0; attempt < 3; ++attempt) {
     std::string scheme, auth;
     {
@@ -211,8 +212,24 @@ Result<http::Response> RegistryClient::SendWithHead(http::Request req, const std
     }
     if (!resp.ok()) return resp.error().Wrap("registry " + registry_ + ": " + what);
     if (resp->status != 401) return resp;
-    if (attempt > 0 && (sent_credentials || !creds_)) return resp;  // FromStatus explains
     std::string header = resp->Header("www-authenticate");
+    auto refused = header.empty() ? Result<http::Challenge>(Error(ErrorCode::kProtocol, "no challenge"))
+                                  : http::ParseChallenge(header);
+    if (attempt > 0 && fresh_token && refused.ok() && refused->scheme == "bearer" &&
+        refused->Param("error") != "insufficient_scope") {
+      // The token its token server just issued is refused too: retrying
+      // cannot help. (An expired token is met once: the retry carries a new
+      // one.) Too little access is FromStatus's: credentials, or msb login.
+      const auto& ch = refused;
+      std::string said = ch->Param("error");
+      if (!ch->Param("error_description").empty()) said += ": " + ch->Param("error_description");
+      return Error(ErrorCode::kInvalidArgument,
+                   "registry " + registry_ + " refused the token its token server had just issued for " + what +
+                       (said.empty() ? "" : " (" + said.substr(0, 200) + ")") +
+                       "; check that the registry and its token server agree (clocks, issuer, signing "
+                       "certificate), or run msb login " + registry_);
+    }
+    if (attempt > 0 && (sent_credentials || !creds_)) return resp;  // FromStatus explains
     if (header.empty()) return resp;
     MSB_TRY(http::Challenge ch, http::ParseChallenge(header));
     std::string value;
@@ -224,6 +241,7 @@ Result<http::Response> RegistryClient::SendWithHead(http::Request req, const std
       MSB_TRY(std::string token, FetchToken(ch, scope));
       value = "Bearer " + token;
       sent_credentials = creds_.has_value();
+      fresh_token = true;
     } else {
       return Error(ErrorCode::kProtocol, "registry " + registry_ + " asked for unsupported authentication \"" +
                                              ch.scheme.substr(0, 40) + "\"");

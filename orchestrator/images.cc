@@ -162,6 +162,7 @@ Status EnsureBaseDisk(const image::StoredImage& image, const ImageOptions& optio
     spec.media_type = l.media_type;
     spec.size = static_cast<uint64_t>(l.size);
     spec.diff_id = l.diff_id;
+    spec.digest = l.digest;
     req.layers.push_back(std::move(spec));
   }
   req.output = disk;
@@ -176,8 +177,10 @@ Status EnsureBaseDisk(const image::StoredImage& image, const ImageOptions& optio
                  ShortDigest(image.manifest_digest).c_str(), image.layers.size());
   }
   auto r = image::FlattenLayers(req);
-  if (!r.ok()) return r.error().Wrap("unpacking image " + image.manifest_digest);
+  // Done either way: a failed build leaves no lock file behind (a waiter
+  // holding the old one tries again itself).
   (void)::unlink(lock_path.c_str());
+  if (!r.ok()) return r.error().Wrap("unpacking image " + image.manifest_digest);
   return OkStatus();
 }
 
@@ -224,12 +227,14 @@ Result<ResolvedImage> EnsureRegistryImage(Store& store, const schema::Image& ima
   ProgressPrinter printer(image.reference, options.quiet);
   MSB_TRY(image::PullResult pulled, image::Pull(ref, po, images, [&](const image::PullProgress& p) { printer(p); }));
   MSB_TRY(image::StoredImage stored, images.ReadImage(pulled.manifest_digest));
+  // The base disk first: an image whose layers do not unpack is not pinned.
+  MSB_TRY(ResolvedImage resolved, FromStore(images, image.reference, pulled.manifest_digest, options));
   MSB_TRY_STATUS(RecordImage(store, image.reference, pulled.manifest_digest, stored.size_bytes,
                              stored.base_disk));
   if (!options.quiet) {
     std::fprintf(stderr, "%s: pinned to %s\n", image.reference.c_str(), pulled.manifest_digest.c_str());
   }
-  return FromStore(images, image.reference, pulled.manifest_digest, options);
+  return resolved;
 }
 
 // An OCI layout is imported on every use (blobs already stored are skipped),
@@ -249,9 +254,10 @@ Result<ResolvedImage> EnsureLayoutImage(Store& store, const schema::Image& image
   MSB_TRY(image::StoreLock import_lock, images.LockForImport());
   MSB_TRY(image::ImportedImage imported, image::ImportOciLayout(image.path, image.tag, images));
   MSB_TRY(image::StoredImage stored, images.ReadImage(imported.manifest_digest));
+  MSB_TRY(ResolvedImage resolved, FromStore(images, image.reference, imported.manifest_digest, options));
   MSB_TRY_STATUS(RecordImage(store, image.reference, imported.manifest_digest, stored.size_bytes,
                              stored.base_disk));
-  return FromStore(images, image.reference, imported.manifest_digest, options);
+  return resolved;
 }
 
 }  // namespace

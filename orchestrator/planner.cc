@@ -333,7 +333,10 @@ Step Decide(const schema::Sandbox& sb, const std::string& resolved_digest, const
   causes.insert(causes.end(), in_place.begin(), in_place.end());
   step.cause = Join(causes, "; ");
   if (options.force_recreate) step.kind = StepKind::kReplace;
-  else if (!running) step.kind = StepKind::kStart;
+  else if (!running && options.keep_stopped && rec->status == SandboxStatus::kStopped) {
+    step.kind = StepKind::kNoop;
+    step.cause += "; stopped on request, left stopped";
+  } else if (!running) step.kind = StepKind::kStart;
   else if (!in_place.empty()) step.kind = StepKind::kUpdate;
   else step.kind = StepKind::kNoop;
   return step;

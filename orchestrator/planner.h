@@ -35,7 +35,8 @@
 // but its digest is not. A hash change with no visible difference says
 // "config changed". Meta is informational and never compared.
 //
-// Options: force_recreate turns noop, update and start into kReplace with
+// Options: keep_stopped leaves a kStopped sandbox whose hash is the same
+// as it is (kNoop). force_recreate turns noop, update and start into kReplace with
 // "forced" first among the causes; no_recreate turns a replace into kNoop
 // ("= api unchanged (not recreated (--no-recreate): memory 512M -> 1G)"),
 // or into kStart for a sandbox that is not running. A selection of names
@@ -117,6 +118,11 @@ struct PlanOptions {
   // Sandbox names to act on, with their dependencies; empty: all.
   std::vector<std::string> selection;
   bool remove_orphans = true;
+  // A sandbox stopped on request (msb stop) stays stopped: kNoop "= NAME
+  // unchanged (was stopped: ...; stopped on request, left stopped)" where
+  // kStart would be. The passes of up --watch after its first, so the watch
+  // restores sandboxes that died but not one the user stopped.
+  bool keep_stopped = false;
 };
 
 // The plan that brings observed to desired. Errors (kInvalidArgument): both

@@ -327,7 +327,10 @@ Status Watch(schema::Project project, const UpOptions& options) {
       project = std::move(*reloaded);
       if (options.report) options.report("the Sandboxfile changed; reconciling");
     }
-    if (auto st = ReconcilePass(project, options, /*quiet_when_unchanged=*/true); !st.ok()) {
+    // A sandbox the user stopped stays stopped until msb start or an up.
+    UpOptions pass = options;
+    pass.plan.keep_stopped = true;
+    if (auto st = ReconcilePass(project, pass, /*quiet_when_unchanged=*/true); !st.ok()) {
       report_error(st.error().message());
     }
   }

@@ -776,7 +776,7 @@ void Supervisor::Notify(const std::string& line) {
 
 void Supervisor::Report() {
   if (!reporter_) return;
-  StatusReport r{state_, reason_, workload_exit_, qemu_.pid(), false};
+  StatusReport r{state_, reason_, workload_exit_, qemu_.pid(), false, stop_requested_};
   reporter_(r);
 }
 

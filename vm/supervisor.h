@@ -71,6 +71,7 @@ struct StatusReport {
   std::optional<int> exit_code;  // the workload's, when it exited
   pid_t qemu_pid = -1;
   bool restarted = false;  // this report follows an automatic restart
+  bool stop_requested = false;  // a stop was asked for (msb stop, down, rm)
 };
 
 class Supervisor {

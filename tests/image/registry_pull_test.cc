@@ -4,12 +4,14 @@
 // an untrusted CA, a blob corrupted in the registry's storage, and a
 // download that breaks mid-way and resumes from the sink's offset.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -528,6 +530,121 @@ TEST_F(PrivateRegistryPullTest, ImageStoreKeepsThePartialForTheNextPull) {
     ASSERT_TRUE(hex.ok());
     EXPECT_EQ("sha256:" + *hex, l.digest);
   }
+}
+
+
+// A token that expires in the middle of a pull. The registry's own token
+// server issues the pull's first token with a short lifetime; the pull is
+// held before its first layer until the registry itself refuses that token
+// (GET /v2/ with it answers 401), then goes on: the layer requests carry the
+// expired token, the registry answers 401 with a Bearer challenge, and the
+// client fetches a new token and completes.
+class TokenExpiryPullTest : public PullTest {
+ protected:
+  void StartOwn() {
+    auto r = RegistryServer::Start(RegistryMode::kTlsToken, target_dir_ + "/reg");
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    own_ = std::move(*r);
+    auto pushed = own_->Push(*layout_, "1.0", "team/api:1.0");
+    ASSERT_TRUE(pushed.ok()) << pushed.error().message();
+  }
+
+  // Holds every layer's download until the first token the pull was issued
+  // (the one after `first_token`) is refused by the registry.
+  struct HoldingTarget : BlobTarget {
+    DirTarget* inner;
+    RegistryServer* reg;
+    std::set<std::string> layers;
+    size_t first_token = 0;
+    std::mutex mu;
+    bool expired = false;
+    std::string why;  // set when the wait failed
+    bool HasBlob(const std::string& d) const override { return inner->HasBlob(d); }
+    std::string BlobPath(const std::string& d) const override { return inner->BlobPath(d); }
+    Result<std::unique_ptr<BlobSink>> OpenBlob(const std::string& d, int64_t size) override {
+      if (layers.count(d) != 0) WaitUntilRefused();
+      return inner->OpenBlob(d, size);
+    }
+    void WaitUntilRefused() {
+      std::lock_guard<std::mutex> lock(mu);
+      if (expired || !why.empty()) return;
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto tokens = reg->IssuedTokens();
+        if (tokens.size() <= first_token) {
+          why = "the pull reached a layer without having been issued a token";
+          return;
+        }
+        auto status = reg->StatusWithToken(tokens[first_token]);
+        if (status.ok() && *status == 401) {
+          expired = true;
+          return;
+        }
+        if (!status.ok() || *status != 200) {
+          why = status.ok() ? "GET /v2/ with the token answered " + std::to_string(*status)
+                            : status.error().message();
+          return;
+        }
+        ::poll(nullptr, 0, 250);  // the registry's clock decides; ask it again
+      }
+      why = "the registry still accepted the first token after 120 s";
+    }
+  };
+
+  void Hold(HoldingTarget& t, DirTarget& inner) {
+    t.inner = &inner;
+    t.reg = own_.get();
+    for (const auto& l : LayoutManifest().layers) t.layers.insert(l.digest);
+    t.first_token = own_->IssuedTokens().size();
+  }
+
+  std::unique_ptr<RegistryServer> own_;
+};
+
+TEST_F(TokenExpiryPullTest, ExpiredTokenMidPullIsRenewedAndThePullCompletes) {
+  StartOwn();
+  // The pull's first token lives 15 s (manifest and config in that time),
+  // the next one the default 600 s.
+  own_->SetNextTokenLifetimes({15});
+  DirTarget inner(target_dir_ + "/t");
+  HoldingTarget target;
+  Hold(target, inner);
+  auto res = Pull(Ref(*own_, "1.0"), OptionsFor(*own_), target);
+  ASSERT_TRUE(target.why.empty()) << target.why;
+  ASSERT_TRUE(target.expired);
+  ASSERT_TRUE(res.ok()) << res.error().message();
+  ExpectComplete(*res, inner);
+  // The registry refused the expired token on a layer, and the client came
+  // back with a new token that it accepted.
+  EXPECT_GE(own_->BlobFetches(401), 1);
+  EXPECT_GE(own_->IssuedTokens().size(), target.first_token + 2);
+  EXPECT_EQ(own_->BlobFetches(200), 4);  // the config and the three layers, each once
+}
+
+TEST_F(TokenExpiryPullTest, ARenewedTokenTheRegistryRefusesEndsThePullWithAClearError) {
+  StartOwn();
+  // The first token expires mid-pull; every new one is refused from the start
+  // (as when the token server's clock is far behind the registry's).
+  own_->SetNextTokenLifetimes({15, -1, -1, -1, -1, -1, -1, -1});
+  DirTarget inner(target_dir_ + "/t");
+  HoldingTarget target;
+  Hold(target, inner);
+  PullOptions o = OptionsFor(*own_);
+  auto res = Pull(Ref(*own_, "1.0"), o, target);
+  ASSERT_TRUE(target.why.empty()) << target.why;
+  ASSERT_FALSE(res.ok());
+  const std::string msg = res.error().message();
+  EXPECT_NE(msg.find("registry " + own_->host_port() + " refused the token its token server had just issued for blob sha256:"),
+            std::string::npos)
+      << msg;
+  bool names_a_layer = false;
+  for (const auto& l : LayoutManifest().layers) names_a_layer |= msg.find(l.digest) != std::string::npos;
+  EXPECT_TRUE(names_a_layer) << msg;
+  EXPECT_NE(msg.find("(invalid_token"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("run msb login " + own_->host_port()), std::string::npos) << msg;
+  // Nothing of the layers was published; each layer request was refused.
+  for (const auto& l : LayoutManifest().layers) EXPECT_FALSE(inner.HasBlob(l.digest)) << l.digest;
+  EXPECT_GE(own_->BlobFetches(401), 2);
 }
 
 }  // namespace

@@ -195,13 +195,21 @@ uint16_t FreeLoopbackPort(int type) {
 
 std::string HostHttp(uint16_t port, const std::string& method, const std::string& path,
                      const std::string& body, int deadline_s, std::string* error) {
+  return HostHttpAt("127.0.0.1", port, method, path, body, deadline_s, error);
+}
+
+std::string HostHttpAt(const std::string& ipv4, uint16_t port, const std::string& method, const std::string& path,
+                       const std::string& body, int deadline_s, std::string* error) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   a.sin_port = htons(port);
+  if (::inet_pton(AF_INET, ipv4.c_str(), &a.sin_addr) != 1) {
+    if (error != nullptr) *error = "not an IPv4 address: " + ipv4;
+    return "";
+  }
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    if (error != nullptr) *error = "connect " + std::to_string(port) + ": " + std::strerror(errno);
+    if (error != nullptr) *error = "connect " + ipv4 + ":" + std::to_string(port) + ": " + std::strerror(errno);
     return "";
   }
   std::string req = method + " " + path + " HTTP/1.0\r\nHost: localhost\r\n";

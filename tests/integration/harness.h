@@ -106,6 +106,9 @@ std::string HostHttpGet(uint16_t port, int deadline_s = 30, std::string* error =
 // Content-Length) unless the method is GET: the whole response, as HostHttpGet.
 std::string HostHttp(uint16_t port, const std::string& method, const std::string& path,
                      const std::string& body = "", int deadline_s = 30, std::string* error = nullptr);
+// The same from ipv4:port (another loopback address, a namespace's).
+std::string HostHttpAt(const std::string& ipv4, uint16_t port, const std::string& method, const std::string& path,
+                       const std::string& body = "", int deadline_s = 30, std::string* error = nullptr);
 
 // A test with a project directory under its home: write the Sandboxfile,
 // run project commands with -f pointing at it.

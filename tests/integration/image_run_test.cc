@@ -6,6 +6,10 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "common/io.h"
 #include "common/sha256.h"
@@ -157,6 +161,106 @@ TEST_F(ImageRunTest, CorruptBlobInTheRegistryFailsThePullAndPublishesNothing) {
   EXPECT_FALSE(std::filesystem::exists(Home() + "/images/blobs/sha256/" + largest.substr(7)));
   auto images = Msb({"images"});
   EXPECT_THAT(images.out, Not(HasSubstr(ref)));
+}
+
+// How BrokenLayerLayout breaks the layer.
+enum class Break : int { kGzipCorrupt = 0, kGzipTruncated = 1, kZstdCorrupt = 2, kZstdTruncated = 3 };
+
+// A copy of the test layout at dst whose largest layer is broken: its
+// compressed stream (gzip as built, or recompressed with zstd) corrupted in
+// the middle or cut in half. The manifest and the index name the broken
+// bytes' own digest, so every blob matches its digest and only unpacking
+// can find the fault. Returns the broken layer's digest.
+Result<std::string> BrokenLayerLayout(const std::string& src, const std::string& dst, Break how) {
+  std::error_code ec;
+  std::filesystem::copy(src, dst, std::filesystem::copy_options::recursive, ec);
+  if (ec) return Error(ErrorCode::kIo, "copying " + src + ": " + ec.message());
+  auto blob = [&](const std::string& digest) { return dst + "/blobs/sha256/" + digest.substr(7); };
+  auto put = [&](const std::string& bytes) -> Result<std::string> {
+    std::string digest = "sha256:" + Sha256Hex(bytes);
+    MSB_TRY_STATUS(WriteFileAtomic(blob(digest), bytes));
+    return digest;
+  };
+  MSB_TRY(std::string index_text, ReadFile(dst + "/index.json"));
+  auto index = nlohmann::json::parse(index_text);
+  MSB_TRY(std::string manifest_text, ReadFile(blob(index["manifests"][0]["digest"])));
+  auto manifest = nlohmann::json::parse(manifest_text);
+  size_t largest = 0;
+  for (size_t i = 0; i < manifest["layers"].size(); ++i) {
+    if (manifest["layers"][i]["size"] > manifest["layers"][largest]["size"]) largest = i;
+  }
+  auto& layer = manifest["layers"][largest];
+  std::string bytes;
+  if (how == Break::kGzipCorrupt || how == Break::kGzipTruncated) {
+    MSB_TRY(bytes, ReadFile(blob(layer["digest"])));
+  } else {
+    MSB_TRY(RunResult z, RunCapture({"sh", "-c", "gzip -dc '" + blob(layer["digest"]) + "' | zstd -q -c"}, false));
+    if (z.status.ShellCode() != 0) return Error(ErrorCode::kIo, "recompressing with zstd failed");
+    bytes = z.output;
+    layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd";
+  }
+  if (how == Break::kGzipCorrupt || how == Break::kZstdCorrupt) {
+    for (size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+  } else {
+    bytes.resize(bytes.size() / 2);
+  }
+  MSB_TRY(std::string broken, put(bytes));
+  layer["digest"] = broken;
+  layer["size"] = bytes.size();
+  std::string new_manifest = manifest.dump();
+  MSB_TRY(std::string manifest_digest, put(new_manifest));
+  index["manifests"][0]["digest"] = manifest_digest;
+  index["manifests"][0]["size"] = new_manifest.size();
+  MSB_TRY_STATUS(WriteFileAtomic(dst + "/index.json", index.dump()));
+  return broken;
+}
+
+// The files under dir (recursively), as paths relative to it.
+std::set<std::string> FilesUnder(const std::string& dir) {
+  std::set<std::string> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_directory()) out.insert(std::filesystem::relative(it->path(), dir).string());
+  }
+  return out;
+}
+
+// A layer whose compressed stream is corrupt or cut short (gzip and zstd)
+// though every blob matches its digest: the pull fails naming the layer's
+// digest, records no reference, builds no base disk and leaves no partial
+// file; the good image then pulls and runs.
+TEST_F(ImageRunTest, CorruptOrTruncatedCompressedLayerFailsThePullNamingItAndPublishesNothing) {
+  auto reg = StartRegistry(RegistryMode::kPlain);
+  ASSERT_NE(reg, nullptr);
+  const std::string insecure = "--insecure-registry=" + reg->host_port();
+  const std::vector<std::pair<Break, std::string>> cases = {{Break::kGzipCorrupt, "gzip-corrupt"},
+                                                            {Break::kGzipTruncated, "gzip-truncated"},
+                                                            {Break::kZstdCorrupt, "zstd-corrupt"},
+                                                            {Break::kZstdTruncated, "zstd-truncated"}};
+  for (const auto& [how, name] : cases) {
+    SCOPED_TRACE(name);
+    std::string layout = Home() + "/" + name;
+    auto broken = BrokenLayerLayout(layout_, layout, how);
+    ASSERT_TRUE(broken.ok()) << broken.error().message();
+    ASSERT_TRUE(reg->Push(layout, "v1", "test/" + name + ":1").ok());
+    auto before = FilesUnder(Home() + "/images");
+    std::string ref = reg->host_port() + "/test/" + name + ":1";
+    auto pull = Msb({"pull", "-q", insecure, ref});
+    EXPECT_NE(pull.code, 0) << pull.out;
+    EXPECT_THAT(pull.err, HasSubstr(*broken)) << pull.err;
+    EXPECT_THAT(Msb({"images"}).out, Not(HasSubstr(ref)));
+    // Nothing new but content-addressed blobs (each matching its digest)
+    // and the store's own lock, made on its first use.
+    for (const auto& f : FilesUnder(Home() + "/images")) {
+      if (before.count(f) != 0 || f == "gc.lock") continue;
+      EXPECT_EQ(f.rfind("blobs/sha256/", 0), 0u) << f << " left by the failed pull of " << ref;
+    }
+    std::cerr << name << ": " << pull.err;
+  }
+  auto good = Msb({"run", "-q", insecure, reg->host_port() + "/test/app:1", "--", "cat", "/srv/index.html"});
+  EXPECT_EQ(good.code, 0) << good.err;
+  EXPECT_EQ(good.out, "hello from an OCI image\n");
 }
 
 // A manifest declaring a 1 TiB layer is refused before any blob is asked

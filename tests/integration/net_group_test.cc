@@ -8,6 +8,7 @@
 //     address; locked (deny:ingress@group:tcp:80) refuses cli;
 //   - the second project's sandbox reaches srv neither by name nor by srv's
 //     group address;
+//   - a port published on 127.0.0.2 serves there and is refused on 127.0.0.1;
 //   - `msb ps` shows the published ports and the denied-flow counts.
 // A second test: a published host port already taken makes `msb up` fail,
 // naming the port, before any VM starts.
@@ -46,6 +47,27 @@ UniqueFd Loopback(int type, uint16_t port, bool do_bind) {
                    : ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
   EXPECT_EQ(rc, 0) << (do_bind ? "bind " : "connect ") << port << ": " << strerror(errno);
   return fd;
+}
+
+// Whether a TCP socket binds ip:port now (SO_REUSEADDR, as the supervisor binds).
+bool BindsOn(const std::string& ip, uint16_t port) {
+  UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  ::inet_pton(AF_INET, ip.c_str(), &a.sin_addr);
+  return ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+}
+
+// A TCP port free on both 127.0.0.1 and 127.0.0.2 right now; 0 when none was found.
+uint16_t FreeOnBothLoopbacks() {
+  for (int i = 0; i < 20; ++i) {
+    uint16_t p = FreeLoopbackPort(SOCK_STREAM);
+    if (BindsOn("127.0.0.2", p)) return p;
+  }
+  return 0;
 }
 
 // GET / from 127.0.0.1:port (harness HostHttpGet), expecting to connect.
@@ -131,6 +153,9 @@ TEST_F(NetGroupTest, PublishedPortsGroupByNameProjectsApartAndIngressRules) {
   const std::string token = "srv-" + std::to_string(rng());
   const std::string locked_token = "locked-" + std::to_string(rng());
   const uint16_t http_port = FreeLoopbackPort(SOCK_STREAM), udp_port = FreeLoopbackPort(SOCK_DGRAM);
+  // A port published on 127.0.0.2 only (free there and on 127.0.0.1 now).
+  const uint16_t other_port = FreeOnBothLoopbacks();
+  ASSERT_NE(other_port, 0);
   // The UDP echo server (static; busybox has none) reaches the guest by a
   // read-only bind mount.
   std::string bin = Home() + "/bin";
@@ -143,6 +168,7 @@ TEST_F(NetGroupTest, PublishedPortsGroupByNameProjectsApartAndIngressRules) {
       Sandbox("srv", Web(token) + "/opt/t/udp_echo 7 & exec httpd -f -p 80 -h /www",
               "    volumes:\n      - " + bin + ":/opt/t:ro\n" + "    ports:\n      - " +
                   std::to_string(http_port) + ":80\n      - " + std::to_string(udp_port) + ":7/udp\n" +
+                  "      - 127.0.0.2:" + std::to_string(other_port) + ":80\n" +
                   "    network:\n      policy: group\n" + kHealth) +
       Sandbox("locked", Web(locked_token) + "exec httpd -f -p 80 -h /www",
               std::string("    network:\n      policy: group\n      rules:\n        - deny:ingress@group:tcp:80\n") +
@@ -166,6 +192,14 @@ TEST_F(NetGroupTest, PublishedPortsGroupByNameProjectsApartAndIngressRules) {
   std::string page = HttpGet(http_port, 30);
   EXPECT_THAT(page, HasSubstr("200 OK")) << page;
   EXPECT_THAT(page, HasSubstr(token + "\n")) << page;
+  // Published on 127.0.0.2: served there, and nothing listens on
+  // 127.0.0.1 at that port (the connection is refused, not left hanging).
+  std::string other_error;
+  std::string other_page = HostHttpAt("127.0.0.2", other_port, "GET", "/", "", 30, &other_error);
+  EXPECT_EQ(other_error, "");
+  EXPECT_THAT(other_page, HasSubstr(token + "\n")) << other_page;
+  HostHttpAt("127.0.0.1", other_port, "GET", "/", "", 5, &other_error);
+  EXPECT_THAT(other_error, HasSubstr("Connection refused")) << other_error;
   // The published UDP port: the guest's echo answers this datagram.
   std::string ping = "udp-" + std::to_string(rng());
   EXPECT_EQ(UdpEcho(udp_port, ping, 30), ping);
@@ -198,14 +232,17 @@ TEST_F(NetGroupTest, PublishedPortsGroupByNameProjectsApartAndIngressRules) {
   auto ps = Msb({"ps"});
   EXPECT_THAT(ps.out, HasSubstr("PORTS")) << ps.out;
   EXPECT_THAT(ps.out, HasSubstr("127.0.0.1:" + std::to_string(http_port) + "->80/tcp,127.0.0.1:" +
-                                std::to_string(udp_port) + "->7/udp"))
+                                std::to_string(udp_port) + "->7/udp,127.0.0.2:" + std::to_string(other_port) +
+                                "->80/tcp"))
       << ps.out;
   auto js = nlohmann::json::parse(Msb({"ps", "--json"}).out, nullptr, false);
   ASSERT_TRUE(js.is_array()) << js;
   const auto* srv = Entry(js, "srv");
   ASSERT_NE(srv, nullptr) << js;
   ASSERT_TRUE((*srv)["ports"].is_array()) << *srv;
-  ASSERT_EQ((*srv)["ports"].size(), 2u) << *srv;
+  ASSERT_EQ((*srv)["ports"].size(), 3u) << *srv;
+  EXPECT_EQ((*srv)["ports"][2].value("host_ip", ""), "127.0.0.2") << *srv;
+  EXPECT_EQ((*srv)["ports"][2].value("host_port", 0), other_port) << *srv;
   EXPECT_EQ((*srv)["ports"][0].value("host_port", 0), http_port);
   EXPECT_EQ((*srv)["ports"][0].value("guest_port", 0), 80);
   EXPECT_EQ((*srv)["ports"][1].value("protocol", ""), "udp");
@@ -225,6 +262,7 @@ TEST_F(NetGroupTest, PublishedPortsGroupByNameProjectsApartAndIngressRules) {
   // Stopped sandboxes leave nothing listening on the published ports.
   UniqueFd again = Loopback(SOCK_STREAM, http_port, true);
   UniqueFd again_udp = Loopback(SOCK_DGRAM, udp_port, true);
+  EXPECT_TRUE(BindsOn("127.0.0.2", other_port));
 }
 
 TEST_F(NetGroupTest, TakenHostPortFailsUpBeforeAnythingStarts) {

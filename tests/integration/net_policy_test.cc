@@ -23,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -139,6 +140,23 @@ class CountingServer {
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
+
+// A listening TCP socket on [ip6]:port (IPv6 only).
+UniqueFd ListenTcp6(const std::string& ip6, uint16_t port, std::string* why) {
+  UniqueFd fd(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  int one = 1;
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_port = htons(port);
+  if (!fd || ::inet_pton(AF_INET6, ip6.c_str(), &a.sin6_addr) != 1 ||
+      ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(fd.get(), 64) != 0) {
+    *why = "listening on [" + ip6 + "]:" + std::to_string(port) + ": " + std::strerror(errno);
+    return UniqueFd();
+  }
+  return fd;
+}
 
 // A non-loopback IPv4 address of this machine outside the test hosts' ranges.
 std::string HostAddress() {
@@ -363,7 +381,8 @@ TEST_F(NetPolicyTest, ExplicitRuleOpensOneNamespaceHostPortOnly) {
 
 // The gateway's DNS, forwarding to a dnsmasq, drops answers in
 // denied ranges (rebinding to loopback or a private host), also for names a
-// host-name rule allows (*.corp.test) unless a rule names the range too; and
+// host-name rule allows (*.corp.test) unless a rule names the range too (A
+// answers, and AAAA answers of ::1, ::ffff:127.0.0.1 and fe80::1); and
 // a host-name rule allows only the address this sandbox's own DNS answered
 // for the name: not before the name was resolved, not another address the
 // guest maps the name to itself.
@@ -371,10 +390,28 @@ TEST_F(NetPolicyTest, DnsRebindingDefenceAndPinnedHostNameRule) {
   std::string token = Token();
   std::string why;
   Dnsmasq dns;
+  // AAAA answers too: loopback, IPv4-mapped loopback and link-local, under a
+  // name a rule allows (only the defence stops them), and a public address
+  // as the positive control that the guest's resolver shows AAAA answers.
   ASSERT_TRUE(dns.Start({"rebind.test,127.0.0.1", "private.test," + hosts_.Ip(3),
-                         "db.corp.test," + hosts_.Ip(4), "allowed.test," + hosts_.Ip(2)},
+                         "db.corp.test," + hosts_.Ip(4), "allowed.test," + hosts_.Ip(2),
+                         "v6loop.corp.test,::1", "v6mapped.corp.test,::ffff:127.0.0.1",
+                         "v6link.corp.test,fe80::1", "v6public.corp.test,2606:4700:4700::1111"},
                         &why))
       << why;
+  // The host's loopback, at a port the rule allows for *.corp.test: what a
+  // rebound AAAA answer would aim the guest at.
+  const uint16_t loop_port = FreeLoopbackPort(SOCK_STREAM);
+  CountingServer loop_server("never");
+  {
+    UniqueFd v4 = ListenTcp("127.0.0.1", loop_port, &why);
+    ASSERT_TRUE(v4) << why;
+    loop_server.Add("127.0.0.1", std::move(v4));
+    UniqueFd v6 = ListenTcp6("::1", loop_port, &why);
+    ASSERT_TRUE(v6) << why;
+    loop_server.Add("::1", std::move(v6));
+  }
+  loop_server.Start();
   CountingServer server(token);
   for (auto [label, ip, p] : std::vector<std::tuple<std::string, std::string, uint16_t>>{
            {"ns2", hosts_.Ip(2), 8080}, {"ns3", hosts_.Ip(3), 8080}}) {
@@ -388,6 +425,7 @@ TEST_F(NetPolicyTest, DnsRebindingDefenceAndPinnedHostNameRule) {
                    "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
                    "    network:\n      rules:\n        - allow@allowed.test:tcp:8080\n"
                    "        - allow@*.corp.test:tcp:8080\n"
+                   "        - allow@*.corp.test:tcp:" + std::to_string(loop_port) + "\n"
                    // Names allowed.test's range (one address, another port):
                    // its private answer may pass; flows still need the name.
                    "        - allow@" + hosts_.Ip(2) + ":udp:7\n"
@@ -420,6 +458,32 @@ TEST_F(NetPolicyTest, DnsRebindingDefenceAndPinnedHostNameRule) {
   EXPECT_EQ(server.accepted("ns2"), 0) << server.Counts();
   EXPECT_EQ(server.accepted("ns3"), 0) << server.Counts();
 
+  // AAAA rebinding: the loopback, mapped and link-local answers are dropped
+  // (the names resolve to nothing, and a fetch by name fails before any
+  // connection), the public one passes.
+  std::string aaaa_script;
+  for (const char* name : {"v6loop", "v6mapped", "v6link", "v6public"}) {
+    aaaa_script += std::string("echo ") + name + ":; nslookup -type=AAAA " + name + ".corp.test 2>&1;";
+  }
+  for (const char* name : {"v6loop", "v6mapped", "v6link"}) {
+    aaaa_script += Fetch(name, "http://" + std::string(name) + ".corp.test:" + std::to_string(loop_port) + "/");
+  }
+  auto aaaa = Msb({"exec", "box", "--", "sh", "-c", aaaa_script});
+  EXPECT_THAT(aaaa.out, HasSubstr("2606:4700:4700::1111")) << aaaa.out;
+  EXPECT_THAT(aaaa.out, Not(HasSubstr("Address: ::1\n"))) << aaaa.out;
+  EXPECT_THAT(aaaa.out, Not(HasSubstr("::ffff:127.0.0.1"))) << aaaa.out;
+  EXPECT_THAT(aaaa.out, Not(HasSubstr("fe80::1"))) << aaaa.out;
+  for (const char* name : {"v6loop", "v6mapped", "v6link"}) {
+    EXPECT_THAT(aaaa.out, HasSubstr(std::string(name) + ":rc=1")) << aaaa.out;
+  }
+  std::string aaaa_log = dns.Log();
+  EXPECT_THAT(aaaa_log, HasSubstr("query[AAAA] v6loop.corp.test")) << aaaa_log;
+  EXPECT_THAT(aaaa_log, HasSubstr("v6loop.corp.test is ::1")) << aaaa_log;
+  EXPECT_THAT(aaaa_log, HasSubstr("v6mapped.corp.test is ::ffff:127.0.0.1")) << aaaa_log;
+  EXPECT_THAT(aaaa_log, HasSubstr("v6link.corp.test is fe80::1")) << aaaa_log;
+  EXPECT_EQ(loop_server.accepted("127.0.0.1"), 0) << loop_server.Counts();
+  EXPECT_EQ(loop_server.accepted("::1"), 0) << loop_server.Counts();
+
   // The allowed name resolves (the rule lets its answer through) and the
   // guest reaches the address it was given.
   auto allowed = Msb({"exec", "box", "--", "sh", "-c",
@@ -444,6 +508,10 @@ TEST_F(NetPolicyTest, DnsRebindingDefenceAndPinnedHostNameRule) {
   EXPECT_THAT(log, HasSubstr("dropped 127.0.0.1 from the answer for rebind.test")) << log;
   EXPECT_THAT(log, HasSubstr("dropped " + hosts_.Ip(3) + " from the answer for private.test")) << log;
   EXPECT_THAT(log, HasSubstr("dropped " + hosts_.Ip(4) + " from the answer for db.corp.test")) << log;
+  EXPECT_THAT(log, HasSubstr("dropped ::1 from the answer for v6loop.corp.test")) << log;
+  EXPECT_THAT(log, HasSubstr("dropped ::ffff:127.0.0.1 from the answer for v6mapped.corp.test")) << log;
+  EXPECT_THAT(log, HasSubstr("dropped fe80::1 from the answer for v6link.corp.test")) << log;
+  EXPECT_THAT(log, Not(HasSubstr("answer for v6public.corp.test"))) << log;
   // The rule let the allowed name's answer through the rebinding defence.
   EXPECT_THAT(log, Not(HasSubstr("answer for allowed.test"))) << log;
   EXPECT_EQ(InProject({"down"}).code, 0);
@@ -477,8 +545,9 @@ uint64_t Number(const nlohmann::json& j, const std::string& key) {
 }
 
 // A hostile guest writes raw IPv6 frames to every embedded form of the
-// gateway (TCP and UDP to 53, TCP to 80) and of a group member's address
-// (TCP and UDP to 80). Each is refused: TCP probes get a reset, the
+// gateway (TCP and UDP to 53, TCP to 80), of a group member's address (TCP
+// and UDP to 80) and of the host's 127.0.0.1 (at a port a server listens on
+// there), and to unique local and link-local addresses. Each is refused: TCP probes get a reset, the
 // supervisor counts each flow under its embedded-form reason, and the stack
 // opens no host socket at all: a flow judged on the embedded IPv4 address
 // but carried as an ordinary host connection would reach 10.0.2.2:53 or
@@ -510,6 +579,25 @@ TEST_F(NetPolicyTest, EmbeddedFormsOfTheGatewayAndAGroupMemberAreRefusedWithNoHo
     probes += " " + form + ",tcp,80 " + form + ",udp,80";
     tcp_probes += 1;
   }
+  // Every embedded form of the host's loopback, at a port a server of this
+  // test listens on there; unique local (fc00::/7) and link-local
+  // (fe80::/10) destinations.
+  std::string why;
+  const uint16_t loop_port = FreeLoopbackPort(SOCK_STREAM);
+  CountingServer loop_server("never");
+  UniqueFd loop_fd = ListenTcp("127.0.0.1", loop_port, &why);
+  ASSERT_TRUE(loop_fd) << why;
+  loop_server.Add("loopback", std::move(loop_fd));
+  loop_server.Start();
+  const std::string lp = std::to_string(loop_port);
+  for (const auto& form : EmbeddedForms("127.0.0.1")) {
+    probes += " " + form + ",tcp," + lp + " " + form + ",udp," + lp;
+    tcp_probes += 1;
+  }
+  for (const char* other : {"fd12:3456:789a::1", "fc00::1", "fe80::1234:5678"}) {
+    probes += std::string(" ") + other + ",tcp,80 " + other + ",udp,80 " + other + ",tcp," + lp;
+    tcp_probes += 2;
+  }
   auto r = Msb({"exec", "box", "--", "sh", "-c", "python3 /opt/t/raw6_probe.py peer" + probes}, "", 120);
   EXPECT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("probe-done")) << r.out << r.err;
@@ -530,6 +618,8 @@ TEST_F(NetPolicyTest, EmbeddedFormsOfTheGatewayAndAGroupMemberAreRefusedWithNoHo
   EXPECT_EQ(Number(by, "embedded group"), 14u) << net.dump();
   ASSERT_TRUE(net.contains("host_sockets")) << net.dump();
   EXPECT_EQ(Number(net, "host_sockets"), 0u) << net.dump();
+  EXPECT_EQ(loop_server.accepted("loopback"), 0) << loop_server.Counts();
+  std::cerr << "denied_by: " << by.dump() << "\n";
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 

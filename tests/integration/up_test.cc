@@ -364,8 +364,22 @@ TEST_F(UpTest, TwoConcurrentUpsAreSerialisedWithoutDuplicates) {
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 
+// The QEMU processes in `now` that are not in `before`.
+std::vector<int> NewPids(const std::vector<int>& before, const std::vector<int>& now) {
+  std::vector<int> out;
+  for (int p : now) {
+    if (std::find(before.begin(), before.end(), p) == before.end()) out.push_back(p);
+  }
+  return out;
+}
+
+// --watch reconciles when the file changes, and restart: unless-stopped
+// holds under it: a crashed VM comes back, one stopped by msb stop stays
+// stopped through the watch's passes (which do restore a sandbox that died),
+// and after msb start a crash brings it back again.
 TEST_F(UpTest, WatchReconcilesWhenTheFileChangesAndKeepsRunningOnErrors) {
-  WriteSandboxfile("name: watched\nsandboxes:\n" + Sandbox("one"));
+  const std::string one = Sandbox("one", "    restart: unless-stopped\n");
+  WriteSandboxfile("name: watched\nsandboxes:\n" + one);
   int out[2];
   ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
   UniqueFd rd(out[0]), wr(out[1]);
@@ -375,14 +389,64 @@ TEST_F(UpTest, WatchReconcilesWhenTheFileChangesAndKeepsRunningOnErrors) {
   std::string got;
   auto read_until = [&](const std::string& text) { return ReadUntil(rd.get(), &got, text); };
   ASSERT_TRUE(read_until("watching")) << got;
+
+  // A crash (kill -9 of its QEMU, once it has spoken): restarted.
+  ASSERT_EQ(WaitForLogs("one", "one started"), "one started\n");
+  auto first = MyQemus();
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(::kill(first[0], SIGKILL), 0);
+  EXPECT_TRUE(WaitForPs(this, "one", [](const nlohmann::json& s) {
+    return s["state"] == "running" && s["restarts"] == 1;
+  }, 120)) << Msb({"ps"}).out;
+  EXPECT_EQ(WaitForLogs("one", "one started\none started"), "one started\none started\n");
+
   // A file with errors: printed, nothing touched.
   WriteSandboxfile("name: watched\nsandboxes:\n  one:\n    memroy: 1G\n");
   EXPECT_TRUE(read_until("leaving everything as it is")) << got;
   EXPECT_THAT(got, HasSubstr("did you mean \"memory\""));
-  // A valid change: a second sandbox appears.
-  WriteSandboxfile("name: watched\nsandboxes:\n" + Sandbox("one") + Sandbox("two"));
+  // A valid change: a second sandbox appears (restart: no).
+  WriteSandboxfile("name: watched\nsandboxes:\n" + one + Sandbox("two"));
   EXPECT_TRUE(read_until("created two")) << got;
   EXPECT_THAT(got, Not(HasSubstr("removed one")));
+  ASSERT_EQ(WaitForLogs("two", "two started"), "two started\n");
+
+  // msb stop one: it stays stopped. The positive control: two's VM is
+  // killed after the stop, and the watch starts two again in a later pass,
+  // one that saw one stopped and left it so.
+  auto stop = Msb({"stop", "one"});
+  ASSERT_EQ(stop.code, 0) << stop.err;
+  auto two_qemu = MyQemus();
+  ASSERT_EQ(two_qemu.size(), 1u);
+  ASSERT_EQ(::kill(two_qemu[0], SIGKILL), 0);
+  EXPECT_TRUE(read_until("started two")) << got;
+  EXPECT_TRUE(WaitForPs(this, "two", [](const nlohmann::json& s) { return s["state"] == "running"; }, 120))
+      << Msb({"ps"}).out;
+  EXPECT_TRUE(WaitForPs(this, "one", [](const nlohmann::json& s) { return s["state"] == "stopped"; }, 5))
+      << Msb({"ps"}).out;
+  EXPECT_THAT(got, Not(HasSubstr("started one"))) << got;
+
+  // msb start one, then a crash: restarted again by its policy.
+  auto running = MyQemus();
+  auto start = Msb({"start", "one"});
+  ASSERT_EQ(start.code, 0) << start.err;
+  auto started = NewPids(running, MyQemus());
+  ASSERT_EQ(started.size(), 1u);
+  ASSERT_EQ(WaitForLogs("one", "one started\none started\none started"),
+            "one started\none started\none started\n");
+  int restarts = -1;
+  EXPECT_TRUE(WaitForPs(this, "one", [&](const nlohmann::json& s) {
+    restarts = s.value("restarts", -1);
+    return s["state"] == "running";
+  }));
+  ASSERT_EQ(::kill(started[0], SIGKILL), 0);
+  EXPECT_TRUE(WaitForPs(this, "one", [&](const nlohmann::json& s) {
+    return s["state"] == "running" && s.value("restarts", -1) > restarts;
+  }, 120)) << Msb({"ps"}).out;
+  EXPECT_EQ(WaitForLogs("one", "one started\none started\none started\none started"),
+            "one started\none started\none started\none started\n");
+  // Its supervisor restarted it, not the watch.
+  EXPECT_THAT(got, Not(HasSubstr("started one"))) << got;
+
   watch.Kill(SIGTERM);
   watch.Wait();
   EXPECT_EQ(InProject({"down"}).code, 0);

@@ -310,6 +310,35 @@ TEST(PlannerTest, StoppedFailedExitedOrNeverStartedSandboxesStart) {
             "plan: 0 to create, 1 to replace, 0 to update, 0 to start, 0 to remove, 0 unchanged\n");
 }
 
+// up --watch's later passes: a sandbox stopped on request stays stopped;
+// those that failed or exited by themselves are started as before, and a
+// stopped one whose VM config changed is still replaced.
+TEST(PlannerTest, KeepStoppedLeavesOnlyWhatTheUserStopped) {
+  schema::Project p = Load(kShop);
+  SandboxRecord exited = Record(p, "api", SandboxStatus::kExited);
+  exited.exit_code = 1;
+  std::vector<SandboxRecord> observed = {
+      Record(p, "db", SandboxStatus::kFailed, "", "supervisor died"),
+      Record(p, "cache", SandboxStatus::kStopped, "", "msb stop"), exited,
+      Record(p, "web", SandboxStatus::kRunning)};
+  PlanOptions keep;
+  keep.keep_stopped = true;
+  EXPECT_EQ(PlanText(p, observed, keep),
+            "= cache unchanged (was stopped: msb stop; stopped on request, left stopped)\n"
+            "> start db (was failed: supervisor died)\n"
+            "> start api (was exited with code 1)\n"
+            "= web up to date\n"
+            "plan: 0 to create, 0 to replace, 0 to update, 2 to start, 0 to remove, 2 unchanged\n");
+  // Without the option (msb up, and the watch's first pass) it starts.
+  EXPECT_NE(PlanText(p, observed).find("> start cache (was stopped: msb stop)\n"), std::string::npos)
+      << PlanText(p, observed);
+  schema::Project q = Load("sandboxes:\n  job: {image: alpine}\n");
+  SandboxRecord job = Record(q, "job", SandboxStatus::kStopped);
+  EXPECT_EQ(PlanText(Load("sandboxes:\n  job: {image: alpine, cpus: 2}\n"), {job}, keep),
+            "-/+ replace job (cpus 1 -> 2)\n"
+            "plan: 0 to create, 1 to replace, 0 to update, 0 to start, 0 to remove, 0 unchanged\n");
+}
+
 TEST(PlannerTest, OrphansAreRemovedFirstDependentsBeforeDependencies) {
   schema::Project old_file = Load(
       "sandboxes:\n"

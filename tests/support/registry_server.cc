@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <mutex>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -84,6 +85,10 @@ std::string QueryParam(const std::string& target, const std::string& name, std::
   return first;
 }
 
+// docker-registry accepts a token until `exp` plus this leeway (its
+// registry/auth/token/token.go, Leeway).
+constexpr int kRegistryLeewaySeconds = 60;
+
 // Issues RS256 JWTs whose x5c header carries the signing certificate (which
 // is the registry's rootcertbundle).
 class TokenIssuer {
@@ -107,11 +112,14 @@ class TokenIssuer {
     return t;
   }
 
-  std::string Issue(const std::string& subject, const std::string& service, const json& access) {
+  // `lifetime_s` past the registry's leeway (kRegistryLeewaySeconds).
+  std::string Issue(const std::string& subject, const std::string& service, const json& access,
+                    int lifetime_s = 600) {
     json header = {{"typ", "JWT"}, {"alg", "RS256"}, {"x5c", json::array({cert_der_b64_})}};
     int64_t now = static_cast<int64_t>(std::time(nullptr));
     json claims = {{"iss", "msb-test-issuer"}, {"sub", subject},      {"aud", service},
-                   {"exp", now + 600},         {"nbf", now - 60},       {"iat", now - 60},
+                   {"exp", now + lifetime_s - kRegistryLeewaySeconds},
+                   {"nbf", now - 60},          {"iat", now - 60},
                    {"jti", std::to_string(std::random_device{}())}, {"access", access}};
     std::string signing = Base64Url(header.dump()) + "." + Base64Url(claims.dump());
     EvpMdCtxPtr ctx(EVP_MD_CTX_new());
@@ -233,8 +241,40 @@ Result<int> FreePort() {
   return static_cast<int>(ntohs(a.sin_port));
 }
 
+// What the token server issued, and the lifetimes of the next tokens.
+struct RegistryServer::Tokens {
+  mutable std::mutex mu;
+  std::deque<int> next_lifetimes;
+  std::vector<std::string> issued;
+};
+
+void RegistryServer::SetNextTokenLifetimes(std::vector<int> seconds) {
+  MSB_CHECK(tokens_ != nullptr, "token lifetimes need a token registry");
+  std::lock_guard<std::mutex> lock(tokens_->mu);
+  tokens_->next_lifetimes.assign(seconds.begin(), seconds.end());
+}
+
+std::vector<std::string> RegistryServer::IssuedTokens() const {
+  if (tokens_ == nullptr) return {};
+  std::lock_guard<std::mutex> lock(tokens_->mu);
+  return tokens_->issued;
+}
+
+Result<int> RegistryServer::StatusWithToken(const std::string& token) const {
+  image::http::ClientOptions co;
+  std::string ca = ca_file_;
+  co.policy = [ca](const std::string&) { return image::http::HostPolicy{ca.empty(), ca, ""}; };
+  co.idle_timeout = std::chrono::milliseconds(2000);
+  image::http::HttpClient client(co);
+  image::http::Request req;
+  MSB_TRY(req.url, image::http::ParseUrl("https://" + host_port() + "/v2/"));
+  req.headers.emplace_back("Authorization", "Bearer " + token);
+  MSB_TRY(image::http::Response r, client.Do(req));
+  return r.status;
+}
+
 std::string RegistryServer::token_host_port() const { return token_server_ ? token_server_->host_port() : ""; }
-int RegistryServer::BlobFetches() const {
+int RegistryServer::BlobFetches(int status) const {
   auto log = ReadFile(log_file_);
   if (!log.ok()) return -1;
   int n = 0;
@@ -243,7 +283,9 @@ int RegistryServer::BlobFetches() const {
   while ((at = log->find("\"GET /v2/", at)) != std::string::npos) {
     size_t end = log->find('"', at + 1);
     if (end == std::string::npos) break;
-    if (log->substr(at, end - at).find("/blobs/sha256:") != std::string::npos) ++n;
+    // Then the status: "GET ... HTTP/1.1" 401 ...
+    bool status_matches = status == 0 || log->compare(end + 1, 5, " " + std::to_string(status) + " ") == 0;
+    if (log->substr(at, end - at).find("/blobs/sha256:") != std::string::npos && status_matches) ++n;
     at = end;
   }
   return n;
@@ -320,7 +362,10 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
     MSB_TRY(std::unique_ptr<TokenIssuer> issuer, TokenIssuer::Load(d + "/token.key", d + "/token.crt"));
     std::string user = s->username_, pass = s->password_;
     std::shared_ptr<TokenIssuer> shared_issuer(std::move(issuer));
-    MSB_TRY(s->token_server_, ScriptedHttpServer::Start([shared_issuer, user, pass](const ScriptedHttpServer::Request& r) {
+    s->tokens_ = std::make_shared<Tokens>();
+    std::shared_ptr<Tokens> tokens = s->tokens_;
+    MSB_TRY(s->token_server_, ScriptedHttpServer::Start([shared_issuer, tokens, user, pass](
+                                                            const ScriptedHttpServer::Request& r) {
       auto it = r.headers.find("authorization");
       std::string expect = "Basic " + Base64Encode(user + ":" + pass);
       if (it == r.headers.end() || it->second != expect) {
@@ -345,7 +390,14 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::StartOnce(RegistryMode m
         }
         access.push_back({{"type", sc.substr(0, a)}, {"name", sc.substr(a + 1, b - a - 1)}, {"actions", actions}});
       }
-      std::string tok = shared_issuer->Issue(user, QueryParam(r.target, "service"), access);
+      std::lock_guard<std::mutex> lock(tokens->mu);
+      int lifetime = 600;
+      if (!tokens->next_lifetimes.empty()) {
+        lifetime = tokens->next_lifetimes.front();
+        tokens->next_lifetimes.pop_front();
+      }
+      std::string tok = shared_issuer->Issue(user, QueryParam(r.target, "service"), access, lifetime);
+      tokens->issued.push_back(tok);
       return ScriptedHttpServer::Response(200, "application/json",
                                           json({{"token", tok}, {"expires_in", 600}}).dump());
     }));

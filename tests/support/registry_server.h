@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -87,10 +88,22 @@ class RegistryServer {
   // The registry's file holding a blob's bytes.
   std::string BlobDataPath(const std::string& digest) const;
   // Blob downloads (GET /v2/*/blobs/sha256:*) in the registry's access log
-  // so far; -1 when the log cannot be read.
-  int BlobFetches() const;
+  // so far, those the registry answered with `status` when it is not 0; -1
+  // when the log cannot be read.
+  int BlobFetches(int status = 0) const;
   // Token requests the token server answered (kTlsToken).
   int token_requests() const;
+  // kTlsToken: the lifetimes, in seconds from their issue, of the next
+  // tokens the token server issues, in order (later ones: 600 s). The
+  // registry itself refuses a token once its lifetime is over (the `exp`
+  // claim is set back by the registry's 60 s leeway); a lifetime <= 0 gives
+  // a token the registry refuses from the start.
+  void SetNextTokenLifetimes(std::vector<int> seconds);
+  // kTlsToken: every token the token server issued, in order.
+  std::vector<std::string> IssuedTokens() const;
+  // kTlsToken: the HTTP status the registry answers GET /v2/ with when it
+  // carries `token` (200: accepted, 401: refused).
+  Result<int> StatusWithToken(const std::string& token) const;
 
   // skopeo copy oci:LAYOUT:TAG docker://HOST:PORT/REPO_TAG with this
   // registry's TLS settings and credentials.
@@ -109,6 +122,8 @@ class RegistryServer {
   std::string username_ = "tester";
   std::string password_ = "s3cret-pass";
   std::unique_ptr<ScriptedHttpServer> token_server_;
+  struct Tokens;
+  std::shared_ptr<Tokens> tokens_;
   ChildProcess registry_;
   std::string log_file_;
 };
