@@ -15,9 +15,7 @@ namespace msb::agent {
 namespace {
 
 Error ArchiveError(archive* a, const std::string& what) {
-  const char* msg = archive_error_string(a);
-  return Error(ErrorCode::kIo, what + ": " + (msg != nullptr ? msg : "unknown libarchive error"),
-               archive_errno(a));
+  return Error(ErrorCode::kIo, what + ": " + ArchiveErrorString(a), archive_errno(a));
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include <string>
+
 #include "common/c_ptr.h"
 
 namespace msb {
@@ -19,5 +21,13 @@ inline void FreeArchiveEntry(archive_entry* e) { archive_entry_free(e); }
 using ArchiveReadPtr = CPtr<archive, FreeArchiveRead>;
 using ArchiveWritePtr = CPtr<archive, FreeArchiveWrite>;
 using ArchiveEntryPtr = CPtr<archive_entry, FreeArchiveEntry>;
+
+// The message of a's last error. libarchive leaves it null for some failures
+// (a tar stream that ends inside a GNU long-name entry, among others), so it
+// is never put in a std::string directly.
+inline std::string ArchiveErrorString(archive* a) {
+  const char* msg = archive_error_string(a);
+  return msg != nullptr ? msg : "unknown libarchive error";
+}
 
 }  // namespace msb

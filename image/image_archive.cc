@@ -105,8 +105,7 @@ class Loader {
     archive_read_support_format_tar(a.get());
     if (::access(path_.c_str(), R_OK) != 0) return Error::FromErrno("cannot read " + path_);
     if (archive_read_open_filename(a.get(), path_.c_str(), 1 << 16) != ARCHIVE_OK) {
-      const char* msg = archive_error_string(a.get());
-      return Bad(std::string("not a docker or OCI archive (tar): ") + (msg != nullptr ? msg : "unreadable"));
+      return Bad("not a docker or OCI archive (tar): " + ArchiveErrorString(a.get()));
     }
     bool any = false;
     for (;;) {
@@ -114,7 +113,7 @@ class Loader {
       int r = archive_read_next_header(a.get(), &e);
       if (r == ARCHIVE_EOF) break;
       if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-        std::string msg = archive_error_string(a.get()) ? archive_error_string(a.get()) : "unreadable";
+        std::string msg = ArchiveErrorString(a.get());
         if (!any) return Bad("not a docker or OCI archive (tar): " + msg);
         return Bad("the tar is damaged after " + std::to_string(c_.files.size()) + " entries: " + msg);
       }
@@ -157,7 +156,7 @@ class Loader {
     char buf[65536];
     for (;;) {
       la_ssize_t n = archive_read_data(a, buf, sizeof buf);
-      if (n < 0) return Bad("entry " + key + ": " + archive_error_string(a));
+      if (n < 0) return Bad("entry " + key + ": " + ArchiveErrorString(a));
       if (n == 0) break;
       out.append(buf, static_cast<size_t>(n));
       if (out.size() > oci::kMaxDocumentBytes) {
@@ -174,7 +173,7 @@ class Loader {
     std::string buf(kChunk, '\0');
     for (;;) {
       la_ssize_t n = archive_read_data(a, buf.data(), buf.size());
-      if (n < 0) return Bad("entry " + key + ": " + archive_error_string(a));
+      if (n < 0) return Bad("entry " + key + ": " + ArchiveErrorString(a));
       if (n == 0) return OkStatus();
       MSB_TRY_STATUS(fn(std::string_view(buf.data(), static_cast<size_t>(n))));
     }

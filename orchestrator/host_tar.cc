@@ -58,14 +58,14 @@ Status PackHostPath(const std::string& src, const std::string& top_name,
   archive_read_disk_set_standard_lookup(disk.get());
   archive_read_disk_set_symlink_physical(disk.get());
   if (archive_read_disk_open(disk.get(), src.c_str()) != ARCHIVE_OK) {
-    return Error(ErrorCode::kIo, "cannot read " + src + ": " + archive_error_string(disk.get()));
+    return Error(ErrorCode::kIo, "cannot read " + src + ": " + ArchiveErrorString(disk.get()));
   }
   ArchiveWritePtr out(archive_write_new());
   archive_write_set_format_pax_restricted(out.get());
   archive_write_set_bytes_per_block(out.get(), 0);
   SinkState state{&sink, std::nullopt};
   if (archive_write_open2(out.get(), &state, nullptr, WriteCb, nullptr, nullptr) != ARCHIVE_OK) {
-    return Error(ErrorCode::kIo, std::string("tar: ") + archive_error_string(out.get()));
+    return Error(ErrorCode::kIo, std::string("tar: ") + ArchiveErrorString(out.get()));
   }
   std::string base = src;
   while (base.size() > 1 && base.back() == '/') base.pop_back();
@@ -77,7 +77,7 @@ Status PackHostPath(const std::string& src, const std::string& top_name,
       break;
     }
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-      std::string msg = archive_error_string(disk.get());
+      std::string msg = ArchiveErrorString(disk.get());
       archive_entry_free(entry);
       return Error(ErrorCode::kIo, "reading " + src + ": " + msg);
     }
@@ -86,7 +86,17 @@ Status PackHostPath(const std::string& src, const std::string& top_name,
     std::string rel = path.size() > base.size() ? path.substr(base.size()) : "";
     archive_entry_copy_pathname(entry, (top_name + rel).c_str());
     r = archive_write_header(out.get(), entry);
-    if (r == ARCHIVE_OK && archive_entry_size(entry) > 0 &&
+    if (r == ARCHIVE_FATAL) {
+      std::string msg = ArchiveErrorString(out.get());
+      archive_entry_free(entry);
+      if (state.error) return *state.error;
+      return Error(ErrorCode::kIo, "packing " + path + ": " + msg);
+    }
+    // ARCHIVE_WARN still wrote the header: under msb's C locale a name that
+    // is not ASCII cannot be converted to UTF-8 and is stored as raw bytes
+    // (pax hdrcharset=BINARY). Its contents must follow, or the receiver
+    // reads zeros. ARCHIVE_FAILED skipped the entry (a socket, say).
+    if ((r == ARCHIVE_OK || r == ARCHIVE_WARN) && archive_entry_size(entry) > 0 &&
         archive_entry_filetype(entry) == AE_IFREG) {
       FILE* f = std::fopen(path.c_str(), "rb");
       if (f == nullptr) {
@@ -130,7 +140,7 @@ Status UnpackGuestTar(int tar_fd, const std::string& dest_dir, const std::string
   archive_read_support_format_tar(in.get());
   if (archive_read_open_fd(in.get(), tar_fd, 65536) != ARCHIVE_OK) {
     return Error(ErrorCode::kIo, std::string("cannot read the copied data: ") +
-                                     archive_error_string(in.get()));
+                                     ArchiveErrorString(in.get()));
   }
   // Entries are written relative to dest_dir (SECURE_NOABSOLUTEPATHS refuses
   // absolute names), so work from inside it and come back afterwards.
@@ -158,14 +168,16 @@ Status UnpackGuestTar(int tar_fd, const std::string& dest_dir, const std::string
     if (r == ARCHIVE_EOF) break;
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
       return Error(ErrorCode::kProtocol, std::string("the sandbox sent a malformed tar stream: ") +
-                                             archive_error_string(in.get()));
+                                             ArchiveErrorString(in.get()));
     }
     mode_t type = archive_entry_filetype(entry);
     if ((type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) ||
         archive_entry_hardlink(entry) != nullptr) {
       continue;  // devices, fifos, sockets and hard links are not copied out
     }
-    std::string path = archive_entry_pathname(entry);
+    const char* name = archive_entry_pathname(entry);
+    if (name == nullptr) continue;
+    std::string path = name;
     if (!RenameTop(path, from_top, to_top)) continue;
     archive_entry_copy_pathname(entry, path.c_str());
     // No setuid/setgid/sticky, nothing the umask takes away.
@@ -182,7 +194,7 @@ Status UnpackGuestTar(int tar_fd, const std::string& dest_dir, const std::string
     r = archive_write_header(disk.get(), entry);
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
       return Error(ErrorCode::kIo, std::string("cannot write ") + path + ": " +
-                                       archive_error_string(disk.get()));
+                                       ArchiveErrorString(disk.get()));
     }
     const void* buf;
     size_t size;
@@ -190,12 +202,12 @@ Status UnpackGuestTar(int tar_fd, const std::string& dest_dir, const std::string
     while ((r = archive_read_data_block(in.get(), &buf, &size, &offset)) == ARCHIVE_OK) {
       if (archive_write_data_block(disk.get(), buf, size, offset) < 0) {
         return Error(ErrorCode::kIo, std::string("cannot write ") + path + ": " +
-                                         archive_error_string(disk.get()));
+                                         ArchiveErrorString(disk.get()));
       }
     }
     if (r != ARCHIVE_EOF) {
       return Error(ErrorCode::kProtocol, std::string("the sandbox sent a malformed tar stream: ") +
-                                             archive_error_string(in.get()));
+                                             ArchiveErrorString(in.get()));
     }
     archive_write_finish_entry(disk.get());
     ++written;
