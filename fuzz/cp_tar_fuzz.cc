@@ -31,6 +31,7 @@
 
 #include "common/fd.h"
 #include "common/io.h"
+#include "fuzz/work_dir.h"
 #include "orchestrator/host_tar.h"
 
 namespace {
@@ -51,18 +52,8 @@ void Check(bool cond, const char* what, const std::string& detail = {}) {
 }
 
 std::string g_work;  // W
-UniqueFd g_spool;
 
-int RemoveEntry(const char* path, const struct stat*, int, struct FTW*) {
-  ::remove(path);
-  return 0;
-}
-
-void RemoveTree(const std::string& path) { ::nftw(path.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS); }
-
-void Cleanup() {
-  if (!g_work.empty()) RemoveTree(g_work);
-}
+using msb::fuzz::RemoveTree;
 
 // The names in a directory, sorted.
 std::string Listing(const std::string& dir) {
@@ -170,11 +161,7 @@ UniqueFd Spool(std::string_view bytes) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   ::umask(msb::kPrivateUmask);  // as msb runs (cli/main.cc)
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/msb-fuzz-cp-tar.XXXXXX";
-  Check(::mkdtemp(tmpl.data()) != nullptr, "mkdtemp failed");
-  g_work = tmpl;
-  std::atexit(Cleanup);
+  g_work = msb::fuzz::MakeWorkDir("cp-tar");
   Check(::mkdir((g_work + "/root").c_str(), 0700) == 0 && ::mkdir((g_work + "/sentinel").c_str(), 0700) == 0,
         "mkdir failed");
   std::string victim = g_work + "/sentinel/victim";

@@ -25,7 +25,7 @@
 namespace msb::image {
 namespace {
 
-constexpr size_t kChunk = 1 << 20;
+constexpr size_t kChunk = 64 << 10;  // as the tar is read (archive_read_open_filename)
 constexpr int kMaxLinkHops = 40;
 
 constexpr const char* kFormatNames[] = {"docker-archive", "oci-archive"};
@@ -170,12 +170,12 @@ class Loader {
   // Streams the entry's data to fn in chunks.
   template <typename Fn>
   Status Stream(archive* a, const std::string& key, Fn&& fn) {
-    std::string buf(kChunk, '\0');
+    if (chunk_.empty()) chunk_.resize(kChunk);  // one buffer for every entry
     for (;;) {
-      la_ssize_t n = archive_read_data(a, buf.data(), buf.size());
+      la_ssize_t n = archive_read_data(a, chunk_.data(), chunk_.size());
       if (n < 0) return Bad("entry " + key + ": " + ArchiveErrorString(a));
       if (n == 0) return OkStatus();
-      MSB_TRY_STATUS(fn(std::string_view(buf.data(), static_cast<size_t>(n))));
+      MSB_TRY_STATUS(fn(std::string_view(chunk_.data(), static_cast<size_t>(n))));
     }
   }
 
@@ -328,6 +328,7 @@ class Loader {
   std::string path_;
   ImageStore& store_;
   Contents c_;
+  std::string chunk_;  // Stream's read buffer
 };
 
 }  // namespace

@@ -123,8 +123,9 @@ class StoreSink final : public BlobSink {
     if (!fd_) return WriteError(digest_, root_ + "/ingest", errno);
     if (::fstat(fd_.get(), &st) != 0) return Error::FromErrno("fstat " + partial_);
     if (size_ >= 0 && st.st_size > size_) return Restart();
-    // Restore the hash state from the verified-so-far prefix.
-    std::string buf(kChunk, '\0');
+    // Restore the hash state from the verified-so-far prefix (a fresh
+    // partial has none: no buffer).
+    std::string buf(std::min<uint64_t>(kChunk, static_cast<uint64_t>(st.st_size)), '\0');
     uint64_t done = 0;
     while (done < static_cast<uint64_t>(st.st_size)) {
       ssize_t n = ::pread(fd_.get(), buf.data(), buf.size(), static_cast<off_t>(done));
