@@ -220,12 +220,6 @@ Status LoadCertsDir(SSL_CTX* ctx, const std::string& dir) {
   return OkStatus();
 }
 
-struct ReadHeadResult {
-  int status = 0;
-  std::string reason;
-  Headers headers;
-};
-
 }  // namespace
 
 std::string DockerCertsRoot() {
@@ -276,6 +270,16 @@ Result<Url> ParseUrl(std::string_view text) {
     if (colon != std::string_view::npos) port_s = authority.substr(colon + 1);
   }
   if (u.host.empty()) return Error(ErrorCode::kInvalidArgument, "URL has no host: " + std::string(text.substr(0, 200)));
+  // A host name or IPv4 address, or an IPv6 one in brackets: nothing else
+  // (a space, a quote, a control byte) may reach the Host header or the
+  // request line a proxy sees. A redirect or a token realm is the server's
+  // choice.
+  const bool bracketed = authority[0] == '[';
+  for (char c : u.host) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' || c == '~' ||
+              c == '%' || (bracketed && c == ':');
+    if (!ok) return Error(ErrorCode::kInvalidArgument, "bad host in URL " + std::string(text.substr(0, 200)));
+  }
   u.host = Lower(u.host);
   if (port_s.empty()) {
     u.port = u.scheme == "https" ? 443 : 80;
@@ -309,11 +313,66 @@ Result<Url> ResolveUrl(const Url& base, std::string_view location) {
   return ParseUrl(u.ToString());
 }
 
-std::string Response::Header(std::string_view name) const {
+std::string HeaderValue(const Headers& headers, std::string_view name) {
   for (const auto& [k, v] : headers) {
     if (k == name) return v;
   }
   return "";
+}
+
+// --- Response heads and body framing -------------------------------------------
+
+Result<ResponseHead> ParseResponseHead(std::string_view all) {
+  ResponseHead head;
+  size_t eol = all.find("\r\n");
+  std::string_view status_line = all.substr(0, eol);
+  if (status_line.substr(0, 7) != "HTTP/1." || status_line.size() < 12 || status_line[8] != ' ') {
+    return Error(ErrorCode::kProtocol, "did not answer HTTP/1.x: \"" + std::string(status_line.substr(0, 60)) + "\"");
+  }
+  std::string_view code = status_line.substr(9, 3);
+  if (!std::all_of(code.begin(), code.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+      (status_line.size() > 12 && status_line[12] != ' ')) {
+    return Error(ErrorCode::kProtocol, "sent a bad status line");
+  }
+  head.status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
+  if (status_line.size() > 13) head.reason = std::string(status_line.substr(13));
+  std::string_view rest = eol == std::string_view::npos ? std::string_view() : all.substr(eol + 2);
+  while (!rest.empty()) {
+    size_t e = rest.find("\r\n");
+    std::string_view line = rest.substr(0, e);
+    rest = e == std::string_view::npos ? std::string_view() : rest.substr(e + 2);
+    size_t colon = line.find(':');
+    std::string_view name = colon == std::string_view::npos ? std::string_view() : Trim(line.substr(0, colon));
+    if (name.empty()) return Error(ErrorCode::kProtocol, "sent a malformed header line");
+    head.headers.emplace_back(Lower(name), std::string(Trim(line.substr(colon + 1))));
+  }
+  return head;
+}
+
+Result<BodyFraming> ResponseBodyFraming(std::string_view method, int status, const Headers& headers) {
+  BodyFraming f;
+  f.keep_alive = Lower(HeaderValue(headers, "connection")).find("close") == std::string::npos;
+  if (method == "HEAD" || status == 204 || status == 304 || (status >= 100 && status < 200)) return f;
+  std::string te = Lower(HeaderValue(headers, "transfer-encoding"));
+  std::string cl = HeaderValue(headers, "content-length");
+  if (!te.empty()) {
+    if (te.find("chunked") == std::string::npos) {
+      return Error(ErrorCode::kProtocol, "used unsupported transfer-encoding " + te);
+    }
+    f.kind = BodyFraming::Kind::kChunked;
+    return f;
+  }
+  if (!cl.empty()) {
+    if (cl.size() > 19 || !std::all_of(cl.begin(), cl.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      return Error(ErrorCode::kProtocol, "sent a bad Content-Length");
+    }
+    f.kind = BodyFraming::Kind::kLength;
+    f.length = std::stoull(cl);
+    return f;
+  }
+  f.kind = BodyFraming::Kind::kUntilClose;
+  f.keep_alive = false;
+  return f;
 }
 
 // --- Chunked decoding ----------------------------------------------------------
@@ -622,7 +681,7 @@ struct HttpClient::Impl {
     std::string target = conn.host_port;
     conn.host_port = "the proxy " + proxy.Display();
     MSB_TRY_STATUS(conn.WriteAll(msg, options.idle_timeout));
-    MSB_TRY(ReadHeadResult head, ReadHead(conn));
+    MSB_TRY(ResponseHead head, ReadHead(conn));
     conn.host_port = target;
     if (head.status == 407) {
       return Error(ErrorCode::kInvalidArgument,
@@ -652,8 +711,7 @@ struct HttpClient::Impl {
   }
 
   // Reads the status line and headers.
-  Result<ReadHeadResult> ReadHead(Conn& c) {
-    ReadHeadResult head;
+  Result<ResponseHead> ReadHead(Conn& c) {
     size_t end;
     for (;;) {
       end = c.inbuf.find("\r\n\r\n", c.inpos);
@@ -669,39 +727,18 @@ struct HttpClient::Impl {
     }
     std::string_view all(c.inbuf.data() + c.inpos, end - c.inpos);
     c.inpos = end + 4;
-    size_t eol = all.find("\r\n");
-    std::string_view status_line = all.substr(0, eol);
-    if (status_line.substr(0, 7) != "HTTP/1." || status_line.size() < 12 || status_line[8] != ' ') {
-      return Error(ErrorCode::kProtocol, c.host_port + " did not answer HTTP/1.x: \"" +
-                                             std::string(status_line.substr(0, 60)) + "\"");
-    }
-    std::string_view code = status_line.substr(9, 3);
-    if (!std::all_of(code.begin(), code.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
-      return Error(ErrorCode::kProtocol, c.host_port + " sent a bad status line");
-    }
-    head.status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
-    if (status_line.size() > 13) head.reason = std::string(status_line.substr(13));
-    std::string_view rest = eol == std::string_view::npos ? std::string_view() : all.substr(eol + 2);
-    while (!rest.empty()) {
-      size_t e = rest.find("\r\n");
-      std::string_view line = rest.substr(0, e);
-      rest = e == std::string_view::npos ? std::string_view() : rest.substr(e + 2);
-      size_t colon = line.find(':');
-      if (colon == std::string_view::npos || colon == 0) {
-        return Error(ErrorCode::kProtocol, c.host_port + " sent a malformed header line");
-      }
-      head.headers.emplace_back(Lower(Trim(line.substr(0, colon))), std::string(Trim(line.substr(colon + 1))));
-    }
+    auto head = ParseResponseHead(all);
+    if (!head.ok()) return Error(ErrorCode::kProtocol, c.host_port + " " + head.error().message());
     return head;
   }
 
   // Reads the body per the response framing; returns whether the connection
   // may be reused.
   Result<bool> ReadBody(Conn& c, const Request& req, Response& resp, const BodyCallback& sink) {
-    bool no_body = req.method == "HEAD" || resp.status == 204 || resp.status == 304 ||
-                   (resp.status >= 100 && resp.status < 200);
-    bool keep = Lower(resp.Header("connection")).find("close") == std::string::npos;
-    if (no_body) return keep;
+    auto framing = ResponseBodyFraming(req.method, resp.status, resp.headers);
+    if (!framing.ok()) return Error(ErrorCode::kProtocol, c.host_port + " " + framing.error().message());
+    bool keep = framing->keep_alive;
+    if (framing->kind == BodyFraming::Kind::kNone) return keep;
     size_t buffered_limit = options.max_buffered_body;
     BodyCallback out = sink;
     if (!out) {
@@ -714,12 +751,7 @@ struct HttpClient::Impl {
         return OkStatus();
       };
     }
-    std::string te = Lower(resp.Header("transfer-encoding"));
-    std::string cl = resp.Header("content-length");
-    if (!te.empty()) {
-      if (te.find("chunked") == std::string::npos) {
-        return Error(ErrorCode::kProtocol, c.host_port + " used unsupported transfer-encoding " + te);
-      }
+    if (framing->kind == BodyFraming::Kind::kChunked) {
       ChunkedDecoder dec;
       for (;;) {
         std::string_view avail(c.inbuf.data() + c.inpos, c.inbuf.size() - c.inpos);
@@ -730,12 +762,8 @@ struct HttpClient::Impl {
         if (n == 0) return Error(ErrorCode::kIo, c.host_port + " closed the connection mid-body", ECONNRESET);
       }
     }
-    if (!cl.empty()) {
-      uint64_t len = 0;
-      if (cl.size() > 19 || !std::all_of(cl.begin(), cl.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
-        return Error(ErrorCode::kProtocol, c.host_port + " sent a bad Content-Length");
-      }
-      len = std::stoull(cl);
+    if (framing->kind == BodyFraming::Kind::kLength) {
+      uint64_t len = framing->length;
       while (len > 0) {
         if (c.inpos == c.inbuf.size()) {
           MSB_TRY(size_t n, c.Fill(options.idle_timeout));
@@ -782,7 +810,7 @@ struct HttpClient::Impl {
       msg += req.body;
       bool reused = conn->reused;
       Status sent = conn->WriteAll(msg, options.idle_timeout);
-      Result<ReadHeadResult> head = sent.ok() ? ReadHead(*conn) : Result<ReadHeadResult>(sent.error());
+      Result<ResponseHead> head = sent.ok() ? ReadHead(*conn) : Result<ResponseHead>(sent.error());
       if (!head.ok()) {
         // A kept-alive connection the server closed meanwhile: once more, fresh.
         if (reused && attempt == 0 && head.error().code() == ErrorCode::kIo) continue;

@@ -74,6 +74,9 @@ struct Request {
   std::string body;  // small bodies only (token requests, PUTs in tests)
 };
 
+// The first value of a header (name in lowercase) in headers, or "".
+std::string HeaderValue(const Headers& headers, std::string_view name);
+
 struct Response {
   int status = 0;
   std::string reason;
@@ -81,8 +84,35 @@ struct Response {
   std::string body;  // only when no BodyCallback was given
   Url url;           // after redirects
   // The first value of a header (name in lowercase), or "".
-  std::string Header(std::string_view name) const;
+  std::string Header(std::string_view name) const { return HeaderValue(headers, name); }
 };
+
+// What the server sends: the status line and header fields of a response,
+// and how its body is delimited. HttpClient reads them with these two pure
+// functions (fuzz/http_response_fuzz.cc drives them with any bytes).
+struct ResponseHead {
+  int status = 0;      // the three digits of the status line
+  std::string reason;  // the rest of it, after the status code's space
+  Headers headers;     // names lowercased, names and values trimmed, in order
+};
+// A response head: the bytes before the empty line that ends it (its
+// "\r\n\r\n" not included). The status line is "HTTP/1.x NNN[ reason]";
+// every header line has a name before its colon. Errors do not name the
+// server: the caller does.
+Result<ResponseHead> ParseResponseHead(std::string_view head);
+
+// How a response's body is delimited (RFC 9112 §6.3): none for HEAD, 1xx,
+// 204 and 304; chunked when Transfer-Encoding names chunked (any other
+// transfer coding is an error); else Content-Length (digits only, at most
+// 19); else until the server closes. keep_alive: Connection does not say
+// "close" (and the body is not delimited by the close).
+struct BodyFraming {
+  enum class Kind : int { kNone = 0, kChunked = 1, kLength = 2, kUntilClose = 3 };
+  Kind kind = Kind::kNone;
+  uint64_t length = 0;  // kLength
+  bool keep_alive = true;
+};
+Result<BodyFraming> ResponseBodyFraming(std::string_view method, int status, const Headers& headers);
 
 // Receives body bytes in order. Returning an error stops the request; Do()
 // then returns that error.

@@ -161,6 +161,14 @@ TEST(Url, ParseAndResolve) {
   EXPECT_FALSE(http::ParseUrl("ftp://x/").ok());
   EXPECT_FALSE(http::ParseUrl("https://u:p@x/").ok());
   EXPECT_FALSE(http::ParseUrl("https://x:99999/").ok());
+  // Found by fuzz/http_response_fuzz.cc: a Location or realm whose host holds
+  // a space, a quote or a line feed went into the next request's Host header.
+  EXPECT_FALSE(http::ParseUrl("https://blobs.ex realm=\"p\"/x").ok());
+  EXPECT_FALSE(http::ParseUrl("http://evil\nX-Injected: 1/").ok());
+  EXPECT_FALSE(http::ParseUrl("https://[::1\r]/").ok());
+  EXPECT_FALSE(http::ResolveUrl(*http::ParseUrl("https://r.example/v2/"), "//a\tb/c").ok());
+  EXPECT_TRUE(http::ParseUrl("https://[fe80::1%25eth0]:5000/").ok());
+  EXPECT_TRUE(http::ParseUrl("https://my_registry-1.example.com/").ok());
   auto r = http::ResolveUrl(*u, "/blobs/abc");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->ToString(), "https://reg.internal:5000/blobs/abc");
@@ -168,6 +176,52 @@ TEST(Url, ParseAndResolve) {
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(other->host, "cdn.example");
   EXPECT_EQ(other->port, 443);
+}
+
+TEST(ResponseHead, ParsesStatusReasonAndHeaders) {
+  auto h = http::ParseResponseHead("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate:  Bearer realm=x \r\nX-A:\r\nx-a: 2");
+  ASSERT_TRUE(h.ok()) << h.error().message();
+  EXPECT_EQ(h->status, 401);
+  EXPECT_EQ(h->reason, "Unauthorized");
+  EXPECT_EQ(h->headers, (http::Headers{{"www-authenticate", "Bearer realm=x"}, {"x-a", ""}, {"x-a", "2"}}));
+  EXPECT_EQ(http::HeaderValue(h->headers, "x-a"), "");
+  auto bare = http::ParseResponseHead("HTTP/1.0 204");
+  ASSERT_TRUE(bare.ok());
+  EXPECT_EQ(bare->status, 204);
+  EXPECT_EQ(bare->reason, "");
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/2 200 OK").ok());
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 2x0 OK").ok());
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 2000 OK").ok());
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 200 OK\r\nno colon").ok());
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 200 OK\r\n: empty name").ok());
+  // Found by fuzz/http_response_fuzz.cc: a name that trims to nothing.
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 200 OK\r\n\r: 0").ok());
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 200 OK\r\n \t: 0").ok());
+}
+
+TEST(ResponseHead, BodyFraming) {
+  using Kind = http::BodyFraming::Kind;
+  auto framing = [](std::string_view method, int status, http::Headers h) {
+    auto f = http::ResponseBodyFraming(method, status, h);
+    EXPECT_TRUE(f.ok()) << f.error().message();
+    return f.ok() ? *f : http::BodyFraming{};
+  };
+  EXPECT_EQ(framing("HEAD", 200, {{"content-length", "5"}}).kind, Kind::kNone);
+  EXPECT_EQ(framing("GET", 204, {}).kind, Kind::kNone);
+  EXPECT_EQ(framing("GET", 304, {}).kind, Kind::kNone);
+  EXPECT_EQ(framing("GET", 100, {}).kind, Kind::kNone);
+  auto chunked = framing("GET", 200, {{"transfer-encoding", "Chunked"}, {"content-length", "3"}});
+  EXPECT_EQ(chunked.kind, Kind::kChunked);
+  auto length = framing("GET", 200, {{"content-length", "42"}, {"connection", "Close"}});
+  EXPECT_EQ(length.kind, Kind::kLength);
+  EXPECT_EQ(length.length, 42u);
+  EXPECT_FALSE(length.keep_alive);
+  auto eof = framing("GET", 200, {});
+  EXPECT_EQ(eof.kind, Kind::kUntilClose);
+  EXPECT_FALSE(eof.keep_alive);
+  EXPECT_FALSE(http::ResponseBodyFraming("GET", 200, {{"transfer-encoding", "gzip"}}).ok());
+  EXPECT_FALSE(http::ResponseBodyFraming("GET", 200, {{"content-length", "-1"}}).ok());
+  EXPECT_FALSE(http::ResponseBodyFraming("GET", 200, {{"content-length", "99999999999999999999"}}).ok());
 }
 
 TEST(QueryEscape, EscapesAllButUnreserved) {
