@@ -1,10 +1,15 @@
 // libFuzzer target for DNS messages from the guest or an upstream server:
 // the parser, the builder (oracle: what parses builds, and what builds
 // parses back the same), TCP deframing, and the answer filter with the
-// input as the upstream's answer. No sockets, no event loop.
+// input as the upstream's answer (oracles: what it keeps is on the question's
+// CNAME chain, of the asked type, capped in TTL, and an address the policy
+// may reach under the chain's names, so the rebinding defence holds; the
+// guest's answer builds within its UDP size). No sockets, no event loop.
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
 #include <string_view>
+#include <vector>
 
 #include "net/dns.h"
 #include "net/dns_server.h"
@@ -14,6 +19,7 @@
 namespace {
 
 using msb::net::dns::Message;
+using msb::net::dns::Record;
 
 const msb::net::Policy& FuzzPolicy() {
   static const msb::net::Policy policy = [] {
@@ -63,14 +69,47 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)msb::net::dns::BuildTruncated(*parsed, 512);
 
   if (parsed->questions.size() == 1) {
+    // The input as an upstream server's answer to the guest's query for its
+    // question (with the name's case flipped, as the guest may ask it): the
+    // chain filter and the rebinding defence (DnsServer::Answer).
     static msb::net::PinSet pins(msb::net::PinSet::Options{256, std::chrono::seconds(60), std::chrono::seconds(3600)});
     Message query;
     query.header = parsed->header;
     query.questions = parsed->questions;
+    for (char& c : query.questions[0].name) {
+      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    }
+    msb::net::DnsServerStats stats;
     Message out = msb::net::FilterUpstreamAnswer(query, *parsed, FuzzPolicy(), pins,
-                                                 msb::net::PinSet::Clock::now(), nullptr);
+                                                 msb::net::PinSet::Clock::now(), &stats);
     Check(out.answers.size() <= parsed->answers.size());
     Check(pins.size() <= 256);
+    Check(out.header.id == query.header.id && out.questions.size() == 1 &&
+          out.questions[0].name == query.questions[0].name);
+    Check(out.authority.empty() && out.additional.empty());
+    // The chain: the question's name and the targets of the CNAMEs kept.
+    std::vector<std::string> chain = {msb::net::NormalizeName(query.questions[0].name)};
+    for (const Record& r : out.answers) {
+      if (r.type == static_cast<uint16_t>(msb::net::dns::Type::kCname)) chain.push_back(msb::net::NormalizeName(r.target));
+    }
+    for (const Record& r : out.answers) {
+      Check(r.ttl <= 3600);  // capped at the pin set's max_ttl
+      Check(std::find(chain.begin(), chain.end(), msb::net::NormalizeName(r.name)) != chain.end());
+      if (r.type == static_cast<uint16_t>(msb::net::dns::Type::kCname)) continue;
+      // An address kept is one the policy may reach under those names, and
+      // of the type asked for.
+      Check(r.address.has_value() && r.type == query.questions[0].type);
+      Check(FuzzPolicy().MayReach(*r.address, chain).allow);
+    }
+    // What the guest receives: built within the UDP size, truncated with TC
+    // when it does not fit, and parsing back.
+    for (size_t max : {size_t{512}, size_t{1232}}) {
+      auto bytes = msb::net::dns::BuildTruncated(out, max);
+      if (!bytes.ok()) continue;
+      Check(bytes->size() <= max);
+      auto back = msb::net::dns::Parse(*bytes);
+      Check(back.ok() && back->header.id == out.header.id && back->answers.size() <= out.answers.size());
+    }
   }
   return 0;
 }
