@@ -94,6 +94,9 @@ Result<std::set<std::string>> KeepRoots(Store& store) {
   for (const auto& i : images) keep.insert(i.digest);
   MSB_TRY(auto sandboxes, store.ListAllSandboxes());
   for (const auto& s : sandboxes) keep.insert(s.image_digest);
+  // A snapshot holds the image its chain sits on (each parent is held in turn).
+  MSB_TRY(auto snapshots, store.ListSnapshots());
+  for (const auto& s : snapshots) keep.insert(s.parent_digest);
   keep.erase("");
   return keep;
 }

@@ -117,6 +117,42 @@ Result<json> ControlClient::GetStatus() {
   return j;
 }
 
+namespace {
+
+// The one kResult (or kError) answering request `id`; frames for other ids
+// are not expected on a connection used for nothing else.
+Status AwaitResult(const std::function<Result<Frame>()>& receive, uint32_t id, const char* what) {
+  for (;;) {
+    MSB_TRY(Frame f, receive());
+    if (f.id != id && f.id != 0) continue;
+    if (f.kind == agent::FrameKind::kError) {
+      auto e = agent::ParseErrorMsg(f.payload);
+      return Error(ErrorCode::kUnavailable,
+                   std::string(what) + ": " + (e.ok() ? e->message : "the sandbox refused"));
+    }
+    if (f.kind != agent::FrameKind::kResult) continue;
+    auto r = agent::ParseResultMsg(f.payload);
+    if (!r.ok()) return r.error();
+    if (r->error) return Error(ErrorCode::kState, std::string(what) + ": " + *r->error);
+    return OkStatus();
+  }
+}
+
+}  // namespace
+
+Status ControlClient::Freeze(int timeout_ms) {
+  uint32_t id = next_id_++;
+  MSB_TRY_STATUS(Send(id, agent::FrameKind::kFreeze, agent::Encode(agent::Freeze{timeout_ms})));
+  // Freezing syncs the guest's dirty data first: allow for it.
+  return AwaitResult([&] { return Receive(timeout_ms + 30000); }, id, "freezing the writable layer");
+}
+
+Status ControlClient::Thaw() {
+  uint32_t id = next_id_++;
+  MSB_TRY_STATUS(Send(id, agent::FrameKind::kThaw, "{}"));
+  return AwaitResult([&] { return Receive(30000); }, id, "thawing the writable layer");
+}
+
 Status ControlClient::UpdatePolicy(const json& policy) {
   MSB_TRY_STATUS(Send(0, vm::AsFrameKind(vm::ControlKind::kUpdatePolicy), policy.dump()));
   MSB_TRY(Frame f, Receive(10000));

@@ -18,6 +18,7 @@
 #include <random>
 #include <utility>
 
+#include "agent/protocol.h"
 #include "common/child.h"
 #include "common/fd.h"
 #include "common/install_layout.h"
@@ -108,6 +109,7 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
   req.image_ref = sb.image.reference;
   req.image_dir = sb.image.path;
   req.base_disk = image.base_disk;
+  req.lower_disks = image.lower_disks;
   req.cpus = sb.cpus;
   req.memory_bytes = sb.memory;
   req.disk_bytes = sb.disk;
@@ -265,6 +267,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.kernel = kernel;
   spec.initramfs = initramfs;
   spec.base_disk = base;
+  spec.lower_disks = req.lower_disks;
   spec.boot_timeout_ms = req.boot_timeout_ms;
   if (req.log_max_bytes > 0) {
     spec.log_max_bytes = req.log_max_bytes;
@@ -296,6 +299,18 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
     cleanup_dir();
     return st.error();
   }
+  // A snapshot's layers take virtio-mmio transports too: the Sandboxfile's
+  // check (schema::kMaxMounts) could not count them.
+  if (req.lower_disks.size() > agent::kMaxLowerLayers ||
+      spec.volumes.size() + spec.shares.size() + req.lower_disks.size() > size_t{schema::kMaxMounts}) {
+    cleanup_dir();
+    return Error(ErrorCode::kInvalidArgument,
+                 req.name + ": " + std::to_string(spec.volumes.size() + spec.shares.size()) +
+                     " volumes and bind mounts and " + std::to_string(req.lower_disks.size()) +
+                     " snapshot layers exceed the microVM limit of " + std::to_string(schema::kMaxMounts) +
+                     " devices (docs/design.md \"Disks and devices\"); mount fewer");
+  }
+  for (size_t i = 0; i < req.lower_disks.size(); ++i) boot.root.lower_serials.push_back(vm::LowerSerial(i));
   spec.boot = nlohmann::json::parse(agent::Encode(boot));
   spec.policy = req.policy;
   spec.network = req.network;

@@ -29,6 +29,8 @@ struct LaunchRequest {
   // The read-only base disk when already built (orchestrator/images.h);
   // empty: built here from image_dir.
   std::string base_disk;
+  // A snapshot's layers over the base disk, oldest first (ResolvedImage).
+  std::vector<std::string> lower_disks;
   int cpus = 1;
   uint64_t memory_bytes = 512ull << 20;
   uint64_t disk_bytes = 2ull << 30;
