@@ -147,7 +147,7 @@ TEST_F(DocsTest, HelpGroupsTheCommandsByPurpose) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> want = {
       {"Project", {"plan", "up", "down", "start", "restart"}},
       {"Sandboxes", {"run", "exec", "shell", "logs", "cp", "stop", "rm", "ps"}},
-      {"Images", {"pull", "image", "login", "logout"}},
+      {"Images", {"pull", "image", "snapshot", "login", "logout"}},
       {"Other", {"volume", "net", "kernel", "config", "validate", "version"}},
   };
   size_t last = 0;
