@@ -51,7 +51,8 @@ int Ls(bool json_out) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"NAME", "SOURCE", "IMAGE", "DIGEST", "SIZE", "CREATED"});
   for (const auto& s : *snaps) {
-    arr.push_back(orchestrator::SnapshotJson(s));
+    auto layers = orchestrator::SnapshotLayers(s);
+    arr.push_back(SnapshotJson(s, layers.ok() ? layers->size() : 0));
     std::string digest = s.digest.size() > 19 ? s.digest.substr(7, 12) : s.digest;
     rows.push_back({s.name, s.source, s.source_image, digest,
                     schema::FormatSize(static_cast<uint64_t>(s.size_bytes)), Age(s.created_at)});

@@ -233,16 +233,4 @@ Result<ResolvedImage> ResolveSnapshotImage(Store& store, const std::string& name
   return r;
 }
 
-nlohmann::json SnapshotJson(const SnapshotRecord& r) {
-  auto layers = SnapshotLayers(r);
-  return nlohmann::json{{"name", r.name},
-                        {"digest", r.digest},
-                        {"source", r.source},
-                        {"source_image", r.source_image},
-                        {"parent_digest", r.parent_digest},
-                        {"size_bytes", r.size_bytes},
-                        {"created_at", r.created_at},
-                        {"layers", layers.ok() ? layers->size() : 0}};
-}
-
 }  // namespace msb::orchestrator

@@ -57,7 +57,4 @@ Status RemoveSnapshot(Store& store, const std::string& name);
 // defaults of the image the chain started from.
 Result<ResolvedImage> ResolveSnapshotImage(Store& store, const std::string& name);
 
-// The JSON `msb snapshot ls --json` prints for one snapshot (docs/cli-json.md).
-nlohmann::json SnapshotJson(const SnapshotRecord& record);
-
 }  // namespace msb::orchestrator
