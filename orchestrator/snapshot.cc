@@ -45,16 +45,15 @@ void RemoveDir(const std::string& dir) {
 }
 
 // Copies the source's upper disk into dir/layer.ext4, the running sandbox
-// frozen meanwhile.
-Status CopyLayer(const SandboxRecord& source, const std::string& upper, const std::string& layer) {
+// frozen meanwhile; returns the copy's digest (storage::DiskDigest).
+Result<std::string> CopyLayer(const SandboxRecord& source, const std::string& upper, const std::string& layer) {
   if (source.status != SandboxStatus::kRunning) {
     if (SupervisorAlive(source)) {
       return Error(ErrorCode::kState, "sandbox " + SandboxName(source) + " is " + ToString(source.status) +
                                           "; snapshot it once it runs or has stopped");
     }
     MSB_TRY(storage::DiskCopy copy, storage::CopyDiskFile(upper, layer));
-    (void)copy;
-    return OkStatus();
+    return copy.digest;
   }
   MSB_TRY(ControlClient client, ControlClient::Connect(source.control_socket));
   MSB_TRY_STATUS(client.Freeze(kSnapshotFreezeMs));
@@ -66,7 +65,7 @@ Status CopyLayer(const SandboxRecord& source, const std::string& upper, const st
     return thawed.error().Wrap("the copy of " + SandboxName(source) +
                                "'s writable layer is not consistent, so it was discarded; try again");
   }
-  return OkStatus();
+  return copy->digest;
 }
 
 // The defaults of the image a sandbox booted: its snapshot's, else its image's.
@@ -144,10 +143,9 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
     return e.Wrap("snapshot " + name + " of " + SandboxName(source));
   };
   const std::string tmp_layer = SnapshotLayerPath(tmp);
-  if (auto st = CopyLayer(source, spec.upper_disk, tmp_layer); !st.ok()) return fail(st.error());
-  if (::chmod(tmp_layer.c_str(), 0444) != 0) return fail(Error::FromErrno("chmod " + tmp_layer));
-  auto layer_digest = storage::DiskDigest(tmp_layer);
+  auto layer_digest = CopyLayer(source, spec.upper_disk, tmp_layer);
   if (!layer_digest.ok()) return fail(layer_digest.error());
+  if (::chmod(tmp_layer.c_str(), 0444) != 0) return fail(Error::FromErrno("chmod " + tmp_layer));
   struct stat st{};
   if (::stat(tmp_layer.c_str(), &st) != 0) return fail(Error::FromErrno("stat " + tmp_layer));
 

@@ -42,10 +42,13 @@ Status CreateSparseExt4(const std::string& path, uint64_t size_bytes, const std:
 // reflink (FICLONE) where the file system shares extents, else a sparse copy
 // of src's data extents (SEEK_DATA/SEEK_HOLE), holes left holes. The file's
 // bytes are copied, never interpreted or mounted. dst is removed again when
-// the copy fails.
+// the copy fails. The digest comes with it (see DiskCopy::digest).
 struct DiskCopy {
   bool cloned = false;          // FICLONE did it
   uint64_t bytes_copied = 0;    // data bytes read and written (0 when cloned)
+  // DiskDigest of the bytes copied, taken in the same pass as the copy (of
+  // dst, read back, after a clone).
+  std::string digest;
 };
 Result<DiskCopy> CopyDiskFile(const std::string& src, const std::string& dst);
 

@@ -67,26 +67,42 @@ Status PwriteAll(int fd, const char* buf, size_t n, off_t off, const std::string
   return OkStatus();
 }
 
+// Reads fd's data extents once, hashing them as DiskDigest does and, when
+// out >= 0, writing each chunk at the same offset of out.
+Result<std::string> HashExtents(int fd, const std::string& path, int out, const std::string& dst,
+                                uint64_t* bytes_copied) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return Error::FromErrno("stat " + path);
+  MSB_TRY(auto extents, DataExtents(fd, st.st_size, path));
+  Sha256 h;
+  h.Update("msb disk v1 size " + std::to_string(st.st_size) + "\n");
+  std::vector<char> buf(kChunk);
+  for (auto [begin, end] : extents) {
+    h.Update("extent " + std::to_string(begin) + " " + std::to_string(end - begin) + "\n");
+    for (off_t off = begin; off < end;) {
+      size_t n = static_cast<size_t>(std::min<off_t>(end - off, kChunk));
+      MSB_TRY_STATUS(PreadAll(fd, buf.data(), n, off, path));
+      h.Update(buf.data(), n);
+      if (out >= 0) {
+        MSB_TRY_STATUS(PwriteAll(out, buf.data(), n, off, dst));
+        *bytes_copied += n;
+      }
+      off += static_cast<off_t>(n);
+    }
+  }
+  if (out >= 0 && ::ftruncate(out, st.st_size) != 0) return Error::FromErrno("sizing " + dst);
+  return h.DigestFinal();
+}
+
+// One pass over the source when copying: what is hashed is what is written.
 Result<DiskCopy> CopyInto(int in, int out, const std::string& src, const std::string& dst) {
   DiskCopy result;
   if (::ioctl(out, FICLONE, in) == 0) {
     result.cloned = true;
+    MSB_TRY(result.digest, HashExtents(out, dst, -1, dst, nullptr));
     return result;
   }
-  struct stat st{};
-  if (::fstat(in, &st) != 0) return Error::FromErrno("stat " + src);
-  MSB_TRY(auto extents, DataExtents(in, st.st_size, src));
-  std::vector<char> buf(kChunk);
-  for (auto [begin, end] : extents) {
-    for (off_t off = begin; off < end;) {
-      size_t n = static_cast<size_t>(std::min<off_t>(end - off, kChunk));
-      MSB_TRY_STATUS(PreadAll(in, buf.data(), n, off, src));
-      MSB_TRY_STATUS(PwriteAll(out, buf.data(), n, off, dst));
-      off += static_cast<off_t>(n);
-      result.bytes_copied += n;
-    }
-  }
-  if (::ftruncate(out, st.st_size) != 0) return Error::FromErrno("sizing " + dst);
+  MSB_TRY(result.digest, HashExtents(in, src, out, dst, &result.bytes_copied));
   if (::fsync(out) != 0) return Error::FromErrno("fsync " + dst);
   return result;
 }
@@ -96,7 +112,7 @@ Result<DiskCopy> CopyInto(int in, int out, const std::string& src, const std::st
 Result<DiskCopy> CopyDiskFile(const std::string& src, const std::string& dst) {
   UniqueFd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!in) return Error::FromErrno("cannot open " + src);
-  UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  UniqueFd out(::open(dst.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!out) return Error::FromErrno("cannot create " + dst);
   auto r = CopyInto(in.get(), out.get(), src, dst);
   if (!r.ok()) {
@@ -110,22 +126,7 @@ Result<DiskCopy> CopyDiskFile(const std::string& src, const std::string& dst) {
 Result<std::string> DiskDigest(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd) return Error::FromErrno("cannot open " + path);
-  struct stat st{};
-  if (::fstat(fd.get(), &st) != 0) return Error::FromErrno("stat " + path);
-  MSB_TRY(auto extents, DataExtents(fd.get(), st.st_size, path));
-  Sha256 h;
-  h.Update("msb disk v1 size " + std::to_string(st.st_size) + "\n");
-  std::vector<char> buf(kChunk);
-  for (auto [begin, end] : extents) {
-    h.Update("extent " + std::to_string(begin) + " " + std::to_string(end - begin) + "\n");
-    for (off_t off = begin; off < end;) {
-      size_t n = static_cast<size_t>(std::min<off_t>(end - off, kChunk));
-      MSB_TRY_STATUS(PreadAll(fd.get(), buf.data(), n, off, path));
-      h.Update(buf.data(), n);
-      off += static_cast<off_t>(n);
-    }
-  }
-  return h.DigestFinal();
+  return HashExtents(fd.get(), path, -1, path, nullptr);
 }
 
 }  // namespace msb::storage

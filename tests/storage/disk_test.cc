@@ -398,6 +398,7 @@ TEST_F(DiskCopyTest, CopyKeepsBytesAndHolesAndTheDigestFollowsTheBytes) {
   EXPECT_EQ(da->rfind("sha256:", 0), 0u);
   EXPECT_EQ(da->size(), 71u);
   EXPECT_EQ(*da, *db);
+  EXPECT_EQ(copy->digest, *db);
   // One byte more changes it.
   WriteSparse(dst, size, {{0, "head"}, {32 << 20, std::string(8191, 'x') + "y"}, {size - 3, "end"}});
   auto dc = DiskDigest(dst);
