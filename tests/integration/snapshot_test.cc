@@ -3,7 +3,8 @@
 // the source's files and deletions and their own writable layers, a snapshot
 // of such a sandbox (two layers), a stopped sandbox copied as it is,
 // `snapshot rm` refused while used, bad input, and agentd's freeze ending by
-// itself or when the client that asked for it goes away.
+// itself or when the client that asked for it goes away; and a Sandboxfile
+// booting snapshot:NAME through `msb up`.
 #include <unistd.h>
 
 #include <filesystem>
@@ -195,6 +196,62 @@ TEST_F(SnapshotTest, FreezeEndsByItselfAndWhenTheClientGoesAway) {
   ASSERT_TRUE(console.ok());
   EXPECT_THAT(*console, HasSubstr("thawed after its timeout"));
   EXPECT_EQ(Msb({"rm", "fz"}).code, 0);
+}
+
+class SnapshotProjectTest : public ProjectTest {
+ protected:
+  std::string ConfigHash(const std::string& project, const std::string& name) {
+    auto store = orchestrator::Store::Open(Home() + "/state.db");
+    if (!store.ok()) return "";
+    auto rec = store->GetSandbox(project, name);
+    return rec.ok() && rec->has_value() ? (*rec)->config_hash : "";
+  }
+};
+
+// image: snapshot:NAME in a Sandboxfile: `msb up` boots it; the config hash
+// covers the snapshot's digest, so the same name taken again of other
+// content is another configuration. An ephemeral sandbox has nothing to
+// snapshot.
+TEST_F(SnapshotProjectTest, SandboxfileBootsASnapshotAndItsDigestIsInTheConfigHash) {
+  auto src = Msb({"run", "-d", "--name", "src", Rootfs(), "sh", "-c", "echo one > /v; echo up; exec sleep 3600"});
+  ASSERT_EQ(src.code, 0) << src.err;
+  ASSERT_EQ(WaitForLogs("src", "up"), "up\n");
+  ASSERT_EQ(Msb({"snapshot", "create", "src", "base"}).code, 0);
+  WriteSandboxfile("name: snapdemo\nsandboxes:\n"
+                   "  app:\n    image: snapshot:base\n    memory: 128M\n"
+                   "    command: [\"/bin/sh\", \"-c\", \"sed s/^/v=/ /v; exec sleep 3600\"]\n"
+                   "  eph:\n    image: " + Rootfs() + "\n    memory: 128M\n    ephemeral: true\n"
+                   "    command: [\"/bin/sh\", \"-c\", \"exec sleep 3600\"]\n");
+  auto up = InProject({"up"});
+  ASSERT_EQ(up.code, 0) << up.err;
+  EXPECT_EQ(WaitForLogs("app", "v=one"), "v=one\n");
+  const std::string first = ConfigHash("snapdemo", "app");
+  EXPECT_FALSE(first.empty());
+  EXPECT_EQ(InProject({"plan"}).out.find("replace"), std::string::npos);
+
+  auto eph = Msb({"snapshot", "create", "-p", "snapdemo", "eph", "x"});
+  EXPECT_EQ(eph.code, 1);
+  EXPECT_THAT(eph.err, HasSubstr("no writable layer on disk"));
+  EXPECT_THAT(eph.err, HasSubstr("ephemeral"));
+
+  auto refused = Msb({"snapshot", "rm", "base"});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_THAT(refused.err, HasSubstr("sandbox snapdemo/app"));
+
+  // The same name, other content: another digest, another config hash.
+  ASSERT_EQ(InProject({"down"}).code, 0);
+  ASSERT_EQ(Msb({"snapshot", "rm", "base"}).code, 0);
+  ASSERT_EQ(Msb({"exec", "src", "--", "/bin/sh", "-c", "echo two > /v"}).code, 0);
+  ASSERT_EQ(Msb({"snapshot", "create", "src", "base"}).code, 0);
+  up = InProject({"up"});
+  ASSERT_EQ(up.code, 0) << up.err;
+  EXPECT_EQ(WaitForLogs("app", "v=two"), "v=two\n");
+  const std::string second = ConfigHash("snapdemo", "app");
+  EXPECT_FALSE(second.empty());
+  EXPECT_NE(second, first);
+  ASSERT_EQ(InProject({"down"}).code, 0);
+  EXPECT_EQ(Msb({"rm", "src"}).code, 0);
+  EXPECT_EQ(Msb({"snapshot", "rm", "base"}).code, 0);
 }
 
 }  // namespace
