@@ -5,6 +5,8 @@
 // and renamed into place once complete and hashed, then recorded.
 #include "orchestrator/snapshot.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <random>
 
 #include "agent/protocol.h"
+#include "common/fd.h"
 #include "common/io.h"
 #include "common/sha256.h"
 #include "orchestrator/control_client.h"
@@ -42,6 +45,17 @@ std::string SandboxName(const SandboxRecord& r) { return r.project + "/" + r.nam
 void RemoveDir(const std::string& dir) {
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
+}
+
+// Serialises what commits or removes a snapshot's directory and record
+// (never the copy itself): held while it lives.
+Result<UniqueFd> LockSnapshots(const std::string& root) {
+  MSB_TRY_STATUS(MakeDirs(root, 0700));
+  const std::string path = root + "/.lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return Error::FromErrno("cannot open " + path);
+  if (::flock(fd.get(), LOCK_EX) != 0) return Error::FromErrno("cannot lock " + path);
+  return fd;
 }
 
 // Copies the source's upper disk into dir/layer.ext4, the running sandbox
@@ -162,6 +176,12 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
   rec.defaults_json = DefaultsJsonOf(store, source);
   rec.dir = dir;
   rec.size_bytes = static_cast<int64_t>(st.st_blocks) * 512;
+  auto lock = LockSnapshots(root);
+  if (!lock.ok()) return fail(lock.error());
+  // Taken meanwhile by another msb?
+  auto raced = store.GetSnapshot(name);
+  if (!raced.ok()) return fail(raced.error());
+  if (*raced) return fail(Error(ErrorCode::kAlreadyExists, "a snapshot named " + name + " was just taken"));
   // A directory of that name with no record is a leftover of an interrupted
   // create: nothing refers to it.
   if (::access(dir.c_str(), F_OK) == 0) RemoveDir(dir);
@@ -176,21 +196,29 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
 
 Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record) {
   std::vector<std::string> users;
+  // By name, not digest: two snapshots of the same bytes share a digest.
   MSB_TRY(auto sandboxes, store.ListAllSandboxes());
   for (const auto& s : sandboxes) {
-    if (s.image_ref == kSnapshotRef + record.name || s.image_digest == record.digest) {
+    if (s.image_ref == kSnapshotRef + record.name) {
       users.push_back("sandbox " + SandboxName(s) + " (" + ToString(s.status) + ")");
     }
   }
+  // A snapshot sits on this one when its layers include this one's file.
+  const std::string own = SnapshotLayerPath(record.dir);
   MSB_TRY(auto snapshots, store.ListSnapshots());
   for (const auto& s : snapshots) {
-    if (s.name != record.name && s.parent_digest == record.digest) users.push_back("snapshot " + s.name);
+    if (s.name == record.name) continue;
+    auto layers = SnapshotLayers(s);
+    if (!layers.ok() || std::find(layers->begin(), layers->end(), own) != layers->end()) {
+      users.push_back("snapshot " + s.name);
+    }
   }
   std::sort(users.begin(), users.end());
   return users;
 }
 
 Status RemoveSnapshot(Store& store, const std::string& name) {
+  MSB_TRY(UniqueFd lock, LockSnapshots(SnapshotRoot()));
   MSB_TRY(auto rec, store.GetSnapshot(name));
   if (!rec) return Error(ErrorCode::kNotFound, "no snapshot named " + name + " (see msb snapshot ls)");
   MSB_TRY(auto users, SnapshotUsers(store, *rec));

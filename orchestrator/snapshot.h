@@ -46,8 +46,9 @@ Result<std::vector<std::string>> SnapshotLayers(const SnapshotRecord& record);
 Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source, const std::string& name);
 
 // What keeps a snapshot from being removed: "sandbox PROJECT/NAME (state)"
-// for each recorded sandbox booted from it, "snapshot NAME" for each
-// snapshot taken of such a sandbox. Sorted.
+// for each recorded sandbox whose image is snapshot:NAME, "snapshot NAME"
+// for each snapshot whose layers include this one's (taken of such a
+// sandbox). Sorted.
 Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record);
 
 // Removes a snapshot nobody uses (else kState naming the users).

@@ -81,6 +81,11 @@ TEST_F(SnapshotBookkeepingTest, RemoveIsRefusedWhileUsedThenRemovesTheDirectory)
   ASSERT_TRUE(store.ok()) << store.error().message();
   SnapshotRecord base = Record("base", "sha256:b1", "sha256:img");
   SnapshotRecord child = Record("child", "sha256:c1", "sha256:b1");
+  child.lowers_json = nlohmann::json(std::vector<std::string>{SnapshotLayerPath(base.dir),
+                                                              SnapshotLayerPath(child.dir)}).dump();
+  // Same bytes, another name: neither its users nor base's by digest.
+  SnapshotRecord twin = Record("twin", "sha256:b1", "sha256:img");
+  ASSERT_TRUE(store->InsertSnapshot(twin).ok());
   ASSERT_TRUE(store->InsertSnapshot(base).ok());
   ASSERT_TRUE(store->InsertSnapshot(child).ok());
   ASSERT_TRUE(MakeDirs(base.dir, 0700).ok());
@@ -95,6 +100,10 @@ TEST_F(SnapshotBookkeepingTest, RemoveIsRefusedWhileUsedThenRemovesTheDirectory)
   auto users = SnapshotUsers(*store, base);
   ASSERT_TRUE(users.ok());
   EXPECT_EQ(*users, (std::vector<std::string>{"sandbox _run/user (created)", "snapshot child"}));
+  auto twin_users = SnapshotUsers(*store, twin);
+  ASSERT_TRUE(twin_users.ok());
+  EXPECT_TRUE(twin_users->empty());
+  ASSERT_TRUE(RemoveSnapshot(*store, "twin").ok());
   auto refused = RemoveSnapshot(*store, "base");
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.error().message().find("sandbox _run/user"), std::string::npos);
