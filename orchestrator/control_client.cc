@@ -127,13 +127,17 @@ Status AwaitResult(const std::function<Result<Frame>()>& receive, uint32_t id, c
     if (f.id != id && f.id != 0) continue;
     if (f.kind == agent::FrameKind::kError) {
       auto e = agent::ParseErrorMsg(f.payload);
-      return Error(ErrorCode::kUnavailable,
-                   std::string(what) + ": " + (e.ok() ? e->message : "the sandbox refused"));
+      std::string why = e.ok() ? vm::BoundedGuestText(e->message) : "the sandbox refused";
+      // An agentd from before freeze existed does not know the kind.
+      if (why.find("unknown frame kind") != std::string::npos) {
+        why += " (its guest agent predates snapshots: recreate the sandbox, msb up --force-recreate or msb rm and run it again)";
+      }
+      return Error(ErrorCode::kUnavailable, std::string(what) + ": " + why);
     }
     if (f.kind != agent::FrameKind::kResult) continue;
     auto r = agent::ParseResultMsg(f.payload);
     if (!r.ok()) return r.error();
-    if (r->error) return Error(ErrorCode::kState, std::string(what) + ": " + *r->error);
+    if (r->error) return Error(ErrorCode::kState, std::string(what) + ": " + vm::BoundedGuestText(*r->error));
     return OkStatus();
   }
 }

@@ -609,6 +609,36 @@ TEST_F(AgentdTest, MalformedRequestsGetErrorsAndServiceContinues) {
   EXPECT_EQ(o.out, "still serving\n");
 }
 
+// Serve mode has no writable layer of its own to freeze: freeze and thaw
+// are answered, each with an error on its own id, and service goes on. (The
+// freeze itself is exercised on a booted VM: tests/integration/snapshot_test.cc.)
+TEST_F(AgentdTest, FreezeAndThawWithoutAWritableLayerAreRefusedOnTheirId) {
+  Handshake();
+  Send(3, FrameKind::kFreeze, Encode(Freeze{1000}));
+  Frame f = Recv();
+  EXPECT_EQ(f.id, 3u);
+  ASSERT_EQ(f.kind, FrameKind::kResult);
+  auto r = ParseResultMsg(f.payload);
+  ASSERT_TRUE(r.ok() && r->error);
+  EXPECT_NE(r->error->find("no disk-backed writable layer"), std::string::npos) << *r->error;
+
+  Send(4, FrameKind::kFreeze, R"({"timeout_ms":600000})");
+  f = Recv();
+  EXPECT_EQ(f.id, 4u);
+  r = ParseResultMsg(f.payload);
+  ASSERT_TRUE(r.ok() && r->error);
+  EXPECT_NE(r->error->find("timeout_ms"), std::string::npos) << *r->error;
+
+  Send(5, FrameKind::kThaw, "{}");
+  f = Recv();
+  EXPECT_EQ(f.id, 5u);
+  r = ParseResultMsg(f.payload);
+  ASSERT_TRUE(r.ok() && r->error);
+  EXPECT_NE(r->error->find("not frozen"), std::string::npos) << *r->error;
+
+  EXPECT_EQ(Run(6, Cmd({"echo", "still serving"})).out, "still serving\n");
+}
+
 TEST_F(AgentdTest, OversizedFrameClosesChannel) {
   Handshake();
   std::string header("\x00\x20\x00\x00\x00\x00\x00\x02\x12", 9);  // 2 MiB kStdin
