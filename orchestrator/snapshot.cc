@@ -77,7 +77,9 @@ Result<std::string> CopyLayer(const SandboxRecord& source, const std::string& up
   if (!copy.ok()) return copy.error();
   if (!thawed.ok()) {
     return thawed.error().Wrap("the copy of " + SandboxName(source) +
-                               "'s writable layer is not consistent, so it was discarded; try again");
+                               "'s writable layer took longer than the " + std::to_string(kSnapshotFreezeMs / 1000) +
+                               " s it may stay frozen, so it is not consistent and was discarded; stop the "
+                               "sandbox (msb stop) and snapshot it stopped");
   }
   return copy->digest;
 }
