@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -94,9 +95,15 @@ Result<std::set<std::string>> KeepRoots(Store& store) {
   for (const auto& i : images) keep.insert(i.digest);
   MSB_TRY(auto sandboxes, store.ListAllSandboxes());
   for (const auto& s : sandboxes) keep.insert(s.image_digest);
-  // A snapshot holds the image its chain sits on (each parent is held in turn).
+  // A snapshot holds the image its chain sits on (each parent is held in
+  // turn), and its base disk by name: a local directory's disk is named by
+  // a key of its own, not by the digest (storage/disk.h).
   MSB_TRY(auto snapshots, store.ListSnapshots());
-  for (const auto& s : snapshots) keep.insert(s.parent_digest);
+  for (const auto& s : snapshots) {
+    keep.insert(s.parent_digest);
+    std::string stem = std::filesystem::path(s.base_disk).stem().string();
+    if (stem.size() == 64) keep.insert("sha256:" + stem);
+  }
   keep.erase("");
   return keep;
 }

@@ -164,6 +164,15 @@ TEST_F(SnapshotTest, StoppedSandboxIsCopiedAsItIsAndBadInputIsRefused) {
   EXPECT_EQ(Snapshots().size(), 1u);
   EXPECT_EQ(Msb({"rm", "ro"}).code, 0);
   EXPECT_EQ(Msb({"rm", "s1"}).code, 0);
+
+  // With no sandbox left on the image, the snapshot still holds its base
+  // disk: a prune keeps it, and the snapshot still boots.
+  auto prune = Msb({"image", "prune"});
+  EXPECT_EQ(prune.code, 0) << prune.err;
+  auto after_prune = RunOn("stopped", "cat /kept");
+  EXPECT_EQ(after_prune.code, 0) << after_prune.err;
+  EXPECT_EQ(after_prune.out, "kept\n");
+  EXPECT_EQ(Msb({"snapshot", "rm", "stopped"}).code, 0);
 }
 
 // agentd thaws by itself when the freeze's time runs out, and the supervisor
