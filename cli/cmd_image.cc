@@ -24,6 +24,7 @@
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
 #include "schema/values.h"
+#include "vm/spec.h"
 
 namespace msb::cli {
 namespace {
@@ -94,15 +95,22 @@ Result<std::set<std::string>> KeepRoots(Store& store) {
   MSB_TRY(auto images, store.ListImages());
   for (const auto& i : images) keep.insert(i.digest);
   MSB_TRY(auto sandboxes, store.ListAllSandboxes());
-  for (const auto& s : sandboxes) keep.insert(s.image_digest);
+  auto keep_disk = [&](const std::string& path) {
+    std::string stem = std::filesystem::path(path).stem().string();
+    if (stem.size() == 64) keep.insert("sha256:" + stem);
+  };
+  for (const auto& s : sandboxes) {
+    keep.insert(s.image_digest);
+    // Its base disk by name too: a local directory's disk is keyed apart
+    // from the digest (storage/disk.h), so the digest alone would not keep it.
+    if (auto spec = vm::ReadSpec(s.sandbox_dir); spec.ok()) keep_disk(spec->base_disk);
+  }
   // A snapshot holds the image its chain sits on (each parent is held in
-  // turn), and its base disk by name: a local directory's disk is named by
-  // a key of its own, not by the digest (storage/disk.h).
+  // turn), and its base disk by name.
   MSB_TRY(auto snapshots, store.ListSnapshots());
   for (const auto& s : snapshots) {
     keep.insert(s.parent_digest);
-    std::string stem = std::filesystem::path(s.base_disk).stem().string();
-    if (stem.size() == 64) keep.insert("sha256:" + stem);
+    keep_disk(s.base_disk);
   }
   keep.erase("");
   return keep;

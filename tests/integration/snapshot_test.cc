@@ -162,6 +162,10 @@ TEST_F(SnapshotTest, StoppedSandboxIsCopiedAsItIsAndBadInputIsRefused) {
   }
   EXPECT_EQ(entries, std::vector<std::string>{"stopped"});
   EXPECT_EQ(Snapshots().size(), 1u);
+  // The sandboxes' own local-directory base disk is theirs too.
+  auto dry = Msb({"image", "prune", "--dry-run"});
+  EXPECT_EQ(dry.code, 0) << dry.err;
+  EXPECT_THAT(dry.out, HasSubstr(" 0 base disk(s)"));
   EXPECT_EQ(Msb({"rm", "ro"}).code, 0);
   EXPECT_EQ(Msb({"rm", "s1"}).code, 0);
 
