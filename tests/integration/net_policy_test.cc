@@ -616,6 +616,11 @@ TEST_F(NetPolicyTest, EmbeddedFormsOfTheGatewayAndAGroupMemberAreRefusedWithNoHo
   const auto by = net.value("denied_by", nlohmann::json::object());
   EXPECT_EQ(Number(by, "embedded gateway"), 21u) << net.dump();
   EXPECT_EQ(Number(by, "embedded group"), 14u) << net.dump();
+  // The host's loopback in each of its 7 forms (TCP and UDP), the two
+  // unique local and the link-local address (3 probes each).
+  EXPECT_EQ(Number(by, "profile group: loopback"), 14u) << net.dump();
+  EXPECT_EQ(Number(by, "profile group: private"), 6u) << net.dump();
+  EXPECT_EQ(Number(by, "profile group: link-local"), 3u) << net.dump();
   ASSERT_TRUE(net.contains("host_sockets")) << net.dump();
   EXPECT_EQ(Number(net, "host_sockets"), 0u) << net.dump();
   EXPECT_EQ(loop_server.accepted("loopback"), 0) << loop_server.Counts();
