@@ -384,6 +384,11 @@ TEST_F(StackTest, InterceptedFlowWaitsForTheStreamAndFlowsThroughIt) {
   uint32_t snd = sa->f.tcp->seq + 1;
   SendTcp(40020, cfg_.gateway4, port, kTcpAck | kTcpPsh, 101, snd, "hello");
   EXPECT_EQ(ReadAll(mine.get(), 5), "hello");  // the stream, not the host socket
+  // Nothing was sent on the host socket either: it has no byte queued, so
+  // any it had sent would already be readable at the listener's end.
+  int queued = -1;
+  EXPECT_EQ(ioctl(host.get(), SIOCOUTQ, &queued), 0);
+  EXPECT_EQ(queued, 0);
   char c;
   EXPECT_LT(recv(conn.get(), &c, 1, MSG_DONTWAIT), 0);
   ASSERT_EQ(send(mine.get(), "back", 4, 0), 4);
