@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/protocol.h"
 #include "common/capabilities.h"
 #include "common/hex.h"
 
@@ -282,6 +283,7 @@ std::string Encode(const BootConfig& m) {
             {"root",
              {{"base_serial", m.root.base_serial},
               {"upper_serial", m.root.upper_serial},
+              {"lower_serials", m.root.lower_serials},
               {"ephemeral", m.root.ephemeral},
               {"upper_size_bytes", m.root.upper_size_bytes},
               {"read_only", m.root.read_only}}},
@@ -335,6 +337,7 @@ std::string Encode(const ResultMsg& m) {
   return Dump(json{{"ok", true}});
 }
 std::string Encode(const Shutdown& m) { return Dump(json{{"timeout_ms", m.timeout_ms}}); }
+std::string Encode(const Freeze& m) { return Dump(json{{"timeout_ms", m.timeout_ms}}); }
 std::string Encode(const ErrorMsg& m) {
   json j = {{"message", m.message}};
   if (m.id) j["id"] = *m.id;
@@ -370,6 +373,17 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
     Fields r(*root, "boot.root");
     r.Str("base_serial", m.root.base_serial);
     r.Str("upper_serial", m.root.upper_serial);
+    r.StrList("lower_serials", m.root.lower_serials);
+    if (m.root.lower_serials.size() > kMaxLowerLayers) {
+      r.Merge(Error(ErrorCode::kProtocol, "boot.root: field \"lower_serials\": more than " +
+                                              std::to_string(kMaxLowerLayers) + " layers"));
+    }
+    for (const auto& serial : m.root.lower_serials) {
+      if (serial.empty() || serial.size() > kMaxDiskSerial) {
+        r.Merge(Error(ErrorCode::kProtocol, "boot.root: field \"lower_serials\": a serial must be 1 to " +
+                                                std::to_string(kMaxDiskSerial) + " bytes"));
+      }
+    }
     r.Bool("ephemeral", m.root.ephemeral);
     r.Int("upper_size_bytes", m.root.upper_size_bytes, 0, std::numeric_limits<int64_t>::max());
     r.Bool("read_only", m.root.read_only);
@@ -540,6 +554,15 @@ Result<Shutdown> ParseShutdown(std::string_view payload) {
   Shutdown m;
   Fields f(j, "shutdown");
   f.Int("timeout_ms", m.timeout_ms, 0, 3600 * 1000);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
+Result<Freeze> ParseFreeze(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "freeze"));
+  Freeze m;
+  Fields f(j, "freeze");
+  f.Int("timeout_ms", m.timeout_ms, 1, kMaxFreezeMs, true);
   MSB_TRY_STATUS(f.status());
   return m;
 }

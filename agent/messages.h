@@ -23,6 +23,10 @@ struct Hello {
 struct RootConfig {
   std::string base_serial = "msb-base";
   std::string upper_serial = "msb-upper";
+  // Read-only ext4 layers over the base, oldest first (a snapshot's chain,
+  // kLowerSerialPrefix + i); overlayfs stacks their upper/ directories,
+  // newest on top. At most kMaxLowerLayers.
+  std::vector<std::string> lower_serials;
   bool ephemeral = false;          // upper layer on tmpfs instead of a disk
   uint64_t upper_size_bytes = 0;   // tmpfs size when ephemeral (0: kernel default)
   // The assembled root is remounted read-only once agentd has written what it
@@ -147,6 +151,8 @@ struct ResultMsg {
   std::optional<std::string> error;  // none: {"ok":true}
 };
 struct Shutdown { int64_t timeout_ms = 10000; };
+// kFreeze: agentd thaws by itself timeout_ms (1..kMaxFreezeMs) later.
+struct Freeze { int64_t timeout_ms = 30000; };
 // kError. On id N != 0 it is final for N (the request could not start). A
 // complaint about a frame for a live id N comes on id 0 with id = N, and N
 // stays live.
@@ -191,6 +197,7 @@ std::string Encode(const Credit& m);
 std::string Encode(const PathRequest& m);
 std::string Encode(const ResultMsg& m);
 std::string Encode(const Shutdown& m);
+std::string Encode(const Freeze& m);
 std::string Encode(const ErrorMsg& m);
 std::string Encode(const UnpackRequest& m);
 std::string Encode(const LayerReport& m);
@@ -207,6 +214,7 @@ Result<Credit> ParseCredit(std::string_view payload);
 Result<PathRequest> ParsePathRequest(std::string_view payload);
 Result<ResultMsg> ParseResultMsg(std::string_view payload);
 Result<Shutdown> ParseShutdown(std::string_view payload);
+Result<Freeze> ParseFreeze(std::string_view payload);
 Result<ErrorMsg> ParseErrorMsg(std::string_view payload);
 Result<UnpackRequest> ParseUnpackRequest(std::string_view payload);
 Result<LayerReport> ParseLayerReport(std::string_view payload);

@@ -12,7 +12,7 @@ struct KindName {
   const char* name;
 };
 
-constexpr std::array<KindName, 20> kKindNames = {{
+constexpr std::array<KindName, 22> kKindNames = {{
     {FrameKind::kHello, "hello"},     {FrameKind::kBoot, "boot"},
     {FrameKind::kReady, "ready"},     {FrameKind::kExec, "exec"},
     {FrameKind::kStarted, "started"}, {FrameKind::kStdin, "stdin"},
@@ -21,7 +21,8 @@ constexpr std::array<KindName, 20> kKindNames = {{
     {FrameKind::kResize, "resize"},   {FrameKind::kCredit, "credit"},
     {FrameKind::kCopyIn, "copy-in"},  {FrameKind::kCopyOut, "copy-out"},
     {FrameKind::kData, "data"},       {FrameKind::kResult, "result"},
-    {FrameKind::kShutdown, "shutdown"}, {FrameKind::kUnpack, "unpack"},
+    {FrameKind::kShutdown, "shutdown"}, {FrameKind::kFreeze, "freeze"},
+    {FrameKind::kThaw, "thaw"},       {FrameKind::kUnpack, "unpack"},
     {FrameKind::kLayer, "layer"},     {FrameKind::kError, "error"},
 }};
 
@@ -52,7 +53,8 @@ static_assert(TableCovers(FrameKind::kHello) && TableCovers(FrameKind::kBoot) &&
               TableCovers(FrameKind::kResize) && TableCovers(FrameKind::kCredit) &&
               TableCovers(FrameKind::kCopyIn) && TableCovers(FrameKind::kCopyOut) &&
               TableCovers(FrameKind::kData) && TableCovers(FrameKind::kResult) &&
-              TableCovers(FrameKind::kShutdown) && TableCovers(FrameKind::kUnpack) &&
+              TableCovers(FrameKind::kShutdown) && TableCovers(FrameKind::kFreeze) &&
+              TableCovers(FrameKind::kThaw) && TableCovers(FrameKind::kUnpack) &&
               TableCovers(FrameKind::kLayer) && TableCovers(FrameKind::kError));
 
 }  // namespace

@@ -37,6 +37,12 @@ inline constexpr uint32_t kMaxChunk = 64 * 1024;
 inline constexpr const char* kPortName = "msb.agent";
 inline constexpr const char* kBaseSerial = "msb-base";
 inline constexpr const char* kUpperSerial = "msb-upper";
+// Read-only layers between the base and the upper (a snapshot's chain):
+// serials kLowerSerialPrefix + "<i>", at most kMaxLowerLayers of them.
+inline constexpr const char* kLowerSerialPrefix = "msb-lower-";
+inline constexpr size_t kMaxLowerLayers = 8;
+// A frozen upper layer is thawed by agentd itself after at most this long.
+inline constexpr int64_t kMaxFreezeMs = 60 * 1000;
 
 enum class FrameKind : uint8_t {
   kHello = 1,      // both: {"version":N, ...}; agent first, host answers
@@ -56,6 +62,8 @@ enum class FrameKind : uint8_t {
   kData = 34,      // both: raw tar bytes; empty payload = end of stream
   kResult = 35,    // agent→host: {"ok":true} or {"error":"..."}
   kShutdown = 48,  // host→agent: {"timeout_ms":N}
+  kFreeze = 49,    // host→agent, fresh host id: {"timeout_ms":N}; kResult once the upper is frozen
+  kThaw = 50,      // host→agent, fresh host id: {}; kResult (an error when it was not frozen)
   kUnpack = 64,    // host→agent, instead of kBoot: UnpackRequest (unpack mode)
   kLayer = 65,     // agent→host: LayerReport, one per layer applied
   kError = 127,    // both: {"message":"..."} about that id

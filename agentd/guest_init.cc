@@ -20,6 +20,7 @@
 #include <cstring>
 #include <vector>
 
+#include "agent/protocol.h"
 #include "agentd/agentd_log.h"
 #include "common/fd.h"
 #include "common/io.h"
@@ -141,13 +142,33 @@ Result<std::string> FindDiskBySerial(const std::string& serial, int wait_ms,
 }
 
 Status AssembleRoot(const RootConfig& root, const std::string& new_root) {
-  const std::string lower = "/run/msb/lower", upper = "/run/msb/upper";
+  const std::string lower = "/run/msb/lower", upper = kUpperMount;
   MSB_TRY(std::string base_dev, FindDiskBySerial(root.base_serial, 5000));
   auto base = Mount(base_dev, lower, "ext4", MS_RDONLY, "");
   if (!base.ok()) {
     // An EROFS base image is accepted as well.
     if (!Mount(base_dev, lower, "erofs", MS_RDONLY, "").ok())
       return base.error().Wrap("mounting the base image");
+  }
+  // A snapshot's layers: each an ext4 disk the host attached read-only,
+  // holding the upper/ directory of the sandbox it was copied from. Its
+  // whiteouts and opaque directories hide what they hid there.
+  if (root.lower_serials.size() > kMaxLowerLayers) {
+    return Error(ErrorCode::kInvalidArgument, "more than " + std::to_string(kMaxLowerLayers) +
+                                                  " snapshot layers");
+  }
+  std::string lowerdir = lower;
+  for (size_t i = 0; i < root.lower_serials.size(); ++i) {
+    const std::string point = "/run/msb/layer" + std::to_string(i);
+    MSB_TRY(std::string dev, FindDiskBySerial(root.lower_serials[i], 5000));
+    auto s = Mount(dev, point, "ext4", MS_RDONLY, "noload");
+    if (!s.ok()) return s.error().Wrap("mounting snapshot layer " + std::to_string(i));
+    struct stat st{};
+    if (::lstat((point + "/upper").c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return Error(ErrorCode::kInvalidArgument,
+                   "snapshot layer " + std::to_string(i) + " has no upper/ directory");
+    }
+    lowerdir = point + "/upper:" + lowerdir;
   }
   if (root.ephemeral) {
     std::string opts = "mode=0755";
@@ -161,7 +182,7 @@ Status AssembleRoot(const RootConfig& root, const std::string& new_root) {
   MSB_TRY_STATUS(MakeDirs(upper + "/upper"));
   MSB_TRY_STATUS(MakeDirs(upper + "/work"));
   MSB_TRY_STATUS(Mount("overlay", new_root, "overlay", 0,
-                       "lowerdir=" + lower + ",upperdir=" + upper + "/upper,workdir=" + upper + "/work"));
+                       "lowerdir=" + lowerdir + ",upperdir=" + upper + "/upper,workdir=" + upper + "/work"));
   for (const char* dir : {"/dev", "/proc", "/sys"}) {
     std::string target = new_root + dir;
     MSB_TRY_STATUS(MakeDirs(target));

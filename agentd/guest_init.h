@@ -32,8 +32,14 @@ Result<std::string> FindPortDevice(const std::string& name, int wait_ms);
 Result<std::string> FindDiskBySerial(const std::string& serial, int wait_ms,
                                      const std::string& prefix = "");
 
-// Mounts the base read-only and the upper (disk or tmpfs) and assembles the
-// overlay at new_root; moves /dev, /proc and /sys below it.
+// Where the writable layer's file system is mounted (in the initramfs's
+// tree, hidden once the root is switched: open it before, to freeze it).
+inline constexpr const char* kUpperMount = "/run/msb/upper";
+
+// Mounts the base read-only, each lower layer read-only (ext4, journal not
+// replayed: /run/msb/layer<i>), and the upper (disk or tmpfs), and assembles
+// the overlay at new_root with lowerdir = the layers' upper/ directories,
+// newest first, then the base; moves /dev, /proc and /sys below it.
 Status AssembleRoot(const RootConfig& root, const std::string& new_root);
 
 // Makes new_root the root: chdir, mount --move new_root /, chroot ".". (An

@@ -45,6 +45,13 @@
 // - shutdown: kShutdown{timeout_ms} sends SIGTERM to every process (PID 1:
 //   kill(-1); serve mode: each session's process group), SIGKILL when the
 //   timeout passes, then waits at most kKillGrace for the last ones.
+// - freeze: kFreeze{timeout_ms} freezes the writable layer's file system
+//   (FIFREEZE on kUpperMount) so that the host can copy its disk; kThaw
+//   thaws it. agentd thaws by itself at thaw_deadline_ (timeout_ms, at most
+//   kMaxFreezeMs), when the host goes away and before shutting down, so a
+//   host that dies mid-copy never leaves the guest frozen; the kThaw that
+//   comes too late is answered with an error, telling the host its copy is
+//   not consistent.
 // - kReconnectPoll (1 s), PID 1 only: while the host end of the port is
 //   closed (POLLHUP), the port is re-polled this often; on reconnection a new
 //   kHello starts a new conversation. Exec and copy sessions are killed when
@@ -59,7 +66,9 @@
 #include "agentd/server.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -217,6 +226,7 @@ void Server::ReadChannel() {
 void Server::ChannelLost(const std::string& why) {
   if (!connected_) return;
   Diag(why);
+  (void)Thaw("because the host went away");
   connected_ = false;
   outbuf_.clear();
   out_off_ = 0;
@@ -321,6 +331,8 @@ void Server::HandleFrame(Frame f) {
     case FrameKind::kResize: return HandleResize(f);
     case FrameKind::kCredit: return HandleCredit(f);
     case FrameKind::kShutdown: return HandleShutdown(f);
+    case FrameKind::kFreeze: return HandleFreeze(f);
+    case FrameKind::kThaw: return HandleThaw(f);
     case FrameKind::kUnpack: return HandleUnpack(f);
     default: SendError(f.id, "unexpected " + ToString(f.kind) + " frame");
   }
@@ -359,6 +371,10 @@ void Server::HandleBoot(const Frame& f) {
   };
   if (mode_ == ServerMode::kPid1) {
     if (auto s = AssembleRoot(boot_.root, kNewRoot); !s.ok()) return fail(s.error());
+    if (!boot_.root.ephemeral) {
+      upper_fd_ = UniqueFd(::open(kUpperMount, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!upper_fd_) Diag(std::string("opening ") + kUpperMount + ": " + std::strerror(errno));
+    }
     if (auto s = MountAll(boot_.mounts, kNewRoot); !s.ok()) return fail(s.error());
     if (auto s = SwitchRoot(kNewRoot); !s.ok()) return fail(s.error());
     if (!boot_.hostname.empty() && ::sethostname(boot_.hostname.data(), boot_.hostname.size()) != 0)
@@ -499,6 +515,46 @@ void Server::HandleShutdown(const Frame& f) {
   StartShutdown(std::chrono::milliseconds(req->timeout_ms));
 }
 
+void Server::HandleFreeze(const Frame& f) {
+  auto answer = [&](const Status& s) {
+    Queue(f.id, FrameKind::kResult,
+          Encode(ResultMsg{s.ok() ? std::nullopt : std::optional<std::string>(s.error().message())}));
+  };
+  auto req = ParseFreeze(f.payload);
+  if (!req.ok()) return answer(req.error());
+  if (!upper_fd_) {
+    return answer(Error(ErrorCode::kUnavailable,
+                        "freeze: this sandbox has no disk-backed writable layer (ephemeral or read-only root)"));
+  }
+  if (frozen_) return answer(Error(ErrorCode::kState, "freeze: the writable layer is already frozen"));
+  // Blocks until the file system is synced and its journal committed.
+  if (::ioctl(upper_fd_.get(), FIFREEZE, 0) != 0) return answer(Error::FromErrno("freeze: FIFREEZE"));
+  frozen_ = true;
+  thaw_deadline_ = Clock::now() + std::chrono::milliseconds(req->timeout_ms);
+  Diag("writable layer frozen for at most " + std::to_string(req->timeout_ms) + " ms");
+  answer(OkStatus());
+}
+
+void Server::HandleThaw(const Frame& f) {
+  Status s = frozen_ ? Thaw("on request")
+                     : Status(Error(ErrorCode::kState,
+                                    "thaw: the writable layer is not frozen (thawed after its timeout, or never frozen)"));
+  Queue(f.id, FrameKind::kResult,
+        Encode(ResultMsg{s.ok() ? std::nullopt : std::optional<std::string>(s.error().message())}));
+}
+
+Status Server::Thaw(const std::string& why) {
+  if (!frozen_) return OkStatus();
+  frozen_ = false;
+  if (::ioctl(upper_fd_.get(), FITHAW, 0) != 0) {
+    Status s = Error::FromErrno("thaw: FITHAW");
+    Diag(s.error().message());
+    return s;
+  }
+  Diag("writable layer thawed " + why);
+  return OkStatus();
+}
+
 // Unpack mode (unpack.h): instead of kBoot, PID 1 applies image layers onto
 // a target disk and reports each layer; the loop is blocked meanwhile (there
 // is nothing else to serve), and afterwards only kShutdown is.
@@ -523,6 +579,7 @@ int Server::PollTimeoutMs() const {
   Clock::time_point wake = Clock::time_point::max();
   if (mode_ == ServerMode::kPid1 && !connected_) wake = now + kReconnectPoll;
   if (state_ == ServerState::kShuttingDown) wake = std::min(wake, kill_sent_ ? kill_deadline_ : shutdown_deadline_);
+  if (frozen_) wake = std::min(wake, thaw_deadline_);
   for (const auto& [id, s] : sessions_)
     if (s->exit && s->streams_open() && s->send.available() > 0)
       wake = std::min(wake, s->last_progress + kDrainGrace);
@@ -595,6 +652,7 @@ int Server::Run() {
       }
     }
     if (state_ == ServerState::kDone) break;
+    if (frozen_ && Clock::now() >= thaw_deadline_) (void)Thaw("after its timeout: no thaw came from the host");
     for (auto& [id, s] : sessions_) PumpInput(*s);
     FinishSessions();
     if (mode_ == ServerMode::kPid1 && !connected_) CheckReconnect();

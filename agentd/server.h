@@ -76,6 +76,10 @@ class Server {
   void HandleResize(const Frame& f);
   void HandleCredit(const Frame& f);
   void HandleShutdown(const Frame& f);
+  void HandleFreeze(const Frame& f);
+  void HandleThaw(const Frame& f);
+  // Thaws the upper layer if frozen; `why` goes to the console log.
+  Status Thaw(const std::string& why);
   void HandleUnpack(const Frame& f);
   Status CheckNewId(uint32_t id) const;
   Session* Find(uint32_t id);
@@ -113,6 +117,11 @@ class Server {
   Clock::time_point kill_deadline_{};
   bool kill_sent_ = false;
   int exit_code_ = 0;
+  // PID 1 with a disk-backed writable layer: its mount (kUpperMount), opened
+  // before the root switch hides it; the target of kFreeze.
+  UniqueFd upper_fd_;
+  bool frozen_ = false;
+  Clock::time_point thaw_deadline_{};  // while frozen_: thaw by then at the latest
 };
 
 }  // namespace msb::agent

@@ -230,6 +230,7 @@ void Server::DiscardKilledSessions(bool workload_too) {
 }
 
 void Server::StartShutdown(std::chrono::milliseconds timeout) {
+  (void)Thaw("before shutting down");  // sync and unmount would wait on it forever
   if (state_ == ServerState::kShuttingDown) return;
   Diag("shutting down");
   state_ = ServerState::kShuttingDown;

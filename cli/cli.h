@@ -76,6 +76,7 @@ void RegisterPsCommand(CLI::App& app);        // ps (called by RegisterSandboxCo
 void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox supervisor
 void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path
 void RegisterVolumeCommands(CLI::App& app);     // volume ls, volume rm
+void RegisterSnapshotCommands(CLI::App& app);   // snapshot create, ls, rm
 void RegisterPullCommand(CLI::App& app);        // pull
 void RegisterImageCommands(CLI::App& app);      // images, rmi, load, image ls/rm/load/prune
 void RegisterLoginCommands(CLI::App& app);      // login, logout

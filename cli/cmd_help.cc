@@ -26,7 +26,7 @@ const std::array<HelpGroup, 4>& HelpGroups() {
   static const std::array<HelpGroup, 4> groups = {{
       {"Project", {"plan", "up", "down", "start", "restart"}},
       {"Sandboxes", {"run", "exec", "shell", "logs", "cp", "stop", "rm", "ps"}},
-      {"Images", {"pull", "images", "rmi", "load", "image", "login", "logout"}},
+      {"Images", {"pull", "images", "rmi", "load", "image", "snapshot", "login", "logout"}},
       {"Other", {"volume", "net", "kernel", "config", "validate", "version"}},
   }};
   return groups;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -23,6 +24,7 @@
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
 #include "schema/values.h"
+#include "vm/spec.h"
 
 namespace msb::cli {
 namespace {
@@ -93,7 +95,23 @@ Result<std::set<std::string>> KeepRoots(Store& store) {
   MSB_TRY(auto images, store.ListImages());
   for (const auto& i : images) keep.insert(i.digest);
   MSB_TRY(auto sandboxes, store.ListAllSandboxes());
-  for (const auto& s : sandboxes) keep.insert(s.image_digest);
+  auto keep_disk = [&](const std::string& path) {
+    std::string stem = std::filesystem::path(path).stem().string();
+    if (stem.size() == 64) keep.insert("sha256:" + stem);
+  };
+  for (const auto& s : sandboxes) {
+    keep.insert(s.image_digest);
+    // Its base disk by name too: a local directory's disk is keyed apart
+    // from the digest (storage/disk.h), so the digest alone would not keep it.
+    if (auto spec = vm::ReadSpec(s.sandbox_dir); spec.ok()) keep_disk(spec->base_disk);
+  }
+  // A snapshot holds the image its chain sits on (each parent is held in
+  // turn), and its base disk by name.
+  MSB_TRY(auto snapshots, store.ListSnapshots());
+  for (const auto& s : snapshots) {
+    keep.insert(s.parent_digest);
+    keep_disk(s.base_disk);
+  }
   keep.erase("");
   return keep;
 }

@@ -3,7 +3,6 @@
 // is the launching CLI's readiness pipe; stderr is the supervisor's log.
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -105,7 +104,7 @@ int RunInCgroup(vm::VmSpec spec, int notify, orchestrator::Store& store,
   return sup.ExitCode();
 }
 
-int RunSupervisor(const std::string& dir, bool secrets_stdin) {
+int RunSupervisor(const std::string& dir, bool secrets_stdin, int lock_fd) {
   std::map<std::string, secrets::SecretValue> secret_values;
   std::string secrets_error;
   if (secrets_stdin) {
@@ -132,10 +131,25 @@ int RunSupervisor(const std::string& dir, bool secrets_stdin) {
   SetLogTimestamps(true);
 
   // One supervisor per sandbox: the lock is held until this process ends.
-  int lock = ::open(orchestrator::SupervisorLockPath(dir).c_str(),
-                    O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    std::string msg = "error: another supervisor already runs the sandbox in " + dir + "\n";
+  // The launcher took it and passed its fd (orchestrator/launch.h); started
+  // by hand, the supervisor takes it itself. Never passed on to QEMU or
+  // virtiofsd.
+  Status locked = OkStatus();
+  if (lock_fd >= 0) {
+    ::fcntl(lock_fd, F_SETFD, FD_CLOEXEC);
+    locked = orchestrator::HoldSupervisorLock(lock_fd);
+  } else {
+    auto lock = orchestrator::TakeSupervisorLock(dir);
+    if (lock.ok()) {
+      (void)lock->Release();  // held for the life of the process
+    } else {
+      locked = lock.error();
+    }
+  }
+  if (!locked.ok()) {
+    std::string msg = locked.error().code() == ErrorCode::kAlreadyExists
+                          ? "error: another supervisor already runs the sandbox in " + dir + "\n"
+                          : "error: " + locked.error().message() + "\n";
     ssize_t u = ::write(notify, msg.data(), msg.size());
     (void)u;
     return 1;
@@ -192,9 +206,11 @@ void RegisterSupervisorCommand(CLI::App& app) {
   cmd->group("");
   auto dir = std::make_shared<std::string>();
   auto secrets_stdin = std::make_shared<bool>(false);
+  auto lock_fd = std::make_shared<int>(-1);
   cmd->add_option("--dir", *dir, "sandbox directory")->required();
   cmd->add_flag("--secrets-stdin", *secrets_stdin, "read secret values from stdin");
-  OnRun(cmd, [dir, secrets_stdin]() { return RunSupervisor(*dir, *secrets_stdin); });
+  cmd->add_option("--lock-fd", *lock_fd, "an inherited fd holding the sandbox's supervisor lock");
+  OnRun(cmd, [dir, secrets_stdin, lock_fd]() { return RunSupervisor(*dir, *secrets_stdin, *lock_fd); });
 }
 
 }  // namespace msb::cli

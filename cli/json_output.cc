@@ -124,4 +124,15 @@ json VolumeJson(const orchestrator::VolumeRecord& v, const std::vector<orchestra
           {"created_at", v.created_at}, {"used_by", std::move(used)}};
 }
 
+nlohmann::json SnapshotJson(const orchestrator::SnapshotRecord& s, size_t layers) {
+  return nlohmann::json{{"name", s.name},
+                        {"digest", s.digest},
+                        {"parent_digest", s.parent_digest},
+                        {"source", s.source},
+                        {"source_image", s.source_image},
+                        {"layers", layers},
+                        {"size_bytes", s.size_bytes},
+                        {"created_at", s.created_at}};
+}
+
 }  // namespace msb::cli

@@ -22,6 +22,11 @@ namespace msb::cli {
 // one trailing newline.
 std::string JsonText(const nlohmann::json& doc);
 
+// msb snapshot ls: {"name", "digest", "parent_digest", "source",
+// "source_image", "layers", "size_bytes", "created_at"}; `layers` is how
+// many layers a sandbox booting it attaches.
+nlohmann::json SnapshotJson(const orchestrator::SnapshotRecord& snapshot, size_t layers);
+
 // msb plan: {"project", "nothing_to_do", "steps": [{"action", "sandbox",
 // "cause", "text", "after": [{"sandbox", "condition"}]}], "summary"}.
 nlohmann::json PlanJson(const std::string& project, const orchestrator::Plan& plan);

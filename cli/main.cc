@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterSupervisorCommand(app);
   msb::cli::RegisterKernelCommands(app);
   msb::cli::RegisterVolumeCommands(app);
+  msb::cli::RegisterSnapshotCommands(app);
   msb::cli::RegisterPullCommand(app);
   msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterLoginCommands(app);

@@ -117,6 +117,46 @@ Result<json> ControlClient::GetStatus() {
   return j;
 }
 
+namespace {
+
+// The one kResult (or kError) answering request `id`; frames for other ids
+// are not expected on a connection used for nothing else.
+Status AwaitResult(const std::function<Result<Frame>()>& receive, uint32_t id, const char* what) {
+  for (;;) {
+    MSB_TRY(Frame f, receive());
+    if (f.id != id && f.id != 0) continue;
+    if (f.kind == agent::FrameKind::kError) {
+      auto e = agent::ParseErrorMsg(f.payload);
+      std::string why = e.ok() ? vm::BoundedGuestText(e->message) : "the sandbox refused";
+      // An agentd from before freeze existed does not know the kind.
+      if (why.find("unknown frame kind") != std::string::npos) {
+        why += " (its guest agent predates snapshots: recreate the sandbox, msb up --force-recreate or msb rm and run it again)";
+      }
+      return Error(ErrorCode::kUnavailable, std::string(what) + ": " + why);
+    }
+    if (f.kind != agent::FrameKind::kResult) continue;
+    auto r = agent::ParseResultMsg(f.payload);
+    if (!r.ok()) return r.error();
+    if (r->error) return Error(ErrorCode::kState, std::string(what) + ": " + vm::BoundedGuestText(*r->error));
+    return OkStatus();
+  }
+}
+
+}  // namespace
+
+Status ControlClient::Freeze(int timeout_ms) {
+  uint32_t id = next_id_++;
+  MSB_TRY_STATUS(Send(id, agent::FrameKind::kFreeze, agent::Encode(agent::Freeze{timeout_ms})));
+  // Freezing syncs the guest's dirty data first: allow for it.
+  return AwaitResult([&] { return Receive(timeout_ms + 30000); }, id, "freezing the writable layer");
+}
+
+Status ControlClient::Thaw() {
+  uint32_t id = next_id_++;
+  MSB_TRY_STATUS(Send(id, agent::FrameKind::kThaw, "{}"));
+  return AwaitResult([&] { return Receive(30000); }, id, "thawing the writable layer");
+}
+
 Status ControlClient::UpdatePolicy(const json& policy) {
   MSB_TRY_STATUS(Send(0, vm::AsFrameKind(vm::ControlKind::kUpdatePolicy), policy.dump()));
   MSB_TRY(Frame f, Receive(10000));

@@ -36,6 +36,13 @@ class ControlClient {
   Status UpdateSecrets(std::string* values);
   // Asks for a graceful stop and waits until the supervisor is gone.
   Status Stop(int timeout_ms);
+  // Freezes the guest's writable layer (agent kFreeze): once it returns, the
+  // upper disk file holds a consistent file system until Thaw, or until
+  // agentd thaws by itself after timeout_ms, or this client disconnects.
+  Status Freeze(int timeout_ms);
+  // Thaws it; an error when agentd had already thawed (the copy made
+  // meanwhile is not consistent).
+  Status Thaw();
   // Runs req in the guest; returns its shell-style exit code (128+signal).
   Result<int> Exec(agent::ExecRequest req, const ExecIo& io);
   // Sends a tar stream (produced by `produce`, which calls `sink` with

@@ -20,6 +20,7 @@
 #include "image/registry_config.h"
 #include "image/flatten.h"
 #include "orchestrator/launch.h"
+#include "orchestrator/snapshot.h"
 #include "schema/values.h"
 #include "vm/accel.h"
 #include "vm/initramfs.h"
@@ -262,6 +263,41 @@ Result<ResolvedImage> EnsureLayoutImage(Store& store, const schema::Image& image
 
 }  // namespace
 
+nlohmann::json ToJson(const ImageDefaults& d) {
+  return nlohmann::json{{"entrypoint", d.entrypoint}, {"cmd", d.cmd},   {"env", d.env},
+                        {"workdir", d.workdir},       {"user", d.user}, {"exposed_ports", d.exposed_ports}};
+}
+
+ImageDefaults ImageDefaultsFromJson(const nlohmann::json& j) {
+  ImageDefaults d;
+  if (!j.is_object()) return d;
+  auto list = [&](const char* key, std::vector<std::string>& out) {
+    auto it = j.find(key);
+    if (it == j.end() || !it->is_array()) return;
+    for (const auto& e : *it)
+      if (e.is_string()) out.push_back(e.get<std::string>());
+  };
+  auto text = [&](const char* key, std::string& out) {
+    auto it = j.find(key);
+    if (it != j.end() && it->is_string()) out = it->get<std::string>();
+  };
+  list("entrypoint", d.entrypoint);
+  list("cmd", d.cmd);
+  list("env", d.env);
+  text("workdir", d.workdir);
+  text("user", d.user);
+  list("exposed_ports", d.exposed_ports);
+  return d;
+}
+
+ImageDefaults DefaultsForDigest(const std::string& digest) {
+  auto images = image::ImageStore::Open(image::DefaultImageRoot());
+  if (!images.ok()) return {};
+  auto stored = images->ReadImage(digest);
+  if (!stored.ok()) return {};
+  return DefaultsOf(stored->config);
+}
+
 Result<ResolvedImage> EnsureImage(Store& store, const schema::Image& image,
                                   const ImageOptions& options) {
   switch (image.kind) {
@@ -272,11 +308,9 @@ Result<ResolvedImage> EnsureImage(Store& store, const schema::Image& image,
     case schema::Image::Kind::kOciLayout:
       return EnsureLayoutImage(store, image, options);
     case schema::Image::Kind::kSnapshot:
-      break;
+      return ResolveSnapshotImage(store, image.path);
   }
-  return Error(ErrorCode::kUnavailable,
-               "image " + image.reference + ": " + schema::ToString(image.kind) +
-                   " images cannot be run yet; use a registry reference, a ./dir or oci-layout:PATH[:tag]");
+  return Error(ErrorCode::kInternal, "image " + image.reference + ": unknown kind");
 }
 
 Result<std::map<std::string, ResolvedImage>> ResolveImages(Store& store,

@@ -8,6 +8,8 @@
 // only by `msb pull`. Not the transport, the store or the unpacker themselves.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <functional>
 #include <map>
 #include <string>
@@ -31,10 +33,21 @@ struct ImageDefaults {
   std::vector<std::string> exposed_ports;  // "80/tcp"
 };
 
+// As a JSON object with those names (snapshots keep their image's).
+nlohmann::json ToJson(const ImageDefaults& defaults);
+// Missing or mistyped fields stay empty.
+ImageDefaults ImageDefaultsFromJson(const nlohmann::json& j);
+// The defaults of the image stored under a manifest digest; empty when the
+// image store has none (a local directory's digest).
+ImageDefaults DefaultsForDigest(const std::string& digest);
+
 struct ResolvedImage {
   std::string reference;  // canonical reference (schema::Image::reference)
   std::string digest;     // manifest digest, or "sha256:<tree hash>" of a directory
   std::string base_disk;  // read-only ext4; empty when not yet available (fetch off)
+  // snapshot:NAME: the snapshot's layers over base_disk, oldest first
+  // (orchestrator/snapshot.h); empty for every other image.
+  std::vector<std::string> lower_disks;
   ImageDefaults defaults;
 };
 

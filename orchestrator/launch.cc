@@ -18,6 +18,7 @@
 #include <random>
 #include <utility>
 
+#include "agent/protocol.h"
 #include "common/child.h"
 #include "common/fd.h"
 #include "common/install_layout.h"
@@ -108,6 +109,7 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
   req.image_ref = sb.image.reference;
   req.image_dir = sb.image.path;
   req.base_disk = image.base_disk;
+  req.lower_disks = image.lower_disks;
   req.cpus = sb.cpus;
   req.memory_bytes = sb.memory;
   req.disk_bytes = sb.disk;
@@ -199,11 +201,51 @@ std::string SupervisorLockPath(const std::string& sandbox_dir) {
   return sandbox_dir + "/supervisor.lock";
 }
 
+namespace {
+
+struct flock WholeFile(short type) {
+  struct flock l {};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = 0;
+  l.l_len = 0;  // to the end, however long
+  return l;
+}
+
+}  // namespace
+
+Status HoldSupervisorLock(int fd) {
+  struct flock l = WholeFile(F_WRLCK);
+  if (::fcntl(fd, F_OFD_SETLK, &l) == 0) return OkStatus();
+  if (errno == EAGAIN || errno == EACCES) {
+    return Error(ErrorCode::kAlreadyExists, "another supervisor holds its lock", errno);
+  }
+  return Error::FromErrno("locking the supervisor lock");
+}
+
+Result<UniqueFd> TakeSupervisorLock(const std::string& sandbox_dir) {
+  const std::string path = SupervisorLockPath(sandbox_dir);
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return Error::FromErrno("cannot open " + path);
+  if (fd.get() < 3) {
+    // Spawn puts the child's stdio on 0-2: the lock must live above them.
+    UniqueFd high(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3));
+    if (!high) return Error::FromErrno("cannot duplicate the descriptor of " + path);
+    fd = std::move(high);
+  }
+  if (auto st = HoldSupervisorLock(fd.get()); !st.ok()) return st.error().Wrap(path);
+  return fd;
+}
+
 bool SupervisorRunning(const std::string& sandbox_dir) {
   UniqueFd fd(::open(SupervisorLockPath(sandbox_dir).c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return false;  // never started
-  // The supervisor holds an exclusive lock for its whole life; the kernel
-  // drops it when the process dies, however it dies.
+  // The lock is held for the supervisor's whole life (taken for it before it
+  // was spawned); the kernel drops it when the last holder of the open file
+  // dies, however it dies.
+  struct flock l = WholeFile(F_WRLCK);
+  if (::fcntl(fd.get(), F_OFD_GETLK, &l) == 0 && l.l_type != F_UNLCK) return true;
+  // A supervisor of an earlier msb holds a flock(2) instead.
   if (::flock(fd.get(), LOCK_SH | LOCK_NB) == 0) {
     ::flock(fd.get(), LOCK_UN);
     return false;
@@ -265,6 +307,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.kernel = kernel;
   spec.initramfs = initramfs;
   spec.base_disk = base;
+  spec.lower_disks = req.lower_disks;
   spec.boot_timeout_ms = req.boot_timeout_ms;
   if (req.log_max_bytes > 0) {
     spec.log_max_bytes = req.log_max_bytes;
@@ -296,6 +339,18 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
     cleanup_dir();
     return st.error();
   }
+  // A snapshot's layers take virtio-mmio transports too: the Sandboxfile's
+  // check (schema::kMaxMounts) could not count them.
+  if (req.lower_disks.size() > agent::kMaxLowerLayers ||
+      spec.volumes.size() + spec.shares.size() + req.lower_disks.size() > size_t{schema::kMaxMounts}) {
+    cleanup_dir();
+    return Error(ErrorCode::kInvalidArgument,
+                 req.name + ": " + std::to_string(spec.volumes.size() + spec.shares.size()) +
+                     " volumes and bind mounts and " + std::to_string(req.lower_disks.size()) +
+                     " snapshot layers exceed the microVM limit of " + std::to_string(schema::kMaxMounts) +
+                     " devices (docs/design.md \"Disks and devices\"); mount fewer");
+  }
+  for (size_t i = 0; i < req.lower_disks.size(); ++i) boot.root.lower_serials.push_back(vm::LowerSerial(i));
   spec.boot = nlohmann::json::parse(agent::Encode(boot));
   spec.policy = req.policy;
   spec.network = req.network;
@@ -391,12 +446,24 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
     std::string project, name;
     int boot_timeout_ms;
   } req{rec.project, rec.name, spec.boot_timeout_ms};
-  if (SupervisorRunning(dir)) {
+  // The supervisor's lock, taken here and handed to it: never a moment
+  // when the supervisor runs unlocked, and no second one started between a
+  // check and a spawn.
+  auto lock = TakeSupervisorLock(dir);
+  if (!lock.ok() && lock.error().code() == ErrorCode::kAlreadyExists) {
     // Already started by a launcher that did not live to record it.
     SandboxRecord live = rec;
     live.status = SandboxStatus::kStarting;
     return live;
   }
+  if (!lock.ok()) return lock.error();
+  if (::flock(lock->get(), LOCK_SH | LOCK_NB) != 0) {
+    // A supervisor of an earlier msb, which holds a flock(2) instead.
+    SandboxRecord live = rec;
+    live.status = SandboxStatus::kStarting;
+    return live;
+  }
+  ::flock(lock->get(), LOCK_UN);
   auto record_failed = [&](const std::string& why) {
     SandboxStatusUpdate failed;
     failed.status = SandboxStatus::kFailed;
@@ -411,7 +478,13 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   UniqueFd rd(p[0]), wr(p[1]);
   UniqueFd log(::open(spec.SupervisorLog().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   SpawnOptions so;
-  so.argv = {"/proc/self/exe", "supervisor", "--dir", dir};
+  const int lock_fd = lock->get();
+  so.argv = {"/proc/self/exe", "supervisor", "--dir", dir, "--lock-fd", std::to_string(lock_fd)};
+  // The lock's fd, and so the lock, passes to the supervisor through exec.
+  so.before_exec = [lock_fd]() -> int {
+    int flags = ::fcntl(lock_fd, F_GETFD);
+    return flags >= 0 && ::fcntl(lock_fd, F_SETFD, flags & ~FD_CLOEXEC) == 0 ? 0 : errno;
+  };
   // Secret values go to the supervisor on its stdin, a pipe of their own,
   // read now from their sources (never a file, argv or its environment).
   std::string values;
@@ -442,6 +515,7 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   if (n > 0) so.argv[0] = std::string(exe, static_cast<size_t>(n));
   auto child = ChildProcess::Spawn(so);
+  lock->Reset();  // the supervisor holds it now (or, when the spawn failed, nobody)
   values_rd.Reset();
   if (child.ok() && values_wr) {
     // The supervisor reads all of it before anything else; a supervisor that

@@ -29,6 +29,8 @@ struct LaunchRequest {
   // The read-only base disk when already built (orchestrator/images.h);
   // empty: built here from image_dir.
   std::string base_disk;
+  // A snapshot's layers over the base disk, oldest first (ResolvedImage).
+  std::vector<std::string> lower_disks;
   int cpus = 1;
   uint64_t memory_bytes = 512ull << 20;
   uint64_t disk_bytes = 2ull << 30;
@@ -120,8 +122,23 @@ Status UpdateInPlace(Store& store, const SandboxRecord& record, const schema::Sa
 // What is true now: the record, corrected when its supervisor is gone.
 SandboxRecord Observe(Store& store, SandboxRecord record);
 bool SupervisorAlive(const SandboxRecord& record);
-// The lock file every supervisor holds (flock, exclusive) while it lives.
+// The lock file every supervisor holds while it lives: an exclusive open
+// file description lock (fcntl F_OFD_SETLK), so that it belongs to the open
+// file and not to a process. StartSupervisor takes it before it spawns the
+// supervisor, which inherits the fd (`--lock-fd`): from before the spawn to
+// the supervisor's end it is held, so a launcher killed at any moment never
+// leaves a starting supervisor that looks dead.
 std::string SupervisorLockPath(const std::string& sandbox_dir);
+// Takes the lock on a new fd (numbered 3 or above, close-on-exec); an error
+// with ErrorCode::kAlreadyExists while another open file holds it.
+Result<UniqueFd> TakeSupervisorLock(const std::string& sandbox_dir);
+// Takes it on fd, an open file of the lock: succeeds when that open file
+// holds it already (an inherited fd), kAlreadyExists when another does.
+Status HoldSupervisorLock(int fd);
+// Whether a supervisor holds the lock. Only tests for it (F_OFD_GETLK): a
+// probe never holds the lock, not even for a moment a launcher could hit.
+// A supervisor started by an msb from before the OFD lock holds a flock(2)
+// on the same file, which is probed too.
 bool SupervisorRunning(const std::string& sandbox_dir);
 
 // Live status of a sandbox from its supervisor: state and, when it has a

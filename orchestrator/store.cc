@@ -89,6 +89,22 @@ INSERT INTO projects (name, directory, sandboxfile, created_at) VALUES ('_run', 
 ALTER TABLE images ADD COLUMN config_digest TEXT NOT NULL DEFAULT '';
 ALTER TABLE images ADD COLUMN media_type TEXT NOT NULL DEFAULT '';
 )sql",
+    // 3: disk snapshots (orchestrator/snapshot.h).
+    R"sql(
+CREATE TABLE snapshots (
+  name           TEXT PRIMARY KEY NOT NULL,
+  digest         TEXT NOT NULL,
+  parent_digest  TEXT NOT NULL,
+  source         TEXT NOT NULL,
+  source_image   TEXT NOT NULL,
+  base_disk      TEXT NOT NULL,
+  lowers_json    TEXT NOT NULL,
+  defaults_json  TEXT NOT NULL,
+  dir            TEXT NOT NULL,
+  size_bytes     INTEGER NOT NULL,
+  created_at     INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -202,6 +218,9 @@ Result<int> ReadUserVersion(sqlite3* db) {
 #define MSB_IMAGE_COLUMNS \
   "reference, digest, size_bytes, base_disk, created_at, config_digest, media_type"
 #define MSB_VOLUME_COLUMNS "project, name, size_bytes, path, created_at"
+#define MSB_SNAPSHOT_COLUMNS                                                          \
+  "name, digest, parent_digest, source, source_image, base_disk, lowers_json, "     \
+  "defaults_json, dir, size_bytes, created_at"
 
 ProjectRecord ReadProject(const Stmt& s) {
   ProjectRecord p;
@@ -262,6 +281,22 @@ VolumeRecord ReadVolume(const Stmt& s) {
   v.path = s.ColText(3);
   v.created_at = s.ColInt(4);
   return v;
+}
+
+SnapshotRecord ReadSnapshot(const Stmt& s) {
+  SnapshotRecord r;
+  r.name = s.ColText(0);
+  r.digest = s.ColText(1);
+  r.parent_digest = s.ColText(2);
+  r.source = s.ColText(3);
+  r.source_image = s.ColText(4);
+  r.base_disk = s.ColText(5);
+  r.lowers_json = s.ColText(6);
+  r.defaults_json = s.ColText(7);
+  r.dir = s.ColText(8);
+  r.size_bytes = s.ColInt(9);
+  r.created_at = s.ColInt(10);
+  return r;
 }
 
 // Collects every row of s through read (which returns T or Result<T>).
@@ -691,6 +726,44 @@ Status Store::DeleteVolume(const std::string& project, const std::string& name) 
   if (sqlite3_changes(db_.get()) == 0) {
     return Error(ErrorCode::kNotFound,
                  "no volume '" + name + "' in project '" + project + "' in the state store");
+  }
+  return OkStatus();
+}
+
+Status Store::InsertSnapshot(const SnapshotRecord& r) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "INSERT INTO snapshots (" MSB_SNAPSHOT_COLUMNS
+                                           ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
+  s.Text(1, r.name).Text(2, r.digest).Text(3, r.parent_digest).Text(4, r.source);
+  s.Text(5, r.source_image).Text(6, r.base_disk).Text(7, r.lowers_json).Text(8, r.defaults_json);
+  s.Text(9, r.dir).Int(10, r.size_bytes).Int(11, r.created_at != 0 ? r.created_at : NowSeconds());
+  Status st = s.Run("recording snapshot " + r.name);
+  if (!st.ok() && sqlite3_extended_errcode(db_.get()) == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    return Error(ErrorCode::kAlreadyExists, "a snapshot named " + r.name + " exists");
+  }
+  return st;
+}
+
+Result<std::optional<SnapshotRecord>> Store::GetSnapshot(const std::string& name) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "SELECT " MSB_SNAPSHOT_COLUMNS
+                                           " FROM snapshots WHERE name = ?1"));
+  s.Text(1, name);
+  MSB_TRY(bool row, s.Step("reading snapshot " + name));
+  if (!row) return std::optional<SnapshotRecord>();
+  return std::optional<SnapshotRecord>(ReadSnapshot(s));
+}
+
+Result<std::vector<SnapshotRecord>> Store::ListSnapshots() {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "SELECT " MSB_SNAPSHOT_COLUMNS
+                                           " FROM snapshots ORDER BY name"));
+  return CollectRows<SnapshotRecord>(s, "listing snapshots", ReadSnapshot);
+}
+
+Status Store::DeleteSnapshot(const std::string& name) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "DELETE FROM snapshots WHERE name = ?1"));
+  s.Text(1, name);
+  MSB_TRY_STATUS(s.Run("deleting snapshot " + name));
+  if (sqlite3_changes(db_.get()) == 0) {
+    return Error(ErrorCode::kNotFound, "no snapshot named " + name + " in the state store");
   }
   return OkStatus();
 }

@@ -1,4 +1,4 @@
-// The state store: msb's record of projects, sandboxes, images and volumes in
+// The state store: msb's record of projects, sandboxes, images, volumes and snapshots in
 // SQLite ($MSB_HOME/state.db, WAL). It records what msb asked for and what it
 // last observed; it is not the truth about a running VM, which is re-observed
 // from the supervisor. Secret values are never stored: no table has a column
@@ -95,6 +95,22 @@ struct VolumeRecord {
   int64_t created_at = 0;
 };
 
+// A disk snapshot (orchestrator/snapshot.h): a copy of one sandbox's writable
+// layer over the base disk (and the layers) it booted from. Schema 3.
+struct SnapshotRecord {
+  std::string name;           // key
+  std::string digest;         // sha256:... over the layer file and parent_digest
+  std::string parent_digest;  // the source sandbox's image digest (an image or a snapshot)
+  std::string source;         // "project/name" of the sandbox it was taken from
+  std::string source_image;   // that sandbox's image reference
+  std::string base_disk;      // the read-only base disk the layers sit on
+  std::string lowers_json;    // JSON array of layer files, oldest first, this one's last
+  std::string defaults_json;  // the image's defaults (entrypoint, cmd, env, ...)
+  std::string dir;            // $MSB_HOME/snapshots/<name>
+  int64_t size_bytes = 0;     // bytes the layer file takes on disk
+  int64_t created_at = 0;     // set by the store when 0
+};
+
 struct StoreOptions {
   // How long a writer waits for another process's transaction to finish.
   int busy_timeout_ms = 10000;
@@ -172,6 +188,13 @@ class Store {
   Result<std::vector<VolumeRecord>> ListVolumes(const std::string& project);
   Result<std::vector<VolumeRecord>> ListAllVolumes();
   Status DeleteVolume(const std::string& project, const std::string& name);
+
+  // Snapshots, keyed by name; sorted by name. InsertSnapshot fails with
+  // kAlreadyExists for a name in use.
+  Status InsertSnapshot(const SnapshotRecord& snapshot);
+  Result<std::optional<SnapshotRecord>> GetSnapshot(const std::string& name);
+  Result<std::vector<SnapshotRecord>> ListSnapshots();
+  Status DeleteSnapshot(const std::string& name);
 
   // PRAGMA integrity_check's answer, lines joined by '\n' ("ok" when sound).
   Result<std::string> IntegrityCheck();

@@ -38,4 +38,24 @@ Result<std::string> BuildBaseDiskFromDir(const std::string& rootfs_dir,
 // volume is never overwritten. The file appears only when complete.
 Status CreateSparseExt4(const std::string& path, uint64_t size_bytes, const std::string& label);
 
+// Copies the disk file src to dst (which must not exist), mode 0600: a
+// reflink (FICLONE) where the file system shares extents, else a sparse copy
+// of src's data extents (SEEK_DATA/SEEK_HOLE), holes left holes. The file's
+// bytes are copied, never interpreted or mounted. dst is removed again when
+// the copy fails. The digest comes with it (see DiskCopy::digest).
+struct DiskCopy {
+  bool cloned = false;          // FICLONE did it
+  uint64_t bytes_copied = 0;    // data bytes read and written (0 when cloned)
+  // DiskDigest of the bytes copied, taken in the same pass as the copy (of
+  // dst, read back, after a clone).
+  std::string digest;
+};
+Result<DiskCopy> CopyDiskFile(const std::string& src, const std::string& dst);
+
+// "sha256:<hex>" over a disk file's size and its data extents as
+// SEEK_DATA/SEEK_HOLE report them (offset, length and bytes of each), so a
+// sparse disk costs only what it holds. Two files with the same bytes and
+// holes hash alike; reading it never interprets it.
+Result<std::string> DiskDigest(const std::string& path);
+
 }  // namespace msb::storage

@@ -196,6 +196,7 @@ VmmJail SandboxJail(const VmSpec& s) {
   j.paths.push_back({s.kernel, false});
   if (!s.initramfs.empty()) j.paths.push_back({s.initramfs, false});
   j.paths.push_back({s.base_disk, false});
+  for (const std::string& layer : s.lower_disks) j.paths.push_back({layer, false});
   if (!s.upper_disk.empty()) j.paths.push_back({s.upper_disk, true});
   for (const VmDisk& v : s.volumes) j.paths.push_back({v.path, !v.read_only});
   for (size_t i = 0; i < s.shares.size(); ++i) j.paths.push_back({ShareSocket(s.dir, i), true});

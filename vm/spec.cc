@@ -50,6 +50,7 @@ nlohmann::json ToJson(const VmSpec& s) {
                         {"memory_bytes", s.memory_bytes}, {"accel", s.accel},
                         {"kernel", s.kernel},          {"initramfs", s.initramfs},
                         {"base_disk", s.base_disk},    {"upper_disk", s.upper_disk},
+                        {"lower_disks", s.lower_disks},
                         {"boot", s.boot},              {"boot_timeout_ms", s.boot_timeout_ms},
                         {"tsc_khz", s.tsc_khz},        {"log_max_bytes", s.log_max_bytes},        {"policy", s.policy},
                         {"stop_timeout_ms", s.stop_timeout_ms},
@@ -123,6 +124,7 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
     s.initramfs = j.at("initramfs").get<std::string>();
     s.base_disk = j.at("base_disk").get<std::string>();
     s.upper_disk = j.at("upper_disk").get<std::string>();
+    if (j.contains("lower_disks")) s.lower_disks = j.at("lower_disks").get<std::vector<std::string>>();
     s.boot = j.at("boot");
     s.boot_timeout_ms = j.at("boot_timeout_ms").get<int>();
     s.stop_timeout_ms = j.at("stop_timeout_ms").get<int>();
@@ -162,8 +164,10 @@ std::string ExtraKernelArgs(const VmSpec& s) {
 
 std::string KernelCmdline(const VmSpec& s) { return MicrovmKernelCmdline(ExtraKernelArgs(s)); }
 
+std::string LowerSerial(size_t index) { return agent::kLowerSerialPrefix + std::to_string(index); }
+
 // The order is the guest's device order: console, QMP, agent port, base,
-// upper, volumes, shares, network, rng. Keep it: transports and serials do
+// lower layers, upper, volumes, shares, network, rng. Keep it: transports and serials do
 // not move between restarts.
 std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
   MicrovmConfig m;
@@ -181,6 +185,9 @@ std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
   cmd.AttachQmp(s.QmpSocket());
   cmd.AttachAgentPort(s.AgentSocket());
   cmd.AttachBlock("base", VmDisk{s.base_disk, agent::kBaseSerial, true});
+  for (size_t i = 0; i < s.lower_disks.size(); ++i) {
+    cmd.AttachBlock("lower" + std::to_string(i), VmDisk{s.lower_disks[i], LowerSerial(i), true});
+  }
   if (!s.upper_disk.empty()) cmd.AttachBlock("upper", VmDisk{s.upper_disk, agent::kUpperSerial, false});
   AttachVolumesAndShares(s.volumes, s.shares, s.dir, cmd);
   if (s.network) cmd.AttachStreamNetwork("net0", s.NetSocket(), s.network->mac);

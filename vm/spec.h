@@ -79,6 +79,9 @@ struct VmSpec {
   std::string kernel;
   std::string initramfs;
   std::string base_disk;   // read-only ext4
+  // A snapshot's layers (orchestrator/snapshot.h), oldest first: ext4 disks
+  // attached read-only, serial agent::kLowerSerialPrefix + i.
+  std::vector<std::string> lower_disks;
   std::string upper_disk;  // per-sandbox writable ext4; empty when ephemeral
   std::vector<VmDisk> volumes;  // named volumes (virtio-blk), serial msb-vol-<i>
   std::vector<VmShare> shares;  // host directories (virtio-fs), tag msbfs<i>
@@ -113,9 +116,11 @@ Result<VmSpec> ReadSpec(const std::string& dir);
 
 // The guest kernel's command line.
 std::string KernelCmdline(const VmSpec& spec);
+// agent::kLowerSerialPrefix + i.
+std::string LowerSerial(size_t index);
 // The QEMU command line for spec (argv[0] is the QEMU binary), written with
 // QemuCommandLine (vm/qemu_cmdline.h). Its device order is fixed: console,
-// QMP, agent port, base, upper, volumes, shares, network, rng.
+// QMP, agent port, base, lower layers, upper, volumes, shares, network, rng.
 std::vector<std::string> QemuArgv(const VmSpec& spec, const std::string& qemu_binary);
 
 // The QEMU binary: $MSB_QEMU, else qemu-system-x86_64 on PATH. The error names

@@ -79,6 +79,7 @@ struct Supervisor::Client {
   bool paused = false;  // not read until the queue towards the agent drains
   std::map<uint32_t, uint32_t> to_guest;  // client id -> guest id
   bool closing = false;
+  bool froze = false;  // sent kFreeze and no kThaw since: thawed when it goes away
 };
 
 Supervisor::Supervisor(Dispatcher& dispatcher, VmSpec spec, int notify_fd, Reporter reporter)
@@ -603,8 +604,13 @@ void Supervisor::HandleClientFrame(Client* c, Frame f) {
                json{{"message", std::string("not supported while ") + ToString(state_)}}.dump());
     return;
   }
+  // kFreeze and kThaw (msb snapshot create) are requests of their own too,
+  // answered by one kResult.
   const bool opens = f.kind == FrameKind::kExec || f.kind == FrameKind::kCopyIn ||
-                     f.kind == FrameKind::kCopyOut;
+                     f.kind == FrameKind::kCopyOut || f.kind == FrameKind::kFreeze ||
+                     f.kind == FrameKind::kThaw;
+  if (f.kind == FrameKind::kFreeze) c->froze = true;
+  if (f.kind == FrameKind::kThaw) c->froze = false;
   uint32_t guest_id;
   if (opens) {
     if (c->to_guest.count(f.id) != 0) {
@@ -664,6 +670,11 @@ void Supervisor::CloseClient(Client* c) {
     routes_[gid].client = nullptr;
   }
   c->to_guest.clear();
+  if (c->froze && agent_fd_) {
+    // Its copy is abandoned: do not leave the guest waiting for agentd's timeout.
+    MSB_LOG(kInfo, "vm") << spec_.name << ": a client that froze the writable layer went away; thawing it";
+    SendAgent(next_guest_id_++, FrameKind::kThaw, "{}");
+  }
   c->read.Reset();
   c->write.Reset();
   budget_.Release(std::exchange(c->charged, 0));

@@ -7,6 +7,7 @@
 #include <rapidcheck/gtest.h>
 
 #include "agent/flow.h"
+#include "agent/protocol.h"
 
 namespace msb::agent {
 namespace {
@@ -150,6 +151,42 @@ TEST(MessagesTest, SmallBodies) {
   // Invalid UTF-8 in a string never makes encoding throw.
   std::string enc = Encode(ErrorMsg{"bad \xff byte"});
   EXPECT_TRUE(ParseErrorMsg(enc).ok());
+}
+
+TEST(MessagesTest, FreezeTimeoutIsRequiredAndBounded) {
+  EXPECT_EQ(ParseFreeze(Encode(Freeze{1500}))->timeout_ms, 1500);
+  EXPECT_EQ(ParseFreeze(R"({"timeout_ms":60000})")->timeout_ms, kMaxFreezeMs);
+  EXPECT_FALSE(ParseFreeze("{}").ok());
+  EXPECT_FALSE(ParseFreeze(R"({"timeout_ms":0})").ok());
+  EXPECT_FALSE(ParseFreeze(R"({"timeout_ms":60001})").ok());
+  EXPECT_FALSE(ParseFreeze(R"({"timeout_ms":"1"})").ok());
+  EXPECT_EQ(ToString(FrameKind::kFreeze), "freeze");
+  EXPECT_EQ(ToString(FrameKind::kThaw), "thaw");
+  EXPECT_TRUE(IsKnownKind(49));
+  EXPECT_TRUE(IsKnownKind(50));
+}
+
+TEST(MessagesTest, BootLowerLayersRoundTripAndAreBounded) {
+  BootConfig b;
+  b.root.lower_serials = {"msb-lower-0", "msb-lower-1"};
+  auto back = ParseBootConfig(Encode(b));
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->root.lower_serials, b.root.lower_serials);
+  EXPECT_TRUE(ParseBootConfig("{}")->root.lower_serials.empty());
+
+  b.root.lower_serials.clear();
+  for (size_t i = 0; i <= kMaxLowerLayers; ++i) b.root.lower_serials.push_back("msb-lower-" + std::to_string(i));
+  auto many = ParseBootConfig(Encode(b));
+  ASSERT_FALSE(many.ok());
+  EXPECT_NE(many.error().message().find("lower_serials"), std::string::npos);
+  b.root.lower_serials.pop_back();
+  EXPECT_TRUE(ParseBootConfig(Encode(b)).ok());
+
+  b.root.lower_serials = {std::string(kMaxDiskSerial + 1, 'x')};
+  EXPECT_FALSE(ParseBootConfig(Encode(b)).ok());
+  b.root.lower_serials = {""};
+  EXPECT_FALSE(ParseBootConfig(Encode(b)).ok());
+  EXPECT_FALSE(ParseBootConfig(R"({"root":{"lower_serials":[1]}})").ok());
 }
 
 // The status msb run and exec exit with, from what the guest reported.

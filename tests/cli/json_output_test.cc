@@ -171,6 +171,22 @@ TEST(JsonOutputTest, ImageAndVolumeNameTheirUsers) {
   })js"));
 }
 
+TEST(JsonOutputTest, SnapshotFields) {
+  orchestrator::SnapshotRecord s;
+  s.name = "base";
+  s.digest = "sha256:bb";
+  s.parent_digest = "sha256:aa";
+  s.source = "_run/src";
+  s.source_image = "/rootfs";
+  s.size_bytes = 8192;
+  s.created_at = 19;
+  s.dir = "/not/printed";
+  EXPECT_EQ(SnapshotJson(s, 2), json::parse(R"js({
+    "name": "base", "digest": "sha256:bb", "parent_digest": "sha256:aa", "source": "_run/src",
+    "source_image": "/rootfs", "layers": 2, "size_bytes": 8192, "created_at": 19
+  })js"));
+}
+
 TEST(JsonOutputTest, TextIsOneIndentedDocumentEvenWithInvalidUtf8) {
   EXPECT_EQ(JsonText(json{{"a", 1}}), "{\n  \"a\": 1\n}\n");
   std::string text = JsonText(json{{"m", std::string("bad \xff byte")}});

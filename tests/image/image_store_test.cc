@@ -542,6 +542,8 @@ TEST_F(ImageStoreTest, PruneKeepsWhatIsReferencedAndRemovesTheRest) {
 
   auto a_blobs = store_->ImageBlobs(a);
   ASSERT_TRUE(a_blobs.ok());
+  EXPECT_EQ(a_blobs->size(), 4u);  // manifest, config, two layers: each must be kept
+  EXPECT_TRUE(a_blobs->count(oci::DigestOf("shared-layer")));
   for (const auto& d : *a_blobs) EXPECT_TRUE(store_->HasBlob(d)) << d;
   EXPECT_FALSE(store_->HasBlob(b));
   EXPECT_FALSE(store_->HasBlob(oci::DigestOf("b-layer")));

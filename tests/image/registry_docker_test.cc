@@ -165,14 +165,18 @@ class DockerWaysTest : public ::testing::Test {
     return r;
   }
 
-  // No secret in a run's output or in any file under MSB_HOME.
+  // No secret in a run's output or in any file under MSB_HOME. The runs
+  // checked this way are not -q: progress output is output too.
   void ExpectNoSecret(const MsbRun& r, const std::string& secret) {
     EXPECT_EQ(r.out.find(secret), std::string::npos) << r.out;
     EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
+    size_t searched = 0;
     for (const auto& e : std::filesystem::recursive_directory_iterator(home_)) {
       if (!e.is_regular_file() || e.file_size() > (64 << 20)) continue;
       EXPECT_EQ(Text(e.path().string()).find(secret), std::string::npos) << e.path();
+      ++searched;
     }
+    EXPECT_GT(searched, 0u) << "no file under " << home_ << " to search";
   }
 
   std::string Ca(const RegistryServer& r, const std::string& name = "") {
@@ -207,7 +211,7 @@ TEST_F(DockerWaysTest, CredentialHelpersFeedPullsAndLoginStoresThroughThem) {
 
   // credHelpers for the host wins over credsStore.
   DockerConfig(R"({"credsStore": "msbtest-store", "credHelpers": {")" + hp + R"(": "msbtest-host"}})");
-  auto pulled = Msb({"pull", "-q", "--no-unpack", Ca(reg), ref});
+  auto pulled = Msb({"pull", "--no-unpack", Ca(reg), ref});
   EXPECT_EQ(pulled.code, 0) << pulled.err;
   EXPECT_EQ(Text(dir_ + "/host.calls"), "get|" + hp + "\n");  // argv: the verb; stdin: the server
   EXPECT_EQ(Text(dir_ + "/store.calls"), "");
@@ -228,7 +232,7 @@ TEST_F(DockerWaysTest, CredentialHelpersFeedPullsAndLoginStoresThroughThem) {
   EXPECT_EQ(Text(dir_ + "/store.json"),
             R"({"Secret":")" + secret + R"(","ServerURL":")" + hp + R"(","Username":")" + reg.username() + R"("})");
   ExpectNoSecret(login, secret);
-  auto again = Msb({"pull", "-q", "--no-unpack", Ca(reg), ref});
+  auto again = Msb({"pull", "--no-unpack", Ca(reg), ref});
   EXPECT_EQ(again.code, 0) << again.err;
   ExpectNoSecret(again, secret);
   auto logout = Msb({"logout", hp});
@@ -295,7 +299,7 @@ TEST_F(DockerWaysTest, ProxiesCarryTlsThroughConnectAndPlainHttpInAbsoluteForm) 
 
   // TLS: one CONNECT per connection, each with the proxy's credentials; the
   // proxy sees no request inside the tunnel.
-  auto tunnelled = Msb({"pull", "-q", "--no-unpack", Ca(reg, name), ref}, {{"HTTPS_PROXY", proxy}});
+  auto tunnelled = Msb({"pull", "--no-unpack", Ca(reg, name), ref}, {{"HTTPS_PROXY", proxy}});
   EXPECT_EQ(tunnelled.code, 0) << tunnelled.err;
   std::string log = ProxyLog();
   EXPECT_GE(Count(log, "CONNECT " + name + " auth=ok\n"), 1u) << log;
@@ -305,7 +309,7 @@ TEST_F(DockerWaysTest, ProxiesCarryTlsThroughConnectAndPlainHttpInAbsoluteForm) 
 
   // Wrong proxy credentials: the proxy's refusal, without the password.
   std::string wrong = "http://puser:wrong-pass-3q@127.0.0.1:" + std::to_string(port);
-  auto refused = Msb({"pull", "-q", "--no-unpack", Ca(reg, name), ref}, {{"https_proxy", wrong}});
+  auto refused = Msb({"pull", "--no-unpack", Ca(reg, name), ref}, {{"https_proxy", wrong}});
   EXPECT_EQ(refused.code, 1);
   EXPECT_NE(refused.err.find("refused the credentials in https_proxy (HTTP 407)"), std::string::npos) << refused.err;
   ExpectNoSecret(refused, "wrong-pass-3q");
@@ -330,7 +334,7 @@ TEST_F(DockerWaysTest, ProxiesCarryTlsThroughConnectAndPlainHttpInAbsoluteForm) 
 
   // Plain HTTP: absolute-form requests for the manifest and the blobs (into
   // an empty image store, so that every blob is fetched).
-  auto http = Msb({"pull", "-q", "--no-unpack", "--insecure-registry", plain_name, plain_name + "/team/api:1.0"},
+  auto http = Msb({"pull", "--no-unpack", "--insecure-registry", plain_name, plain_name + "/team/api:1.0"},
                   {{"HTTP_PROXY", proxy}, {"MSB_HOME", dir_ + "/msb-home-plain"}});
   EXPECT_EQ(http.code, 0) << http.err;
   log = ProxyLog();
@@ -365,7 +369,7 @@ TEST_F(DockerWaysTest, ANameWithASilentIpv6AddressIsPulledThroughItsIpv4One) {
   Hosts("::1 dual.msb.test\n127.0.0.1 dual.msb.test\n");
   const std::string name = "dual.msb.test:" + std::to_string(reg.port());
   DockerConfig(R"({"auths": {")" + name + R"(": )" + AuthEntry(reg.username(), reg.password()) + "}}");
-  auto pulled = Msb({"pull", "-q", "--no-unpack", Ca(reg, name), name + "/team/api:1.0"});
+  auto pulled = Msb({"pull", "--no-unpack", Ca(reg, name), name + "/team/api:1.0"});
   ASSERT_EQ(pulled.code, 0) << pulled.err;
   // Every connection: IPv6 first, IPv4 started while it is still pending,
   // IPv4 wins, the IPv6 attempt is closed.

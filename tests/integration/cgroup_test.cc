@@ -154,16 +154,20 @@ TEST_F(CgroupTest, EachSandboxHasItsGroupWithItsLimitsUntilItIsRemoved) {
   auto restarted = Msb({"restart", "cgroups/a"});
   ASSERT_EQ(restarted.code, 0) << restarted.err;
   EXPECT_EQ(GroupOf("cgroups", "a"), a);
-  for (int pid : MyQemus()) {
+  const std::vector<int> qemus = MyQemus();
+  EXPECT_EQ(qemus.size(), 2u);
+  for (int pid : qemus) {
     const std::string g = Groups(pid)["memory"];
     EXPECT_TRUE(g == a || g == b) << "QEMU " << pid << " is in " << g;
   }
 
   // A supervisor killed outright cannot remove its group; removing the
   // sandbox does.
+  int killed = 0;
   for (int pid : Members("memory", b)) {
-    if (Cmdline(pid).find(" supervisor ") != std::string::npos) ::kill(pid, SIGKILL);
+    if (Cmdline(pid).find(" supervisor ") != std::string::npos && ::kill(pid, SIGKILL) == 0) ++killed;
   }
+  EXPECT_EQ(killed, 1) << "b's supervisor, killed so that it cannot clean up";
   auto down = InProject({"down"});
   ASSERT_EQ(down.code, 0) << down.err;
   for (const char* c : kControllers) {

@@ -616,6 +616,11 @@ TEST_F(NetPolicyTest, EmbeddedFormsOfTheGatewayAndAGroupMemberAreRefusedWithNoHo
   const auto by = net.value("denied_by", nlohmann::json::object());
   EXPECT_EQ(Number(by, "embedded gateway"), 21u) << net.dump();
   EXPECT_EQ(Number(by, "embedded group"), 14u) << net.dump();
+  // The host's loopback in each of its 7 forms (TCP and UDP), the two
+  // unique local and the link-local address (3 probes each).
+  EXPECT_EQ(Number(by, "profile group: loopback"), 14u) << net.dump();
+  EXPECT_EQ(Number(by, "profile group: private"), 6u) << net.dump();
+  EXPECT_EQ(Number(by, "profile group: link-local"), 3u) << net.dump();
   ASSERT_TRUE(net.contains("host_sockets")) << net.dump();
   EXPECT_EQ(Number(net, "host_sockets"), 0u) << net.dump();
   EXPECT_EQ(loop_server.accepted("loopback"), 0) << loop_server.Counts();
@@ -694,8 +699,7 @@ TEST_F(NetPolicyTest, PublishedUdpPortsFollowTheIngressRules) {
   const uint16_t denied_port = FreeLoopbackPort(SOCK_DGRAM), open_port = FreeLoopbackPort(SOCK_DGRAM);
   ASSERT_NE(denied_port, open_port);
   WriteSandboxfile("name: udpin\nsandboxes:\n  box:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"/opt/t/udp_echo 7 & exec "
-                   "/opt/t/udp_echo 8\"]\n"
+                   "\n    memory: 128M\n    command: [\"/opt/t/udp_echo\", \"7\", \"8\"]\n"
                    "    volumes:\n      - " + bin + ":/opt/t:ro\n"
                    "    ports:\n      - " + std::to_string(denied_port) + ":7/udp\n      - " +
                    std::to_string(open_port) + ":8/udp\n"
@@ -711,7 +715,10 @@ TEST_F(NetPolicyTest, PublishedUdpPortsFollowTheIngressRules) {
   };
   UniqueFd denied = connected(denied_port), open = connected(open_port);
   // The denied port first, then the open one until its echo (the echo
-  // servers may still be starting): both pass the supervisor in that order.
+  // server may still be starting): both pass the supervisor in that order,
+  // and one process echoes both ports, port 7 first (udp_echo.c). So had a
+  // denied datagram reached the guest, its echo would have left the guest,
+  // and reached `denied`, before the first echo on `open`.
   std::string token = Token();
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   std::vector<std::string> echoed;
@@ -726,7 +733,7 @@ TEST_F(NetPolicyTest, PublishedUdpPortsFollowTheIngressRules) {
   EXPECT_THAT(log, HasSubstr("deny ingress to published udp port 7: rule 1 (deny:ingress@loopback:udp:7)")) << log;
   auto status = SupervisorStatus();
   EXPECT_GE(Number(status["net"].value("denied_by", nlohmann::json::object()), "rule 1"), 1u) << status.dump();
-  EXPECT_THAT(Datagrams(denied, 0), ::testing::IsEmpty());
+  EXPECT_THAT(Datagrams(denied, 0), ::testing::IsEmpty());  // see the barrier above
   EXPECT_EQ(InProject({"down"}).code, 0);
 }
 

@@ -246,9 +246,12 @@ TEST_F(PrivateFilesTest, AnotherUserCannotReadConnectOrExec) {
   // Read-only images (base disk, initramfs) may be readable, never writable,
   // by others: they sit in 0700 directories.
   EXPECT_EQ(ModeOf(base) & 0222, 0u) << base << " is " << Mode(ModeOf(base));
+  size_t initramfs_files = 0;
   for (const auto& e : std::filesystem::directory_iterator(home + "/initramfs")) {
     EXPECT_EQ(ModeOf(e.path()) & 022, 0u) << e.path() << " is " << Mode(ModeOf(e.path()));
+    ++initramfs_files;
   }
+  EXPECT_GE(initramfs_files, 1u) << "the running sandbox booted an initramfs from " << home << "/initramfs";
   // Every socket: only its owner may connect.
   for (const std::string& s : {control, group_sock, sandbox + "/agent.sock", sandbox + "/qmp.sock",
                                sandbox + "/net.sock"}) {

@@ -12,6 +12,8 @@
 #include <chrono>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "common/child.h"
 #include "common/io.h"
 #include "tests/integration/harness.h"
@@ -257,10 +259,16 @@ TEST_F(VolumesTest, ARestartedVmGetsNewVirtiofsDaemons) {
                    "    command: [\"/bin/sh\", \"-c\", \"echo run >> /out/log; exit 1\"]\n"
                    "    volumes:\n      - ./out:/out\n");
   ASSERT_EQ(InProject({"up"}).code, 0);
+  // Until the sandbox has exited for good (its restart spent): only then is
+  // there no run to come, so the log holds every run there will be.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (HostFile(project_ + "/out/log") != "run\nrun\n" && std::chrono::steady_clock::now() < deadline) {
-    ::poll(nullptr, 0, 100);
+  bool ended = false;
+  while (!ended && std::chrono::steady_clock::now() < deadline) {
+    auto j = nlohmann::json::parse(Msb({"ps", "--json"}).out, nullptr, false);
+    ended = j.is_array() && j.size() == 1u && j[0].value("state", "") == "exited" && j[0].value("restarts", -1) == 1;
+    if (!ended) ::poll(nullptr, 0, 100);
   }
+  ASSERT_TRUE(ended) << Msb({"ps", "--json"}).out;
   EXPECT_EQ(HostFile(project_ + "/out/log"), "run\nrun\n");
   EXPECT_EQ(InProject({"down"}).code, 0);
   EXPECT_TRUE(WaitNoVirtiofsd(20));

@@ -562,8 +562,13 @@ TEST_F(DnsmasqTest, LoopbackAndPrivateAnswersAreDroppedUnderPublic) {
 }
 
 TEST_F(DnsmasqTest, AnExplicitRuleKeepsAPrivateAnswer) {
+  // An empty answer proves the defence only when upstream answered (an
+  // upstream timeout is an empty SERVFAIL): NOERROR, one address dropped.
   ServerFixture by_name(schema::NetworkPolicy::kPublic, {"allow@private.test:tcp:5432"}, {Server()});
-  EXPECT_TRUE(AddressesOf(by_name.AskParsed(QueryBytes("private.test", Type::kA))).empty());
+  Message dropped = by_name.AskParsed(QueryBytes("private.test", Type::kA));
+  EXPECT_EQ(dropped.header.rcode, 0);
+  EXPECT_TRUE(AddressesOf(dropped).empty());
+  EXPECT_EQ(by_name.server->stats().dropped_addresses, 1u);
   EXPECT_TRUE(by_name.pins.NamesFor(Ip("10.0.0.5"), PinSet::Clock::now()).empty());
   ServerFixture by_ip(schema::NetworkPolicy::kPublic, {"allow@private.test:tcp:5432", "allow@10.0.0.5:tcp:5432"},
                       {Server()});
@@ -575,7 +580,10 @@ TEST_F(DnsmasqTest, AnExplicitRuleKeepsAPrivateAnswer) {
             (std::vector<std::string>{"10.0.0.5"}));
   // A name rule does not make loopback reachable.
   ServerFixture loop(schema::NetworkPolicy::kPublic, {"allow@rebind.test"}, {Server()});
-  EXPECT_TRUE(AddressesOf(loop.AskParsed(QueryBytes("rebind.test", Type::kA))).empty());
+  Message rebound = loop.AskParsed(QueryBytes("rebind.test", Type::kA));
+  EXPECT_EQ(rebound.header.rcode, 0);
+  EXPECT_TRUE(AddressesOf(rebound).empty());
+  EXPECT_EQ(loop.server->stats().dropped_addresses, 1u);
 }
 
 TEST_F(DnsmasqTest, NoneAndGroupForwardOnlyNamesARuleCouldAllow) {

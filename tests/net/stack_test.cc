@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <net/if.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -88,6 +90,16 @@ class StackTest : public ::testing::Test {
     tick.Arm(milliseconds(0));
     d_.Run();
     return ok;
+  }
+
+  // Runs `n` iterations of the loop: each one polls every fd and runs the
+  // callbacks of those ready, then the test's timer (libevent activates fd
+  // events before expired timers). An fd that was ready before this call
+  // has had its callback by the time it returns: the barrier for "the stack
+  // saw X and did nothing", where waiting for nothing would prove little.
+  void RunIterations(int n) {
+    int ticks = 0;
+    EXPECT_TRUE(RunUntil([&]() { return ++ticks > n; }));
   }
 
   void Inject(const std::vector<uint8_t>& frame) { stack_->OnFrame(frame); }
@@ -289,6 +301,7 @@ TEST_F(StackTest, DeniedSynGetsRstAndNoHostConnection) {
   EXPECT_EQ(seen.dport, port);
   EXPECT_EQ(seen.proto, FlowProto::kTcp);
   EXPECT_EQ(stack_->tcp_flows(), 0u);
+  EXPECT_EQ(stack_->stats().host_sockets, 0u);  // none opened, so none connects later
   EXPECT_LT(accept4(lfd.get(), nullptr, nullptr, SOCK_NONBLOCK), 0);  // nobody connected
 }
 
@@ -357,7 +370,9 @@ TEST_F(StackTest, InterceptedFlowWaitsForTheStreamAndFlowsThroughIt) {
   UniqueFd conn = Accept(lfd.get());
   ASSERT_TRUE(conn);  // the stack connected the host socket it handed over
   // No SYN-ACK while the interceptor holds the flow, though the host socket
-  // is connected (the loop ran until the listener accepted it).
+  // is connected: it was writable before the listener could accept it, so
+  // two more iterations run any callback its readiness would trigger.
+  RunIterations(2);
   for (const auto& c : frames_) EXPECT_FALSE(c->f.tcp && c->f.dport == 40020);
   int sp[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sp), 0);
@@ -369,6 +384,11 @@ TEST_F(StackTest, InterceptedFlowWaitsForTheStreamAndFlowsThroughIt) {
   uint32_t snd = sa->f.tcp->seq + 1;
   SendTcp(40020, cfg_.gateway4, port, kTcpAck | kTcpPsh, 101, snd, "hello");
   EXPECT_EQ(ReadAll(mine.get(), 5), "hello");  // the stream, not the host socket
+  // Nothing was sent on the host socket either: it has no byte queued, so
+  // any it had sent would already be readable at the listener's end.
+  int queued = -1;
+  EXPECT_EQ(ioctl(host.get(), SIOCOUTQ, &queued), 0);
+  EXPECT_EQ(queued, 0);
   char c;
   EXPECT_LT(recv(conn.get(), &c, 1, MSG_DONTWAIT), 0);
   ASSERT_EQ(send(mine.get(), "back", 4, 0), 4);
@@ -414,8 +434,21 @@ TEST_F(StackTest, HostClosingBeforeTheHandshakeCompletesStillSendsFin) {
   auto sa = NextTcp(40008);
   ASSERT_TRUE(sa);
   UniqueFd conn = Accept(lfd.get());
-  conn.Reset();  // closes before the guest's ACK arrives
-  EXPECT_FALSE(NextTcp(40008, milliseconds(50)));  // nothing before the handshake completes
+  ASSERT_TRUE(conn);
+  // The host ends its side before the guest's ACK arrives. Once its FIN is
+  // acknowledged (FIN_WAIT2), the stack's socket holds the EOF; two
+  // iterations later the stack has read it, and must still be silent.
+  ASSERT_EQ(shutdown(conn.get(), SHUT_WR), 0);
+  ASSERT_TRUE(RunUntil([&]() {
+    tcp_info info{};
+    socklen_t len = sizeof(info);
+    return getsockopt(conn.get(), IPPROTO_TCP, TCP_INFO, &info, &len) == 0 && info.tcpi_state == TCP_FIN_WAIT2;
+  }));
+  conn.Reset();
+  RunIterations(2);
+  for (const auto& c : frames_) {
+    EXPECT_FALSE(c->f.tcp && c->f.dport == 40008) << "a segment before the handshake completed";
+  }
   uint32_t snd = sa->f.tcp->seq + 1;
   SendTcp(40008, cfg_.gateway4, port, kTcpAck, 101, snd);
   auto fin = NextTcp(40008);
@@ -481,9 +514,20 @@ TEST_F(StackTest, ClosedGuestWindowStopsDataAndLostSegmentIsRetransmitted) {
   });
   EXPECT_EQ(got, 3000u);
   EXPECT_EQ(first_seq, snd);
-  EXPECT_FALSE(RunUntil([&]() { return !frames_.empty() && !frames_.back()->f.payload.empty(); },
-                        milliseconds(100)))
-      << "data beyond the guest's window";
+  // Every byte the host sent is in the stack's socket once the host has no
+  // unacknowledged byte left; two iterations later the stack has read what
+  // it will. Nothing beyond the guest's window may have gone out, only
+  // retransmissions (the RTO may have fired meanwhile) of what is in it.
+  ASSERT_TRUE(RunUntil([&]() {
+    int unacked = -1;
+    return ioctl(conn.get(), SIOCOUTQ, &unacked) == 0 && unacked == 0;
+  }));
+  RunIterations(2);
+  for (const auto& c : frames_) {
+    if (!c->f.tcp || c->f.payload.empty()) continue;
+    uint32_t from = c->f.tcp->seq - snd;
+    EXPECT_LE(from + c->f.payload.size(), 3000u) << "data beyond the guest's window, at offset " << from;
+  }
   // The guest "lost" everything: no ACK. The RTO resends from snd_una.
   auto re = NextTcp(40005, milliseconds(3000));
   ASSERT_TRUE(re);

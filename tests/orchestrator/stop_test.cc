@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,21 +22,21 @@ TEST(StopTest, ASupervisorThatReportedItsEndNeverMakesStopSignalItsCallersGroup)
   char tmpl[] = "/tmp/msb-stop-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   std::string dir = tmpl;
-  UniqueFd lock(::open(SupervisorLockPath(dir).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  ASSERT_TRUE(lock.valid());
   // A process holding the lock as a supervisor would, never answering.
   int ready[2];
   ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
   pid_t holder = ::fork();
   ASSERT_GE(holder, 0);
   if (holder == 0) {
-    ::flock(lock.get(), LOCK_EX);
-    (void)!::write(ready[1], "x", 1);
+    auto lock = TakeSupervisorLock(dir);
+    (void)!::write(ready[1], lock.ok() ? "x" : "f", 1);
+    if (!lock.ok()) ::_exit(1);
     ::pause();
     ::_exit(0);
   }
   char c;
   ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, 'x') << "the holder could not take the lock";
   ASSERT_TRUE(SupervisorRunning(dir));
 
   // Stop runs in a child that leads its own process group: were it to

@@ -512,12 +512,77 @@ TEST_F(StoreTest, ImageManifestFieldsAndLookupByDigest) {
   EXPECT_TRUE(none->empty());
 }
 
+TEST_F(StoreTest, SnapshotsRoundTripRefuseADuplicateNameAndDelete) {
+  Store s = OpenOrDie();
+  SnapshotRecord r;
+  r.name = "snap-b";
+  r.digest = "sha256:bb";
+  r.parent_digest = "sha256:aa";
+  r.source = "_run/src";
+  r.source_image = "/rootfs";
+  r.base_disk = "/d/aa.ext4";
+  r.lowers_json = R"(["/s/snap-b/layer.ext4"])";
+  r.defaults_json = R"({"cmd":["sh"]})";
+  r.dir = "/s/snap-b";
+  r.size_bytes = 4096;
+  ASSERT_TRUE(s.InsertSnapshot(r).ok());
+  SnapshotRecord a = r;
+  a.name = "snap-a";
+  a.created_at = 7;
+  ASSERT_TRUE(s.InsertSnapshot(a).ok());
+
+  auto dup = s.InsertSnapshot(r);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_NE(dup.error().message().find("snap-b"), std::string::npos);
+
+  auto got = s.GetSnapshot("snap-b");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->digest, "sha256:bb");
+  EXPECT_EQ((*got)->parent_digest, "sha256:aa");
+  EXPECT_EQ((*got)->source, "_run/src");
+  EXPECT_EQ((*got)->source_image, "/rootfs");
+  EXPECT_EQ((*got)->base_disk, "/d/aa.ext4");
+  EXPECT_EQ((*got)->lowers_json, r.lowers_json);
+  EXPECT_EQ((*got)->defaults_json, r.defaults_json);
+  EXPECT_EQ((*got)->dir, "/s/snap-b");
+  EXPECT_EQ((*got)->size_bytes, 4096);
+  EXPECT_GT((*got)->created_at, 0);
+
+  auto all = s.ListSnapshots();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, "snap-a");
+  EXPECT_EQ((*all)[0].created_at, 7);
+  EXPECT_EQ((*all)[1].name, "snap-b");
+
+  ASSERT_TRUE(s.DeleteSnapshot("snap-a").ok());
+  auto again = s.DeleteSnapshot("snap-a");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code(), ErrorCode::kNotFound);
+  auto gone = s.GetSnapshot("snap-a");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value());
+}
+
+TEST_F(StoreTest, MigrationThreeAddsSnapshotsToASchemaTwoDatabase) {
+  { Store s = OpenOrDie(); }
+  RawQuery(db_path_, "DROP TABLE snapshots");
+  RawQuery(db_path_, "PRAGMA user_version = 2");
+  Store s = OpenOrDie();
+  EXPECT_EQ(RawQuery(db_path_, "PRAGMA user_version"), "3");
+  auto all = s.ListSnapshots();
+  ASSERT_TRUE(all.ok()) << all.error().message();
+  EXPECT_TRUE(all->empty());
+}
+
 TEST_F(StoreTest, MigrationTwoKeepsImageRows) {
   // A database as schema 1 left it: the images table without the columns
   // migration 2 adds, holding one row.
   { Store s = OpenOrDie(); }
   RawQuery(db_path_, "ALTER TABLE images DROP COLUMN config_digest");
   RawQuery(db_path_, "ALTER TABLE images DROP COLUMN media_type");
+  RawQuery(db_path_, "DROP TABLE snapshots");
   RawQuery(db_path_,
            "INSERT INTO images (reference, digest, size_bytes, base_disk, created_at) "
            "VALUES ('old:1', 'sha256:0101', 7, '/d/0101.ext4', 42)");

@@ -351,3 +351,76 @@ TEST_F(DiskTest, SparseExt4ChecksItsArguments) {
 
 }  // namespace
 }  // namespace msb::storage
+
+namespace msb::storage {
+namespace {
+
+// A sparse file: `size` bytes with `data` written at each offset.
+void WriteSparse(const std::string& path, off_t size, const std::vector<std::pair<off_t, std::string>>& data) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  MSB_CHECK(fd.valid(), "open");
+  for (const auto& [off, bytes] : data) {
+    MSB_CHECK(::pwrite(fd.get(), bytes.data(), bytes.size(), off) == static_cast<ssize_t>(bytes.size()), "pwrite");
+  }
+  MSB_CHECK(::ftruncate(fd.get(), size) == 0, "ftruncate");
+}
+
+class DiskCopyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/msb-disk-copy-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(DiskCopyTest, CopyKeepsBytesAndHolesAndTheDigestFollowsTheBytes) {
+  const off_t size = 64 << 20;
+  const std::string src = dir_ + "/src", dst = dir_ + "/dst";
+  WriteSparse(src, size, {{0, "head"}, {32 << 20, std::string(8192, 'x')}, {size - 3, "end"}});
+  auto copy = CopyDiskFile(src, dst);
+  ASSERT_TRUE(copy.ok()) << copy.error().message();
+  auto a = ReadFile(src), b = ReadFile(dst);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->size(), static_cast<size_t>(size));
+  EXPECT_TRUE(*a == *b);
+  struct stat st{};
+  ASSERT_EQ(::stat(dst.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // Holes stay holes (a clone shares the source's extents either way).
+  EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, 8ull << 20);
+  if (!copy->cloned) EXPECT_LT(copy->bytes_copied, 8ull << 20);
+
+  auto da = DiskDigest(src), db = DiskDigest(dst);
+  ASSERT_TRUE(da.ok() && db.ok());
+  EXPECT_EQ(da->rfind("sha256:", 0), 0u);
+  EXPECT_EQ(da->size(), 71u);
+  EXPECT_EQ(*da, *db);
+  EXPECT_EQ(copy->digest, *db);
+  // One byte more changes it.
+  WriteSparse(dst, size, {{0, "head"}, {32 << 20, std::string(8191, 'x') + "y"}, {size - 3, "end"}});
+  auto dc = DiskDigest(dst);
+  ASSERT_TRUE(dc.ok());
+  EXPECT_NE(*dc, *da);
+  // So does the size alone.
+  ASSERT_EQ(::truncate(src.c_str(), size + 4096), 0);
+  EXPECT_NE(*DiskDigest(src), *da);
+}
+
+TEST_F(DiskCopyTest, RefusesAnExistingDestinationAndAMissingSource) {
+  const std::string src = dir_ + "/src", dst = dir_ + "/dst";
+  WriteSparse(src, 4096, {{0, "a"}});
+  ASSERT_TRUE(WriteFileAtomic(dst, "keep", 0600).ok());
+  auto exists = CopyDiskFile(src, dst);
+  ASSERT_FALSE(exists.ok());
+  EXPECT_EQ(*ReadFile(dst), "keep");
+  auto missing = CopyDiskFile(dir_ + "/none", dir_ + "/out");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/out"));
+  EXPECT_FALSE(DiskDigest(dir_ + "/none").ok());
+}
+
+}  // namespace
+}  // namespace msb::storage

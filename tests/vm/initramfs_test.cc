@@ -92,6 +92,17 @@ std::string FakeElf(const std::string& tag) {
   return bytes;
 }
 
+// Where `name` is in the archive's order; a name that is not there fails
+// the test and sorts last, so an order check cannot pass without it.
+size_t Position(const std::vector<std::string>& order, const std::string& name) {
+  auto it = std::find(order.begin(), order.end(), name);
+  if (it == order.end()) {
+    ADD_FAILURE() << name << " is not in the archive";
+    return order.size() + 1;
+  }
+  return static_cast<size_t>(it - order.begin());
+}
+
 TEST(BuildInitramfs, HoldsInitDevicesAndMountPoints) {
   TempDir dir;
   std::string init = dir.path() + "/agentd";
@@ -131,8 +142,7 @@ TEST(BuildInitramfs, HoldsInitDevicesAndMountPoints) {
     EXPECT_EQ(e.gid, 0) << path;
   }
   // A directory comes before what is in it (the kernel creates in order).
-  auto pos = [&](const std::string& p) { return std::find(order.begin(), order.end(), p); };
-  EXPECT_LT(pos("dev"), pos("dev/console"));
+  EXPECT_LT(Position(order, "dev"), Position(order, "dev/console"));
 }
 
 // A modular kernel's modules go in by load position, after their
@@ -153,9 +163,9 @@ TEST(BuildInitramfs, ModulesGoInByLoadPosition) {
   EXPECT_EQ(entries["lib/modules/msb/001-virtio.ko"].data, "virtio");
   EXPECT_EQ(entries["lib/modules/msb/001-virtio.ko"].perm, 0644u);
   EXPECT_EQ(entries["lib/modules/msb"].type, static_cast<mode_t>(AE_IFDIR));
-  auto pos = [&](const std::string& p) { return std::find(order.begin(), order.end(), p); };
-  EXPECT_LT(pos("lib"), pos("lib/modules"));
-  EXPECT_LT(pos("lib/modules/msb"), pos("lib/modules/msb/000-virtio_ring.ko"));
+  EXPECT_LT(Position(order, "lib"), Position(order, "lib/modules"));
+  EXPECT_LT(Position(order, "lib/modules"), Position(order, "lib/modules/msb"));
+  EXPECT_LT(Position(order, "lib/modules/msb"), Position(order, "lib/modules/msb/000-virtio_ring.ko"));
 
   auto missing = BuildInitramfs(init, out, {dir.path() + "/nope.ko"});
   ASSERT_FALSE(missing.ok());

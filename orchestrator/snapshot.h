@@ -1,0 +1,61 @@
+// Disk snapshots: `msb snapshot create SANDBOX NAME` keeps a sandbox's root
+// file system as it is now, its writable layer copied (storage/disk.h
+// CopyDiskFile) over the base disk and the layers it booted from, under a
+// name; `image: snapshot:NAME` boots new sandboxes on it, each with its own
+// writable layer, the snapshot's staying read-only. Named volumes and bind
+// mounts are not part of a snapshot. Not an OCI export, not a booted (memory)
+// template.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "orchestrator/images.h"
+#include "orchestrator/store.h"
+
+namespace msb::orchestrator {
+
+// How long a running sandbox's writable layer may stay frozen while its disk
+// is copied; agentd thaws it by itself after this (agent/protocol.h
+// kMaxFreezeMs is the most it accepts).
+inline constexpr int kSnapshotFreezeMs = 30000;
+
+// $MSB_HOME/snapshots.
+std::string SnapshotRoot();
+// The layer file of a snapshot kept in dir.
+std::string SnapshotLayerPath(const std::string& dir);
+
+// The name rule (schema::IsValidName); the error says what is allowed.
+Status CheckSnapshotName(const std::string& name);
+
+// The snapshot's digest: sha256 over its parent's digest (an image's, or the
+// snapshot the source booted from) and its layer file's digest.
+std::string SnapshotDigest(const std::string& parent_digest, const std::string& layer_digest);
+
+// The layer files a sandbox booting on `record` attaches, oldest first.
+// Errors on malformed JSON or more than agent::kMaxLowerLayers.
+Result<std::vector<std::string>> SnapshotLayers(const SnapshotRecord& record);
+
+// Copies `source`'s writable layer into a new snapshot `name`: a running
+// sandbox is frozen for the copy (its supervisor asks agentd) and thawed
+// after; a stopped one is copied as it is. Refuses an existing or invalid
+// name, a sandbox without a disk-backed writable layer (ephemeral,
+// read-only root), one that is starting or stopping, and a chain longer than
+// agent::kMaxLowerLayers. Leaves nothing behind when it fails.
+Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source, const std::string& name);
+
+// What keeps a snapshot from being removed: "sandbox PROJECT/NAME (state)"
+// for each recorded sandbox whose image is snapshot:NAME, "snapshot NAME"
+// for each snapshot whose layers include this one's (taken of such a
+// sandbox). Sorted.
+Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record);
+
+// Removes a snapshot nobody uses (else kState naming the users).
+Status RemoveSnapshot(Store& store, const std::string& name);
+
+// image: snapshot:NAME, for EnsureImage: the base disk, the layers and the
+// defaults of the image the chain started from.
+Result<ResolvedImage> ResolveSnapshotImage(Store& store, const std::string& name);
+
+}  // namespace msb::orchestrator

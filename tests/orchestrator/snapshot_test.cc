@@ -1,0 +1,136 @@
+// Tests of the snapshot bookkeeping without a VM (orchestrator/snapshot.h):
+// the name rule, the digest, the layer list's bounds, and `snapshot rm`
+// refusing while a sandbox or another snapshot uses one.
+#include "orchestrator/snapshot.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "agent/protocol.h"
+#include "common/io.h"
+
+namespace msb::orchestrator {
+namespace {
+
+class SnapshotBookkeepingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/msb-snapshot-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ::setenv("MSB_HOME", dir_.c_str(), 1);
+  }
+  void TearDown() override {
+    ::unsetenv("MSB_HOME");
+    std::filesystem::remove_all(dir_);
+  }
+  SnapshotRecord Record(const std::string& name, const std::string& digest, const std::string& parent) {
+    SnapshotRecord r;
+    r.name = name;
+    r.digest = digest;
+    r.parent_digest = parent;
+    r.source = "_run/src";
+    r.dir = SnapshotRoot() + "/" + name;
+    r.lowers_json = nlohmann::json(std::vector<std::string>{SnapshotLayerPath(r.dir)}).dump();
+    r.defaults_json = "{}";
+    return r;
+  }
+  std::string dir_;
+};
+
+TEST_F(SnapshotBookkeepingTest, NamesFollowTheProjectNameRule) {
+  EXPECT_TRUE(CheckSnapshotName("base-1").ok());
+  EXPECT_TRUE(CheckSnapshotName("a").ok());
+  for (const std::string& bad : std::vector<std::string>{"", "Bad", "-x", "a/b", "..", "a b", std::string(64, 'a')}) {
+    auto st = CheckSnapshotName(bad);
+    ASSERT_FALSE(st.ok()) << bad;
+    EXPECT_NE(st.error().message().find("is not valid"), std::string::npos);
+  }
+}
+
+TEST_F(SnapshotBookkeepingTest, DigestCoversParentAndLayer) {
+  std::string d = SnapshotDigest("sha256:aa", "sha256:bb");
+  EXPECT_EQ(d.rfind("sha256:", 0), 0u);
+  EXPECT_EQ(d.size(), 71u);
+  EXPECT_EQ(d, SnapshotDigest("sha256:aa", "sha256:bb"));
+  EXPECT_NE(d, SnapshotDigest("sha256:ab", "sha256:bb"));
+  EXPECT_NE(d, SnapshotDigest("sha256:aa", "sha256:bc"));
+}
+
+TEST_F(SnapshotBookkeepingTest, LayerListIsCheckedAndBounded) {
+  SnapshotRecord r = Record("s", "sha256:1", "sha256:0");
+  auto one = SnapshotLayers(r);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->size(), 1u);
+  std::vector<std::string> many(agent::kMaxLowerLayers + 1, "/x");
+  r.lowers_json = nlohmann::json(many).dump();
+  EXPECT_FALSE(SnapshotLayers(r).ok());
+  many.pop_back();
+  r.lowers_json = nlohmann::json(many).dump();
+  EXPECT_TRUE(SnapshotLayers(r).ok());
+  for (const char* bad : {"[]", "{}", "[1]", "not json"}) {
+    r.lowers_json = bad;
+    EXPECT_FALSE(SnapshotLayers(r).ok()) << bad;
+  }
+}
+
+TEST_F(SnapshotBookkeepingTest, RemoveIsRefusedWhileUsedThenRemovesTheDirectory) {
+  auto store = Store::Open(Store::DefaultPath());
+  ASSERT_TRUE(store.ok()) << store.error().message();
+  SnapshotRecord base = Record("base", "sha256:b1", "sha256:img");
+  SnapshotRecord child = Record("child", "sha256:c1", "sha256:b1");
+  child.lowers_json = nlohmann::json(std::vector<std::string>{SnapshotLayerPath(base.dir),
+                                                              SnapshotLayerPath(child.dir)}).dump();
+  // Same bytes, another name: neither its users nor base's by digest.
+  SnapshotRecord twin = Record("twin", "sha256:b1", "sha256:img");
+  ASSERT_TRUE(store->InsertSnapshot(twin).ok());
+  ASSERT_TRUE(store->InsertSnapshot(base).ok());
+  ASSERT_TRUE(store->InsertSnapshot(child).ok());
+  ASSERT_TRUE(MakeDirs(base.dir, 0700).ok());
+  ASSERT_TRUE(WriteFileAtomic(SnapshotLayerPath(base.dir), "layer", 0444).ok());
+  SandboxRecord sb;
+  sb.project = Store::kRunProject;
+  sb.name = "user";
+  sb.image_ref = "snapshot:base";
+  sb.image_digest = "sha256:b1";
+  ASSERT_TRUE(store->UpsertSandbox(sb).ok());
+
+  auto users = SnapshotUsers(*store, base);
+  ASSERT_TRUE(users.ok());
+  EXPECT_EQ(*users, (std::vector<std::string>{"sandbox _run/user (created)", "snapshot child"}));
+  auto twin_users = SnapshotUsers(*store, twin);
+  ASSERT_TRUE(twin_users.ok());
+  EXPECT_TRUE(twin_users->empty());
+  ASSERT_TRUE(RemoveSnapshot(*store, "twin").ok());
+  auto refused = RemoveSnapshot(*store, "base");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("sandbox _run/user"), std::string::npos);
+  EXPECT_NE(refused.error().message().find("snapshot child"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(SnapshotLayerPath(base.dir)));
+
+  ASSERT_TRUE(store->DeleteSandbox(Store::kRunProject, "user").ok());
+  ASSERT_TRUE(RemoveSnapshot(*store, "child").ok());
+  ASSERT_TRUE(RemoveSnapshot(*store, "base").ok());
+  EXPECT_FALSE(std::filesystem::exists(base.dir));
+  auto gone = RemoveSnapshot(*store, "base");
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(SnapshotBookkeepingTest, ResolvingAMissingSnapshotSaysHowToMakeOne) {
+  auto store = Store::Open(Store::DefaultPath());
+  ASSERT_TRUE(store.ok());
+  auto r = ResolveSnapshotImage(*store, "nope");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message().find("msb snapshot create SANDBOX nope"), std::string::npos);
+  // A record whose layer file is gone is refused before any VM starts.
+  ASSERT_TRUE(store->InsertSnapshot(Record("lost", "sha256:l", "sha256:0")).ok());
+  auto lost = ResolveSnapshotImage(*store, "lost");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_NE(lost.error().message().find("is missing"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace msb::orchestrator
