@@ -349,6 +349,32 @@ Result<ResponseHead> ParseResponseHead(std::string_view all) {
   return head;
 }
 
+Result<ContentRange> ParseContentRange(std::string_view value) {
+  auto bad = [&]() { return Error(ErrorCode::kProtocol, "bad Content-Range \"" + std::string(value.substr(0, 80)) + "\""); };
+  // Reads 1 to 18 digits from the front of v.
+  auto number = [](std::string_view& v, uint64_t& out) {
+    size_t n = 0;
+    out = 0;
+    while (n < v.size() && n < 19 && v[n] >= '0' && v[n] <= '9') out = out * 10 + static_cast<uint64_t>(v[n++] - '0');
+    if (n == 0 || n > 18) return false;
+    v.remove_prefix(n);
+    return true;
+  };
+  std::string_view v = value;
+  if (v.substr(0, 6) != "bytes ") return bad();
+  v.remove_prefix(6);
+  ContentRange r;
+  if (!number(v, r.first) || v.empty() || v[0] != '-') return bad();
+  v.remove_prefix(1);
+  if (!number(v, r.last) || v.empty() || v[0] != '/' || r.last < r.first) return bad();
+  v.remove_prefix(1);
+  if (v == "*") return r;
+  uint64_t total = 0;
+  if (!number(v, total) || !v.empty() || total <= r.last) return bad();
+  r.total = static_cast<int64_t>(total);
+  return r;
+}
+
 Result<BodyFraming> ResponseBodyFraming(std::string_view method, int status, const Headers& headers) {
   BodyFraming f;
   f.keep_alive = Lower(HeaderValue(headers, "connection")).find("close") == std::string::npos;

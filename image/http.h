@@ -114,6 +114,16 @@ struct BodyFraming {
 };
 Result<BodyFraming> ResponseBodyFraming(std::string_view method, int status, const Headers& headers);
 
+// A 206 response's Content-Range, "bytes FIRST-LAST/TOTAL" or
+// "bytes FIRST-LAST/*" (RFC 9110 §14.4): digits only (no sign, no blanks
+// inside), at most 18 each, FIRST <= LAST, and LAST < TOTAL when TOTAL is
+// given. total is -1 when the server did not say.
+struct ContentRange {
+  uint64_t first = 0, last = 0;
+  int64_t total = -1;
+};
+Result<ContentRange> ParseContentRange(std::string_view value);
+
 // Receives body bytes in order. Returning an error stops the request; Do()
 // then returns that error.
 using BodyCallback = std::function<Status(std::string_view bytes)>;

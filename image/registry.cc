@@ -306,16 +306,13 @@ Status RegistryClient::GetBlob(const std::string& repository, const std::string&
     int64_t total = -1;
     std::string cl = r.Header("content-length");
     if (r.status == 206) {
-      std::string cr = r.Header("content-range");  // bytes START-END/TOTAL
-      unsigned long long s = 0, e = 0, t = 0;
-      if (std::sscanf(cr.c_str(), "bytes %llu-%llu/%llu", &s, &e, &t) == 3) {
-        start = s;
-        total = static_cast<int64_t>(t);
-      } else if (std::sscanf(cr.c_str(), "bytes %llu-%llu/*", &s, &e) == 2) {
-        start = s;
-      } else {
-        return Error(ErrorCode::kProtocol, "registry " + registry_ + " sent a bad Content-Range for " + what);
+      auto cr = http::ParseContentRange(r.Header("content-range"));
+      if (!cr.ok()) {
+        return Error(ErrorCode::kProtocol,
+                     "registry " + registry_ + " sent a " + cr.error().message() + " for " + what);
       }
+      start = cr->first;
+      total = cr->total;
       if (start != offset) {
         return Error(ErrorCode::kProtocol, "registry " + registry_ + " resumed " + what + " at byte " +
                                                std::to_string(start) + ", not " + std::to_string(offset));

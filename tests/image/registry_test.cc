@@ -565,3 +565,20 @@ TEST(PullRetries, PersistentServerErrorGivesUp) {
 
 }  // namespace
 }  // namespace msb::image
+
+TEST(ContentRange, DigitsOnlyOrderedAndWithinTheTotal) {
+  auto full = msb::image::http::ParseContentRange("bytes 100-199/1000");
+  ASSERT_TRUE(full.ok()) << full.error().message();
+  EXPECT_EQ(full->first, 100u);
+  EXPECT_EQ(full->last, 199u);
+  EXPECT_EQ(full->total, 1000);
+  auto open_total = msb::image::http::ParseContentRange("bytes 0-0/*");
+  ASSERT_TRUE(open_total.ok());
+  EXPECT_EQ(open_total->total, -1);
+  // sscanf's %llu took a sign and wrapped; a total past 2^63 went negative.
+  for (const char* bad : {"bytes -1-5/10", "bytes 1--5/10", "bytes 1-5/-10", "bytes +1-5/10", "bytes 5-1/10",
+                          "bytes 1-5/5", "bytes 1-5/99999999999999999999", "bytes 1-5/10 ", "bytes  1-5/10",
+                          "bytes 1-5", "items 1-5/10", "bytes 1234567890123456789-1234567890123456790/*", ""}) {
+    EXPECT_FALSE(msb::image::http::ParseContentRange(bad).ok()) << bad;
+  }
+}
