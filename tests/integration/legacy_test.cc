@@ -25,7 +25,7 @@ TEST_F(LegacyTest, MicrosandboxFileRunsUnchanged) {
       "    envs:\n"
       "      - GREETING=hi\n"
       "    scripts:\n"
-      "      start: echo \"start $0 $GREETING\"; exec sleep 2147483647\n"
+      "      start: echo \"start $0 $GREETING\"; mkfifo /dev/keep-alive; exec cat /dev/keep-alive\n"
       "      where: echo \"where $0 home=$HOME greeting=$GREETING args=$1,$2 pid=$(( $$ > 1 ))\"\n"
       "    scope: none\n");
   auto up = InProject({"up"});

@@ -37,7 +37,7 @@ class SnapshotTest : public MsbTest {
     return j.is_discarded() ? json() : j;
   }
   void StartDetached(const std::string& name, const std::string& image) {
-    auto r = Msb({"run", "-d", "--name", name, image, "sh", "-c", "echo up; exec sleep 3600"});
+    auto r = Msb({"run", "-d", "--name", name, image, "sh", "-c", "mkfifo /dev/keep-alive && echo up && exec cat /dev/keep-alive"});
     ASSERT_EQ(r.code, 0) << r.err;
     ASSERT_EQ(WaitForLogs(name, "up"), "up\n");
   }
@@ -149,7 +149,7 @@ TEST_F(SnapshotTest, StoppedSandboxIsCopiedAsItIsAndBadInputIsRefused) {
   EXPECT_EQ(Msb({"snapshot", "rm", "no-such"}).code, 1);
 
   // A read-only root has no writable layer on disk.
-  auto ro = Msb({"run", "-d", "--name", "ro", "--read-only", Rootfs(), "sh", "-c", "echo up; exec sleep 3600"});
+  auto ro = Msb({"run", "-d", "--name", "ro", "--read-only", Rootfs(), "sh", "-c", "mkfifo /dev/keep-alive && echo up && exec cat /dev/keep-alive"});
   ASSERT_EQ(ro.code, 0) << ro.err;
   auto no_layer = Msb({"snapshot", "create", "ro", "x"});
   EXPECT_EQ(no_layer.code, 1);
@@ -226,15 +226,15 @@ class SnapshotProjectTest : public ProjectTest {
 // content is another configuration. An ephemeral sandbox has nothing to
 // snapshot.
 TEST_F(SnapshotProjectTest, SandboxfileBootsASnapshotAndItsDigestIsInTheConfigHash) {
-  auto src = Msb({"run", "-d", "--name", "src", Rootfs(), "sh", "-c", "echo one > /v; echo up; exec sleep 3600"});
+  auto src = Msb({"run", "-d", "--name", "src", Rootfs(), "sh", "-c", "echo one > /v; mkfifo /dev/keep-alive && echo up && exec cat /dev/keep-alive"});
   ASSERT_EQ(src.code, 0) << src.err;
   ASSERT_EQ(WaitForLogs("src", "up"), "up\n");
   ASSERT_EQ(Msb({"snapshot", "create", "src", "base"}).code, 0);
   WriteSandboxfile("name: snapdemo\nsandboxes:\n"
                    "  app:\n    image: snapshot:base\n    memory: 128M\n"
-                   "    command: [\"/bin/sh\", \"-c\", \"sed s/^/v=/ /v; exec sleep 3600\"]\n"
+                   "    command: [\"/bin/sh\", \"-c\", \"sed s/^/v=/ /v; mkfifo /dev/keep-alive; exec cat /dev/keep-alive\"]\n"
                    "  eph:\n    image: " + Rootfs() + "\n    memory: 128M\n    ephemeral: true\n"
-                   "    command: [\"/bin/sh\", \"-c\", \"exec sleep 3600\"]\n");
+                   "    command: [\"/bin/sh\", \"-c\", \"mkfifo /dev/keep-alive; exec cat /dev/keep-alive\"]\n");
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
   EXPECT_EQ(WaitForLogs("app", "v=one"), "v=one\n");
