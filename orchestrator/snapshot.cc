@@ -115,7 +115,7 @@ std::string SnapshotDigest(const std::string& parent_digest, const std::string& 
 Result<std::vector<std::string>> SnapshotLayers(const SnapshotRecord& record) {
   auto j = nlohmann::json::parse(record.lowers_json, nullptr, false);
   std::vector<std::string> out;
-  if (!j.is_array()) return Error(ErrorCode::kInvalidArgument, "snapshot " + record.name + ": malformed layer list");
+  if (!j.is_array()) return Error(ErrorCode::kInvalidArgument, "snapshot " + record.name + ": malformed layer list in the state store");
   for (const auto& e : j) {
     if (!e.is_string()) return Error(ErrorCode::kInvalidArgument, "snapshot " + record.name + ": malformed layer list");
     out.push_back(e.get<std::string>());
@@ -141,7 +141,7 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
     return Error(ErrorCode::kInvalidArgument,
                  "sandbox " + SandboxName(source) +
                      " has no writable layer on disk (it is ephemeral, or its root is read-only), so there is "
-                     "nothing to snapshot; a snapshot needs a sandbox without ephemeral: true");
+                     "nothing to snapshot; a snapshot needs a sandbox without ephemeral: true or security.read_only_root: true");
   }
   if (spec.lower_disks.size() + 1 > agent::kMaxLowerLayers) {
     return Error(ErrorCode::kInvalidArgument,
@@ -183,7 +183,7 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
   // Taken meanwhile by another msb?
   auto raced = store.GetSnapshot(name);
   if (!raced.ok()) return fail(raced.error());
-  if (*raced) return fail(Error(ErrorCode::kAlreadyExists, "a snapshot named " + name + " was just taken"));
+  if (*raced) return fail(Error(ErrorCode::kAlreadyExists, "a snapshot named " + name + " was just taken by another msb; choose another name"));
   // A directory of that name with no record is a leftover of an interrupted
   // create: nothing refers to it.
   if (::access(dir.c_str(), F_OK) == 0) RemoveDir(dir);
