@@ -484,6 +484,11 @@ Result<ExitInfo> ParseExitInfo(std::string_view payload) {
   std::string failure;
   f.Str("start_failure", failure);
   MSB_TRY_STATUS(f.status());
+  // -1 stands for "no code" and goes with a signal, and only with one: an exit
+  // of -1 without a signal would otherwise become exit status 255.
+  if ((m.code == -1) != (m.signal != 0))
+    return Error(ErrorCode::kProtocol, "exit: field \"code\" is -1 exactly when \"signal\" is not 0, got code " +
+                                           std::to_string(m.code) + " with signal " + std::to_string(m.signal));
   if (!failure.empty()) {
     bool known = false;
     for (auto k : {StartFailure::kNotFound, StartFailure::kNotExecutable, StartFailure::kSetup}) {

@@ -92,7 +92,7 @@ void DecodePayload(const Frame& f) {
 
   if (auto e = ParseExitInfo(p); e.ok()) {
     int code = ShellExitCode(*e);
-    Check(code >= -1 && code <= 255, "ShellExitCode out of range", p);
+    Check(code >= 0 && code <= 255, "ShellExitCode out of range", p);
   }
   if (auto r = ParseReady(p); r.ok() && r->error) CheckGuestText(*r->error);
   if (auto r = ParseResultMsg(p); r.ok() && r->error) CheckGuestText(*r->error);

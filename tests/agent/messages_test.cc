@@ -141,6 +141,8 @@ TEST(MessagesTest, SmallBodies) {
     EXPECT_EQ(ParseExitInfo(Encode(ExitInfo{126, 0, k}))->start_failure, k);
   }
   // Only the three names: nothing else a guest writes there is accepted.
+  EXPECT_FALSE(ParseExitInfo(R"({"code":-1,"signal":0})").ok());
+  EXPECT_FALSE(ParseExitInfo(R"({"code":0,"signal":9})").ok());
   EXPECT_FALSE(ParseExitInfo(R"({"code":1,"signal":0,"start_failure":"none"})").ok());
   EXPECT_FALSE(ParseExitInfo(R"({"code":1,"signal":0,"start_failure":"Not_Found"})").ok());
   EXPECT_FALSE(ParseExitInfo(R"({"code":1,"signal":0,"start_failure":2})").ok());
