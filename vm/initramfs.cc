@@ -7,8 +7,6 @@
 // reads only the legacy LZ4 framing, which libarchive does not write.
 #include "vm/initramfs.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -20,6 +18,7 @@
 #include <random>
 #include <vector>
 
+#include "common/archive_ptr.h"
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/sha256.h"
@@ -30,23 +29,8 @@ namespace {
 // Bump when the archive layout changes: it is part of the cache key.
 constexpr char kLayoutVersion[] = "msb-initramfs-v1";
 
-struct ArchiveWriteFree {
-  void operator()(struct archive* a) const {
-    if (a != nullptr) archive_write_free(a);
-  }
-};
-struct EntryFree {
-  void operator()(struct archive_entry* e) const {
-    if (e != nullptr) archive_entry_free(e);
-  }
-};
-using ArchivePtr = std::unique_ptr<struct archive, ArchiveWriteFree>;
-using EntryPtr = std::unique_ptr<struct archive_entry, EntryFree>;
-
 Error ArchiveError(struct archive* a, const std::string& what) {
-  const char* msg = archive_error_string(a);
-  return Error(ErrorCode::kIo, what + ": " + (msg != nullptr ? msg : "libarchive error"),
-               archive_errno(a));
+  return Error(ErrorCode::kIo, what + ": " + ArchiveErrorString(a), archive_errno(a));
 }
 
 struct Node {
@@ -64,7 +48,7 @@ struct Module {
 };
 
 Status WriteArchive(int fd, const std::string& init_bytes, const std::vector<Module>& modules) {
-  ArchivePtr a(archive_write_new());
+  ArchiveWritePtr a(archive_write_new());
   MSB_CHECK(a != nullptr, "archive_write_new failed");
   if (archive_write_set_format_cpio_newc(a.get()) != ARCHIVE_OK ||
       archive_write_add_filter_none(a.get()) != ARCHIVE_OK) {
@@ -93,7 +77,7 @@ Status WriteArchive(int fd, const std::string& init_bytes, const std::vector<Mod
   }
   int64_t ino = 1;
   for (const Node& n : nodes) {
-    EntryPtr e(archive_entry_new());
+    ArchiveEntryPtr e(archive_entry_new());
     MSB_CHECK(e != nullptr, "archive_entry_new failed");
     archive_entry_set_pathname(e.get(), n.path.c_str());
     archive_entry_set_filetype(e.get(), n.type);
@@ -141,7 +125,7 @@ Result<std::vector<Module>> ReadModules(const std::vector<std::string>& paths) {
   for (size_t i = 0; i < paths.size(); ++i) {
     auto bytes = ReadFile(paths[i]);
     if (!bytes.ok()) return bytes.error().Wrap("reading the guest kernel module " + paths[i]);
-    char prefix[8];
+    char prefix[24];
     std::snprintf(prefix, sizeof prefix, "%03zu-", i);
     out.push_back({prefix + std::filesystem::path(paths[i]).filename().string(), std::move(*bytes)});
   }
