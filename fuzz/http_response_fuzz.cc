@@ -10,7 +10,7 @@
 // same, with lowercase trimmed names; the framing follows the headers;
 // chunked decoding does not depend on the split; every URL the client would
 // then request has a clean host and path and prints back to itself. No
-// sockets: HttpClient::Do's I/O around these is not covered here.
+// sockets: HttpClient::Do's I/O around these is http_client_fuzz.cc's.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

@@ -57,6 +57,7 @@
 #include "common/dispatcher.h"
 #include "common/fd.h"
 #include "common/memory_budget.h"
+#include "fuzz/private_network.h"
 #include "net/packet.h"
 #include "net/stack.h"
 
@@ -108,31 +109,6 @@ std::string Describe(const std::map<int, std::string>& fds) {
   return out;
 }
 
-// A network namespace with only lo, up: loopback flows reach the harness's
-// sockets and nothing leaves the machine.
-bool EnterPrivateNetwork() {
-  if (::unshare(CLONE_NEWNET) != 0) {
-    uid_t uid = ::getuid();
-    gid_t gid = ::getgid();
-    if (::unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) return false;
-    auto write = [](const char* path, const std::string& text) {
-      FILE* f = std::fopen(path, "w");
-      if (f == nullptr) return;
-      std::fputs(text.c_str(), f);
-      std::fclose(f);
-    };
-    write("/proc/self/setgroups", "deny");
-    write("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1");
-    write("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1");
-  }
-  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-  if (!s || ::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return false;
-  ifr.ifr_flags |= IFF_UP;
-  return ::ioctl(s.get(), SIOCSIFFLAGS, &ifr) == 0;
-}
-
 UniqueFd BindLoopback(int type, uint16_t port) {
   UniqueFd fd(::socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
@@ -167,7 +143,7 @@ using SentKey = std::tuple<uint16_t, std::array<uint8_t, 16>, uint16_t>;
 class Harness {
  public:
   Harness() {
-    netns_ = EnterPrivateNetwork();
+    netns_ = msb::fuzz::EnterPrivateNetwork();
     if (netns_) {
       listener_ = BindLoopback(SOCK_STREAM, 80);
       udp_echo_ = BindLoopback(SOCK_DGRAM, 7);

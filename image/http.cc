@@ -335,6 +335,10 @@ Result<ResponseHead> ParseResponseHead(std::string_view all) {
     return Error(ErrorCode::kProtocol, "sent a bad status line");
   }
   head.status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
+  // RFC 9110 §15: the first digit is the class, 1 to 5.
+  if (head.status < 100 || head.status > 599) {
+    return Error(ErrorCode::kProtocol, "sent status " + std::string(code) + ", outside 100-599");
+  }
   if (status_line.size() > 13) head.reason = std::string(status_line.substr(13));
   std::string_view rest = eol == std::string_view::npos ? std::string_view() : all.substr(eol + 2);
   while (!rest.empty()) {
@@ -837,6 +841,19 @@ struct HttpClient::Impl {
       bool reused = conn->reused;
       Status sent = conn->WriteAll(msg, options.idle_timeout);
       Result<ResponseHead> head = sent.ok() ? ReadHead(*conn) : Result<ResponseHead>(sent.error());
+      // Interim answers (100 Continue, 103 Early Hints; RFC 9110 §15.2) come
+      // before the final one and have no body: skipped, a few at most. msb
+      // never asks to switch protocols, so a 101 is an error.
+      for (int interim = 0; head.ok() && head->status >= 100 && head->status < 200; ++interim) {
+        if (head->status == 101 || interim == kMaxInterimResponses) {
+          return Error(ErrorCode::kProtocol, conn->host_port + " answered " + std::to_string(head->status) +
+                                                 (head->status == 101 ? ", a protocol switch msb did not ask for"
+                                                                      : " more than " +
+                                                                            std::to_string(kMaxInterimResponses) +
+                                                                            " times before a final answer"));
+        }
+        head = ReadHead(*conn);
+      }
       if (!head.ok()) {
         // A kept-alive connection the server closed meanwhile: once more, fresh.
         if (reused && attempt == 0 && head.error().code() == ErrorCode::kIo) continue;

@@ -49,6 +49,8 @@ namespace msb::image::http {
 
 inline constexpr int kMaxRedirects = 5;
 inline constexpr size_t kMaxHeaderBytes = 64 << 10;
+// Interim 1xx answers skipped before a final one.
+inline constexpr int kMaxInterimResponses = 8;
 inline constexpr std::chrono::seconds kConnectTimeout{15};
 
 struct Url {

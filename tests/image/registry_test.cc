@@ -192,6 +192,11 @@ TEST(ResponseHead, ParsesStatusReasonAndHeaders) {
   EXPECT_FALSE(http::ParseResponseHead("HTTP/2 200 OK").ok());
   EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 2x0 OK").ok());
   EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 2000 OK").ok());
+  // Found by fuzz/http_client_fuzz.cc: three digits that are no status class.
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 037 Temporary Redirect").ok());
+  EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 600 x").ok());
+  EXPECT_TRUE(http::ParseResponseHead("HTTP/1.1 100 Continue").ok());
+  EXPECT_TRUE(http::ParseResponseHead("HTTP/1.1 599 x").ok());
   EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 200 OK\r\nno colon").ok());
   EXPECT_FALSE(http::ParseResponseHead("HTTP/1.1 200 OK\r\n: empty name").ok());
   // Found by fuzz/http_response_fuzz.cc: a name that trims to nothing.
@@ -406,6 +411,35 @@ TEST(HttpClient, ChunkedBodyOverTheWire) {
   auto resp = client.Do(req);
   ASSERT_TRUE(resp.ok()) << resp.error().message();
   EXPECT_EQ(resp->body, "abcdef");
+}
+
+TEST(HttpClient, InterimAnswersAreSkippedAndBounded) {
+  auto a = ScriptedHttpServer::Start([&](const ScriptedHttpServer::Request& r) {
+    if (r.target == "/switch") return std::string("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
+    if (r.target == "/many") {
+      std::string out;
+      for (int i = 0; i <= http::kMaxInterimResponses; ++i) out += "HTTP/1.1 100 Continue\r\n\r\n";
+      return out + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+    }
+    return std::string("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+                       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+  });
+  ASSERT_TRUE(a.ok());
+  http::HttpClient client(InsecureLocal());
+  http::Request req;
+  req.url = *http::ParseUrl("http://" + (*a)->host_port() + "/two");
+  auto resp = client.Do(req);
+  ASSERT_TRUE(resp.ok()) << resp.error().message();
+  EXPECT_EQ(resp->status, 200);
+  EXPECT_EQ(resp->body, "ok");
+  req.url = *http::ParseUrl("http://" + (*a)->host_port() + "/many");
+  auto many = client.Do(req);
+  ASSERT_FALSE(many.ok());
+  EXPECT_NE(many.error().message().find("before a final answer"), std::string::npos) << many.error().message();
+  req.url = *http::ParseUrl("http://" + (*a)->host_port() + "/switch");
+  auto sw = client.Do(req);
+  ASSERT_FALSE(sw.ok());
+  EXPECT_NE(sw.error().message().find("protocol switch"), std::string::npos) << sw.error().message();
 }
 
 TEST(HttpClient, PlainHttpNeedsInsecure) {
