@@ -157,12 +157,10 @@ void RegisterExportCommands(CLI::App& app) {
   cmd->add_option("--namespace", flags->name_space, "the objects' namespace (default: none written)")
       ->type_name("NS");
   cmd->add_option("--publish-as", flags->publish_as, "the type of the Service of published ports")
-      ->check(CLI::IsMember({"clusterip", "nodeport", "loadbalancer"}))
-      ->type_name("clusterip|nodeport|loadbalancer");
+      ->check(CLI::IsMember({"clusterip", "nodeport", "loadbalancer"}));
   cmd->add_option("--fqdn-policy", flags->fqdn_policy,
                   "host-name rules: a CiliumNetworkPolicy (cilium), or a comment and a warning (comment, the default)")
-      ->check(CLI::IsMember({"cilium", "comment"}))
-      ->type_name("cilium|comment");
+      ->check(CLI::IsMember({"cilium", "comment"}));
   cmd->add_flag("--allow-host-path", flags->allow_host_path,
                 "export bind mounts as hostPath volumes (else they are an error)");
   OnRun(cmd, [flags] { return Export(*flags); });
