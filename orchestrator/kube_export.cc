@@ -312,6 +312,8 @@ class SandboxExporter {
       c["readinessProbe"] = Probe(false);
       c["livenessProbe"] = Probe(true);
       const auto& h = *sb_.healthcheck;
+      Warn("healthcheck: under msb an unhealthy sandbox keeps running; the livenessProbe "
+           "restarts the container after " + std::to_string(std::max(1, h.retries)) + " failures in a row");
       if (h.interval_ms % 1000 || h.timeout_ms % 1000 || h.start_period_ms % 1000) {
         Warn("healthcheck: probes count whole seconds; interval, timeout and start_period are rounded up");
       }
