@@ -81,6 +81,7 @@ void RegisterPullCommand(CLI::App& app);        // pull
 void RegisterImageCommands(CLI::App& app);      // images, rmi, load, image ls/rm/load/prune
 void RegisterLoginCommands(CLI::App& app);      // login, logout
 void RegisterNetCommands(CLI::App& app);        // net check
+void RegisterExportCommands(CLI::App& app);     // export kubernetes
 // Last: help groups, --version and version, hidden __complete and __man.
 void RegisterHelpCommands(CLI::App& app);
 

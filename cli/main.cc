@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterLoginCommands(app);
   msb::cli::RegisterNetCommands(app);
+  msb::cli::RegisterExportCommands(app);
   msb::cli::RegisterHelpCommands(app);  // last: it groups the commands above
   try {
     app.parse(argc, argv);

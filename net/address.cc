@@ -222,15 +222,11 @@ constexpr Range kRanges[] = {
     {"::/8", AddressClass::kReserved, "::/8 (reserved)"},
 };
 
-struct CompiledRange {
-  Cidr cidr;
-  AddressClass cls;
-  std::string_view what;
-};
+}  // namespace
 
-const std::vector<CompiledRange>& Ranges() {
-  static const std::vector<CompiledRange> ranges = [] {
-    std::vector<CompiledRange> out;
+const std::vector<SpecialRange>& SpecialRanges() {
+  static const std::vector<SpecialRange> ranges = [] {
+    std::vector<SpecialRange> out;
     for (const Range& r : kRanges) {
       auto c = Cidr::Parse(r.cidr);
       MSB_CHECK(c.has_value(), std::string("bad built-in range ") + r.cidr);
@@ -241,12 +237,25 @@ const std::vector<CompiledRange>& Ranges() {
   return ranges;
 }
 
-}  // namespace
+const std::vector<Cidr>& Ipv4EmbeddingPrefixes() {
+  // The forms Canonicalize() reads, in its order.
+  static const std::vector<Cidr> prefixes = [] {
+    std::vector<Cidr> out;
+    for (const char* text : {"::ffff:0:0/96", "::ffff:0:0:0/96", "::/96", "64:ff9b::/96", "64:ff9b:1::/48",
+                             "2002::/16", "2001::/32"}) {
+      auto c = Cidr::Parse(text);
+      MSB_CHECK(c.has_value(), std::string("bad built-in prefix ") + text);
+      out.push_back(*c);
+    }
+    return out;
+  }();
+  return prefixes;
+}
 
 Classification Classify(const IpAddress& ip) {
   Classification c;
   c.canonical = Canonicalize(ip);
-  for (const CompiledRange& r : Ranges()) {
+  for (const SpecialRange& r : SpecialRanges()) {
     if (r.cidr.Contains(c.canonical)) {
       c.cls = r.cls;
       c.range = r.what;

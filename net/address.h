@@ -139,6 +139,24 @@ struct Classification {
 // The class of Canonicalize(ip). Never returns kHost (see HostAddresses).
 Classification Classify(const IpAddress& ip);
 
+// One row of the table Classify() reads: every range it gives a class other
+// than kPublic.
+struct SpecialRange {
+  Cidr cidr;
+  AddressClass cls = AddressClass::kPublic;
+  std::string_view what;  // "10.0.0.0/8 (RFC 1918)"
+};
+// The table, in Classify()'s order (the first containing range decides, so a
+// range may sit inside an earlier one). What a copy of the stack's rules
+// elsewhere needs (the Kubernetes export's NetworkPolicy exceptions,
+// orchestrator/kube_export.cc) is derived from it, never written twice.
+const std::vector<SpecialRange>& SpecialRanges();
+
+// The IPv6 prefixes under which Canonicalize() reads an embedded IPv4
+// address (mapped, translated, compatible, NAT64, 6to4, Teredo), for a rule
+// that cannot canonicalise and must treat such a prefix as a whole.
+const std::vector<Cidr>& Ipv4EmbeddingPrefixes();
+
 // The host's own interface addresses (getifaddrs), canonicalised. Refreshed
 // on demand: Refresh() re-reads them; RefreshIfOlder() only when the last
 // read is older than max_age. FollowChanges() subscribes to the kernel's

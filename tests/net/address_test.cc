@@ -112,6 +112,43 @@ TEST(Classify, Table) {
   EXPECT_EQ(Classify(Ip("::ffff:10.9.9.9")).canonical, Ip("10.9.9.9"));
 }
 
+TEST(SpecialRanges, AreTheTableClassifyReads) {
+  // Every row classifies its own base address as its class unless an
+  // earlier row holds that address (the table's first-match order) or it
+  // embeds an IPv4 address; no row is public.
+  const auto& ranges = SpecialRanges();
+  ASSERT_GT(ranges.size(), 20u);
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    bool shadowed = false;
+    for (size_t j = 0; j < i; ++j) shadowed |= ranges[j].cidr.Contains(ranges[i].cidr.base());
+    // 2001::/23's base is a Teredo form, judged by the IPv4 it embeds.
+    shadowed |= Canonicalize(ranges[i].cidr.base()) != ranges[i].cidr.base();
+    if (!shadowed) EXPECT_EQ(Classify(ranges[i].cidr.base()).cls, ranges[i].cls) << ranges[i].what;
+    EXPECT_NE(ranges[i].cls, AddressClass::kPublic) << ranges[i].what;
+    EXPECT_FALSE(ranges[i].what.empty());
+  }
+  EXPECT_EQ(Classify(Ip("8.8.8.8")).cls, AddressClass::kPublic);
+}
+
+TEST(Ipv4EmbeddingPrefixes, HoldTheFormsCanonicalizeUnwraps) {
+  // An address inside each prefix (not :: or ::1) canonicalises to IPv4; an
+  // IPv6 address outside all of them stays IPv6.
+  for (const Cidr& p : Ipv4EmbeddingPrefixes()) {
+    auto bytes = p.base().bytes();
+    bytes[13] = 1;  // an embedded 0.1.x.x-ish low part, never :: or ::1
+    bytes[15] = 7;
+    IpAddress inside = IpAddress::V6(bytes);
+    ASSERT_TRUE(p.Contains(inside)) << p.ToString();
+    EXPECT_TRUE(Canonicalize(inside).is_v4()) << p.ToString();
+  }
+  for (const char* outside : {"2001:db8::1", "2600::1", "fd00::1", "64:ff9c::a00:1", "2003::1"}) {
+    bool in_some = false;
+    for (const Cidr& p : Ipv4EmbeddingPrefixes()) in_some |= p.Contains(Ip(outside));
+    EXPECT_FALSE(in_some) << outside;
+    EXPECT_TRUE(Canonicalize(Ip(outside)).is_v6()) << outside;
+  }
+}
+
 TEST(HostAddresses, ReadsTheHostsInterfaces) {
   HostAddresses host;
   EXPECT_FALSE(host.Contains(Ip("127.0.0.1")));
