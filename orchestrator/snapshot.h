@@ -51,7 +51,9 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
 // sandbox). Sorted.
 Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record);
 
-// Removes a snapshot nobody uses (else kState naming the users).
+// Removes a snapshot nobody uses (else kState naming the users). Holds every
+// project's lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in
+// progress) from the check to the removal.
 Status RemoveSnapshot(Store& store, const std::string& name);
 
 // image: snapshot:NAME, for EnsureImage: the base disk, the layers and the

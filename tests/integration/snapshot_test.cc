@@ -2,15 +2,19 @@
 // runs (and still writable after), new sandboxes booting snapshot:NAME with
 // the source's files and deletions and their own writable layers, a snapshot
 // of such a sandbox (two layers), a stopped sandbox copied as it is,
-// `snapshot rm` refused while used, bad input, and agentd's freeze ending by
+// `snapshot rm` refused while used and waiting for a project's lock, bad input, and agentd's freeze ending by
 // itself or when the client that asked for it goes away; and a Sandboxfile
 // booting snapshot:NAME through `msb up`.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 
+#include "common/child.h"
+#include "common/fd.h"
 #include "common/io.h"
 #include "orchestrator/control_client.h"
 #include "orchestrator/store.h"
@@ -176,7 +180,27 @@ TEST_F(SnapshotTest, StoppedSandboxIsCopiedAsItIsAndBadInputIsRefused) {
   auto after_prune = RunOn("stopped", "cat /kept");
   EXPECT_EQ(after_prune.code, 0) << after_prune.err;
   EXPECT_EQ(after_prune.out, "kept\n");
-  EXPECT_EQ(Msb({"snapshot", "rm", "stopped"}).code, 0);
+
+  // `snapshot rm` takes the projects' locks: while another msb holds one (an
+  // `up` in progress), it waits and removes nothing; then it goes ahead.
+  ASSERT_TRUE(MakeDirs(Home() + "/locks", 0700).ok());
+  UniqueFd held(::open((Home() + "/locks/_run.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  ASSERT_TRUE(held.valid());
+  ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd out_r(p[0]), out_w(p[1]);
+  ChildProcess rm = SpawnMsb({"snapshot", "rm", "stopped"}, out_w.get());
+  out_w.Reset();
+  std::string said;
+  ASSERT_TRUE(ReadUntil(out_r.get(), &said, "changing project _run; waiting")) << said;
+  EXPECT_TRUE(std::filesystem::exists(Home() + "/snapshots/stopped/layer.ext4"));
+  EXPECT_EQ(Snapshots().size(), 1u);
+  held.Reset();
+  ASSERT_TRUE(ReadUntil(out_r.get(), &said, "removed snapshot stopped\n")) << said;
+  EXPECT_EQ(rm.Wait().code, 0);
+  EXPECT_FALSE(std::filesystem::exists(Home() + "/snapshots/stopped"));
+  EXPECT_EQ(Snapshots(), json::array());
 }
 
 // agentd thaws by itself when the freeze's time runs out, and the supervisor
