@@ -181,6 +181,12 @@ TEST_F(SnapshotTest, StoppedSandboxIsCopiedAsItIsAndBadInputIsRefused) {
   EXPECT_EQ(after_prune.code, 0) << after_prune.err;
   EXPECT_EQ(after_prune.out, "kept\n");
 
+  // A snapshot over a local directory has no image layers to export.
+  auto exp = Msb({"snapshot", "export", "stopped", "-o", Home() + "/stopped.tar"});
+  EXPECT_EQ(exp.code, 1);
+  EXPECT_THAT(exp.err, HasSubstr("sits on a local directory"));
+  EXPECT_FALSE(std::filesystem::exists(Home() + "/stopped.tar"));
+
   // `snapshot rm` takes the projects' locks: while another msb holds one (an
   // `up` in progress), it waits and removes nothing; then it goes ahead.
   ASSERT_TRUE(MakeDirs(Home() + "/locks", 0700).ok());
