@@ -222,14 +222,23 @@ Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecor
 }
 
 Status RemoveSnapshot(Store& store, const std::string& name) {
-  // Every project's lock first, in name order (as `msb up` and `msb volume
-  // rm` take one): no `up` of any project starts a sandbox on this snapshot
-  // between the check for users below and the removal.
+  // The locks of the projects that could start a sandbox on it, in name
+  // order (as `msb up` and `msb volume rm` take them): those whose
+  // Sandboxfile names snapshot:NAME or that have a sandbox on it, and `msb
+  // run`'s. No `up` of those starts a sandbox on this snapshot between the
+  // check for users below and the removal. Not every project's: `msb up
+  // --watch` holds its lock for its whole life.
+  const std::string ref = kSnapshotRef + name;
   std::set<std::string> projects{Store::kRunProject};
   MSB_TRY(auto recorded, store.ListProjects());
-  for (const auto& p : recorded) projects.insert(p.name);
+  for (const auto& p : recorded) {
+    auto text = ReadFile(p.sandboxfile);
+    if (text.ok() && text->find(ref) != std::string::npos) projects.insert(p.name);
+  }
   MSB_TRY(auto all, store.ListAllSandboxes());
-  for (const auto& s : all) projects.insert(s.project);
+  for (const auto& s : all) {
+    if (s.image_ref == ref) projects.insert(s.project);
+  }
   std::vector<ProjectLock> project_locks;
   for (const auto& p : projects) {
     MSB_TRY(ProjectLock l, ProjectLock::Acquire(p));

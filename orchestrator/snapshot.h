@@ -51,9 +51,10 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
 // sandbox). Sorted.
 Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record);
 
-// Removes a snapshot nobody uses (else kState naming the users). Holds every
-// project's lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in
-// progress) from the check to the removal.
+// Removes a snapshot nobody uses (else kState naming the users). Holds the
+// lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in progress)
+// of `msb run`'s project and of every project whose Sandboxfile names
+// snapshot:NAME or that has a sandbox on it, from the check to the removal.
 Status RemoveSnapshot(Store& store, const std::string& name);
 
 struct SnapshotExportOptions {

@@ -24,6 +24,7 @@ namespace msb::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using json = nlohmann::json;
 
 class SnapshotTest : public MsbTest {
@@ -280,6 +281,25 @@ TEST_F(SnapshotProjectTest, SandboxfileBootsASnapshotAndItsDigestIsInTheConfigHa
   auto refused = Msb({"snapshot", "rm", "base"});
   EXPECT_EQ(refused.code, 1);
   EXPECT_THAT(refused.err, HasSubstr("sandbox snapdemo/app"));
+
+  {
+    // The project's Sandboxfile names the snapshot: `snapshot rm` waits for
+    // its lock (an `up` in progress) before it looks for users.
+    UniqueFd held(::open((Home() + "/locks/snapdemo.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    ASSERT_TRUE(held.valid());
+    ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd out_r(p[0]), out_w(p[1]);
+    ChildProcess rm = SpawnMsb({"snapshot", "rm", "base"}, out_w.get());
+    out_w.Reset();
+    std::string said;
+    ASSERT_TRUE(ReadUntil(out_r.get(), &said, "changing project snapdemo; waiting")) << said;
+    EXPECT_THAT(said, Not(HasSubstr("in use")));
+    held.Reset();
+    ASSERT_TRUE(ReadUntil(out_r.get(), &said, "is in use by sandbox snapdemo/app")) << said;
+    EXPECT_EQ(rm.Wait().code, 1);
+  }
 
   // The same name, other content: another digest, another config hash.
   ASSERT_EQ(InProject({"down"}).code, 0);
