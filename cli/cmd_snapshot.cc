@@ -3,6 +3,7 @@
 // snapshot:NAME` boot them; this file only parses flags and prints.
 #include <unistd.h>
 
+#include <cstdio>
 #include <ctime>
 #include <iostream>
 #include <memory>
@@ -81,6 +82,13 @@ int Rm(const std::vector<std::string>& names) {
   return rc;
 }
 
+// "104.0 MiB".
+std::string MiB(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
 int Export(const std::string& name, const std::string& output, const std::string& ref_name, bool quiet) {
   if (output.empty()) return Fail("snapshot export: give the archive to write with -o FILE.tar (or -o - for stdout)");
   if (output == "-" && ::isatty(STDOUT_FILENO)) {
@@ -96,8 +104,8 @@ int Export(const std::string& name, const std::string& output, const std::string
   if (!r.ok()) return Fail(r.error().message());
   if (output != "-" && !quiet) {
     std::cout << "exported snapshot " << name << " to " << output << ": " << r->manifest_digest << " ("
-              << r->image_layers << " image + " << r->snapshot_layers << " snapshot layers, "
-              << schema::FormatSize(r->bytes) << ")" << std::endl;
+              << r->image_layers << " image + " << r->snapshot_layers << " snapshot layers, " << MiB(r->bytes)
+              << ")" << std::endl;
   }
   return 0;
 }
