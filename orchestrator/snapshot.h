@@ -75,8 +75,10 @@ struct SnapshotExport {
 // deletions, opaque markers for replaced directories), made in a builder VM
 // from the layer disks (image/layer_export.h); the image config with
 // diff_ids and history appended. Refuses a snapshot over a local directory
-// (no layers to start from). The archive is written to a temporary file
-// beside the output and renamed; on failure nothing is left there.
+// (no layers to start from). Holds the image store against garbage
+// collection (image/image_store.h LockForImport) while it reads blobs. The
+// archive is written to a temporary file beside the output and renamed; on
+// failure nothing is left there.
 Result<SnapshotExport> ExportSnapshot(Store& store, const std::string& name, const SnapshotExportOptions& options);
 
 // image: snapshot:NAME, for EnsureImage: the base disk, the layers and the
