@@ -663,4 +663,51 @@ Result<LayerReport> ParseLayerReport(std::string_view payload) {
   return m;
 }
 
+std::string Encode(const ExportRequest& m) {
+  json layers = json::array();
+  for (const ExportLayer& l : m.layers) layers.push_back({{"serial", l.serial}, {"output_serial", l.output_serial}});
+  return Dump(json{{"layers", layers}});
+}
+
+std::string Encode(const ExportReport& m) {
+  return Dump(json{{"index", m.index}, {"bytes", m.bytes}, {"entries", m.entries}});
+}
+
+Result<ExportRequest> ParseExportRequest(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "export"));
+  ExportRequest m;
+  auto it = j.find("layers");
+  if (it == j.end() || !it->is_array())
+    return Error(ErrorCode::kProtocol, "export: field \"layers\": expected an array of objects");
+  if (it->empty() || it->size() > kMaxExportLayers)
+    return Error(ErrorCode::kProtocol, "export: field \"layers\": expected 1 to " +
+                                           std::to_string(kMaxExportLayers) + " layers");
+  for (size_t i = 0; i < it->size(); ++i) {
+    std::string what = "export.layers[" + std::to_string(i) + "]";
+    const json& e = (*it)[i];
+    if (!e.is_object()) return Error(ErrorCode::kProtocol, what + ": expected an object");
+    ExportLayer l;
+    Fields lf(e, what.c_str());
+    lf.Str("serial", l.serial, true);
+    lf.Str("output_serial", l.output_serial, true);
+    MSB_TRY_STATUS(lf.status());
+    if (!PrintableSerial(l.serial) || !PrintableSerial(l.output_serial))
+      return Error(ErrorCode::kProtocol, what + ": fields \"serial\" and \"output_serial\": expected 1 to " +
+                                             std::to_string(kMaxDiskSerial) + " printable bytes");
+    m.layers.push_back(std::move(l));
+  }
+  return m;
+}
+
+Result<ExportReport> ParseExportReport(std::string_view payload) {
+  MSB_TRY(json j, ParseObject(payload, "exported"));
+  ExportReport m;
+  Fields f(j, "exported");
+  f.Int("index", m.index, 0, static_cast<int64_t>(kMaxExportLayers) - 1, true);
+  f.Int("bytes", m.bytes, 0, std::numeric_limits<int64_t>::max(), true);
+  f.Int("entries", m.entries, 0, std::numeric_limits<int64_t>::max(), true);
+  MSB_TRY_STATUS(f.status());
+  return m;
+}
+
 }  // namespace msb::agent

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/protocol.h"
 #include "common/result.h"
 
 namespace msb::agent {
@@ -185,6 +186,29 @@ struct LayerReport {
 // and the agent port and the target disk take two.
 inline constexpr size_t kMaxUnpackLayers = 20;
 
+// Export mode (docs/agent-protocol.md "export"): kExport, host→agent, sent
+// instead of kBoot. For each layer, the ext4 disk `serial` (a snapshot's
+// copy of a writable layer, attached read-only) is mounted read-only and the
+// changes in its upper/ directory are written as an uncompressed OCI layer
+// tar (overlayfs whiteouts and opaque directories turned into OCI ones) from
+// byte 0 of the raw disk `output_serial`.
+struct ExportLayer {
+  std::string serial;
+  std::string output_serial;
+};
+struct ExportRequest {
+  std::vector<ExportLayer> layers;
+};
+// kExported, agent→host, one per layer written, in order.
+struct ExportReport {
+  uint32_t index = 0;    // position in ExportRequest::layers
+  uint64_t bytes = 0;    // length of the tar at the start of the output disk
+  uint64_t entries = 0;  // tar entries written (whiteouts included)
+};
+// Layers one export request may name: a snapshot chain's most
+// (kMaxLowerLayers), each with its output disk.
+inline constexpr size_t kMaxExportLayers = kMaxLowerLayers;
+
 std::string Encode(const Hello& m);
 std::string Encode(const BootConfig& m);
 std::string Encode(const Ready& m);
@@ -201,6 +225,8 @@ std::string Encode(const Freeze& m);
 std::string Encode(const ErrorMsg& m);
 std::string Encode(const UnpackRequest& m);
 std::string Encode(const LayerReport& m);
+std::string Encode(const ExportRequest& m);
+std::string Encode(const ExportReport& m);
 
 Result<Hello> ParseHello(std::string_view payload);
 Result<BootConfig> ParseBootConfig(std::string_view payload);
@@ -218,5 +244,7 @@ Result<Freeze> ParseFreeze(std::string_view payload);
 Result<ErrorMsg> ParseErrorMsg(std::string_view payload);
 Result<UnpackRequest> ParseUnpackRequest(std::string_view payload);
 Result<LayerReport> ParseLayerReport(std::string_view payload);
+Result<ExportRequest> ParseExportRequest(std::string_view payload);
+Result<ExportReport> ParseExportReport(std::string_view payload);
 
 }  // namespace msb::agent

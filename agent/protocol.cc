@@ -12,7 +12,7 @@ struct KindName {
   const char* name;
 };
 
-constexpr std::array<KindName, 22> kKindNames = {{
+constexpr std::array<KindName, 24> kKindNames = {{
     {FrameKind::kHello, "hello"},     {FrameKind::kBoot, "boot"},
     {FrameKind::kReady, "ready"},     {FrameKind::kExec, "exec"},
     {FrameKind::kStarted, "started"}, {FrameKind::kStdin, "stdin"},
@@ -23,7 +23,8 @@ constexpr std::array<KindName, 22> kKindNames = {{
     {FrameKind::kData, "data"},       {FrameKind::kResult, "result"},
     {FrameKind::kShutdown, "shutdown"}, {FrameKind::kFreeze, "freeze"},
     {FrameKind::kThaw, "thaw"},       {FrameKind::kUnpack, "unpack"},
-    {FrameKind::kLayer, "layer"},     {FrameKind::kError, "error"},
+    {FrameKind::kLayer, "layer"},     {FrameKind::kExport, "export"},
+    {FrameKind::kExported, "exported"}, {FrameKind::kError, "error"},
 }};
 
 // The table lists every enumerator once, in increasing order.
@@ -55,7 +56,8 @@ static_assert(TableCovers(FrameKind::kHello) && TableCovers(FrameKind::kBoot) &&
               TableCovers(FrameKind::kData) && TableCovers(FrameKind::kResult) &&
               TableCovers(FrameKind::kShutdown) && TableCovers(FrameKind::kFreeze) &&
               TableCovers(FrameKind::kThaw) && TableCovers(FrameKind::kUnpack) &&
-              TableCovers(FrameKind::kLayer) && TableCovers(FrameKind::kError));
+              TableCovers(FrameKind::kLayer) && TableCovers(FrameKind::kExport) &&
+              TableCovers(FrameKind::kExported) && TableCovers(FrameKind::kError));
 
 }  // namespace
 

@@ -66,6 +66,8 @@ enum class FrameKind : uint8_t {
   kThaw = 50,      // host→agent, fresh host id: {}; kResult (an error when it was not frozen)
   kUnpack = 64,    // host→agent, instead of kBoot: UnpackRequest (unpack mode)
   kLayer = 65,     // agent→host: LayerReport, one per layer applied
+  kExport = 66,    // host→agent, instead of kBoot: ExportRequest (export mode)
+  kExported = 67,  // agent→host: ExportReport, one per layer written
   kError = 127,    // both: {"message":"..."} about that id
 };
 

@@ -84,6 +84,7 @@
 #include "agentd/agentd_log.h"
 #include "agentd/session.h"
 #include "agent/flow.h"
+#include "agentd/export.h"
 #include "agentd/guest_init.h"
 #include "agentd/mounts.h"
 #include "agentd/net_config.h"
@@ -273,7 +274,8 @@ const char* Server::Gate(FrameKind kind) const {
       ok = kind == FrameKind::kHello;
       break;
     case ServerState::kAwaitBoot:
-      ok = kind == FrameKind::kBoot || kind == FrameKind::kShutdown || kind == FrameKind::kUnpack;
+      ok = kind == FrameKind::kBoot || kind == FrameKind::kShutdown || kind == FrameKind::kUnpack ||
+           kind == FrameKind::kExport;
       break;
     case ServerState::kBootFailed:
     case ServerState::kUnpacked:
@@ -306,6 +308,7 @@ void Server::HandleFrame(Frame f) {
     case FrameKind::kExit:
     case FrameKind::kResult:
     case FrameKind::kLayer:
+    case FrameKind::kExported:
       SendError(f.id, "unexpected " + ToString(f.kind) + " frame: only agentd sends it");
       return;
     case FrameKind::kError:
@@ -334,6 +337,7 @@ void Server::HandleFrame(Frame f) {
     case FrameKind::kFreeze: return HandleFreeze(f);
     case FrameKind::kThaw: return HandleThaw(f);
     case FrameKind::kUnpack: return HandleUnpack(f);
+    case FrameKind::kExport: return HandleExport(f);
     default: SendError(f.id, "unexpected " + ToString(f.kind) + " frame");
   }
 }
@@ -570,6 +574,24 @@ void Server::HandleUnpack(const Frame& f) {
     FlushBlocking(std::chrono::seconds(10));
   });
   if (!s.ok()) Diag("unpack failed: " + s.error().message());
+  Queue(kChannelId, FrameKind::kResult,
+        Encode(ResultMsg{s.ok() ? std::nullopt : std::optional<std::string>(Truncated(s.error().message()))}));
+}
+
+// Export mode (export.h): like unpack, instead of kBoot; the tars of a
+// snapshot's layers are written onto output disks, one report per layer.
+void Server::HandleExport(const Frame& f) {
+  if (mode_ != ServerMode::kPid1)
+    return SendError(kChannelId, "export: only agentd as the guest's PID 1 exports layers");
+  auto req = ParseExportRequest(f.payload);
+  if (!req.ok()) return SendError(kChannelId, req.error().message());
+  booted_ = true;
+  state_ = ServerState::kUnpacked;
+  Status s = RunExport(*req, [this](const ExportReport& r) {
+    Queue(kChannelId, FrameKind::kExported, Encode(r));
+    FlushBlocking(std::chrono::seconds(10));
+  });
+  if (!s.ok()) Diag("export failed: " + s.error().message());
   Queue(kChannelId, FrameKind::kResult,
         Encode(ResultMsg{s.ok() ? std::nullopt : std::optional<std::string>(Truncated(s.error().message()))}));
 }

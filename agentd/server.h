@@ -81,6 +81,7 @@ class Server {
   // Thaws the upper layer if frozen; `why` goes to the console log.
   Status Thaw(const std::string& why);
   void HandleUnpack(const Frame& f);
+  void HandleExport(const Frame& f);
   Status CheckNewId(uint32_t id) const;
   Session* Find(uint32_t id);
 

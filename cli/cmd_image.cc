@@ -31,6 +31,7 @@ namespace {
 
 using orchestrator::ImageRecord;
 using orchestrator::SandboxRecord;
+using orchestrator::SnapshotRecord;
 using orchestrator::Store;
 
 std::string ShortDigest(const std::string& digest) {
@@ -86,6 +87,25 @@ std::vector<SandboxRecord> UsersOf(const ImageRecord& image, const std::vector<S
       out.push_back(s);
     }
   }
+  return out;
+}
+
+// Snapshots whose chain sits on `image` (on its digest or its base disk), by
+// name, sorted; none when another reference keeps the digest.
+std::vector<std::string> SnapshotsOn(const ImageRecord& image, const std::vector<SnapshotRecord>& snapshots,
+                                     const std::vector<ImageRecord>& images) {
+  bool digest_shared = std::any_of(images.begin(), images.end(), [&](const ImageRecord& o) {
+    return o.reference != image.reference && o.digest == image.digest;
+  });
+  std::vector<std::string> out;
+  if (digest_shared || image.digest.empty()) return out;
+  const std::string hex = image.digest.size() > 7 ? image.digest.substr(7) : "";
+  for (const auto& s : snapshots) {
+    bool on = s.parent_digest == image.digest || (!image.base_disk.empty() && s.base_disk == image.base_disk) ||
+              std::filesystem::path(s.base_disk).stem().string() == hex;
+    if (on) out.push_back(s.name);
+  }
+  std::sort(out.begin(), out.end());
   return out;
 }
 
@@ -186,6 +206,19 @@ int Rmi(const std::vector<std::string>& refs) {
       }
       rc = Fail("image " + image.reference + " is used by sandbox " + names + "; remove " +
                 (users.size() > 1 ? "them" : "it") + " first (msb rm" + rm + ", or msb down for a project)");
+      continue;
+    }
+    // A snapshot sits on the image's base disk (its whole chain does) and
+    // keeps it; untagging it would leave a disk nothing names.
+    auto snapshots = state.ListSnapshots();
+    if (!snapshots.ok()) return Fail(snapshots.error().message());
+    auto on = SnapshotsOn(image, *snapshots, *images);
+    if (!on.empty()) {
+      std::string names;
+      for (const auto& n : on) names += (names.empty() ? "" : ", ") + n;
+      rc = Fail("image " + image.reference + " is the base of snapshot " + names + "; remove " +
+                (on.size() > 1 ? "them" : "it") + " first (msb snapshot rm " + names.substr(0, names.find(',')) +
+                (on.size() > 1 ? " ..." : "") + "), or keep the image");
       continue;
     }
     if (auto d = state.DeleteImage(image.reference); !d.ok()) {

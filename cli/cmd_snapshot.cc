@@ -1,6 +1,9 @@
-// msb snapshot create / ls / rm: disk snapshots of sandboxes
+// msb snapshot create / ls / rm / export: disk snapshots of sandboxes
 // (orchestrator/snapshot.h). `msb run snapshot:NAME` and `image:
 // snapshot:NAME` boot them; this file only parses flags and prints.
+#include <unistd.h>
+
+#include <cstdio>
 #include <ctime>
 #include <iostream>
 #include <memory>
@@ -79,10 +82,38 @@ int Rm(const std::vector<std::string>& names) {
   return rc;
 }
 
+// "104.0 MiB".
+std::string MiB(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
+int Export(const std::string& name, const std::string& output, const std::string& ref_name, bool quiet) {
+  if (output.empty()) return Fail("snapshot export: give the archive to write with -o FILE.tar (or -o - for stdout)");
+  if (output == "-" && ::isatty(STDOUT_FILENO)) {
+    return Fail("snapshot export: -o - writes a tar to stdout, which is a terminal; redirect it to a file or pipe");
+  }
+  auto store = Store::Open(Store::DefaultPath());
+  if (!store.ok()) return Fail(store.error().message());
+  orchestrator::SnapshotExportOptions o;
+  o.output = output;
+  o.ref_name = ref_name;
+  o.quiet = quiet;
+  auto r = orchestrator::ExportSnapshot(*store, name, o);
+  if (!r.ok()) return Fail(r.error().message());
+  if (output != "-" && !quiet) {
+    std::cout << "exported snapshot " << name << " to " << output << ": " << r->manifest_digest << " ("
+              << r->image_layers << " image + " << r->snapshot_layers << " snapshot layers, " << MiB(r->bytes)
+              << ")" << std::endl;
+  }
+  return 0;
+}
+
 }  // namespace
 
 void RegisterSnapshotCommands(CLI::App& app) {
-  auto* snapshot = app.add_subcommand("snapshot", "Save, list or remove disk snapshots of sandboxes");
+  auto* snapshot = app.add_subcommand("snapshot", "Save, list, remove or export disk snapshots of sandboxes");
   snapshot->require_subcommand(1);
   {
     struct CreateArgs {
@@ -107,6 +138,21 @@ void RegisterSnapshotCommands(CLI::App& app) {
     auto* cmd = snapshot->add_subcommand("rm", "Remove snapshots (refused while a sandbox or snapshot uses one)");
     cmd->add_option("names", *names, "snapshot names")->required();
     OnRun(cmd, [names]() { return Rm(*names); });
+  }
+  {
+    struct ExportArgs {
+      std::string name, output, ref_name;
+      bool quiet = false;
+    };
+    auto a = std::make_shared<ExportArgs>();
+    auto* cmd = snapshot->add_subcommand(
+        "export", "Write snapshot NAME as an OCI image archive (msb load, skopeo copy oci-archive:)");
+    cmd->add_option("name", a->name, "the snapshot")->required();
+    cmd->add_option("-o,--output", a->output, "the archive to write (FILE.tar, or - for stdout)")->required();
+    cmd->add_option("--ref-name", a->ref_name,
+                    "the image's org.opencontainers.image.ref.name in the archive (default: NAME)");
+    cmd->add_flag("-q,--quiet", a->quiet, "print nothing but errors");
+    OnRun(cmd, [a]() { return Export(a->name, a->output, a->ref_name, a->quiet); });
   }
 }
 

@@ -81,6 +81,7 @@ void DecodePayload(const Frame& f) {
   RoundTrip(ParseErrorMsg, p, "error");
   RoundTrip(ParseCredit, p, "credit");
   RoundTrip(ParseLayerReport, p, "layer");
+  RoundTrip(ParseExportReport, p, "exported");
   // What the host sends, decoded by agentd: the same code, instrumented here.
   RoundTrip(ParseBootConfig, p, "boot");
   RoundTrip(ParseExecRequest, p, "exec");
@@ -89,6 +90,7 @@ void DecodePayload(const Frame& f) {
   RoundTrip(ParsePathRequest, p, "copy");
   RoundTrip(ParseShutdown, p, "shutdown");
   RoundTrip(ParseUnpackRequest, p, "unpack");
+  RoundTrip(ParseExportRequest, p, "export");
 
   if (auto e = ParseExitInfo(p); e.ok()) {
     int code = ShellExitCode(*e);
@@ -101,6 +103,7 @@ void DecodePayload(const Frame& f) {
     Check(l->index < kMaxUnpackLayers, "layer index out of range", p);
     Check(l->diff_id.size() == 7 + 64, "layer diff_id of the wrong length", p);
   }
+  if (auto x = ParseExportReport(p); x.ok()) Check(x->index < kMaxExportLayers, "exported index out of range", p);
 }
 
 // The frames of `stream` read `step` bytes at a time, with the byte offset

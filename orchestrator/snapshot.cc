@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include "agent/protocol.h"
 #include "common/fd.h"
@@ -22,6 +23,7 @@
 #include "common/sha256.h"
 #include "orchestrator/control_client.h"
 #include "orchestrator/launch.h"
+#include "orchestrator/up.h"
 #include "schema/values.h"
 #include "storage/disk.h"
 #include "vm/spec.h"
@@ -220,6 +222,28 @@ Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecor
 }
 
 Status RemoveSnapshot(Store& store, const std::string& name) {
+  // The locks of the projects that could start a sandbox on it, in name
+  // order (as `msb up` and `msb volume rm` take them): those whose
+  // Sandboxfile names snapshot:NAME or that have a sandbox on it, and `msb
+  // run`'s. No `up` of those starts a sandbox on this snapshot between the
+  // check for users below and the removal. Not every project's: `msb up
+  // --watch` holds its lock for its whole life.
+  const std::string ref = kSnapshotRef + name;
+  std::set<std::string> projects{Store::kRunProject};
+  MSB_TRY(auto recorded, store.ListProjects());
+  for (const auto& p : recorded) {
+    auto text = ReadFile(p.sandboxfile);
+    if (text.ok() && text->find(ref) != std::string::npos) projects.insert(p.name);
+  }
+  MSB_TRY(auto all, store.ListAllSandboxes());
+  for (const auto& s : all) {
+    if (s.image_ref == ref) projects.insert(s.project);
+  }
+  std::vector<ProjectLock> project_locks;
+  for (const auto& p : projects) {
+    MSB_TRY(ProjectLock l, ProjectLock::Acquire(p));
+    project_locks.push_back(std::move(l));
+  }
   MSB_TRY(UniqueFd lock, LockSnapshots(SnapshotRoot()));
   MSB_TRY(auto rec, store.GetSnapshot(name));
   if (!rec) return Error(ErrorCode::kNotFound, "no snapshot named " + name + " (see msb snapshot ls)");

@@ -3,8 +3,8 @@
 // CopyDiskFile) over the base disk and the layers it booted from, under a
 // name; `image: snapshot:NAME` boots new sandboxes on it, each with its own
 // writable layer, the snapshot's staying read-only. Named volumes and bind
-// mounts are not part of a snapshot. Not an OCI export, not a booted (memory)
-// template.
+// mounts are not part of a snapshot. `msb snapshot export` writes one as an
+// OCI image archive (snapshot_export.cc). Not a booted (memory) template.
 #pragma once
 
 #include <string>
@@ -51,8 +51,35 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
 // sandbox). Sorted.
 Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record);
 
-// Removes a snapshot nobody uses (else kState naming the users).
+// Removes a snapshot nobody uses (else kState naming the users). Holds the
+// lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in progress)
+// of `msb run`'s project and of every project whose Sandboxfile names
+// snapshot:NAME or that has a sandbox on it, from the check to the removal.
 Status RemoveSnapshot(Store& store, const std::string& name);
+
+struct SnapshotExportOptions {
+  std::string output;    // the archive to write; "-" = stdout
+  std::string ref_name;  // index.json's org.opencontainers.image.ref.name; "" = the snapshot's name
+  bool quiet = false;    // no progress line on stderr
+};
+struct SnapshotExport {
+  std::string manifest_digest;
+  size_t image_layers = 0;     // the base image's, copied from the image store
+  size_t snapshot_layers = 0;  // one per snapshot level, oldest first
+  uint64_t bytes = 0;          // the archive's size (0 for stdout)
+};
+
+// Writes snapshot `name` as an OCI image archive: the layers of the image
+// its chain sits on (as stored, media types made OCI's), then one
+// uncompressed layer per level with that level's changes (OCI whiteouts for
+// deletions, opaque markers for replaced directories), made in a builder VM
+// from the layer disks (image/layer_export.h); the image config with
+// diff_ids and history appended. Refuses a snapshot over a local directory
+// (no layers to start from). Holds the image store against garbage
+// collection (image/image_store.h LockForImport) while it reads blobs. The
+// archive is written to a temporary file beside the output and renamed; on
+// failure nothing is left there.
+Result<SnapshotExport> ExportSnapshot(Store& store, const std::string& name, const SnapshotExportOptions& options);
 
 // image: snapshot:NAME, for EnsureImage: the base disk, the layers and the
 // defaults of the image the chain started from.

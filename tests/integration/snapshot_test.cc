@@ -2,15 +2,19 @@
 // runs (and still writable after), new sandboxes booting snapshot:NAME with
 // the source's files and deletions and their own writable layers, a snapshot
 // of such a sandbox (two layers), a stopped sandbox copied as it is,
-// `snapshot rm` refused while used, bad input, and agentd's freeze ending by
+// `snapshot rm` refused while used and waiting for a project's lock, bad input, and agentd's freeze ending by
 // itself or when the client that asked for it goes away; and a Sandboxfile
 // booting snapshot:NAME through `msb up`.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 
+#include "common/child.h"
+#include "common/fd.h"
 #include "common/io.h"
 #include "orchestrator/control_client.h"
 #include "orchestrator/store.h"
@@ -20,6 +24,7 @@ namespace msb::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using json = nlohmann::json;
 
 class SnapshotTest : public MsbTest {
@@ -176,7 +181,33 @@ TEST_F(SnapshotTest, StoppedSandboxIsCopiedAsItIsAndBadInputIsRefused) {
   auto after_prune = RunOn("stopped", "cat /kept");
   EXPECT_EQ(after_prune.code, 0) << after_prune.err;
   EXPECT_EQ(after_prune.out, "kept\n");
-  EXPECT_EQ(Msb({"snapshot", "rm", "stopped"}).code, 0);
+
+  // A snapshot over a local directory has no image layers to export.
+  auto exp = Msb({"snapshot", "export", "stopped", "-o", Home() + "/stopped.tar"});
+  EXPECT_EQ(exp.code, 1);
+  EXPECT_THAT(exp.err, HasSubstr("sits on a local directory"));
+  EXPECT_FALSE(std::filesystem::exists(Home() + "/stopped.tar"));
+
+  // `snapshot rm` takes the projects' locks: while another msb holds one (an
+  // `up` in progress), it waits and removes nothing; then it goes ahead.
+  ASSERT_TRUE(MakeDirs(Home() + "/locks", 0700).ok());
+  UniqueFd held(::open((Home() + "/locks/_run.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  ASSERT_TRUE(held.valid());
+  ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd out_r(p[0]), out_w(p[1]);
+  ChildProcess rm = SpawnMsb({"snapshot", "rm", "stopped"}, out_w.get());
+  out_w.Reset();
+  std::string said;
+  ASSERT_TRUE(ReadUntil(out_r.get(), &said, "changing project _run; waiting")) << said;
+  EXPECT_TRUE(std::filesystem::exists(Home() + "/snapshots/stopped/layer.ext4"));
+  EXPECT_EQ(Snapshots().size(), 1u);
+  held.Reset();
+  ASSERT_TRUE(ReadUntil(out_r.get(), &said, "removed snapshot stopped\n")) << said;
+  EXPECT_EQ(rm.Wait().code, 0);
+  EXPECT_FALSE(std::filesystem::exists(Home() + "/snapshots/stopped"));
+  EXPECT_EQ(Snapshots(), json::array());
 }
 
 // agentd thaws by itself when the freeze's time runs out, and the supervisor
@@ -250,6 +281,25 @@ TEST_F(SnapshotProjectTest, SandboxfileBootsASnapshotAndItsDigestIsInTheConfigHa
   auto refused = Msb({"snapshot", "rm", "base"});
   EXPECT_EQ(refused.code, 1);
   EXPECT_THAT(refused.err, HasSubstr("sandbox snapdemo/app"));
+
+  {
+    // The project's Sandboxfile names the snapshot: `snapshot rm` waits for
+    // its lock (an `up` in progress) before it looks for users.
+    UniqueFd held(::open((Home() + "/locks/snapdemo.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    ASSERT_TRUE(held.valid());
+    ASSERT_EQ(::flock(held.get(), LOCK_EX), 0);
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd out_r(p[0]), out_w(p[1]);
+    ChildProcess rm = SpawnMsb({"snapshot", "rm", "base"}, out_w.get());
+    out_w.Reset();
+    std::string said;
+    ASSERT_TRUE(ReadUntil(out_r.get(), &said, "changing project snapdemo; waiting")) << said;
+    EXPECT_THAT(said, Not(HasSubstr("in use")));
+    held.Reset();
+    ASSERT_TRUE(ReadUntil(out_r.get(), &said, "is in use by sandbox snapdemo/app")) << said;
+    EXPECT_EQ(rm.Wait().code, 1);
+  }
 
   // The same name, other content: another digest, another config hash.
   ASSERT_EQ(InProject({"down"}).code, 0);
