@@ -270,7 +270,9 @@ TEST_F(SyncTest, RefusesHelpersAndOptionsAndNeverPrintsCredentials) {
   EXPECT_THAT(status.out, Not(HasSubstr("s3cret")));
   for (const char* file : {"/state.db", "/state.db-wal"}) {
     auto db = ReadFile(Home() + file);
-    if (db.ok()) EXPECT_EQ(db->find("s3cret"), std::string::npos) << file;
+    if (db.ok()) {
+      EXPECT_EQ(db->find("s3cret"), std::string::npos) << file;
+    }
   }
 }
 
