@@ -72,15 +72,26 @@ bool PathExists(const std::string& path) {
 
 }  // namespace
 
-std::string RedactUrl(std::string_view url) {
+namespace {
+
+// "user:password" of scheme://user:password@host/...; empty when none.
+std::string UserInfo(std::string_view url) {
   size_t sep = url.find("://");
-  if (sep == std::string_view::npos || SchemeOf(url).empty()) return std::string(url);
+  if (sep == std::string_view::npos || SchemeOf(url).empty()) return "";
   size_t host = sep + 3;
   size_t end = url.find_first_of("/?#", host);
   std::string_view authority = url.substr(host, end == std::string_view::npos ? std::string_view::npos : end - host);
   size_t at = authority.rfind('@');
-  if (at == std::string_view::npos) return std::string(url);
-  return std::string(url.substr(0, host)) + std::string(url.substr(host + at + 1));
+  return at == std::string_view::npos ? "" : std::string(authority.substr(0, at));
+}
+
+}  // namespace
+
+std::string RedactUrl(std::string_view url) {
+  std::string userinfo = UserInfo(url);
+  if (userinfo.empty()) return std::string(url);
+  size_t at = url.find("://") + 3;  // UserInfo found the scheme
+  return std::string(url.substr(0, at)) + std::string(url.substr(at + userinfo.size() + 1));
 }
 
 Status CheckRepoUrl(std::string_view url) {
@@ -269,9 +280,20 @@ Result<std::string> RunGit(std::vector<std::string> args, const std::string& url
   }
   ExitStatus status = child->Wait();
   if (status.code == 0 && status.signal == 0) return stdout_text;
-  std::string redacted = RedactUrl(url);
-  for (size_t at; !url.empty() && (at = stderr_text.find(url)) != std::string::npos;) {
-    stderr_text.replace(at, url.size(), redacted);
+  // git names the URL, or only its host part, in its messages: the URL, its
+  // user information and the password alone never reach msb's.
+  auto replace_all = [&](const std::string& from, const std::string& to) {
+    if (from.empty()) return;
+    for (size_t at = 0; (at = stderr_text.find(from, at)) != std::string::npos; at += to.size()) {
+      stderr_text.replace(at, from.size(), to);
+    }
+  };
+  replace_all(url, RedactUrl(url));
+  std::string userinfo = UserInfo(url);
+  replace_all(userinfo + "@", "");
+  replace_all(userinfo, "***");
+  if (size_t colon = userinfo.find(':'); colon != std::string::npos) {
+    replace_all(userinfo.substr(colon + 1), "***");
   }
   while (!stderr_text.empty() && (stderr_text.back() == '\n' || stderr_text.back() == ' ')) {
     stderr_text.pop_back();

@@ -188,48 +188,62 @@ TEST_F(SyncTest, PushesApplyAnInvalidCommitChangesNothingAndAForcePushGoesBack) 
   EXPECT_THAT(text.out, HasSubstr("at " + c3.substr(0, 12)));
   EXPECT_THAT(text.out, HasSubstr(c2.substr(0, 12)));
 
-  // 4. A commit without api removes it.
-  const std::string c4 = Push("sandboxes:\n" + Sandbox("web", "160M"), "no api");
+  // 4. Reverting the invalid commit applies the revert: the file is c2's
+  // again, so nothing is replaced, and the error is gone.
+  Git({"revert", "--no-edit", "HEAD"}, work_);
+  Git({"push", "--quiet", srv_ + "/app.git", "HEAD:main"}, work_);
+  const std::string c4 = Git({"rev-parse", "HEAD"}, work_);
+  r = SyncOnce();
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("applied commit " + c4.substr(0, 12)));
+  EXPECT_THAT(r.out, HasSubstr("nothing to do"));
+  auto ps4 = Ps();
+  ASSERT_EQ(ps4.size(), 2u);
+  EXPECT_EQ(ps4["web"]["started_at"], ps2["web"]["started_at"]);
+  EXPECT_EQ(ps4["web"]["source"]["commit"], c4);
+  EXPECT_TRUE(Status()["error"].is_null());
+
+  // 5. A commit without api removes it.
+  Push("sandboxes:\n" + Sandbox("web", "160M"), "no api");
   r = SyncOnce();
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("removed api\n"));
-  auto ps4 = Ps();
-  ASSERT_EQ(ps4.size(), 1u);
-  EXPECT_EQ(ps4["web"]["config_hash"], ps2["web"]["config_hash"]);
-  EXPECT_EQ(ps4["web"]["started_at"], ps2["web"]["started_at"]);
-  EXPECT_TRUE(Status()["error"].is_null());
+  auto ps5 = Ps();
+  ASSERT_EQ(ps5.size(), 1u);
+  EXPECT_EQ(ps5["web"]["config_hash"], ps2["web"]["config_hash"]);
+  EXPECT_EQ(ps5["web"]["started_at"], ps2["web"]["started_at"]);
 
-  // 5. Reverting that commit brings api back.
+  // 6. Reverting that commit brings api back.
   Git({"revert", "--no-edit", "HEAD"}, work_);
   Git({"push", "--quiet", srv_ + "/app.git", "HEAD:main"}, work_);
-  const std::string c5 = Git({"rev-parse", "HEAD"}, work_);
+  const std::string c6 = Git({"rev-parse", "HEAD"}, work_);
   r = SyncOnce();
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("created api\n"));
-  auto ps5 = Ps();
-  ASSERT_EQ(ps5.size(), 2u);
-  EXPECT_EQ(ps5["api"]["state"], "running");
-  EXPECT_EQ(ps5["api"]["config_hash"], ps1["api"]["config_hash"]);
-  EXPECT_EQ(ps5["api"]["source"]["commit"], c5);
+  auto ps6 = Ps();
+  ASSERT_EQ(ps6.size(), 2u);
+  EXPECT_EQ(ps6["api"]["state"], "running");
+  EXPECT_EQ(ps6["api"]["config_hash"], ps1["api"]["config_hash"]);
+  EXPECT_EQ(ps6["api"]["source"]["commit"], c6);
 
-  // 6. A force-push back to the first commit applies it: web is 128M again.
+  // 7. A force-push back to the first commit applies it: web is 128M again.
   Git({"push", "--quiet", "--force", srv_ + "/app.git", c1 + ":refs/heads/main"}, work_);
   r = SyncOnce();
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("replaced web\n"));
   EXPECT_THAT(r.out, HasSubstr("applied commit " + c1.substr(0, 12)));
-  auto ps6 = Ps();
-  ASSERT_EQ(ps6.size(), 2u);
-  EXPECT_EQ(ps6["web"]["config_hash"], ps1["web"]["config_hash"]);
-  EXPECT_EQ(ps6["web"]["source"]["commit"], c1);
+  auto ps7 = Ps();
+  ASSERT_EQ(ps7.size(), 2u);
+  EXPECT_EQ(ps7["web"]["config_hash"], ps1["web"]["config_hash"]);
+  EXPECT_EQ(ps7["web"]["source"]["commit"], c1);
   EXPECT_EQ(Status()["applied_commit"], c1);
 
-  // 7. Nothing new: the pass changes nothing and says so.
+  // 8. Nothing new: the pass changes nothing and says so.
   r = SyncOnce();
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("nothing to do"));
   EXPECT_THAT(r.out, Not(HasSubstr("applied commit")));
-  EXPECT_EQ(Ps()["web"]["started_at"], ps6["web"]["started_at"]);
+  EXPECT_EQ(Ps()["web"]["started_at"], ps7["web"]["started_at"]);
 
   // Only the applied commit's work tree is left; the project's directory
   // points at it, and `msb down` there takes the project down.
