@@ -4,6 +4,7 @@
 // --json: config hashes, start times, the recorded source) and what msb sync
 // status reports, never only an exit code.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <map>
@@ -256,6 +257,57 @@ TEST_F(SyncTest, PushesApplyAnInvalidCommitChangesNothingAndAForcePushGoesBack) 
   EXPECT_EQ(down.code, 0) << down.err;
   EXPECT_THAT(down.out, HasSubstr("removed web"));
   EXPECT_TRUE(Ps().empty());
+}
+
+TEST_F(SyncTest, BindMountsComeFromTheAppliedCommitsOwnTree) {
+  // web mounts ./cfg of the repository, under --path deploy.
+  ASSERT_TRUE(MakeDirs(work_ + "/deploy/cfg", 0755).ok());
+  const std::string yaml = "sandboxes:\n" + Sandbox("web", "128M") + "    volumes:\n      - ./cfg:/cfg:ro\n";
+  ASSERT_TRUE(WriteFileAtomic(work_ + "/deploy/Sandboxfile", yaml).ok());
+  ASSERT_TRUE(WriteFileAtomic(work_ + "/deploy/cfg/version", "one\n").ok());
+  Git({"add", "deploy"}, work_);
+  Git({"commit", "--quiet", "-m", "web with cfg one"}, work_);
+  Git({"push", "--quiet", srv_ + "/app.git", "HEAD:main"}, work_);
+  const std::string c1 = Git({"rev-parse", "HEAD"}, work_);
+  auto sync = [&]() { return Msb({"sync", "--repo", url_, "--path", "deploy", "--once"}); };
+  auto r = sync();
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("created web\n"));
+  auto ps1 = Ps();
+  ASSERT_EQ(ps1.size(), 1u);
+  // Named after the repository and the path.
+  EXPECT_EQ(ps1["web"]["project"], "app-deploy");
+  auto cat = Msb({"exec", "app-deploy/web", "--", "cat", "/cfg/version"});
+  EXPECT_EQ(cat.out, "one\n") << cat.err;
+  const std::string dir = Status()["directory"];
+  const std::string trees = dir.substr(0, dir.size() - 4) + "trees/";
+  struct stat st {};
+  ASSERT_EQ(::stat((trees + c1 + "/deploy/cfg/version").c_str(), &st), 0);
+
+  // A new commit of the mounted file: web is replaced onto the new commit's
+  // tree, and the old tree, which nothing names any more, is gone.
+  ASSERT_TRUE(WriteFileAtomic(work_ + "/deploy/cfg/version", "two\n").ok());
+  Git({"commit", "--quiet", "-am", "cfg two"}, work_);
+  Git({"push", "--quiet", srv_ + "/app.git", "HEAD:main"}, work_);
+  const std::string c2 = Git({"rev-parse", "HEAD"}, work_);
+  r = sync();
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("replaced web\n"));
+  cat = Msb({"exec", "app-deploy/web", "--", "cat", "/cfg/version"});
+  EXPECT_EQ(cat.out, "two\n") << cat.err;
+  EXPECT_NE(::stat((trees + c1).c_str(), &st), 0) << "the old tree is still there";
+  EXPECT_EQ(::stat((trees + c2 + "/deploy/cfg/version").c_str(), &st), 0);
+
+  // An invalid commit leaves web on c2's tree, which stays.
+  ASSERT_TRUE(WriteFileAtomic(work_ + "/deploy/Sandboxfile", yaml + "    cpus: many\n").ok());
+  Git({"commit", "--quiet", "-am", "invalid"}, work_);
+  Git({"push", "--quiet", srv_ + "/app.git", "HEAD:main"}, work_);
+  r = sync();
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("deploy/Sandboxfile:8:"));
+  cat = Msb({"exec", "app-deploy/web", "--", "cat", "/cfg/version"});
+  EXPECT_EQ(cat.out, "two\n") << cat.err;
+  EXPECT_EQ(::stat((trees + c2 + "/deploy/cfg/version").c_str(), &st), 0);
 }
 
 TEST_F(SyncTest, RefusesHelpersAndOptionsAndNeverPrintsCredentials) {
