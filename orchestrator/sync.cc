@@ -488,7 +488,9 @@ Result<SyncOutcome> SyncOnce(const SyncOptions& o) {
     for (const auto& [name, sb] : project->sandboxes) {
       auto image = EnsureImage(store, sb.image, io);
       if (!image.ok()) {
-        std::string at = project->source_path.substr(dir.size() + 7 + commit.size() + 1);  // trees/<commit>/
+        // The file as the repository names it (its diagnostics do the same).
+        std::string file = project->source_path.substr(project->source_path.rfind('/') + 1);
+        std::string at = path.empty() ? file : path + "/" + file;
         return not_applied(Error(image.error().code(),
                                  at + ":" + std::to_string(sb.pos.line) + ":" + std::to_string(sb.pos.column) +
                                      ": sandboxes." + name + ": image " + sb.image.reference +

@@ -293,6 +293,9 @@ TEST_F(SyncTest, BindMountsComeFromTheAppliedCommitsOwnTree) {
   r = sync();
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("replaced web\n"));
+  auto ps2 = Ps();
+  ASSERT_EQ(ps2.size(), 1u);
+  EXPECT_NE(ps2["web"]["config_hash"], ps1["web"]["config_hash"]);
   cat = Msb({"exec", "app-deploy/web", "--", "cat", "/cfg/version"});
   EXPECT_EQ(cat.out, "two\n") << cat.err;
   EXPECT_NE(::stat((trees + c1).c_str(), &st), 0) << "the old tree is still there";
@@ -308,6 +311,25 @@ TEST_F(SyncTest, BindMountsComeFromTheAppliedCommitsOwnTree) {
   cat = Msb({"exec", "app-deploy/web", "--", "cat", "/cfg/version"});
   EXPECT_EQ(cat.out, "two\n") << cat.err;
   EXPECT_EQ(::stat((trees + c2 + "/deploy/cfg/version").c_str(), &st), 0);
+
+  // So does a commit whose image cannot be had: the error names the
+  // sandbox's position in the file.
+  std::string missing = yaml;
+  missing.replace(missing.find(Rootfs()), Rootfs().size(), Home() + "/no-such-rootfs");
+  ASSERT_TRUE(WriteFileAtomic(work_ + "/deploy/Sandboxfile", missing).ok());
+  Git({"commit", "--quiet", "-am", "missing image"}, work_);
+  Git({"push", "--quiet", srv_ + "/app.git", "HEAD:main"}, work_);
+  const std::string c4 = Git({"rev-parse", "HEAD"}, work_);
+  r = sync();
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("commit " + c4.substr(0, 12) + " not applied: deploy/Sandboxfile:2:3: "
+                               "sandboxes.web: image " + Home() + "/no-such-rootfs cannot be pulled"));
+  auto ps4 = Ps();
+  EXPECT_EQ(ps4["web"]["started_at"], ps2["web"]["started_at"]);
+  EXPECT_EQ(ps4["web"]["config_hash"], ps2["web"]["config_hash"]);
+  EXPECT_EQ(ps4["web"]["source"]["commit"], c2);
+  cat = Msb({"exec", "app-deploy/web", "--", "cat", "/cfg/version"});
+  EXPECT_EQ(cat.out, "two\n") << cat.err;
 }
 
 TEST_F(SyncTest, RefusesHelpersAndOptionsAndNeverPrintsCredentials) {
