@@ -4,6 +4,7 @@
 // --json: config hashes, start times, the recorded source) and what msb sync
 // status reports, never only an exit code.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -330,6 +331,26 @@ TEST_F(SyncTest, BindMountsComeFromTheAppliedCommitsOwnTree) {
   EXPECT_EQ(ps4["web"]["source"]["commit"], c2);
   cat = Msb({"exec", "app-deploy/web", "--", "cat", "/cfg/version"});
   EXPECT_EQ(cat.out, "two\n") << cat.err;
+}
+
+TEST_F(SyncTest, TheLoopAppliesAndEndsAtOnceOnSigterm) {
+  const std::string c1 = Push("sandboxes:\n" + Sandbox("web", "128M"), "web");
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd rd(p[0]), wr(p[1]);
+  // An hour between passes: only the signal can end the wait in time.
+  ChildProcess loop = SpawnMsb({"sync", "--repo", url_, "--ref", "main", "--interval", "1h"}, wr.get());
+  wr.Reset();
+  std::string got;
+  ASSERT_TRUE(ReadUntil(rd.get(), &got, "applied commit " + c1.substr(0, 12) + "\n", 120)) << got;
+  EXPECT_THAT(got, HasSubstr("created web\n"));
+  EXPECT_EQ(Ps()["web"]["state"], "running");
+  ASSERT_EQ(::kill(loop.pid(), SIGTERM), 0);
+  EXPECT_TRUE(ReadUntil(rd.get(), &got, "stopped\n", 10)) << got;
+  ExitStatus st = loop.Wait();
+  EXPECT_EQ(st.code, 0) << st.ToString();
+  // The sandboxes stay: stopping the sync is not msb down.
+  EXPECT_EQ(Ps()["web"]["state"], "running");
 }
 
 TEST_F(SyncTest, RefusesHelpersAndOptionsAndNeverPrintsCredentials) {
