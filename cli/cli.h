@@ -70,6 +70,7 @@ void AddRegistryFlags(CLI::App* cmd, RegistryFlags* flags);
 
 void RegisterConfigCommands(CLI::App& app);   // validate, config
 void RegisterProjectCommands(CLI::App& app);  // plan, up, down, start, restart
+void RegisterSyncCommands(CLI::App& app);     // sync, sync status
 void RegisterSandboxCommands(CLI::App& app);  // run, exec, shell, logs, cp, stop, rm, ps, kernel
 void RegisterLogsCommand(CLI::App& app);      // logs (called by RegisterSandboxCommands)
 void RegisterPsCommand(CLI::App& app);        // ps (called by RegisterSandboxCommands)

@@ -24,7 +24,7 @@ struct HelpGroup {
 // The groups of `msb --help`, in this order; a command in none is "Other".
 const std::array<HelpGroup, 4>& HelpGroups() {
   static const std::array<HelpGroup, 4> groups = {{
-      {"Project", {"plan", "up", "down", "start", "restart", "export"}},
+      {"Project", {"plan", "up", "down", "start", "restart", "export", "sync"}},
       {"Sandboxes", {"run", "exec", "shell", "logs", "cp", "stop", "rm", "ps"}},
       {"Images", {"pull", "images", "rmi", "load", "image", "snapshot", "login", "logout"}},
       {"Other", {"volume", "net", "kernel", "config", "validate", "version"}},

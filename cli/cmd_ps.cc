@@ -4,6 +4,8 @@
 // each record is corrected by its supervisor's liveness and live status
 // (orchestrator/launch.h).
 #include <ctime>
+#include <map>
+#include <optional>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -68,6 +70,16 @@ int Ps(const PsArgs& a) {
     for (const auto& r : *listed) std::cout << orchestrator::ShortestSandboxRef(*everything, r, here) << "\n";
     return 0;
   }
+  // Where a project synced by `msb sync` comes from (orchestrator/sync.h).
+  std::map<std::string, std::optional<orchestrator::SyncRecord>> sources;
+  auto source_of = [&](const std::string& project) -> const std::optional<orchestrator::SyncRecord>& {
+    auto it = sources.find(project);
+    if (it == sources.end()) {
+      auto got = store->GetSyncOfProject(project);
+      it = sources.emplace(project, got.ok() ? *got : std::nullopt).first;
+    }
+    return it->second;
+  };
   nlohmann::json arr = nlohmann::json::array();
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"PROJECT", "NAME", "STATE", "HEALTH", "IMAGE", "UPTIME", "RESTARTS", "PORTS", "DENIED"});
@@ -101,8 +113,19 @@ int Ps(const PsArgs& a) {
                             {"started_at", r.started_at > 0 ? nlohmann::json(r.started_at) : nlohmann::json()},
                             {"restarts", r.restarts},
                             {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json()},
-                            {"ports", ports}};
+                            {"ports", ports},
+                            {"config_hash", r.config_hash}};
     if (!net.is_null()) entry["net"] = net;
+    nlohmann::json source;
+    if (const auto& s = source_of(r.project); s && !s->applied_commit.empty()) {
+      source = {{"repo", s->repo},
+                {"ref", text_or_null(s->ref)},
+                {"path", text_or_null(s->path)},
+                {"commit", s->applied_commit},
+                {"applied_at", s->applied_at},
+                {"error", text_or_null(s->error)}};
+    }
+    entry["source"] = source;
     arr.push_back(std::move(entry));
     std::string state = orchestrator::ToString(r.status);
     if (r.exit_code && r.status == orchestrator::SandboxStatus::kExited) {
@@ -121,6 +144,14 @@ int Ps(const PsArgs& a) {
     return 0;
   }
   PrintTable(rows);
+  // One line per synced project listed: its repository, commit and apply time.
+  for (const auto& [project, s] : sources) {
+    if (!s || s->applied_commit.empty()) continue;
+    std::cout << "\n" << project << ": from " << s->repo << (s->ref.empty() ? "" : " " + s->ref)
+              << (s->path.empty() ? "" : " (" + s->path + ")") << ", commit " << s->applied_commit.substr(0, 12)
+              << ", applied " << FormatAge(s->applied_at) << " ago"
+              << (s->error.empty() ? "" : "; last error: msb sync status") << "\n";
+  }
   return 0;
 }
 

@@ -182,7 +182,11 @@ std::string ManPage(const CommandDoc& root, std::string_view version) {
          ".SH FILES\n"
          ".TP\n\\fISandboxfile\\fR, \\fImsb.yaml\\fR\nThe project's sandboxes, read from the current "
          "directory.\n"
-         ".TP\n\\fI$MSB_HOME/kernels/\\fR\nThe guest kernel built by \\fBmsb kernel build\\fR.\n";
+         ".TP\n\\fI$MSB_HOME/kernels/\\fR\nThe guest kernel built by \\fBmsb kernel build\\fR.\n"
+         ".TP\n\\fI$MSB_HOME/sync/\\fR\nWhat \\fBmsb sync\\fR fetched: a private repository and a work "
+         "tree per commit for each synced repository and path.\n"
+         ".TP\n\\fI~/.config/msb/sync/NAME.env\\fR\nThe \\fBmsb sync\\fR arguments "
+         "(\\fBMSB_SYNC_ARGS=\\fR...) of the \\fImsb\\-sync@NAME.service\\fR user unit.\n";
   return out.str();
 }
 

@@ -124,6 +124,25 @@ json VolumeJson(const orchestrator::VolumeRecord& v, const std::vector<orchestra
           {"created_at", v.created_at}, {"used_by", std::move(used)}};
 }
 
+nlohmann::json SyncJson(const orchestrator::SyncRecord& s, const std::string& directory) {
+  auto text_or_null = [](const std::string& v) { return v.empty() ? nlohmann::json() : nlohmann::json(v); };
+  auto time_or_null = [](int64_t t) { return t > 0 ? nlohmann::json(t) : nlohmann::json(); };
+  nlohmann::json error;
+  if (!s.error.empty()) {
+    error = {{"message", s.error}, {"commit", text_or_null(s.error_commit)}, {"at", time_or_null(s.error_at)}};
+  }
+  return nlohmann::json{{"project", text_or_null(s.project)},
+                        {"repo", s.repo},
+                        {"ref", text_or_null(s.ref)},
+                        {"path", text_or_null(s.path)},
+                        {"directory", directory},
+                        {"applied_commit", text_or_null(s.applied_commit)},
+                        {"applied_at", time_or_null(s.applied_at)},
+                        {"fetched_commit", text_or_null(s.fetched_commit)},
+                        {"checked_at", time_or_null(s.checked_at)},
+                        {"error", error}};
+}
+
 nlohmann::json SnapshotJson(const orchestrator::SnapshotRecord& s, size_t layers) {
   return nlohmann::json{{"name", s.name},
                         {"digest", s.digest},

@@ -27,6 +27,12 @@ std::string JsonText(const nlohmann::json& doc);
 // many layers a sandbox booting it attaches.
 nlohmann::json SnapshotJson(const orchestrator::SnapshotRecord& snapshot, size_t layers);
 
+// msb sync status: one object per sync, {"project", "repo", "ref", "path",
+// "directory", "applied_commit", "applied_at", "fetched_commit",
+// "checked_at", "error"}; `error` is null or {"message", "commit", "at"};
+// `directory` is the project's (orchestrator/sync.h: <dir>/tree).
+nlohmann::json SyncJson(const orchestrator::SyncRecord& sync, const std::string& directory);
+
 // msb plan: {"project", "nothing_to_do", "steps": [{"action", "sandbox",
 // "cause", "text", "after": [{"sandbox", "condition"}]}], "summary"}.
 nlohmann::json PlanJson(const std::string& project, const orchestrator::Plan& plan);

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show help for every command");
   msb::cli::RegisterConfigCommands(app);
   msb::cli::RegisterProjectCommands(app);
+  msb::cli::RegisterSyncCommands(app);
   msb::cli::RegisterSandboxCommands(app);
   msb::cli::RegisterSupervisorCommand(app);
   msb::cli::RegisterKernelCommands(app);

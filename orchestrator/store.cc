@@ -105,6 +105,24 @@ CREATE TABLE snapshots (
   created_at     INTEGER NOT NULL
 ) STRICT;
 )sql",
+    // 4: projects kept in step with a git repository (orchestrator/sync.h).
+    R"sql(
+CREATE TABLE syncs (
+  key            TEXT PRIMARY KEY NOT NULL,
+  project        TEXT NOT NULL,
+  repo           TEXT NOT NULL,
+  ref            TEXT NOT NULL,
+  path           TEXT NOT NULL,
+  applied_commit TEXT NOT NULL,
+  applied_at     INTEGER NOT NULL,
+  fetched_commit TEXT NOT NULL,
+  checked_at     INTEGER NOT NULL,
+  error          TEXT NOT NULL,
+  error_commit   TEXT NOT NULL,
+  error_at       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX syncs_by_project ON syncs (project);
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
 
@@ -222,6 +240,10 @@ Result<int> ReadUserVersion(sqlite3* db) {
   "name, digest, parent_digest, source, source_image, base_disk, lowers_json, "     \
   "defaults_json, dir, size_bytes, created_at"
 
+#define MSB_SYNC_COLUMNS                                                              \
+  "key, project, repo, ref, path, applied_commit, applied_at, fetched_commit, "      \
+  "checked_at, error, error_commit, error_at"
+
 ProjectRecord ReadProject(const Stmt& s) {
   ProjectRecord p;
   p.name = s.ColText(0);
@@ -281,6 +303,23 @@ VolumeRecord ReadVolume(const Stmt& s) {
   v.path = s.ColText(3);
   v.created_at = s.ColInt(4);
   return v;
+}
+
+SyncRecord ReadSync(const Stmt& s) {
+  SyncRecord r;
+  r.key = s.ColText(0);
+  r.project = s.ColText(1);
+  r.repo = s.ColText(2);
+  r.ref = s.ColText(3);
+  r.path = s.ColText(4);
+  r.applied_commit = s.ColText(5);
+  r.applied_at = s.ColInt(6);
+  r.fetched_commit = s.ColText(7);
+  r.checked_at = s.ColInt(8);
+  r.error = s.ColText(9);
+  r.error_commit = s.ColText(10);
+  r.error_at = s.ColInt(11);
+  return r;
 }
 
 SnapshotRecord ReadSnapshot(const Stmt& s) {
@@ -764,6 +803,50 @@ Status Store::DeleteSnapshot(const std::string& name) {
   MSB_TRY_STATUS(s.Run("deleting snapshot " + name));
   if (sqlite3_changes(db_.get()) == 0) {
     return Error(ErrorCode::kNotFound, "no snapshot named " + name + " in the state store");
+  }
+  return OkStatus();
+}
+
+// ---- syncs
+
+Status Store::UpsertSync(const SyncRecord& r) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "INSERT OR REPLACE INTO syncs (" MSB_SYNC_COLUMNS
+                                           ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"));
+  s.Text(1, r.key).Text(2, r.project).Text(3, r.repo).Text(4, r.ref).Text(5, r.path);
+  s.Text(6, r.applied_commit).Int(7, r.applied_at).Text(8, r.fetched_commit).Int(9, r.checked_at);
+  s.Text(10, r.error).Text(11, r.error_commit).Int(12, r.error_at);
+  return s.Run("recording the sync of " + r.project);
+}
+
+Result<std::optional<SyncRecord>> Store::GetSync(const std::string& key) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "SELECT " MSB_SYNC_COLUMNS " FROM syncs WHERE key = ?1"));
+  s.Text(1, key);
+  MSB_TRY(bool row, s.Step("reading sync " + key));
+  if (!row) return std::optional<SyncRecord>();
+  return std::optional<SyncRecord>(ReadSync(s));
+}
+
+Result<std::optional<SyncRecord>> Store::GetSyncOfProject(const std::string& project) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "SELECT " MSB_SYNC_COLUMNS
+                                           " FROM syncs WHERE project = ?1"
+                                           " ORDER BY applied_at DESC, key LIMIT 1"));
+  s.Text(1, project);
+  MSB_TRY(bool row, s.Step("reading the sync of " + project));
+  if (!row) return std::optional<SyncRecord>();
+  return std::optional<SyncRecord>(ReadSync(s));
+}
+
+Result<std::vector<SyncRecord>> Store::ListSyncs() {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "SELECT " MSB_SYNC_COLUMNS " FROM syncs ORDER BY key"));
+  return CollectRows<SyncRecord>(s, "listing syncs", ReadSync);
+}
+
+Status Store::DeleteSync(const std::string& key) {
+  MSB_TRY(Stmt s, Stmt::Prepare(db_.get(), "DELETE FROM syncs WHERE key = ?1"));
+  s.Text(1, key);
+  MSB_TRY_STATUS(s.Run("deleting sync " + key));
+  if (sqlite3_changes(db_.get()) == 0) {
+    return Error(ErrorCode::kNotFound, "no sync " + key + " in the state store");
   }
   return OkStatus();
 }

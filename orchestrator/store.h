@@ -111,6 +111,25 @@ struct SnapshotRecord {
   int64_t created_at = 0;     // set by the store when 0
 };
 
+// A project kept in step with a git repository by `msb sync`
+// (orchestrator/sync.h). Keyed by the sync's key (from the repository URL
+// and the path in it); `project` is the project it applies to. Commits are
+// full hex object names; times Unix seconds, 0 for never. Schema 4.
+struct SyncRecord {
+  std::string key;
+  std::string project;
+  std::string repo;  // the URL without user information (credentials never stored)
+  std::string ref;   // as given (--ref); empty: the remote's HEAD
+  std::string path;  // the Sandboxfile's directory in the repository; empty: its root
+  std::string applied_commit;  // the commit the project's sandboxes were last made to match
+  int64_t applied_at = 0;
+  std::string fetched_commit;  // what the ref pointed at when last fetched
+  int64_t checked_at = 0;      // when the repository was last fetched
+  std::string error;           // the last apply's error; empty when it succeeded
+  std::string error_commit;    // the commit it was about (empty: the fetch failed)
+  int64_t error_at = 0;
+};
+
 struct StoreOptions {
   // How long a writer waits for another process's transaction to finish.
   int busy_timeout_ms = 10000;
@@ -195,6 +214,14 @@ class Store {
   Result<std::optional<SnapshotRecord>> GetSnapshot(const std::string& name);
   Result<std::vector<SnapshotRecord>> ListSnapshots();
   Status DeleteSnapshot(const std::string& name);
+
+  // Syncs, keyed by key; sorted by key. GetSyncOfProject: the sync that
+  // applies to the project (the one applied last when several name it).
+  Status UpsertSync(const SyncRecord& sync);
+  Result<std::optional<SyncRecord>> GetSync(const std::string& key);
+  Result<std::optional<SyncRecord>> GetSyncOfProject(const std::string& project);
+  Result<std::vector<SyncRecord>> ListSyncs();
+  Status DeleteSync(const std::string& key);
 
   // PRAGMA integrity_check's answer, lines joined by '\n' ("ok" when sound).
   Result<std::string> IntegrityCheck();

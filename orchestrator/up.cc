@@ -346,7 +346,7 @@ Result<Plan> PlanProject(const schema::Project& project, const UpOptions& option
 }
 
 Status ReconcileOnce(const schema::Project& project, const UpOptions& options) {
-  return ReconcilePass(project, options, /*quiet_when_unchanged=*/false);
+  return ReconcilePass(project, options, options.quiet_unchanged);
 }
 
 namespace {

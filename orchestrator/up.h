@@ -72,6 +72,10 @@ struct UpOptions {
   // by reload; everything is left as it is).
   bool watch = false;
   std::function<std::optional<schema::Project>()> reload;
+  // ReconcileOnce prints nothing when nothing changes (no "unchanged" lines,
+  // no "nothing to do"), as the --watch loop's later passes do; msb sync's
+  // loop sets it after its first pass.
+  bool quiet_unchanged = false;
   // Progress lines ("created web", "unchanged api", "watching ...").
   std::function<void(const std::string&)> report;
   // Under --watch, a pass's error: reported, and the loop goes on.
@@ -92,7 +96,7 @@ Result<Plan> PlanProject(const schema::Project& project, const UpOptions& option
 // "unchanged NAME" (none for a step that failed: the error names it); when
 // every step is a noop, the "unchanged" lines and then "nothing to do: N
 // sandboxes up to date". The --watch loop's later passes report only what
-// they change.
+// they change, and so does a pass with quiet_unchanged.
 Status ReconcileOnce(const schema::Project& project, const UpOptions& options);
 
 // msb up: holds the project's lock, one pass, then --wait; under --watch

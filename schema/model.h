@@ -228,6 +228,7 @@ struct Project {
   std::string name;
   std::string source_path;  // absolute path of the Sandboxfile
   std::string base_dir;     // relative host paths were resolved against this
+  bool name_from_file = false;  // name is the file's name:, not its directory's
   std::map<std::string, Sandbox> sandboxes;
   std::map<std::string, Volume> volumes;
   Meta meta;

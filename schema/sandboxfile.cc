@@ -131,7 +131,10 @@ void LoadProject(Ctx& ctx, const YAML::Node& root, Project* project) {
   project->name = NameFromDirectory(BaseName(project->base_dir));
   if (k[kName].present) {
     if (auto s = ctx.Scalar(k[kName], "a project name")) {
-      if (IsValidName(*s)) project->name = *s;
+      if (IsValidName(*s)) {
+        project->name = *s;
+        project->name_from_file = true;
+      }
       else ctx.Error(k[kName].pos, k[kName].path, "invalid project name \"" + *s + "\": use " + kNameRule);
     }
   }

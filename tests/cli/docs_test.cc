@@ -150,7 +150,7 @@ TEST_F(DocsTest, HelpGroupsTheCommandsByPurpose) {
   auto r = RunCmd({MsbBinary(), "--help"});
   ASSERT_EQ(r.status.code, 0);
   const std::vector<std::pair<std::string, std::vector<std::string>>> want = {
-      {"Project", {"plan", "up", "down", "start", "restart"}},
+      {"Project", {"plan", "up", "down", "start", "restart", "export", "sync"}},
       {"Sandboxes", {"run", "exec", "shell", "logs", "cp", "stop", "rm", "ps"}},
       {"Images", {"pull", "image", "snapshot", "login", "logout"}},
       {"Other", {"volume", "net", "kernel", "config", "validate", "version"}},

@@ -187,6 +187,33 @@ TEST(JsonOutputTest, SnapshotFields) {
   })js"));
 }
 
+TEST(JsonOutputTest, SyncStatusNamesTheAppliedCommitAndTheLastError) {
+  orchestrator::SyncRecord s;
+  s.key = "app-0123456789ab";
+  s.project = "app";
+  s.repo = "git://127.0.0.1/app.git";
+  s.applied_commit = "c1";
+  s.applied_at = 5;
+  s.fetched_commit = "c2";
+  s.checked_at = 9;
+  s.error = "commit c2 not applied: Sandboxfile:3:13: bad";
+  s.error_commit = "c2";
+  s.error_at = 9;
+  EXPECT_EQ(SyncJson(s, "/h/sync/app-0123456789ab/tree"), json::parse(R"js({
+    "project": "app", "repo": "git://127.0.0.1/app.git", "ref": null, "path": null,
+    "directory": "/h/sync/app-0123456789ab/tree", "applied_commit": "c1", "applied_at": 5,
+    "fetched_commit": "c2", "checked_at": 9,
+    "error": {"message": "commit c2 not applied: Sandboxfile:3:13: bad", "commit": "c2", "at": 9}
+  })js"));
+  s.error.clear();
+  s.ref = "main";
+  s.path = "deploy";
+  auto j = SyncJson(s, "/d");
+  EXPECT_TRUE(j["error"].is_null());
+  EXPECT_EQ(j["ref"], "main");
+  EXPECT_EQ(j["path"], "deploy");
+}
+
 TEST(JsonOutputTest, TextIsOneIndentedDocumentEvenWithInvalidUtf8) {
   EXPECT_EQ(JsonText(json{{"a", 1}}), "{\n  \"a\": 1\n}\n");
   std::string text = JsonText(json{{"m", std::string("bad \xff byte")}});

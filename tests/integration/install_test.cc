@@ -66,12 +66,22 @@ TEST_F(InstallTest, InstalledMsbRunsASandboxWithoutTheBuildTree) {
   ASSERT_TRUE(verify.ok());
   EXPECT_EQ(verify->status.code, 0) << verify->output;
   EXPECT_EQ(verify->output, "");  // warnings (an unknown setting) exit 0 too
+  auto sync_unit = ReadFile(staged + "/lib/systemd/user/msb-sync@.service");
+  ASSERT_TRUE(sync_unit.ok()) << sync_unit.error().message();
+  EXPECT_THAT(*sync_unit, HasSubstr("\nExecStart=" + staged + "/bin/msb sync -p %i $MSB_SYNC_ARGS\n"));
+  EXPECT_THAT(*sync_unit, HasSubstr("\nKillMode=process\n"));
+  auto verify_sync = RunCapture({"systemd-analyze", "verify", "--man=no",
+                                 staged + "/lib/systemd/user/msb-sync@.service"});
+  ASSERT_TRUE(verify_sync.ok());
+  EXPECT_EQ(verify_sync->status.code, 0) << verify_sync->output;
+  EXPECT_EQ(verify_sync->output, "");
 
   // Nothing installed points back at where it was installed (but the unit).
   std::filesystem::rename(staged, prefix);
   for (const char* rel : {"bin/msb", "libexec/msb/agentd", "share/bash-completion/completions/msb",
                           "share/zsh/site-functions/_msb", "share/man/man1/msb.1", "share/msb/kernel.config",
-                          "share/msb/make-rootfs", "share/msb/fetch-debian-kernel", "lib/systemd/user/msb-up@.service"}) {
+                          "share/msb/make-rootfs", "share/msb/fetch-debian-kernel", "lib/systemd/user/msb-up@.service",
+                          "lib/systemd/user/msb-sync@.service"}) {
     EXPECT_TRUE(IsFile(prefix + "/" + rel)) << rel;
   }
   auto man = ReadFile(prefix + "/share/man/man1/msb.1");

@@ -568,12 +568,74 @@ TEST_F(StoreTest, SnapshotsRoundTripRefuseADuplicateNameAndDelete) {
 TEST_F(StoreTest, MigrationThreeAddsSnapshotsToASchemaTwoDatabase) {
   { Store s = OpenOrDie(); }
   RawQuery(db_path_, "DROP TABLE snapshots");
+  RawQuery(db_path_, "DROP TABLE syncs");
   RawQuery(db_path_, "PRAGMA user_version = 2");
   Store s = OpenOrDie();
-  EXPECT_EQ(RawQuery(db_path_, "PRAGMA user_version"), "3");
+  EXPECT_EQ(RawQuery(db_path_, "PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
   auto all = s.ListSnapshots();
   ASSERT_TRUE(all.ok()) << all.error().message();
   EXPECT_TRUE(all->empty());
+}
+
+TEST_F(StoreTest, MigrationFourAddsSyncsToASchemaThreeDatabase) {
+  { Store s = OpenOrDie(); }
+  RawQuery(db_path_, "DROP TABLE syncs");
+  RawQuery(db_path_, "PRAGMA user_version = 3");
+  Store s = OpenOrDie();
+  EXPECT_EQ(RawQuery(db_path_, "PRAGMA user_version"), "4");
+  auto all = s.ListSyncs();
+  ASSERT_TRUE(all.ok()) << all.error().message();
+  EXPECT_TRUE(all->empty());
+}
+
+TEST_F(StoreTest, SyncRoundTrip) {
+  Store s = OpenOrDie();
+  SyncRecord a;
+  a.key = "app-0123";
+  a.project = "app";
+  a.repo = "https://example.test/app.git";
+  a.ref = "main";
+  a.applied_commit = std::string(40, 'a');
+  a.applied_at = 100;
+  a.fetched_commit = std::string(40, 'b');
+  a.checked_at = 200;
+  a.error = "Sandboxfile:3:5: bad";
+  a.error_commit = std::string(40, 'b');
+  a.error_at = 200;
+  ASSERT_TRUE(s.UpsertSync(a).ok());
+  SyncRecord b = a;
+  b.key = "app-4567";
+  b.applied_at = 300;
+  b.path = "deploy";
+  ASSERT_TRUE(s.UpsertSync(b).ok());
+  auto got = s.GetSync("app-0123");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->repo, a.repo);
+  EXPECT_EQ((*got)->ref, "main");
+  EXPECT_EQ((*got)->applied_commit, a.applied_commit);
+  EXPECT_EQ((*got)->applied_at, 100);
+  EXPECT_EQ((*got)->fetched_commit, a.fetched_commit);
+  EXPECT_EQ((*got)->checked_at, 200);
+  EXPECT_EQ((*got)->error, a.error);
+  EXPECT_EQ((*got)->error_commit, a.error_commit);
+  EXPECT_EQ((*got)->error_at, 200);
+  // The one applied last answers for the project.
+  auto of = s.GetSyncOfProject("app");
+  ASSERT_TRUE(of.ok() && of->has_value());
+  EXPECT_EQ((*of)->key, "app-4567");
+  EXPECT_EQ((*of)->path, "deploy");
+  a.error.clear();
+  ASSERT_TRUE(s.UpsertSync(a).ok());
+  auto all = s.ListSyncs();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].key, "app-0123");
+  EXPECT_EQ((*all)[0].error, "");
+  ASSERT_TRUE(s.DeleteSync("app-0123").ok());
+  EXPECT_EQ(s.DeleteSync("app-0123").error().code(), ErrorCode::kNotFound);
+  auto none = s.GetSyncOfProject("other");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
 }
 
 TEST_F(StoreTest, MigrationTwoKeepsImageRows) {
@@ -583,6 +645,7 @@ TEST_F(StoreTest, MigrationTwoKeepsImageRows) {
   RawQuery(db_path_, "ALTER TABLE images DROP COLUMN config_digest");
   RawQuery(db_path_, "ALTER TABLE images DROP COLUMN media_type");
   RawQuery(db_path_, "DROP TABLE snapshots");
+  RawQuery(db_path_, "DROP TABLE syncs");
   RawQuery(db_path_,
            "INSERT INTO images (reference, digest, size_bytes, base_disk, created_at) "
            "VALUES ('old:1', 'sha256:0101', 7, '/d/0101.ext4', 42)");

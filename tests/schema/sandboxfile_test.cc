@@ -214,6 +214,13 @@ TEST(LoaderTest, NamesFollowTheRule) {
   EXPECT_EQ(MustParse("name: shop-2\nsandboxes: {}\nvolumes: {v_1: {}}\n").name, "shop-2");
 }
 
+TEST(LoaderTest, NameFromFileSaysWhetherTheFileNamedTheProject) {
+  EXPECT_FALSE(MustParse(Web("")).name_from_file);
+  // Even a name: equal to the directory's is the file's own.
+  EXPECT_TRUE(MustParse("name: proj\nsandboxes: {}\n").name_from_file);
+  EXPECT_TRUE(MustParse("name: shop\nsandboxes: {}\n").name_from_file);
+}
+
 TEST(LoaderTest, EnvsAsListOrMap) {
   EXPECT_EQ(MustParse(Web("    envs: [A=1, B=x=y, C=]\n")).sandboxes["web"].envs,
             (std::map<std::string, std::string>{{"A", "1"}, {"B", "x=y"}, {"C", ""}}));
