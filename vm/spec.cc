@@ -52,7 +52,7 @@ nlohmann::json ToJson(const VmSpec& s) {
                         {"base_disk", s.base_disk},    {"upper_disk", s.upper_disk},
                         {"lower_disks", s.lower_disks},
                         {"boot", s.boot},              {"boot_timeout_ms", s.boot_timeout_ms},
-                        {"tsc_khz", s.tsc_khz},        {"log_max_bytes", s.log_max_bytes},        {"policy", s.policy},
+                        {"tsc_khz", s.tsc_khz},        {"boot_mode", s.boot_mode},        {"log_max_bytes", s.log_max_bytes},        {"policy", s.policy},
                         {"stop_timeout_ms", s.stop_timeout_ms},
                         {"volumes", DisksToJson(s.volumes)}, {"shares", SharesToJson(s.shares)},
                         {"network", s.network ? ToJson(*s.network) : nlohmann::json()},
@@ -129,6 +129,7 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
     s.boot_timeout_ms = j.at("boot_timeout_ms").get<int>();
     s.stop_timeout_ms = j.at("stop_timeout_ms").get<int>();
     s.tsc_khz = j.value("tsc_khz", uint64_t{0});
+    s.boot_mode = j.value("boot_mode", std::string("auto"));
     s.log_max_bytes = j.value("log_max_bytes", kDefaultLogMaxBytes);
     if (j.contains("volumes")) s.volumes = DisksFromJson(j["volumes"]);
     if (j.contains("shares")) s.shares = SharesFromJson(j["shares"]);
