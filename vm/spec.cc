@@ -176,8 +176,13 @@ std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
   m.kvm = s.accel == "kvm";
   m.cpus = s.cpus;
   m.memory_mib = s.memory_bytes >> 20;
-  // Always, shares or not: the machine is the same for every sandbox.
-  m.vhost_user = true;
+  // Only with shares. Otherwise guest RAM is anonymous memory, which QEMU
+  // asks to back with transparent huge pages: loading a booted template
+  // (vm/template.h) reads every page of guest RAM to see that it is zero,
+  // one page fault per 4 KiB page of a memfd (2.5 s for 512 MiB on these
+  // machines, bench/README.md) against one per 2 MiB huge page. Sandboxes with shares
+  // never restore a template, so the two machines never meet in one stream.
+  m.vhost_user = !s.shares.empty();
   m.kernel = s.kernel;
   m.initramfs = s.initramfs;
   m.kernel_args = ExtraKernelArgs(s);
