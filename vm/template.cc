@@ -96,6 +96,16 @@ std::vector<std::string> PlaceholderDisks(const VmSpec& t) {
 
 std::string KeyDir(const std::string& key) { return TemplatesDir() + "/" + key; }
 
+// A file's identity: any write to it, or a new file in its place, changes it.
+Result<json> FileIdentity(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return Error::FromErrno("stat " + path);
+  auto ns = [](const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; };
+  return json{{"dev", static_cast<uint64_t>(st.st_dev)}, {"ino", static_cast<uint64_t>(st.st_ino)},
+              {"size", static_cast<int64_t>(st.st_size)}, {"mtime_ns", ns(st.st_mtim)},
+              {"ctime_ns", ns(st.st_ctim)}};
+}
+
 // A blocking QMP exchange on a connected socket, each step bounded by the
 // build's deadline. Events are skipped.
 class QmpSync {
@@ -342,16 +352,15 @@ std::string ColdBootReason(const VmSpec& spec) {
 Result<std::string> TemplateKey(const VmSpec& spec, const std::string& qemu) {
   Sha256 h;
   h.Update("msb-template " + std::to_string(kTemplateFormat) + "\n");
-  MSB_TRY(std::string kernel, Sha256File(spec.kernel));
-  h.Update("kernel " + kernel + "\n");
-  if (!spec.initramfs.empty()) {
-    MSB_TRY(std::string initramfs, Sha256File(spec.initramfs));
-    h.Update("initramfs " + initramfs + "\n");
+  // The kernel, initramfs and QEMU by path and identity, not by content:
+  // hashing them would cost every start a tenth of a second, and any change
+  // to one of them changes its identity.
+  for (const auto& [what, path] : {std::pair<const char*, std::string>{"kernel", spec.kernel},
+                                   {"initramfs", spec.initramfs}, {"qemu", qemu}}) {
+    if (path.empty()) continue;
+    MSB_TRY(json id, FileIdentity(path));
+    h.Update(std::string(what) + " " + path + " " + id.dump() + "\n");
   }
-  struct stat st{};
-  if (::stat(qemu.c_str(), &st) != 0) return Error::FromErrno("stat " + qemu);
-  h.Update("qemu " + qemu + " " + std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
-           std::to_string(st.st_mtim.tv_nsec) + "\n");
   // The command line with its paths normalised: machine and device layout.
   for (const std::string& arg : QemuArgv(TemplateSpec(spec, "/t", true), "qemu")) {
     h.Update(arg);
@@ -389,17 +398,18 @@ TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
   const std::string state = dir + "/" + kStateName;
   struct stat st{};
   if (::stat(dir.c_str(), &st) == 0) {
-    // Checked before every use: a stream that changed on disk is never restored.
+    // Checked before every use: a stream that changed on disk since it was
+    // made (another file in its place, or any write to it) is never restored.
     auto meta_text = ReadFile(dir + "/" + kMetaName);
     json meta = meta_text.ok() ? json::parse(*meta_text, nullptr, false) : json();
-    auto sum = Sha256File(state);
+    auto id = FileIdentity(state);
     std::string problem;
     if (!meta.is_object() || meta.value("format", 0) != kTemplateFormat) {
       problem = "its meta.json is missing or of another format";
-    } else if (!sum.ok()) {
-      problem = sum.error().message();
-    } else if (*sum != meta.value("sha256", std::string())) {
-      problem = "its checksum does not match (the file was changed or damaged)";
+    } else if (!id.ok()) {
+      problem = id.error().message();
+    } else if (!meta.contains("file") || meta["file"] != *id) {
+      problem = "its state file changed since it was made";
     }
     if (problem.empty()) {
       c.key = *key;
@@ -426,26 +436,32 @@ TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
   if (built.ok()) {
     struct stat sst{};
     ::stat((work + "/" + kStateName).c_str(), &sst);
-    json meta{{"format", kTemplateFormat},
-              {"key", *key},
-              {"sha256", sum},
-              {"size", static_cast<uint64_t>(sst.st_size)},
-              {"created", NowIso()},
-              {"cpus", spec.cpus},
-              {"memory_mib", spec.memory_bytes >> 20},
-              {"accel", spec.accel},
-              {"kernel", spec.kernel},
-              {"disks", PlaceholderDisks(TemplateSpec(spec, "/t", true)).size()},
-              {"network", spec.network.has_value()}};
     std::string ready = root + "/.ready-XXXXXX";
     if (::mkdtemp(ready.data()) == nullptr) {
       built = Error::FromErrno("making a template directory");
     } else if (::rename((work + "/" + kStateName).c_str(), (ready + "/" + kStateName).c_str()) != 0) {
       built = Error::FromErrno("moving the template's state");
-    } else if (auto w = WriteFileAtomic(ready + "/" + kMetaName, meta.dump(2) + "\n", 0600); !w.ok()) {
-      built = w;
-    } else if (::rename(ready.c_str(), dir.c_str()) != 0) {
-      built = Error::FromErrno("renaming " + ready + " to " + dir);
+    }
+    auto id = built.ok() ? FileIdentity(ready + "/" + kStateName) : Result<json>(built.error());
+    if (built.ok() && !id.ok()) built = id.error();
+    if (built.ok()) {
+      json meta{{"format", kTemplateFormat},
+                {"key", *key},
+                {"sha256", sum},
+                {"size", static_cast<uint64_t>(sst.st_size)},
+                {"file", *id},
+                {"created", NowIso()},
+                {"cpus", spec.cpus},
+                {"memory_mib", spec.memory_bytes >> 20},
+                {"accel", spec.accel},
+                {"kernel", spec.kernel},
+                {"disks", PlaceholderDisks(TemplateSpec(spec, "/t", true)).size()},
+                {"network", spec.network.has_value()}};
+      if (auto w = WriteFileAtomic(ready + "/" + kMetaName, meta.dump(2) + "\n", 0600); !w.ok()) {
+        built = w;
+      } else if (::rename(ready.c_str(), dir.c_str()) != 0) {
+        built = Error::FromErrno("renaming " + ready + " to " + dir);
+      }
     }
     std::error_code ec;
     std::filesystem::remove_all(ready, ec);

@@ -8,14 +8,17 @@
 //
 // Layout: $MSB_HOME/templates/<key>/ holds `state` (the stream, written by
 // QEMU through a descriptor passed over QMP `getfd`, `migrate fd:…`) and
-// `meta.json` (its SHA-256 and size, checked before every use, and what it
-// was made of). A template is built in templates/.build-XXXXXX (QEMU jailed
+// `meta.json` (what it was made of, its SHA-256, and the stream's file
+// identity: device, inode, size, modification and change times, checked
+// before every use, so a stream changed or replaced on disk in any way is
+// never restored; a stream damaged below the file system is QEMU's to
+// refuse, which the supervisor's fallback handles). A template is built in templates/.build-XXXXXX (QEMU jailed
 // as a sandbox's, with empty placeholder disks at the sandbox's slots) and
 // renamed into place whole, under templates/<key>.lock (flock), so parallel
 // starts build it once.
 //
-// Key (TemplateKey): SHA-256 of kTemplateFormat, the kernel's and the
-// initramfs's contents, the QEMU binary's identity (path, size, mtime), and
+// Key (TemplateKey): SHA-256 of kTemplateFormat, the kernel's, the
+// initramfs's and the QEMU binary's paths and file identities, and
 // the whole QEMU command line of the sandbox with its paths normalised:
 // accelerator, CPUs, memory, machine options, kernel command line, and the
 // device layout (which disks at which slot, read-only or not, serials, the
@@ -56,7 +59,7 @@ struct TemplateChoice {
   bool built = false;      // this call built it
 };
 
-// Finds the template for spec, checks its checksum (a corrupt one is
+// Finds the template for spec, checks its file identity (a changed one is
 // removed) or builds it (blocking: a cold boot and the save, bounded by
 // spec.boot_timeout_ms). Never fails: any problem is a cold boot with a reason.
 TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu);

@@ -137,9 +137,9 @@ TEST_F(TemplateTest, OtherMemoryGetsItsOwnTemplate) {
   Remove({"a", "b"});
 }
 
-// A template whose bytes changed is found by its checksum and removed; one
-// whose checksum was made to match but that QEMU cannot load fails the
-// restore: both boot cold, and say why in the supervisor log.
+// A template whose file changed is found by its identity and removed; one
+// whose recorded identity was made to match but that QEMU cannot load fails
+// the restore: both boot cold, and say why in the supervisor log.
 TEST_F(TemplateTest, CorruptTemplateFallsBackToColdBoot) {
   ASSERT_EQ(RunKept("a", "true").code, 0);
   auto keys = Keys();
@@ -169,8 +169,14 @@ TEST_F(TemplateTest, CorruptTemplateFallsBackToColdBoot) {
   std::string cut = fresh->substr(0, fresh->size() / 2);
   ASSERT_TRUE(WriteFileAtomic(dir + "/state", cut, 0600).ok());
   auto meta = nlohmann::json::parse(*ReadFile(dir + "/meta.json"));
+  struct stat st{};
+  ASSERT_EQ(::stat((dir + "/state").c_str(), &st), 0);
+  auto ns = [](const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; };
   meta["sha256"] = Sha256Hex(cut);
   meta["size"] = cut.size();
+  meta["file"] = {{"dev", static_cast<uint64_t>(st.st_dev)}, {"ino", static_cast<uint64_t>(st.st_ino)},
+                  {"size", static_cast<int64_t>(st.st_size)}, {"mtime_ns", ns(st.st_mtim)},
+                  {"ctime_ns", ns(st.st_ctim)}};
   ASSERT_TRUE(WriteFileAtomic(dir + "/meta.json", meta.dump(), 0600).ok());
   auto d = RunKept("d", "echo cold-d");
   ASSERT_EQ(d.code, 0) << d.err;
