@@ -359,6 +359,9 @@ Result<std::string> TemplateKey(const VmSpec& spec, const std::string& qemu) {
                                    {"initramfs", spec.initramfs}, {"qemu", qemu}}) {
     if (path.empty()) continue;
     MSB_TRY(json id, FileIdentity(path));
+    // Not its change time: the jail grants read access to these files
+    // (vm/jail.h ConfineVmm), which touches it on every start.
+    id.erase("ctime_ns");
     h.Update(std::string(what) + " " + path + " " + id.dump() + "\n");
   }
   // The command line with its paths normalised: machine and device layout.
