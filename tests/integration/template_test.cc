@@ -198,5 +198,19 @@ TEST_F(TemplateTest, MsbBootColdMakesNoTemplate) {
   Remove({"a"});
 }
 
+// QEMU 7.2 cannot migrate vhost-user-fs: a sandbox with a shared directory
+// boots cold, makes no template, and says why.
+TEST_F(TemplateTest, SharedDirectoriesBootCold) {
+  const std::string dir = Home() + "/shared";
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/from-host", "host data\n", 0644).ok());
+  auto a = RunKept("a", "cat /mnt/s/from-host", {"-v", dir + ":/mnt/s"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, "host data\n");
+  EXPECT_TRUE(Keys().empty());
+  EXPECT_THAT(SupervisorLog("a"), HasSubstr("cold boot: its shared directories are virtio-fs devices"));
+  Remove({"a"});
+}
+
 }  // namespace
 }  // namespace msb::testing
