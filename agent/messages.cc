@@ -293,6 +293,9 @@ std::string Encode(const BootConfig& m) {
             {"rows", m.rows},
             {"cols", m.cols},
             {"ca_pem", m.ca_pem}};
+  if (!m.entropy.empty()) j["entropy"] = m.entropy;
+  if (m.time_ns != 0) j["time_ns"] = m.time_ns;
+  if (m.restored) j["restored"] = true;
   for (const MountConfig& mount : m.mounts) j["mounts"].push_back(EncodeMount(mount));
   j["security"] = {{"no_new_privileges", m.security.no_new_privileges}, {"capabilities", nullptr}};
   if (m.security.capabilities) j["security"]["capabilities"] = *m.security.capabilities;
@@ -369,6 +372,9 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
   f.Int("rows", m.rows, 0, kMaxWinsize);
   f.Int("cols", m.cols, 0, kMaxWinsize);
   f.Str("ca_pem", m.ca_pem);
+  f.Str("entropy", m.entropy);
+  f.Int("time_ns", m.time_ns, 0, std::numeric_limits<int64_t>::max());
+  f.Bool("restored", m.restored);
   if (const json* root = f.Object("root")) {
     Fields r(*root, "boot.root");
     r.Str("base_serial", m.root.base_serial);
@@ -437,6 +443,11 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
   if (m.hostname.size() > 64)
     return Error(ErrorCode::kProtocol, "boot: field \"hostname\": longer than 64 bytes");
   MSB_TRY_STATUS(CheckCaPem(m.ca_pem));
+  if (m.entropy.size() > 2 * kMaxBootEntropy || m.entropy.size() % 2 != 0 ||
+      m.entropy.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return Error(ErrorCode::kProtocol, "boot: field \"entropy\": expected at most " +
+                                           std::to_string(kMaxBootEntropy) + " bytes in lower-case hex");
+  }
   return m;
 }
 

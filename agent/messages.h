@@ -97,7 +97,19 @@ struct BootConfig {
   // host intercepts TLS to a sandbox's secret hosts with leaves it signs.
   std::string ca_pem;
   SecurityConfig security;
+  // Host randomness (hex, at most kMaxBootEntropy bytes) agentd adds to the
+  // kernel's pool before anything else, then forces a reseed: a VM restored
+  // from a booted template (vm/template.h) shares its RNG state with every
+  // other VM restored from it until then. "" = none.
+  std::string entropy;
+  // The host's wall clock when it sent the message, in ns since the epoch;
+  // 0 = leave the guest's clock alone.
+  int64_t time_ns = 0;
+  // The VM was restored from a booted template: its kernel probed the
+  // template's placeholder disks, so agentd probes the disks again first.
+  bool restored = false;
 };
+inline constexpr size_t kMaxBootEntropy = 256;
 // "ca_pem" holds at most kMaxCaPem bytes (a P-256 CA certificate is under
 // 1 KiB), starts with kCaPemHeader and is printable ASCII, CR and LF only.
 inline constexpr size_t kMaxCaPem = 16 * 1024;

@@ -13,6 +13,8 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <linux/random.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -95,6 +97,55 @@ Status MountEarly() {
   MSB_TRY_STATUS(MountIfAbsent("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"));
   MSB_TRY_STATUS(MountIfAbsent("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
   MSB_TRY_STATUS(MountIfAbsent("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
+  return OkStatus();
+}
+
+Status AddEntropy(std::string_view hex) {
+  if (hex.empty()) return OkStatus();
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  std::vector<uint32_t> words((hex.size() / 2 + 3) / 4 + 2, 0);
+  auto* info = reinterpret_cast<rand_pool_info*>(words.data());
+  auto* bytes = reinterpret_cast<unsigned char*>(info->buf);
+  const size_t n = hex.size() / 2;
+  for (size_t i = 0; i < n; ++i) bytes[i] = static_cast<unsigned char>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+  info->buf_size = static_cast<int>(n);
+  info->entropy_count = static_cast<int>(n * 8);
+  UniqueFd fd(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+  if (!fd) return Error::FromErrno("open /dev/urandom");
+  if (::ioctl(fd.get(), RNDADDENTROPY, info) != 0) return Error::FromErrno("RNDADDENTROPY");
+  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return Error::FromErrno("RNDRESEEDCRNG");
+  return OkStatus();
+}
+
+Status SetClock(int64_t ns) {
+  if (ns <= 0) return OkStatus();
+  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  if (::clock_settime(CLOCK_REALTIME, &ts) != 0) return Error::FromErrno("clock_settime");
+  return OkStatus();
+}
+
+namespace {
+Status WriteSysfs(const std::string& path, const std::string& value) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return Error::FromErrno("open " + path);
+  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size()))
+    return Error::FromErrno("writing " + value + " to " + path);
+  return OkStatus();
+}
+}  // namespace
+
+Status ReprobeDisks() {
+  const std::string driver = "/sys/bus/virtio/drivers/virtio_blk";
+  std::vector<std::string> devices;
+  for (const auto& name : ListDir(driver)) {
+    if (name.rfind("virtio", 0) == 0) devices.push_back(name);
+  }
+  for (const auto& dev : devices) {
+    MSB_TRY_STATUS(WriteSysfs(driver + "/unbind", dev));
+  }
+  for (const auto& dev : devices) {
+    MSB_TRY_STATUS(WriteSysfs(driver + "/bind", dev));
+  }
   return OkStatus();
 }
 

@@ -22,6 +22,19 @@ Status LoadModules(const std::string& dir);
 // proc on /proc, sysfs on /sys. Already-mounted targets are fine.
 Status MountEarly();
 
+// A VM restored from a booted template (vm/template.h) resumes with the
+// template's kernel state. These undo what that state must not decide:
+// AddEntropy credits `hex` (host randomness) to the kernel's pool with
+// RNDADDENTROPY and forces a reseed (RNDRESEEDCRNG), so the guest's random
+// output (and /proc/sys/kernel/random/boot_id, made on first read) differs
+// from every other VM of the template. SetClock sets CLOCK_REALTIME.
+// ReprobeDisks unbinds every virtio-blk device from its driver and binds it
+// again: the template's kernel probed placeholder disks, and a new probe
+// reads the real ones' capacity and drops any page cache of the old ones.
+Status AddEntropy(std::string_view hex);
+Status SetClock(int64_t ns_since_epoch);
+Status ReprobeDisks();
+
 // "/dev/vportNpM" for the virtio-serial port whose name is `name`, looking in
 // /sys/class/virtio-ports; retries for up to `wait_ms` while devices appear.
 Result<std::string> FindPortDevice(const std::string& name, int wait_ms);

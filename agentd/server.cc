@@ -374,6 +374,13 @@ void Server::HandleBoot(const Frame& f) {
     state_ = mode_ == ServerMode::kPid1 ? ServerState::kBootFailed : ServerState::kServing;
   };
   if (mode_ == ServerMode::kPid1) {
+    // First, before any process starts or any disk is read: this guest's own
+    // randomness and clock, and (restored from a template) its own disks.
+    if (auto s = AddEntropy(boot_.entropy); !s.ok()) return fail(s.error().Wrap("seeding the random pool"));
+    if (auto s = SetClock(boot_.time_ns); !s.ok()) Diag("setting the clock: " + s.error().message());
+    if (boot_.restored) {
+      if (auto s = ReprobeDisks(); !s.ok()) return fail(s.error().Wrap("probing the disks again"));
+    }
     if (auto s = AssembleRoot(boot_.root, kNewRoot); !s.ok()) return fail(s.error());
     if (!boot_.root.ephemeral) {
       upper_fd_ = UniqueFd(::open(kUpperMount, O_RDONLY | O_DIRECTORY | O_CLOEXEC));

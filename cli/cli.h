@@ -78,6 +78,7 @@ void RegisterSupervisorCommand(CLI::App& app);  // hidden: the per-sandbox super
 void RegisterKernelCommands(CLI::App& app);     // kernel build, kernel path
 void RegisterVolumeCommands(CLI::App& app);     // volume ls, volume rm
 void RegisterSnapshotCommands(CLI::App& app);   // snapshot create, ls, rm
+void RegisterTemplateCommands(CLI::App& app);   // template ls, rm, prune
 void RegisterPullCommand(CLI::App& app);        // pull
 void RegisterImageCommands(CLI::App& app);      // images, rmi, load, image ls/rm/load/prune
 void RegisterLoginCommands(CLI::App& app);      // login, logout

@@ -27,7 +27,7 @@ const std::array<HelpGroup, 4>& HelpGroups() {
       {"Project", {"plan", "up", "down", "start", "restart", "export", "sync"}},
       {"Sandboxes", {"run", "exec", "shell", "logs", "cp", "stop", "rm", "ps"}},
       {"Images", {"pull", "images", "rmi", "load", "image", "snapshot", "login", "logout"}},
-      {"Other", {"volume", "net", "kernel", "config", "validate", "version"}},
+      {"Other", {"volume", "net", "kernel", "template", "config", "validate", "version"}},
   }};
   return groups;
 }

@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
   msb::cli::RegisterKernelCommands(app);
   msb::cli::RegisterVolumeCommands(app);
   msb::cli::RegisterSnapshotCommands(app);
+  msb::cli::RegisterTemplateCommands(app);
   msb::cli::RegisterPullCommand(app);
   msb::cli::RegisterImageCommands(app);
   msb::cli::RegisterLoginCommands(app);

@@ -116,6 +116,7 @@ Result<LaunchRequest> MakeLaunchRequest(const schema::Project& project, const sc
   req.ephemeral = sb.ephemeral;
   req.read_only_root = sb.security.read_only_root;
   req.log_max_bytes = sb.logs.max_size;
+  req.cold_boot = sb.cold_boot;
   req.boot.security.no_new_privileges = sb.security.no_new_privileges;
   if (auto caps = schema::EffectiveCapabilities(sb.security)) {
     req.boot.security.capabilities = schema::CapabilityNames(*caps);
@@ -309,6 +310,7 @@ Result<SandboxRecord> Prepare(Store& store, const LaunchRequest& req) {
   spec.base_disk = base;
   spec.lower_disks = req.lower_disks;
   spec.boot_timeout_ms = req.boot_timeout_ms;
+  spec.boot_mode = req.cold_boot ? "cold" : "auto";
   if (req.log_max_bytes > 0) {
     spec.log_max_bytes = req.log_max_bytes;
   } else if (const char* max = std::getenv("MSB_LOG_MAX_SIZE"); max != nullptr && *max != '\0') {

@@ -48,6 +48,7 @@ struct LaunchRequest {
   std::string config_hash;
   std::string spec_json;
   int boot_timeout_ms = 60000;
+  bool cold_boot = false;  // `boot: cold`: never from a booted template (vm/template.h)
   uint64_t log_max_bytes = 0;  // `logs.max_size`; 0: MSB_LOG_MAX_SIZE, else the default
   std::optional<vm::VmNetwork> network;  // absent: no network device
   // The sandbox's secrets: sources and hosts, never values; StartSupervisor

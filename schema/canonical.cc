@@ -99,6 +99,7 @@ void MetaYaml(YAML::Emitter& out, const Meta& meta) {
 
 void SandboxYaml(YAML::Emitter& out, const Sandbox& sb) {
   out << YAML::BeginMap;
+  if (sb.cold_boot) { Key(out, "boot"); Str(out, "cold"); }
   if (!sb.command.empty()) { Key(out, "command"); StrList(out, sb.command); }
   Key(out, "cpus"); out << sb.cpus;
   if (!sb.depends_on.empty()) {
@@ -250,6 +251,7 @@ json CanonicalJson(const Sandbox& sb) {
   }
   j["ports"] = std::move(ports);
   j["restart"] = ToString(sb.restart);
+  if (sb.cold_boot) j["boot"] = "cold";
   json scripts = json::object();
   for (const auto& [name, argv] : sb.scripts) scripts[name] = CommandJson(argv);
   j["scripts"] = std::move(scripts);

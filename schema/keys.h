@@ -167,6 +167,7 @@ inline constexpr uint64_t kMaxVolume = 16 * 1024 * kGiB;
 inline constexpr std::string_view kPolicyChoices[] = {"none", "group", "public", "any"};
 inline constexpr std::string_view kConditionChoices[] = {"started", "healthy", "completed"};
 inline constexpr std::string_view kRestartChoices[] = {"no", "always", "on-failure", "unless-stopped"};
+inline constexpr std::string_view kBootChoices[] = {"auto", "cold"};
 inline constexpr std::string_view kLevelChoices[] = {"default", "strict"};
 
 inline constexpr Value kNameValue = Text(kNamePattern);
@@ -298,6 +299,9 @@ inline constexpr Key kSandboxKeys[] = {
     {"healthcheck", "A command run periodically in the guest.", MapOfKeys(kHealthKeys)},
     {"restart", "no (default), always, on-failure[:N] or unless-stopped.",
      EnumOf(kRestartChoices, kRestartPattern)},
+    {"boot", "auto (default): start from a booted template (a saved VM waiting for its configuration) when "
+             "one fits; cold: always boot the kernel.",
+     EnumOf(kBootChoices)},
     {"scope", "Legacy shorthand for network.policy: none, group, public or any.", kPolicyValue},
     {"network", "The sandbox's network: a profile, rules, DNS.", MapOfKeys(kNetworkKeys, true)},
     {"secrets", "Secrets by the variable the guest sees (holding a placeholder); the real value goes only "

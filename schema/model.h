@@ -212,6 +212,7 @@ struct Sandbox {
   std::map<std::string, Dependency> depends_on;
   std::optional<Healthcheck> healthcheck;
   Restart restart;
+  bool cold_boot = false;  // `boot: cold`: never start from a booted template
   Network network;
   std::map<std::string, Secret> secrets;  // key: the guest's variable name
   Security security;

@@ -29,6 +29,7 @@ constexpr size_t kPorts = KeyIndex(kSandboxKeys, "ports");
 constexpr size_t kDependsOn = KeyIndex(kSandboxKeys, "depends_on");
 constexpr size_t kHealthcheck = KeyIndex(kSandboxKeys, "healthcheck");
 constexpr size_t kRestart = KeyIndex(kSandboxKeys, "restart");
+constexpr size_t kBoot = KeyIndex(kSandboxKeys, "boot");
 constexpr size_t kScope = KeyIndex(kSandboxKeys, "scope");
 constexpr size_t kNetwork = KeyIndex(kSandboxKeys, "network");
 constexpr size_t kSecrets = KeyIndex(kSandboxKeys, "secrets");
@@ -597,6 +598,12 @@ std::optional<Sandbox> LoadSandbox(Ctx& ctx, const Field& f, const std::string& 
       auto r = ParseRestart(*s);
       if (r.ok()) sb.restart = *r;
       else ctx.Error(k[kRestart].pos, k[kRestart].path, r.error().message());
+    }
+  }
+  if (k[kBoot].present) {
+    if (auto s = ctx.Scalar(k[kBoot], "auto or cold")) {
+      if (*s == "cold") sb.cold_boot = true;
+      else if (*s != "auto") ctx.Error(k[kBoot].pos, k[kBoot].path, "boot: expected auto or cold, not \"" + *s + "\"");
     }
   }
   // Before the network: level strict makes policy none where the file names none.

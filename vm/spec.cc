@@ -52,7 +52,7 @@ nlohmann::json ToJson(const VmSpec& s) {
                         {"base_disk", s.base_disk},    {"upper_disk", s.upper_disk},
                         {"lower_disks", s.lower_disks},
                         {"boot", s.boot},              {"boot_timeout_ms", s.boot_timeout_ms},
-                        {"tsc_khz", s.tsc_khz},        {"log_max_bytes", s.log_max_bytes},        {"policy", s.policy},
+                        {"tsc_khz", s.tsc_khz},        {"boot_mode", s.boot_mode},        {"log_max_bytes", s.log_max_bytes},        {"policy", s.policy},
                         {"stop_timeout_ms", s.stop_timeout_ms},
                         {"volumes", DisksToJson(s.volumes)}, {"shares", SharesToJson(s.shares)},
                         {"network", s.network ? ToJson(*s.network) : nlohmann::json()},
@@ -129,6 +129,7 @@ Result<VmSpec> VmSpecFromJson(const nlohmann::json& j) {
     s.boot_timeout_ms = j.at("boot_timeout_ms").get<int>();
     s.stop_timeout_ms = j.at("stop_timeout_ms").get<int>();
     s.tsc_khz = j.value("tsc_khz", uint64_t{0});
+    s.boot_mode = j.value("boot_mode", std::string("auto"));
     s.log_max_bytes = j.value("log_max_bytes", kDefaultLogMaxBytes);
     if (j.contains("volumes")) s.volumes = DisksFromJson(j["volumes"]);
     if (j.contains("shares")) s.shares = SharesFromJson(j["shares"]);
@@ -175,8 +176,13 @@ std::vector<std::string> QemuArgv(const VmSpec& s, const std::string& qemu) {
   m.kvm = s.accel == "kvm";
   m.cpus = s.cpus;
   m.memory_mib = s.memory_bytes >> 20;
-  // Always, shares or not: the machine is the same for every sandbox.
-  m.vhost_user = true;
+  // Only with shares. Otherwise guest RAM is anonymous memory, which QEMU
+  // asks to back with transparent huge pages: loading a booted template
+  // (vm/template.h) reads every page of guest RAM to see that it is zero,
+  // one page fault per 4 KiB page of a memfd (2.5 s for 512 MiB on these
+  // machines, bench/README.md) against one per 2 MiB huge page. Sandboxes with shares
+  // never restore a template, so the two machines never meet in one stream.
+  m.vhost_user = !s.shares.empty();
   m.kernel = s.kernel;
   m.initramfs = s.initramfs;
   m.kernel_args = ExtraKernelArgs(s);

@@ -92,6 +92,9 @@ struct VmSpec {
   // known frequency it never calibrates. 0: let the kernel calibrate.
   uint64_t tsc_khz = 0;
   int boot_timeout_ms = 60000;
+  // "auto": restore a booted template when one fits (vm/template.h); "cold":
+  // always boot the kernel (the Sandboxfile's `boot: cold`).
+  std::string boot_mode = "auto";
   // workload.log's bound (vm/log_file.h): MSB_LOG_MAX_SIZE when msb started it.
   uint64_t log_max_bytes = kDefaultLogMaxBytes;
   int stop_timeout_ms = 10000;

@@ -28,6 +28,9 @@
 #include "vm/control.h"
 #include "vm/guest_text.h"
 #include "vm/jail.h"
+#include "vm/template.h"
+#include "common/hex.h"
+#include <sys/random.h>
 
 namespace msb::vm {
 
@@ -140,6 +143,30 @@ Status Supervisor::Start() {
 
 Status Supervisor::SpawnVm() {
   MSB_TRY(std::string qemu_bin, FindQemu());
+  // A booted template when one fits (built now when missing), else a cold boot.
+  UniqueFd state_fd;
+  restoring_ = false;
+  restore_timed_out_ = false;
+  if (cold_only_) {
+    template_ = TemplateChoice{};
+    template_.why_cold = "a template did not restore earlier";
+  } else {
+    template_ = PrepareTemplate(spec_, qemu_bin);
+  }
+  if (!template_.key.empty()) {
+    state_fd.Reset(::open(template_.state_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!state_fd) {
+      template_.why_cold = "opening " + template_.state_path + ": " + std::strerror(errno);
+      template_.key.clear();
+    }
+  }
+  if (template_.key.empty()) {
+    MSB_LOG(kInfo, "vm") << spec_.name << ": cold boot: " << template_.why_cold;
+  } else {
+    MSB_LOG(kInfo, "vm") << spec_.name << ": restoring booted template " << template_.key
+                         << (template_.built ? " (built for this start)" : "");
+    restoring_ = true;
+  }
   // The console's socket listens before QEMU connects to it; a restart
   // appends to the same bounded log.
   console_.reset();
@@ -174,6 +201,11 @@ Status Supervisor::SpawnVm() {
                            O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   SpawnOptions opts;
   opts.argv = QemuArgv(spec_, qemu_bin);
+  if (restoring_) {
+    // The stream comes in on QEMU's stdin, opened here: the jail needs no path for it.
+    opts.argv.insert(opts.argv.end(), {"-incoming", "fd:0"});
+    opts.stdin_fd = state_fd.get();
+  }
   opts.stdout_fd = qemu_log.get();
   opts.stderr_fd = qemu_log.get();
   // QEMU dies with its supervisor: no orphan VM.
@@ -186,8 +218,9 @@ Status Supervisor::SpawnVm() {
     return child.error().Wrap("starting QEMU for " + spec_.name + " (details in " + spec_.dir + "/qemu.log)");
   }
   qemu_ = std::move(*child);
+  spawned_at_ = std::chrono::steady_clock::now();
   boot_timer_ = dispatcher_.Timer([this]() { OnBootTimeout(); });
-  boot_timer_.Arm(std::chrono::milliseconds(spec_.boot_timeout_ms));
+  boot_timer_.Arm(std::chrono::milliseconds(restoring_ ? RestoreTimeoutMs() : spec_.boot_timeout_ms));
   return OkStatus();
 }
 
@@ -251,6 +284,30 @@ void Supervisor::OnAgentAccept(UniqueFd fd) {
   agent_accept_.reset();
   agent_paused_ = false;
   WatchAgent();
+  if (restoring_) {
+    // The template's agentd said hello to the template's builder and waits
+    // for the host's hello and boot message; it says nothing more first.
+    SendAgent(0, FrameKind::kHello, json{{"version", agent::kProtocolVersion}}.dump());
+    SendAgent(0, FrameKind::kBoot, BootMessage().dump());
+  }
+}
+
+int Supervisor::RestoreTimeoutMs() const { return std::min(spec_.boot_timeout_ms, kRestoreTimeoutMs); }
+
+void Supervisor::FallBackToColdBoot(const std::string& why, bool remove) {
+  MSB_LOG(kWarn, "vm") << spec_.name << ": booted template " << template_.key << " did not restore: " << why
+                       << (remove ? "; removed it" : "") << "; falling back to a cold boot";
+  if (remove) RemoveTemplate(template_.key);
+  ResetGuestConnections();
+  boot_timer_.Reset();
+  restoring_ = false;
+  cold_only_ = true;
+  if (auto st = SpawnVm(); !st.ok()) {
+    reason_ = "cold boot after a failed restore: " + st.error().message();
+    Notify("error: " + reason_);
+    state_ = State::kFailed;
+    Finish();
+  }
 }
 
 void Supervisor::WatchAgent() {
@@ -383,6 +440,11 @@ void Supervisor::HandleAgentFrame(Frame f) {
           return;
         }
         boot_timer_.Reset();
+        if (restoring_) {
+          auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - spawned_at_).count();
+          MSB_LOG(kInfo, "vm") << spec_.name << ": restored from booted template " << template_.key << " in " << ms << " ms";
+          restoring_ = false;
+        }
         if (!control_listen_) {
           auto listen = ListenUnix(spec_.ControlSocket(), true, 16);
           if (!listen.ok()) {
@@ -692,6 +754,21 @@ void Supervisor::OnChildSignal() {
   auto st = qemu_.TryWait();
   if (!st) return;
   MSB_LOG(kInfo, "vm") << "QEMU " << st->ToString();
+  if (restoring_ && state_ == State::kBooting && !stop_requested_) {
+    if (restore_timed_out_) {
+      FallBackToColdBoot("the restored guest did not answer within " + std::to_string(RestoreTimeoutMs() / 1000) + " s", false);
+      return;
+    }
+    // QEMU names a stream it cannot load ("load of migration failed"): that
+    // template is not restored again.
+    std::string log = spec_.dir + "/qemu.log";
+    auto said = ReadFile(log);
+    bool bad_stream = said.ok() && said->find("migration") != std::string::npos;
+    FallBackToColdBoot("QEMU " + st->ToString() + " while restoring it" +
+                           (said.ok() && !said->empty() ? "; QEMU said:\n" + ConsoleTail(log, 5) : std::string()),
+                       bad_stream);
+    return;
+  }
   if (state_ == State::kStopping && restart_after_exit_ && !stop_requested_) {
     restart_after_exit_ = false;
     if (MaybeRestart(workload_exit_.value_or(0) != 0, reason_)) return;
@@ -720,6 +797,12 @@ void Supervisor::OnChildSignal() {
 }
 
 void Supervisor::OnBootTimeout() {
+  if (restoring_) {
+    // OnChildSignal falls back to a cold boot once QEMU is gone.
+    restore_timed_out_ = true;
+    qemu_.Kill(SIGKILL);
+    return;
+  }
   Fail("the guest did not report ready within " + std::to_string(spec_.boot_timeout_ms / 1000) +
        " s; last console lines:\n" + ConsoleTail(spec_.ConsoleLog(), 15));
 }
@@ -837,6 +920,15 @@ void Supervisor::OnHealthResult(bool ok) {
 // secrets, their placeholders in the environment and the CA to trust.
 nlohmann::json Supervisor::BootMessage() const {
   nlohmann::json boot = BootWithNetwork(spec_);
+  // Every boot, cold or restored: the guest's clock and fresh randomness
+  // (agentd/guest_init.h); a restored guest also probes its disks again.
+  unsigned char entropy[64];
+  if (::getrandom(entropy, sizeof entropy, 0) == static_cast<ssize_t>(sizeof entropy)) {
+    boot["entropy"] = HexLower(entropy, sizeof entropy);
+  }
+  boot["time_ns"] = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::system_clock::now().time_since_epoch()).count();
+  if (restoring_) boot["restored"] = true;
   if (secrets_) {
     if (!boot.contains("env") || !boot["env"].is_array()) boot["env"] = nlohmann::json::array();
     for (const std::string& kv : secrets_->GuestEnv()) boot["env"].push_back(kv);

@@ -12,6 +12,16 @@
 // died, and the policy allows it → after RestartBackoff, kBooting again with a
 // new QEMU (restarts counted). A stop the user asked for never restarts.
 //
+// Booted templates (vm/template.h): each QEMU start first looks for the
+// sandbox's template (building it when missing, blocking) and, when there is
+// one, starts QEMU with `-incoming fd:0` on the saved stream instead of
+// booting the kernel, and sends the agent's hello and boot message as soon as
+// the agent port connects (the template's agentd already said hello). A
+// restore that does not reach kReady within RestoreTimeoutMs, or whose QEMU
+// exits, falls back to a cold boot (FallBackToColdBoot), and this supervisor
+// boots cold from then on; a stream QEMU could not load is removed. Why a
+// start boots cold is in the supervisor log.
+//
 // Health checks run as agent execs every interval (timeout: SIGKILL, counted
 // as a failure); the state is in the kStatus answer.
 //
@@ -54,6 +64,7 @@
 #include "vm/lifecycle_policy.h"
 #include "vm/qmp.h"
 #include "vm/spec.h"
+#include "vm/template.h"
 #include "vm/console_log.h"
 #include "vm/log_file.h"
 #include "vm/network.h"
@@ -95,6 +106,9 @@ class Supervisor {
   static constexpr size_t kMemoryBudget = 64u << 20;
   static constexpr size_t kMaxAgentBacklog = 1u << 20;
   static constexpr size_t kReservedFds = 64;
+  // At most this long (and never longer than spec.boot_timeout_ms) from
+  // QEMU's start to the restored guest's kReady.
+  static constexpr int kRestoreTimeoutMs = 30000;
 
   // Lifts the soft RLIMIT_NOFILE to the hard one; returns the soft limit.
   static size_t RaiseDescriptorLimit();
@@ -146,6 +160,10 @@ class Supervisor {
   void WatchAgent();
   void WatchClient(Client* c);
   nlohmann::json BootMessage() const;
+  // Booted templates (vm/template.h): how long a restore may take before the
+  // supervisor kills it and boots cold, and that fallback.
+  int RestoreTimeoutMs() const;
+  void FallBackToColdBoot(const std::string& why, bool remove);
   void UpdateSecrets(Client* c, std::string* payload);
 
   Dispatcher& dispatcher_;
@@ -186,6 +204,12 @@ class Supervisor {
   std::map<uint32_t, Route> routes_;  // guest id -> client
   uint32_t next_guest_id_ = agent::kFirstHostId;
   std::vector<Client*> stop_waiters_;
+
+  TemplateChoice template_;  // of the current VM
+  bool restoring_ = false;   // the current VM is restored from template_, not yet ready
+  bool restore_timed_out_ = false;
+  bool cold_only_ = false;   // a restore failed: this supervisor boots cold from now on
+  std::chrono::steady_clock::time_point spawned_at_;
 
   LifecyclePolicy policy_;
   int restarts_ = 0;

@@ -96,6 +96,32 @@ TEST(MessagesTest, BootSecurityAndReadOnlyRoot) {
   EXPECT_FALSE(ParseBootConfig(R"({"security":{"capabilities":"ALL"}})").ok());
 }
 
+// The fields a restored VM needs (vm/template.h): round trip, defaults, bounds.
+TEST(MessagesTest, BootEntropyClockAndRestored) {
+  BootConfig b;
+  b.entropy = std::string(2 * kMaxBootEntropy, 'a');
+  b.time_ns = 1765000000123456789;
+  b.restored = true;
+  auto again = ParseBootConfig(Encode(b));
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(again->entropy, b.entropy);
+  EXPECT_EQ(again->time_ns, b.time_ns);
+  EXPECT_TRUE(again->restored);
+  auto none = ParseBootConfig("{}");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->entropy, "");
+  EXPECT_EQ(none->time_ns, 0);
+  EXPECT_FALSE(none->restored);
+  for (const std::string& bad : {std::string(2 * kMaxBootEntropy + 2, 'a'), std::string("abc"), std::string("AB"),
+                                 std::string("zz")}) {
+    auto r = ParseBootConfig(R"({"entropy":")" + bad + "\"}");
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+  EXPECT_FALSE(ParseBootConfig(R"({"time_ns":-1})").ok());
+  EXPECT_FALSE(ParseBootConfig(R"({"time_ns":"1"})").ok());
+  EXPECT_FALSE(ParseBootConfig(R"({"restored":1})").ok());
+}
+
 TEST(MessagesTest, BootCaPem) {
   const std::string pem = "-----BEGIN CERTIFICATE-----\r\nQUFB\r\n-----END CERTIFICATE-----\r\n";
   BootConfig b;

@@ -153,7 +153,7 @@ TEST_F(DocsTest, HelpGroupsTheCommandsByPurpose) {
       {"Project", {"plan", "up", "down", "start", "restart", "export", "sync"}},
       {"Sandboxes", {"run", "exec", "shell", "logs", "cp", "stop", "rm", "ps"}},
       {"Images", {"pull", "image", "snapshot", "login", "logout"}},
-      {"Other", {"volume", "net", "kernel", "config", "validate", "version"}},
+      {"Other", {"volume", "net", "kernel", "template", "config", "validate", "version"}},
   };
   size_t last = 0;
   auto sections = HelpSections(r.output);

@@ -1,0 +1,85 @@
+// Booted templates: a QEMU migration stream of a sandbox VM whose agentd has
+// sent its hello and waits for the host's hello and boot message, before it
+// has opened any disk or network device. Restoring one (`-incoming fd:0`)
+// with the sandbox's own disks and sockets at the same slots replaces the
+// kernel boot. Not the supervisor's restore logic (vm/supervisor.cc) and not
+// the guest's side of a resume (agentd/guest_init.h AddEntropy, SetClock,
+// ReprobeDisks).
+//
+// Layout: $MSB_HOME/templates/<key>/ holds `state` (the stream, written by
+// QEMU through a descriptor passed over QMP `getfd`, `migrate fd:…`) and
+// `meta.json` (what it was made of, its SHA-256, and the stream's file
+// identity: device, inode, size, modification and change times, checked
+// before every use, so a stream changed or replaced on disk in any way is
+// never restored; a stream damaged below the file system is QEMU's to
+// refuse, which the supervisor's fallback handles). A template is built in templates/.build-XXXXXX (QEMU jailed
+// as a sandbox's, with empty placeholder disks at the sandbox's slots) and
+// renamed into place whole, under templates/<key>.lock (flock), so parallel
+// starts build it once.
+//
+// Key (TemplateKey): SHA-256 of kTemplateFormat, the kernel's, the
+// initramfs's and the QEMU binary's paths and file identities, and
+// the whole QEMU command line of the sandbox with its paths normalised:
+// accelerator, CPUs, memory, machine options, kernel command line, and the
+// device layout (which disks at which slot, read-only or not, serials, the
+// network device and its MAC). A config that changes any of these gets
+// another key; nothing else decides whether a template fits.
+//
+// Not migratable: vhost-user-fs (virtio-fs shares) blocks migration in QEMU
+// 7.2, so a sandbox with shares boots cold (ColdBootReason).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "vm/spec.h"
+
+namespace msb::vm {
+
+// Bumped when what a template holds changes meaning (agentd's resume steps).
+inline constexpr int kTemplateFormat = 1;
+
+// $MSB_HOME/templates.
+std::string TemplatesDir();
+
+// Why `spec` must boot cold ("" when a template may be used): MSB_BOOT=cold,
+// spec.boot_mode "cold" (the Sandboxfile's `boot: cold`), or shares.
+std::string ColdBootReason(const VmSpec& spec);
+
+// The template key for spec (hex, 32 digits) run by `qemu`.
+Result<std::string> TemplateKey(const VmSpec& spec, const std::string& qemu);
+
+// What a start will restore from, or why it boots cold.
+struct TemplateChoice {
+  std::string key;         // empty: cold boot
+  std::string state_path;  // the migration stream
+  std::string why_cold;    // when key is empty
+  bool built = false;      // this call built it
+};
+
+// Finds the template for spec, checks its file identity (a changed one is
+// removed) or builds it (blocking: a cold boot and the save, bounded by
+// spec.boot_timeout_ms). Never fails: any problem is a cold boot with a reason.
+TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu);
+
+// Removes templates/<key> (a template that failed to restore).
+void RemoveTemplate(const std::string& key);
+
+struct TemplateInfo {
+  std::string key;
+  uint64_t size = 0;      // bytes of the stream
+  std::string created;    // ISO 8601 UTC
+  int cpus = 0;
+  uint64_t memory_mib = 0;
+  std::string accel;
+  std::string kernel;     // path it was built with
+  int disks = 0;
+  bool network = false;
+  bool valid = false;     // meta.json readable and of kTemplateFormat
+};
+// Every templates/<key>, sorted by key.
+std::vector<TemplateInfo> ListTemplates();
+
+}  // namespace msb::vm
