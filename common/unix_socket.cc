@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/io.h"
 #include "common/log.h"
 
 namespace msb {
@@ -40,6 +41,29 @@ Result<UniqueFd> ListenUnix(const std::string& path, bool nonblocking, int backl
   ::chmod(path.c_str(), 0600);
   if (::listen(fd.get(), backlog) != 0) return Error::FromErrno("listen " + path);
   return fd;
+}
+
+Status SendWithFd(int sock, std::string_view bytes, int fd) {
+  if (bytes.empty()) return Error(ErrorCode::kInvalidArgument, "SendWithFd: a descriptor needs at least one byte");
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  ssize_t n;
+  do {
+    n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return Error::FromErrno("sending a descriptor");
+  // The descriptor went with the first byte; the rest is plain data.
+  return WriteAll(sock, bytes.substr(static_cast<size_t>(n)));
 }
 
 Result<UniqueFd> ConnectUnix(const std::string& path, bool nonblocking) {

@@ -24,6 +24,11 @@ Result<UniqueFd> ListenUnix(const std::string& path, bool nonblocking, int backl
 // is kUnavailable with the system's reason.
 Result<UniqueFd> ConnectUnix(const std::string& path, bool nonblocking = false);
 
+// Sends bytes on a connected blocking unix socket with a copy of fd attached
+// (SCM_RIGHTS) to its first byte; bytes must not be empty. The receiver owns
+// the copy; fd stays open here.
+Status SendWithFd(int sock, std::string_view bytes, int fd);
+
 // Who is at the other end of a connected unix socket (SO_PEERCRED: the
 // credentials the peer had when it connected, or made the pair).
 struct PeerCredentials {

@@ -107,23 +107,7 @@ Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
     boot.disks.push_back(vm::VmDisk{req_.layers[batch.first + i].path, LayerSerial(i), true});
   MSB_TRY(vm::BuilderVm builder, vm::BuilderVm::Boot(vm_, boot));
   agent::FrameChannel& chan = builder.channel();
-  auto receive = [&]() -> Result<Frame> {
-    auto f = chan.Receive(deadline_);
-    if (f.ok()) return f;
-    if (f.error().code() == ErrorCode::kTimeout) return builder.Fail("did not finish in time");
-    return builder.Fail("closed the agent channel (" + f.error().message() + ")");
-  };
-
-  MSB_TRY(Frame hello, receive());
-  if (hello.kind != FrameKind::kHello) return builder.Fail("sent " + agent::ToString(hello.kind) + " before hello");
-  MSB_TRY(agent::Hello h, agent::ParseHello(hello.payload));
-  if (h.version != agent::kProtocolVersion)
-    return Error(ErrorCode::kUnavailable, "the builder's agentd speaks agent protocol version " +
-                                              std::to_string(h.version) + ", msb speaks " +
-                                              std::to_string(agent::kProtocolVersion) + "; rebuild agentd");
-  MSB_TRY_STATUS(chan.Send(Frame{agent::kChannelId, FrameKind::kHello,
-                                 agent::Encode(agent::Hello{agent::kProtocolVersion, "msb-unpack"})},
-                           deadline_));
+  MSB_TRY_STATUS(builder.ExchangeHello("msb-unpack", deadline_));
   agent::UnpackRequest ureq;
   ureq.target_serial = kTargetSerial;
   for (size_t i = 0; i < batch.count; ++i) {
@@ -134,7 +118,7 @@ Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
 
   size_t next = 0;
   for (;;) {
-    MSB_TRY(Frame f, receive());
+    MSB_TRY(Frame f, builder.Receive(deadline_));
     if (f.id != agent::kChannelId) continue;
     if (f.kind == FrameKind::kLayer) {
       auto r = agent::ParseLayerReport(f.payload);

@@ -115,29 +115,14 @@ Result<std::vector<ExportedLayer>> ExportLayers(const LayerExportRequest& req) {
   }
   MSB_TRY(vm::BuilderVm builder, vm::BuilderVm::Boot(options, boot));
   agent::FrameChannel& chan = builder.channel();
-  auto receive = [&]() -> Result<Frame> {
-    auto f = chan.Receive(deadline);
-    if (f.ok()) return f;
-    if (f.error().code() == ErrorCode::kTimeout) return builder.Fail("did not finish in time");
-    return builder.Fail("closed the agent channel (" + f.error().message() + ")");
-  };
-  MSB_TRY(Frame hello, receive());
-  if (hello.kind != FrameKind::kHello) return builder.Fail("sent " + agent::ToString(hello.kind) + " before hello");
-  MSB_TRY(agent::Hello h, agent::ParseHello(hello.payload));
-  if (h.version != agent::kProtocolVersion)
-    return Error(ErrorCode::kUnavailable, "the builder's agentd speaks agent protocol version " +
-                                              std::to_string(h.version) + ", msb speaks " +
-                                              std::to_string(agent::kProtocolVersion) + "; rebuild agentd");
-  MSB_TRY_STATUS(chan.Send(Frame{agent::kChannelId, FrameKind::kHello,
-                                 agent::Encode(agent::Hello{agent::kProtocolVersion, "msb-export"})},
-                           deadline));
+  MSB_TRY_STATUS(builder.ExchangeHello("msb-export", deadline));
   agent::ExportRequest ereq;
   for (size_t i = 0; i < n; ++i) ereq.layers.push_back({LayerSerial(i), OutputSerial(i)});
   MSB_TRY_STATUS(chan.Send(Frame{agent::kChannelId, FrameKind::kExport, agent::Encode(ereq)}, deadline));
 
   size_t next = 0;
   for (;;) {
-    MSB_TRY(Frame f, receive());
+    MSB_TRY(Frame f, builder.Receive(deadline));
     if (f.id != agent::kChannelId) continue;
     if (f.kind == FrameKind::kExported) {
       auto r = agent::ParseExportReport(f.payload);

@@ -167,12 +167,7 @@ Status EnsureBaseDisk(const image::StoredImage& image, const ImageOptions& optio
     req.layers.push_back(std::move(spec));
   }
   req.output = disk;
-  MSB_TRY(req.vm.qemu, vm::FindQemu());
-  MSB_TRY(BootFiles boot, FindBootFiles());
-  req.vm.kernel = boot.kernel;
-  req.vm.initramfs = boot.initramfs;
-  MSB_TRY(req.vm.accel, vm::ChooseAccel(req.vm.kernel, req.vm.qemu));
-  if (uint64_t khz = CachedTscKhz(); khz > 0) req.vm.kernel_args = "tsc_early_khz=" + std::to_string(khz);
+  MSB_TRY(req.vm, HostBuilderVmOptions());
   if (!options.quiet) {
     std::fprintf(stderr, "unpacking %s (%zu layers) in a builder VM\n",
                  ShortDigest(image.manifest_digest).c_str(), image.layers.size());

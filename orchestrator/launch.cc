@@ -440,6 +440,17 @@ Result<BootFiles> FindBootFiles() {
   return BootFiles{k.image, initramfs};
 }
 
+Result<vm::BuilderVmOptions> HostBuilderVmOptions() {
+  vm::BuilderVmOptions o;
+  MSB_TRY(o.qemu, vm::FindQemu());
+  MSB_TRY(BootFiles boot, FindBootFiles());
+  o.kernel = boot.kernel;
+  o.initramfs = boot.initramfs;
+  MSB_TRY(o.accel, vm::ChooseAccel(o.kernel, o.qemu));
+  if (uint64_t khz = CachedTscKhz(); khz > 0) o.kernel_args = "tsc_early_khz=" + std::to_string(khz);
+  return o;
+}
+
 Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   MSB_TRY(vm::VmSpec spec, vm::ReadSpec(rec.sandbox_dir));
   NoteMissingCgroupLimits();

@@ -16,6 +16,7 @@
 #include "orchestrator/images.h"
 #include "orchestrator/store.h"
 #include "schema/model.h"
+#include "vm/builder_vm.h"
 #include "vm/spec.h"
 
 namespace msb::orchestrator {
@@ -177,5 +178,9 @@ struct BootFiles {
   std::string initramfs;
 };
 Result<BootFiles> FindBootFiles();
+
+// A builder VM's QEMU, kernel, initramfs, accelerator and TSC rate on this
+// host (image unpack, snapshot export).
+Result<vm::BuilderVmOptions> HostBuilderVmOptions();
 
 }  // namespace msb::orchestrator

@@ -113,12 +113,7 @@ Result<SnapshotExport> ExportSnapshot(Store& store, const std::string& name, con
   image::LayerExportRequest req;
   req.layer_disks = layer_disks;
   req.work_dir = work.path();
-  MSB_TRY(req.vm.qemu, vm::FindQemu());
-  MSB_TRY(BootFiles boot, FindBootFiles());
-  req.vm.kernel = boot.kernel;
-  req.vm.initramfs = boot.initramfs;
-  MSB_TRY(req.vm.accel, vm::ChooseAccel(req.vm.kernel, req.vm.qemu));
-  if (uint64_t khz = CachedTscKhz(); khz > 0) req.vm.kernel_args = "tsc_early_khz=" + std::to_string(khz);
+  MSB_TRY(req.vm, HostBuilderVmOptions());
   if (!options.quiet) {
     std::fprintf(stderr, "exporting snapshot %s (%zu image layers, %zu snapshot layers) in a builder VM\n",
                  name.c_str(), stored->layers.size(), layer_disks.size());

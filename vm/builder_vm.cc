@@ -81,6 +81,26 @@ Error BuilderVm::Fail(const std::string& name, const std::string& dir, const std
 
 Error BuilderVm::Fail(const std::string& what) const { return Fail(name_, scratch_.path(), what); }
 
+Result<agent::Frame> BuilderVm::Receive(Clock::time_point deadline) {
+  auto f = channel_.Receive(deadline);
+  if (f.ok()) return f;
+  if (f.error().code() == ErrorCode::kTimeout) return Fail("did not finish in time");
+  return Fail("closed the agent channel (" + f.error().message() + ")");
+}
+
+Status BuilderVm::ExchangeHello(const std::string& software, Clock::time_point deadline) {
+  MSB_TRY(agent::Frame hello, Receive(deadline));
+  if (hello.kind != agent::FrameKind::kHello) return Fail("sent " + agent::ToString(hello.kind) + " before hello");
+  MSB_TRY(agent::Hello h, agent::ParseHello(hello.payload));
+  if (h.version != agent::kProtocolVersion)
+    return Error(ErrorCode::kUnavailable, "the builder's agentd speaks agent protocol version " +
+                                              std::to_string(h.version) + ", msb speaks " +
+                                              std::to_string(agent::kProtocolVersion) + "; rebuild agentd");
+  return channel_.Send(agent::Frame{agent::kChannelId, agent::FrameKind::kHello,
+                                    agent::Encode(agent::Hello{agent::kProtocolVersion, software})},
+                       deadline);
+}
+
 Result<BuilderVm> BuilderVm::Boot(const BuilderVmOptions& options, const BuilderVmBoot& boot) {
   std::string qemu_bin = options.qemu;
   if (qemu_bin.empty()) {

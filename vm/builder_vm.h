@@ -74,6 +74,14 @@ class BuilderVm {
   // kUnavailable "<name> <what>; its console:\n<tail>\nQEMU:\n<tail>".
   Error Fail(const std::string& what) const;
 
+  // The next frame from agentd; a deadline passed or a closed channel is a
+  // Fail() naming it.
+  Result<agent::Frame> Receive(Clock::time_point deadline);
+
+  // The opening of the protocol: agentd's hello, which must come first and
+  // speak agent::kProtocolVersion, then the host's, naming `software`.
+  Status ExchangeHello(const std::string& software, Clock::time_point deadline);
+
   // Asks agentd to power off (kShutdown), waits until the channel closes and
   // QEMU exits, and kills QEMU when `deadline` passes first; returns how QEMU
   // ended. Whatever the guest wrote to its disks before it was asked is on

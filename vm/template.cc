@@ -125,24 +125,8 @@ class QmpSync {
     json cmd{{"execute", command}};
     if (!arguments.is_null()) cmd["arguments"] = std::move(arguments);
     std::string line = cmd.dump() + "\n";
-    if (pass_fd >= 0) {
-      iovec iov{line.data(), line.size()};
-      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-      ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-      if (n != static_cast<ssize_t>(line.size())) return Error::FromErrno("sending " + command + " to QEMU");
-    } else {
-      MSB_TRY_STATUS(WriteAll(fd_, line));
-    }
+    Status sent = pass_fd >= 0 ? SendWithFd(fd_, line, pass_fd) : WriteAll(fd_, line);
+    if (!sent.ok()) return sent.error().Wrap("sending " + command + " to QEMU");
     for (;;) {
       MSB_TRY(json reply, NextMessage());
       if (reply.contains("return")) return reply["return"];

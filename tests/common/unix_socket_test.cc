@@ -121,6 +121,39 @@ class UnixSocketTest : public ::testing::Test {
   std::string dir_, path_;
 };
 
+TEST(SendWithFdTest, TheDescriptorArrivesWithTheFirstByteAndTheRestFollows) {
+  int sp[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+  UniqueFd a(sp[0]), b(sp[1]);
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd r(p[0]), w(p[1]);
+  EXPECT_FALSE(SendWithFd(a.get(), "", w.get()).ok());
+  ASSERT_TRUE(SendWithFd(a.get(), "hello", w.get()).ok());
+  char buf[16] = {};
+  iovec iov{buf, sizeof buf};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = ::recvmsg(b.get(), &msg, MSG_CMSG_CLOEXEC);
+  ASSERT_EQ(n, 5);
+  EXPECT_EQ(std::string(buf, 5), "hello");
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->cmsg_type, SCM_RIGHTS);
+  int got = -1;
+  std::memcpy(&got, CMSG_DATA(c), sizeof got);
+  UniqueFd passed(got);
+  // The copy writes into the same pipe.
+  ASSERT_EQ(::write(passed.get(), "z", 1), 1);
+  char z = 0;
+  ASSERT_EQ(::read(r.get(), &z, 1), 1);
+  EXPECT_EQ(z, 'z');
+}
+
 TEST(PeerAllowedTest, OwnerAndRootOnly) {
   EXPECT_TRUE(PeerAllowed(PeerCredentials{1, 1000, 1000}, 1000));
   EXPECT_TRUE(PeerAllowed(PeerCredentials{1, 0, 0}, 1000));
@@ -216,20 +249,7 @@ TEST(PeerCredentialsTest, SocketPairMadeByAnotherUserCarriesItsUid) {
     int pair[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) ::_exit(kOtherFailure);
     // Hand one end to the parent (SCM_RIGHTS), keep the other until it closes.
-    char byte = 'x';
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &pair[0], sizeof(int));
-    if (::sendmsg(carrier[1], &msg, 0) != 1) ::_exit(kOtherFailure);
+    if (!SendWithFd(carrier[1], "x", pair[0]).ok()) ::_exit(kOtherFailure);
     ::close(pair[0]);  // the parent holds that end now; EOF comes when it closes it
     timeval tv{20, 0};
     ::setsockopt(pair[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);

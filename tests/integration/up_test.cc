@@ -614,8 +614,11 @@ TEST_F(UpTest, TwoDirectoriesWithOneBasenameNeverTouchEachOther) {
   std::vector<std::string> keys;
   for (const auto& [k, v] : here[0].items()) keys.push_back(k);
   // The documented fields (docs/compose.md), "net" while running.
-  EXPECT_EQ(keys, (std::vector<std::string>{"exit_code", "health", "image", "name", "net", "ports", "project",
-                                            "reason", "restarts", "started_at", "state"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"config_hash", "exit_code", "health", "image", "name", "net", "ports",
+                                            "project", "reason", "restarts", "source", "started_at", "state"}));
+  // Not a synced project: no source; the hash the sandbox was created from.
+  EXPECT_TRUE(here[0]["source"].is_null()) << ps_here.out;
+  EXPECT_FALSE(here[0]["config_hash"].get<std::string>().empty()) << ps_here.out;
   auto table_here = Msb({"ps"});
   EXPECT_THAT(table_here.out, HasSubstr("app "));
   EXPECT_THAT(table_here.out, Not(HasSubstr("other")));
