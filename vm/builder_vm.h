@@ -1,8 +1,9 @@
 // BuilderVm: a one-shot microVM that boots agentd with a list of disks and
 // hands its caller the agent channel and the QEMU process; the image builder
 // (image/flatten.cc) unpacks layers in one. Not a sandbox: no supervisor, QMP,
-// network, shares, restarts or event loop; and no protocol beyond powering
-// off: the caller speaks agent frames over channel(). Its command line is
+// network, shares, restarts or event loop; and no protocol beyond the
+// opening hello and powering off: the caller speaks its requests over
+// channel(). Its command line is
 // vm/qemu_cmdline.h's, like the sandbox's.
 #pragma once
 
