@@ -17,6 +17,11 @@
 
 namespace msb::testing {
 
+// A workload that keeps a sandbox running until it is stopped: it blocks on a
+// FIFO nobody writes (no timer that could run out under load). A shell
+// command line, for `sh -c`.
+inline constexpr char kKeepAlive[] = "mkfifo /dev/keep-alive && exec cat /dev/keep-alive";
+
 // The build tree (MSB_BUILD_DIR, else the one the tests were built in) and
 // the source tree.
 std::string BuildDir();

@@ -330,7 +330,7 @@ TEST_F(ImageRunTest, UpRunsAnOciLayoutImageWithItsDefaultsAndTheSandboxfilesOver
                                          "    image: oci-layout:" + layout_ + ":v1\n"
                                          "    workdir: /var\n"
                                          "    envs: [MSB_IMAGE=overridden]\n"
-                                         "    command: [sh, -c, 'echo \"custom $$MSB_IMAGE $$(pwd)\"; sleep 3600']\n";
+                                         "    command: [sh, -c, 'echo \"custom $$MSB_IMAGE $$(pwd)\"; mkfifo /dev/keep-alive && exec cat /dev/keep-alive']\n";
   auto up = Msb({"up", "-f", dir + "/Sandboxfile"});
   ASSERT_EQ(up.code, 0) << up.err;
   EXPECT_THAT(WaitForLogs("plain", "hello from an OCI image"), HasSubstr("image-cmd-ran"));

@@ -173,14 +173,14 @@ TEST_F(NetGroupTest, PublishedPortsGroupByNameProjectsApartAndIngressRules) {
       Sandbox("locked", Web(locked_token) + "exec httpd -f -p 80 -h /www",
               std::string("    network:\n      policy: group\n      rules:\n        - deny:ingress@group:tcp:80\n") +
                   kHealth) +
-      Sandbox("cli", "sleep 3600", "    network:\n      policy: group\n") +
-      Sandbox("iso", "sleep 3600", "    network:\n      policy: none\n"));
+      Sandbox("cli", kKeepAlive, "    network:\n      policy: group\n") +
+      Sandbox("iso", kKeepAlive, "    network:\n      policy: none\n"));
   // A second project on the same MSB_HOME, its sandbox free to reach its own group.
   std::string beta = Home() + "/beta";
   ASSERT_TRUE(MakeDirs(beta).ok());
   ASSERT_TRUE(WriteFileAtomic(beta + "/Sandboxfile",
                               "name: beta\nsandboxes:\n" +
-                                  Sandbox("intruder", "sleep 3600", "    network:\n      policy: group\n"))
+                                  Sandbox("intruder", kKeepAlive, "    network:\n      policy: group\n"))
                   .ok());
 
   auto up = InProject({"up", "--wait", "--wait-timeout", "120"});

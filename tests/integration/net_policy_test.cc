@@ -422,7 +422,7 @@ TEST_F(NetPolicyTest, DnsRebindingDefenceAndPinnedHostNameRule) {
   server.Start();
 
   WriteSandboxfile("name: netpol\nsandboxes:\n  box:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"" + std::string(kKeepAlive) + "\"]\n"
                    "    network:\n      rules:\n        - allow@allowed.test:tcp:8080\n"
                    "        - allow@*.corp.test:tcp:8080\n"
                    "        - allow@*.corp.test:tcp:" + std::to_string(loop_port) + "\n"
@@ -560,10 +560,10 @@ TEST_F(NetPolicyTest, EmbeddedFormsOfTheGatewayAndAGroupMemberAreRefusedWithNoHo
   std::filesystem::copy_file(MSB_TEST_RAW6_PROBE, bin + "/raw6_probe.py");
   WriteSandboxfile("name: emb\nsandboxes:\n"
                    "  peer:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"" + std::string(kKeepAlive) + "\"]\n"
                    "    network:\n      policy: group\n"
                    "  box:\n    image: " + *debian +
-                   "\n    memory: 256M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+                   "\n    memory: 256M\n    command: [\"/bin/sh\", \"-c\", \"" + std::string(kKeepAlive) + "\"]\n"
                    "    volumes:\n      - " + bin + ":/opt/t:ro\n"
                    "    network:\n      policy: group\n");
   auto up = InProject({"up"});
@@ -637,7 +637,7 @@ TEST_F(NetPolicyTest, DnsUnderNoneForwardsOnlyNamesARuleAllows) {
   Dnsmasq dns;
   ASSERT_TRUE(dns.Start({"allowed.test,203.0.113.7", token + ".test,203.0.113.8"}, &why)) << why;
   WriteSandboxfile("name: dnsnone\nsandboxes:\n  box:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"" + std::string(kKeepAlive) + "\"]\n"
                    "    network:\n      policy: none\n      rules:\n        - allow@allowed.test:tcp:443\n"
                    "      dns:\n        servers: [\"127.0.0.1:" + std::to_string(dns.port()) + "\"]\n");
   auto up = InProject({"up"});

@@ -197,7 +197,7 @@ TEST_F(PrivateFilesTest, AnotherUserCannotReadConnectOrExec) {
   WriteSandboxfile(
       "name: priv\nsandboxes:\n  web:\n    image: " + Rootfs() +
       "\n    memory: 128M\n    envs:\n      - TOKEN=kept-in-state-db\n"
-      "    command: [\"/bin/sh\", \"-c\", \"echo web started; sleep 3600\"]\n"
+      "    command: [\"/bin/sh\", \"-c\", \"echo web started; " + std::string(kKeepAlive) + "\"]\n"
       "    volumes:\n      - data:/data\nvolumes:\n  data: { size: 16M }\n");
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;

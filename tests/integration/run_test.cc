@@ -78,7 +78,7 @@ TEST_F(RunTest, DetachedRunWithVolumesThenExecAndRm) {
   ASSERT_TRUE(MakeDirs(ro).ok());
   ASSERT_TRUE(WriteFileAtomic(ro + "/from-host", "host data\n", 0644).ok());
   auto run = Msb({"run", "-d", "--name", "bg", "-v", rw + ":/rw", "-v", ro + ":/ro:ro", "-v", "cache:/cache", Rootfs(),
-                  "sh", "-c", "echo detached-up; exec sleep 3600"});
+                  "sh", "-c", std::string("echo detached-up; ") + kKeepAlive});
   ASSERT_EQ(run.code, 0) << run.err;
   EXPECT_EQ(run.out, "bg\n");
   EXPECT_EQ(WaitForLogs("bg", "detached-up"), "detached-up\n");
@@ -91,7 +91,7 @@ TEST_F(RunTest, DetachedRunWithVolumesThenExecAndRm) {
   // A command named like an msb command is still the guest's.
   auto ps = Msb({"exec", "bg", "ps"});
   EXPECT_EQ(ps.code, 0) << ps.err;
-  EXPECT_THAT(ps.out, HasSubstr("sleep 3600"));
+  EXPECT_THAT(ps.out, HasSubstr("cat /dev/keep-alive"));
   EXPECT_EQ(Msb({"exec", "bg", "--", "cat", "/ro/from-host"}).out, "host data\n");
 
   // Exit statuses through exec, as through run.
