@@ -42,11 +42,14 @@ Result<uint64_t> SizeFromEnv(const char* name, uint64_t fallback) {
 Result<ResolvedImage> EnsureLocalDir(const schema::Image& image, const ImageOptions& options) {
   ResolvedImage r;
   r.reference = image.reference;
-  MSB_TRY(storage::TreeSummary sum, storage::HashTree(image.path));
-  r.digest = "sha256:" + sum.sha256;
+  // One walk of the tree: the digest is that of the content the disk holds.
+  storage::TreeSummary sum;
   if (options.fetch) {
-    MSB_TRY(r.base_disk, storage::BuildBaseDiskFromDir(image.path, MsbHome() + "/images/local"));
+    MSB_TRY(r.base_disk, storage::BuildBaseDiskFromDir(image.path, MsbHome() + "/images/local", &sum));
+  } else {
+    MSB_TRY(sum, storage::HashTree(image.path));
   }
+  r.digest = "sha256:" + sum.sha256;
   return r;
 }
 

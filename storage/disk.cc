@@ -398,7 +398,7 @@ Result<TreeSummary> HashTree(const std::string& dir) {
 }
 
 Result<std::string> BuildBaseDiskFromDir(const std::string& rootfs_dir,
-                                         const std::string& cache_dir) {
+                                         const std::string& cache_dir, TreeSummary* summary) {
   struct stat st;
   if (::stat(rootfs_dir.c_str(), &st) != 0) {
     if (errno == ENOENT) {
@@ -431,6 +431,7 @@ Result<std::string> BuildBaseDiskFromDir(const std::string& rootfs_dir,
   MSB_TRY_STATUS(walker.Walk(root));
   const uint64_t footprint = walker.footprint_bytes();
   TreeSummary sum = walker.Finish();
+  if (summary != nullptr) *summary = sum;
   // The cache key covers the recipe as well as the content.
   FramedSha256 key;
   key.Field(kBaseDiskFormat);

@@ -29,9 +29,11 @@ Result<TreeSummary> HashTree(const std::string& dir);
 // Returns cache_dir/<hash>.ext4, a read-only ext4 image of rootfs_dir, building
 // it first when absent (`mkfs.ext4 -d`, no journal, label "msb-base", root
 // directory owned by 0:0, files keeping their host uid/gid). The image appears
-// under its final name only when complete. Creates cache_dir.
+// under its final name only when complete. Creates cache_dir. `summary`, when
+// given, gets the HashTree of the walk the image was keyed by.
 Result<std::string> BuildBaseDiskFromDir(const std::string& rootfs_dir,
-                                         const std::string& cache_dir);
+                                         const std::string& cache_dir,
+                                         TreeSummary* summary = nullptr);
 
 // Creates path as an empty sparse ext4 file system (with journal) of
 // size_bytes, labelled label (at most 16 bytes). Refuses an existing path: a

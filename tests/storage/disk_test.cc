@@ -114,6 +114,27 @@ class DiskTest : public ::testing::Test {
   bool have_device_ = false;
 };
 
+// The summary of the walk that keyed the disk is the tree's HashTree (msb run
+// of a directory takes its digest from it instead of walking twice), also
+// through a symlink to the root.
+TEST_F(DiskTest, BaseDiskSummaryIsTheTreeHash) {
+  storage::TreeSummary sum;
+  auto r = BuildBaseDiskFromDir(root_, cache_, &sum);
+  ASSERT_TRUE(r.ok()) << r.error().message();
+  auto hashed = HashTree(root_);
+  ASSERT_TRUE(hashed.ok());
+  EXPECT_EQ(sum.sha256, hashed->sha256);
+  ASSERT_EQ(::symlink(root_.c_str(), (dir_ + "/link").c_str()), 0);
+  storage::TreeSummary via_link;
+  ASSERT_TRUE(BuildBaseDiskFromDir(dir_ + "/link", cache_, &via_link).ok());
+  EXPECT_EQ(via_link.sha256, hashed->sha256);
+  // Another content, another summary.
+  ASSERT_EQ(::unlink((root_ + "/hello.txt").c_str()), 0);
+  storage::TreeSummary changed;
+  ASSERT_TRUE(BuildBaseDiskFromDir(root_, cache_, &changed).ok());
+  EXPECT_NE(changed.sha256, hashed->sha256);
+}
+
 TEST_F(DiskTest, BaseDiskHoldsTheTree) {
   std::string image = BuildOrDie(root_);
   ASSERT_FALSE(image.empty());
