@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -50,6 +51,9 @@ namespace {
 // (resolv.conf, hosts, the sandbox CA and its bundle) and is read-only to
 // everything after.
 constexpr uint64_t kReadOnlyRootScratch = 16ull << 20;
+
+// After answering a stop request the supervisor has this long to exit.
+constexpr int kSupervisorExitMs = 5000;
 
 std::string RandomId() {
   std::random_device rd;
@@ -703,14 +707,23 @@ Status Stop(Store& store, const SandboxRecord& r, int timeout_ms) {
     Observe(store, r);
     return OkStatus();
   }
+  // Its exit is watched through a pidfd, opened before the request.
+  UniqueFd exited;
+  if (pid_t pid = SupervisorPid(r); pid > 0) exited.Reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   auto client = ControlClient::Connect(r.control_socket);
   if (client.ok()) {
     auto res = client->Stop(timeout_ms);
     if (res.ok()) {
       // The supervisor exits right after answering: wait for the process.
-      for (int i = 0; i < 200 && SupervisorAlive(r); ++i) {
-        pollfd none{};
-        ::poll(&none, 0, 25);
+      if (exited) {
+        pollfd p{exited.get(), POLLIN, 0};
+        while (::poll(&p, 1, kSupervisorExitMs) < 0 && errno == EINTR) {
+        }
+      } else {
+        for (int i = 0; i < kSupervisorExitMs / 25 && SupervisorAlive(r); ++i) {
+          pollfd none{};
+          ::poll(&none, 0, 25);
+        }
       }
       if (!SupervisorAlive(r)) return OkStatus();
     }
