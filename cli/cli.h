@@ -51,6 +51,11 @@ std::string ProjectNameOverride(const std::string& flag);
 // error, an invalid -p or $MSB_PROJECT_NAME included.
 std::optional<schema::Project> LoadProjectOrReport(const ProjectFlags& flags);
 
+// msb down: removes the project's sandboxes (only `names` when not empty),
+// dependents first, and with `volumes` its named volumes no sandbox still
+// attaches; forgets the project once nothing of it is left. Exit code.
+int Down(const ProjectFlags& flags, const std::vector<std::string>& names, bool volumes);
+
 // The project a per-sandbox command looks in first: -p, else
 // $MSB_PROJECT_NAME, else the name of the current directory's Sandboxfile
 // (found as msb up finds it; its diagnostics are not printed); empty when

@@ -110,6 +110,27 @@ std::vector<std::string> StopOrder(const schema::Project* project,
   return order;
 }
 
+int StartOrRestart(const std::string& name, const std::string& project, bool restart) {
+  auto store = Store::Open(Store::DefaultPath());
+  if (!store.ok()) return Fail(store.error().message());
+  auto rec = orchestrator::FindSandbox(*store, name, CurrentProject(project),
+                                       restart ? "restart" : "start");
+  if (!rec.ok()) return Fail(rec.error().message());
+  if (rec->status == orchestrator::SandboxStatus::kRunning) {
+    if (!restart) {
+      std::cout << name << " is already running\n";
+      return 0;
+    }
+    if (auto st = orchestrator::Stop(*store, *rec); !st.ok()) return Fail(st.error().message());
+  }
+  auto started = orchestrator::StartSupervisor(*store, *rec);
+  if (!started.ok()) return Fail(started.error().message());
+  std::cout << (restart ? "restarted " : "started ") << name << std::endl;
+  return 0;
+}
+
+}  // namespace
+
 int Down(const ProjectFlags& flags, const std::vector<std::string>& names, bool volumes) {
   auto project = LoadProjectOrReport(flags);
   if (!project) return 1;
@@ -161,27 +182,6 @@ int Down(const ProjectFlags& flags, const std::vector<std::string>& names, bool 
   }
   return rc;
 }
-
-int StartOrRestart(const std::string& name, const std::string& project, bool restart) {
-  auto store = Store::Open(Store::DefaultPath());
-  if (!store.ok()) return Fail(store.error().message());
-  auto rec = orchestrator::FindSandbox(*store, name, CurrentProject(project),
-                                       restart ? "restart" : "start");
-  if (!rec.ok()) return Fail(rec.error().message());
-  if (rec->status == orchestrator::SandboxStatus::kRunning) {
-    if (!restart) {
-      std::cout << name << " is already running\n";
-      return 0;
-    }
-    if (auto st = orchestrator::Stop(*store, *rec); !st.ok()) return Fail(st.error().message());
-  }
-  auto started = orchestrator::StartSupervisor(*store, *rec);
-  if (!started.ok()) return Fail(started.error().message());
-  std::cout << (restart ? "restarted " : "started ") << name << std::endl;
-  return 0;
-}
-
-}  // namespace
 
 void RegisterProjectCommands(CLI::App& app) {
   {

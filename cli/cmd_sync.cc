@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 
 #include <nlohmann/json.hpp>
@@ -128,6 +129,50 @@ int Sync(const SyncArgs& a) {
   return 0;
 }
 
+// msb sync rm PROJECT: forgets the sync of the project (its record and
+// $MSB_HOME/sync/<key>). The project's sandboxes run from the synced work
+// tree (their bind mounts and local images are in it), so while it has any
+// this refuses, unless --down removes them first, as msb down would.
+int Remove(const std::string& project, bool down, bool volumes) {
+  if (volumes && !down) return Fail("--volumes removes volumes with the sandboxes: give --down as well");
+  auto store = orchestrator::Store::Open(orchestrator::Store::DefaultPath());
+  if (!store.ok()) return Fail(store.error().message());
+  auto sync = store->GetSyncOfProject(project);
+  if (!sync.ok()) return Fail(sync.error().message());
+  if (!sync->has_value()) return Fail("no sync applies to project " + project + " (msb sync status lists them)");
+  const orchestrator::SyncRecord rec = **sync;
+  const std::string dir = orchestrator::SyncDirectory(rec.key);
+  auto lock = orchestrator::SyncLock::Acquire(rec.key);
+  if (!lock.ok()) {
+    if (lock.error().code() == ErrorCode::kAlreadyExists) {
+      return Fail("an msb sync of project " + project + " is running; stop it (Ctrl-C, or systemctl stop "
+                  "msb-sync@...) and run msb sync rm again");
+    }
+    return Fail(lock.error().message());
+  }
+  auto left = store->ListSandboxes(project);
+  if (!left.ok()) return Fail(left.error().message());
+  if (!left->empty() && !down) {
+    return Fail("project " + project + " still has " + std::to_string(left->size()) +
+                " sandbox(es) running from the synced tree " + dir + "/tree; msb sync rm --down " + project +
+                " removes them too (as msb down would)");
+  }
+  if (down && (!left->empty() || volumes)) {
+    ProjectFlags flags;
+    flags.file = dir + "/tree";
+    flags.name = project;
+    if (int rc = Down(flags, {}, volumes); rc != 0) {
+      return Fail("project " + project + " was not taken down; the sync is kept");
+    }
+  }
+  if (auto st = store->DeleteSync(rec.key); !st.ok()) return Fail(st.error().message());
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec) return Fail("removing " + dir + ": " + ec.message());
+  std::cout << "removed the sync of project " << project << " (" << rec.repo << ")" << std::endl;
+  return 0;
+}
+
 int Status(bool json) {
   auto store = orchestrator::Store::Open(orchestrator::Store::DefaultPath());
   if (!store.ok()) return Fail(store.error().message());
@@ -177,8 +222,16 @@ void RegisterSyncCommands(CLI::App& app) {
   auto* status = cmd->add_subcommand("status", "Each synced project's repository, applied commit and last error");
   AddJsonFlags(status, json.get());
   OnRun(status, [json]() { return Status(*json); });
-  OnRun(cmd, [a, status]() {
-    if (status->parsed()) return ExitCode();  // `msb sync status` ran instead
+  auto rm_project = std::make_shared<std::string>();
+  auto rm_down = std::make_shared<bool>(false);
+  auto rm_volumes = std::make_shared<bool>(false);
+  auto* rm = cmd->add_subcommand("rm", "Stop tracking a project's repository (--down: remove its sandboxes too)");
+  rm->add_option("project", *rm_project, "the synced project's name (msb sync status)")->required();
+  rm->add_flag("--down", *rm_down, "first remove the project's sandboxes, as msb down would");
+  rm->add_flag("-v,--volumes", *rm_volumes, "with --down: remove its named volumes as well");
+  OnRun(rm, [rm_project, rm_down, rm_volumes]() { return Remove(*rm_project, *rm_down, *rm_volumes); });
+  OnRun(cmd, [a, status, rm]() {
+    if (status->parsed() || rm->parsed()) return ExitCode();  // `msb sync status|rm` ran instead
     return Sync(*a);
   });
 }

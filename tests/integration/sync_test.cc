@@ -345,12 +345,40 @@ TEST_F(SyncTest, TheLoopAppliesAndEndsAtOnceOnSigterm) {
   ASSERT_TRUE(ReadUntil(rd.get(), &got, "applied commit " + c1.substr(0, 12) + "\n", 120)) << got;
   EXPECT_THAT(got, HasSubstr("created web\n"));
   EXPECT_EQ(Ps()["web"]["state"], "running");
+  const std::string project = Ps()["web"]["project"];
+  const std::string sync_dir = Status()["directory"].get<std::string>();
+  // While the loop runs, the sync is not removed.
+  auto rm = Msb({"sync", "rm", "--down", project});
+  EXPECT_EQ(rm.code, 1);
+  EXPECT_THAT(rm.err, HasSubstr("an msb sync of project " + project + " is running"));
   ASSERT_EQ(::kill(loop.pid(), SIGTERM), 0);
   EXPECT_TRUE(ReadUntil(rd.get(), &got, "stopped\n", 10)) << got;
   ExitStatus st = loop.Wait();
   EXPECT_EQ(st.code, 0) << st.ToString();
   // The sandboxes stay: stopping the sync is not msb down.
   EXPECT_EQ(Ps()["web"]["state"], "running");
+
+  // msb sync rm: not while the project has sandboxes (they run from the
+  // synced tree), unless --down takes them down first.
+  rm = Msb({"sync", "rm", project});
+  EXPECT_EQ(rm.code, 1);
+  EXPECT_THAT(rm.err, HasSubstr("still has 1 sandbox(es) running from the synced tree"));
+  EXPECT_THAT(rm.err, HasSubstr("msb sync rm --down " + project));
+  EXPECT_EQ(Ps()["web"]["state"], "running");
+  EXPECT_EQ(Msb({"sync", "rm", "-v", project}).code, 1);  // -v needs --down
+  rm = Msb({"sync", "rm", "--down", project});
+  EXPECT_EQ(rm.code, 0) << rm.err;
+  EXPECT_THAT(rm.out, HasSubstr("removed web\n"));
+  EXPECT_THAT(rm.out, HasSubstr("removed the sync of project " + project));
+  EXPECT_TRUE(Ps().empty());
+  auto status = Msb({"sync", "status", "--json"});
+  EXPECT_EQ(status.code, 0) << status.err;
+  EXPECT_EQ(nlohmann::json::parse(status.out, nullptr, false), nlohmann::json::array());
+  struct stat sst{};
+  EXPECT_NE(::stat(sync_dir.substr(0, sync_dir.size() - 5).c_str(), &sst), 0) << sync_dir;
+  rm = Msb({"sync", "rm", project});
+  EXPECT_EQ(rm.code, 1);
+  EXPECT_THAT(rm.err, HasSubstr("no sync applies to project " + project));
 }
 
 TEST_F(SyncTest, RefusesHelpersAndOptionsAndNeverPrintsCredentials) {
