@@ -7,9 +7,11 @@
 // OCI image archive (snapshot_export.cc). Not a booted (memory) template.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "agent/protocol.h"
 #include "common/result.h"
 #include "orchestrator/images.h"
 #include "orchestrator/store.h"
@@ -17,9 +19,19 @@
 namespace msb::orchestrator {
 
 // How long a running sandbox's writable layer may stay frozen while its disk
-// is copied; agentd thaws it by itself after this (agent/protocol.h
-// kMaxFreezeMs is the most it accepts).
-inline constexpr int kSnapshotFreezeMs = 30000;
+// is copied and hashed (SnapshotFreezeMs); agentd thaws it by itself after
+// that, and a copy that took longer is discarded. The floor covers the
+// freeze's own sync and a small layer on a loaded host; the allowance per GiB
+// of the upper disk's allocated size is a copy at about 50 MiB/s, a slow
+// disk's rate when the host file system cannot clone the file (FICLONE); the
+// cap is the most agentd accepts (agent/protocol.h kMaxFreezeMs), reached at
+// about 28 GiB allocated, beyond which a sandbox is snapshotted stopped.
+inline constexpr int kSnapshotFreezeFloorMs = 30000;
+inline constexpr int kSnapshotFreezeMsPerGiB = 20000;
+static_assert(kSnapshotFreezeFloorMs <= agent::kMaxFreezeMs);
+// kSnapshotFreezeFloorMs + kSnapshotFreezeMsPerGiB per GiB (rounded up to the
+// millisecond) of allocated_bytes, at most agent::kMaxFreezeMs.
+int SnapshotFreezeMs(uint64_t allocated_bytes);
 
 // $MSB_HOME/snapshots.
 std::string SnapshotRoot();

@@ -1,6 +1,6 @@
 // Tests of the snapshot bookkeeping without a VM (orchestrator/snapshot.h):
-// the name rule, the digest, the layer list's bounds, and `snapshot rm`
-// refusing while a sandbox or another snapshot uses one.
+// the name rule, the digest, the layer list's bounds, the freeze timeout,
+// and `snapshot rm` refusing while a sandbox or another snapshot uses one.
 #include "orchestrator/snapshot.h"
 
 #include <gtest/gtest.h>
@@ -117,6 +117,35 @@ TEST_F(SnapshotBookkeepingTest, RemoveIsRefusedWhileUsedThenRemovesTheDirectory)
   auto gone = RemoveSnapshot(*store, "base");
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code(), ErrorCode::kNotFound);
+}
+
+// The freeze lasts the floor plus the per-GiB allowance, rounded up to the
+// millisecond, and never more than agentd accepts.
+TEST(SnapshotFreezeTest, ScalesWithTheAllocatedSizeUpToTheCap) {
+  constexpr uint64_t kGiB = uint64_t{1} << 30;
+  EXPECT_EQ(SnapshotFreezeMs(0), kSnapshotFreezeFloorMs);
+  EXPECT_EQ(SnapshotFreezeMs(1), kSnapshotFreezeFloorMs + 1);
+  EXPECT_EQ(SnapshotFreezeMs(kGiB / 2), kSnapshotFreezeFloorMs + kSnapshotFreezeMsPerGiB / 2);
+  EXPECT_EQ(SnapshotFreezeMs(kGiB), kSnapshotFreezeFloorMs + kSnapshotFreezeMsPerGiB);
+  EXPECT_EQ(SnapshotFreezeMs(10 * kGiB), kSnapshotFreezeFloorMs + 10 * kSnapshotFreezeMsPerGiB);
+  // The documented numbers: 30 s, 20 s per GiB, 10 min at 28.5 GiB.
+  EXPECT_EQ(SnapshotFreezeMs(0), 30000);
+  EXPECT_EQ(SnapshotFreezeMs(4 * kGiB), 110000);
+  EXPECT_EQ(SnapshotFreezeMs(28 * kGiB), 590000);
+  EXPECT_EQ(SnapshotFreezeMs(28 * kGiB + kGiB / 2), agent::kMaxFreezeMs);
+  EXPECT_EQ(agent::kMaxFreezeMs, 600000);
+  for (uint64_t big : {29 * kGiB, 1000 * kGiB, UINT64_MAX / kSnapshotFreezeMsPerGiB + 1, UINT64_MAX}) {
+    EXPECT_EQ(SnapshotFreezeMs(big), agent::kMaxFreezeMs) << big;
+  }
+  // Never shorter for more bytes, and always what agentd accepts.
+  int last = 0;
+  for (uint64_t bytes = 0; bytes < 40 * kGiB; bytes += kGiB / 7 + 12345) {
+    int ms = SnapshotFreezeMs(bytes);
+    EXPECT_GE(ms, last) << bytes;
+    EXPECT_GE(ms, 1);
+    EXPECT_LE(ms, agent::kMaxFreezeMs);
+    last = ms;
+  }
 }
 
 TEST_F(SnapshotBookkeepingTest, ResolvingAMissingSnapshotSaysHowToMakeOne) {
