@@ -284,6 +284,16 @@ Status RemoveSnapshot(Store& store, const std::string& name) {
   return OkStatus();
 }
 
+Result<RunImage> ResolveRunImage(Store& store, const schema::Image& image, const ImageOptions& options) {
+  RunImage out;
+  if (image.kind == schema::Image::Kind::kSnapshot) {
+    MSB_TRY(ProjectLock hold, ProjectLock::AcquireShared(Store::kRunProject));
+    out.hold.emplace(std::move(hold));
+  }
+  MSB_TRY(out.image, EnsureImage(store, image, options));
+  return out;
+}
+
 Result<ResolvedImage> ResolveSnapshotImage(Store& store, const std::string& name) {
   MSB_TRY(auto rec, store.GetSnapshot(name));
   if (!rec) {

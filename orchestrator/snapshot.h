@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "common/result.h"
 #include "orchestrator/images.h"
 #include "orchestrator/store.h"
+#include "orchestrator/up.h"
 
 namespace msb::orchestrator {
 
@@ -64,10 +66,26 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
 Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record);
 
 // Removes a snapshot nobody uses (else kState naming the users). Holds the
-// lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in progress)
-// of `msb run`'s project and of every project whose Sandboxfile names
-// snapshot:NAME or that has a sandbox on it, from the check to the removal.
+// lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in progress,
+// or an `msb run` between ResolveRunImage and its record) of `msb run`'s
+// project and of every project whose Sandboxfile names snapshot:NAME or that
+// has a sandbox on it, from the check to the removal.
 Status RemoveSnapshot(Store& store, const std::string& name);
+
+// An image resolved for `msb run`. For snapshot:NAME, `hold` is the run
+// project's lock, shared (ProjectLock::AcquireShared), taken before the
+// snapshot was resolved: the caller keeps it until the record of the sandbox
+// booting it exists (launch.h Prepare), then drops it. RemoveSnapshot takes
+// that lock exclusively, so it either removed the snapshot before this
+// resolution (which then fails: no such snapshot) or waits and finds the
+// record and refuses; it never removes layers a run is about to boot. Runs
+// hold it together and never wait for each other; a registry image, whose
+// pull may take minutes, holds nothing.
+struct RunImage {
+  ResolvedImage image;
+  std::optional<ProjectLock> hold;
+};
+Result<RunImage> ResolveRunImage(Store& store, const schema::Image& image, const ImageOptions& options);
 
 struct SnapshotExportOptions {
   std::string output;    // the archive to write; "-" = stdout
