@@ -41,8 +41,10 @@ inline constexpr const char* kUpperSerial = "msb-upper";
 // serials kLowerSerialPrefix + "<i>", at most kMaxLowerLayers of them.
 inline constexpr const char* kLowerSerialPrefix = "msb-lower-";
 inline constexpr size_t kMaxLowerLayers = 8;
-// A frozen upper layer is thawed by agentd itself after at most this long.
-inline constexpr int64_t kMaxFreezeMs = 60 * 1000;
+// A frozen upper layer is thawed by agentd itself after at most this long:
+// long enough to copy a large writable layer without a reflink
+// (orchestrator/snapshot.h SnapshotFreezeMs).
+inline constexpr int64_t kMaxFreezeMs = 10 * 60 * 1000;
 
 enum class FrameKind : uint8_t {
   kHello = 1,      // both: {"version":N, ...}; agent first, host answers

@@ -21,6 +21,7 @@
 #include "orchestrator/host_tar.h"
 #include "orchestrator/images.h"
 #include "orchestrator/launch.h"
+#include "orchestrator/snapshot.h"
 #include "orchestrator/store.h"
 #include "schema/image_ref.h"
 #include "schema/sandboxfile.h"
@@ -295,7 +296,9 @@ int Run(const RunArgs& a) {
   io.insecure_registries = a.registry.insecure;
   io.registry_cas = a.registry.cas;
   io.quiet = a.quiet;
-  auto resolved = orchestrator::EnsureImage(*store, *image, io);
+  // A snapshot is held against `msb snapshot rm` until the record of the
+  // sandbox booting it exists (orchestrator/snapshot.h ResolveRunImage).
+  auto resolved = orchestrator::ResolveRunImage(*store, *image, io);
   if (!resolved.ok()) return RunFail("image " + a.image + ": " + resolved.error().message());
   if (a.name.empty()) {
     std::random_device rd;
@@ -305,7 +308,7 @@ int Run(const RunArgs& a) {
   } else {
     sb.name = a.name;
   }
-  auto req = orchestrator::MakeLaunchRequest(project, sb, *resolved, lo);
+  auto req = orchestrator::MakeLaunchRequest(project, sb, resolved->image, lo);
   if (!req.ok()) return RunFail(req.error().message());
   if (!req->secrets.empty()) {
     // Every source readable before anything is made.
@@ -323,7 +326,10 @@ int Run(const RunArgs& a) {
     auto existing = store->GetSandbox(req->project, req->name);
     if (existing.ok() && *existing) return RunFail("a sandbox named " + a.name + " already exists");
   }
-  auto rec = orchestrator::Launch(*store, *req);
+  // Launch in its two halves: the hold ends once the record exists.
+  auto rec = orchestrator::Prepare(*store, *req);
+  resolved->hold.reset();
+  if (rec.ok()) rec = orchestrator::StartSupervisor(*store, *rec);
   if (!rec.ok()) {
     // A temporary sandbox that never started leaves nothing behind.
     if (auto failed = store->GetSandbox(req->project, req->name); failed.ok() && *failed) {

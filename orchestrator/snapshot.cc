@@ -42,6 +42,8 @@ std::string TempSuffix() {
 }
 
 std::string SandboxName(const SandboxRecord& r) { return r.project + "/" + r.name; }
+// How a command line names it: `msb run`'s sandboxes by name alone.
+std::string CliRef(const SandboxRecord& r) { return r.project == Store::kRunProject ? r.name : SandboxName(r); }
 
 // Removes a directory this module made, whatever is in it.
 void RemoveDir(const std::string& dir) {
@@ -71,17 +73,30 @@ Result<std::string> CopyLayer(const SandboxRecord& source, const std::string& up
     MSB_TRY(storage::DiskCopy copy, storage::CopyDiskFile(upper, layer));
     return copy.digest;
   }
+  // The layer stays frozen for as long as its allocated bytes take to copy.
+  struct stat st{};
+  if (::stat(upper.c_str(), &st) != 0) return Error::FromErrno("stat " + upper);
+  const uint64_t allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+  const int freeze_ms = SnapshotFreezeMs(allocated);
+  const std::string ref = CliRef(source);
+  const std::string stopped_way = "stop the sandbox (msb stop " + ref + "), snapshot it stopped, which has no time "
+                                  "limit, and start it again (msb start " + ref + ")";
   MSB_TRY(ControlClient client, ControlClient::Connect(source.control_socket));
-  MSB_TRY_STATUS(client.Freeze(kSnapshotFreezeMs));
+  if (auto frozen = client.Freeze(freeze_ms); !frozen.ok()) {
+    return frozen.error().Wrap("freezing " + SandboxName(source) + "'s writable layer for " +
+                               std::to_string(freeze_ms / 1000) + " s failed; " + stopped_way);
+  }
   auto copy = storage::CopyDiskFile(upper, layer);
   // Thaw whatever happened to the copy.
   Status thawed = client.Thaw();
   if (!copy.ok()) return copy.error();
   if (!thawed.ok()) {
-    return thawed.error().Wrap("the copy of " + SandboxName(source) +
-                               "'s writable layer took longer than the " + std::to_string(kSnapshotFreezeMs / 1000) +
-                               " s it may stay frozen, so it is not consistent and was discarded; stop the "
-                               "sandbox (msb stop) and snapshot it stopped");
+    return thawed.error().Wrap(
+        "the copy of " + SandboxName(source) + "'s writable layer (" + schema::FormatSize(allocated) +
+        " allocated) took longer than the " + std::to_string(freeze_ms / 1000) + " s it may stay frozen (" +
+        std::to_string(kSnapshotFreezeFloorMs / 1000) + " s + " + std::to_string(kSnapshotFreezeMsPerGiB / 1000) +
+        " s per GiB, at most " + std::to_string(agent::kMaxFreezeMs / 1000) +
+        " s), so it is not consistent and was discarded; " + stopped_way);
   }
   return copy->digest;
 }
@@ -101,6 +116,15 @@ std::string DefaultsJsonOf(Store& store, const SandboxRecord& source) {
 
 std::string SnapshotRoot() { return MsbHome() + "/snapshots"; }
 std::string SnapshotLayerPath(const std::string& dir) { return dir + "/layer.ext4"; }
+
+int SnapshotFreezeMs(uint64_t allocated_bytes) {
+  constexpr uint64_t kGiB = uint64_t{1} << 30;
+  const uint64_t room = static_cast<uint64_t>(agent::kMaxFreezeMs - kSnapshotFreezeFloorMs);
+  // Past the cap in whole GiB first, so that the product below cannot overflow.
+  if (allocated_bytes / kGiB >= room / kSnapshotFreezeMsPerGiB + 1) return static_cast<int>(agent::kMaxFreezeMs);
+  const uint64_t extra = (allocated_bytes * kSnapshotFreezeMsPerGiB + kGiB - 1) / kGiB;
+  return static_cast<int>(kSnapshotFreezeFloorMs + std::min(extra, room));
+}
 
 Status CheckSnapshotName(const std::string& name) {
   if (schema::IsValidName(name)) return OkStatus();
@@ -258,6 +282,16 @@ Status RemoveSnapshot(Store& store, const std::string& name) {
   // Only a directory under the snapshot root is ever removed.
   if (rec->dir.rfind(SnapshotRoot() + "/", 0) == 0) RemoveDir(rec->dir);
   return OkStatus();
+}
+
+Result<RunImage> ResolveRunImage(Store& store, const schema::Image& image, const ImageOptions& options) {
+  RunImage out;
+  if (image.kind == schema::Image::Kind::kSnapshot) {
+    MSB_TRY(ProjectLock hold, ProjectLock::AcquireShared(Store::kRunProject));
+    out.hold.emplace(std::move(hold));
+  }
+  MSB_TRY(out.image, EnsureImage(store, image, options));
+  return out;
 }
 
 Result<ResolvedImage> ResolveSnapshotImage(Store& store, const std::string& name) {

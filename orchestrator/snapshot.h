@@ -7,19 +7,33 @@
 // OCI image archive (snapshot_export.cc). Not a booted (memory) template.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "agent/protocol.h"
 #include "common/result.h"
 #include "orchestrator/images.h"
 #include "orchestrator/store.h"
+#include "orchestrator/up.h"
 
 namespace msb::orchestrator {
 
 // How long a running sandbox's writable layer may stay frozen while its disk
-// is copied; agentd thaws it by itself after this (agent/protocol.h
-// kMaxFreezeMs is the most it accepts).
-inline constexpr int kSnapshotFreezeMs = 30000;
+// is copied and hashed (SnapshotFreezeMs); agentd thaws it by itself after
+// that, and a copy that took longer is discarded. The floor covers the
+// freeze's own sync and a small layer on a loaded host; the allowance per GiB
+// of the upper disk's allocated size is a copy at about 50 MiB/s, a slow
+// disk's rate when the host file system cannot clone the file (FICLONE); the
+// cap is the most agentd accepts (agent/protocol.h kMaxFreezeMs), reached at
+// about 28 GiB allocated, beyond which a sandbox is snapshotted stopped.
+inline constexpr int kSnapshotFreezeFloorMs = 30000;
+inline constexpr int kSnapshotFreezeMsPerGiB = 20000;
+static_assert(kSnapshotFreezeFloorMs <= agent::kMaxFreezeMs);
+// kSnapshotFreezeFloorMs + kSnapshotFreezeMsPerGiB per GiB (rounded up to the
+// millisecond) of allocated_bytes, at most agent::kMaxFreezeMs.
+int SnapshotFreezeMs(uint64_t allocated_bytes);
 
 // $MSB_HOME/snapshots.
 std::string SnapshotRoot();
@@ -52,10 +66,26 @@ Result<SnapshotRecord> CreateSnapshot(Store& store, const SandboxRecord& source,
 Result<std::vector<std::string>> SnapshotUsers(Store& store, const SnapshotRecord& record);
 
 // Removes a snapshot nobody uses (else kState naming the users). Holds the
-// lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in progress)
-// of `msb run`'s project and of every project whose Sandboxfile names
-// snapshot:NAME or that has a sandbox on it, from the check to the removal.
+// lock (orchestrator/up.h ProjectLock, waiting for an `msb up` in progress,
+// or an `msb run` between ResolveRunImage and its record) of `msb run`'s
+// project and of every project whose Sandboxfile names snapshot:NAME or that
+// has a sandbox on it, from the check to the removal.
 Status RemoveSnapshot(Store& store, const std::string& name);
+
+// An image resolved for `msb run`. For snapshot:NAME, `hold` is the run
+// project's lock, shared (ProjectLock::AcquireShared), taken before the
+// snapshot was resolved: the caller keeps it until the record of the sandbox
+// booting it exists (launch.h Prepare), then drops it. RemoveSnapshot takes
+// that lock exclusively, so it either removed the snapshot before this
+// resolution (which then fails: no such snapshot) or waits and finds the
+// record and refuses; it never removes layers a run is about to boot. Runs
+// hold it together and never wait for each other; a registry image, whose
+// pull may take minutes, holds nothing.
+struct RunImage {
+  ResolvedImage image;
+  std::optional<ProjectLock> hold;
+};
+Result<RunImage> ResolveRunImage(Store& store, const schema::Image& image, const ImageOptions& options);
 
 struct SnapshotExportOptions {
   std::string output;    // the archive to write; "-" = stdout

@@ -22,19 +22,23 @@
 
 namespace msb::orchestrator {
 
-Result<ProjectLock> ProjectLock::Acquire(const std::string& project) {
+Result<ProjectLock> ProjectLock::Take(const std::string& project, int operation) {
   std::string dir = MsbHome() + "/locks";
   MSB_TRY_STATUS(MakeDirs(dir, 0700));
   std::string path = dir + "/" + project + ".lock";
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd) return Error::FromErrno("cannot open " + path);
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+  if (::flock(fd.get(), operation | LOCK_NB) != 0) {
     std::fprintf(stderr, "msb: another msb command is changing project %s; waiting for it\n",
                  project.c_str());
-    if (::flock(fd.get(), LOCK_EX) != 0) return Error::FromErrno("cannot lock " + path);
+    if (::flock(fd.get(), operation) != 0) return Error::FromErrno("cannot lock " + path);
   }
   return ProjectLock(std::move(fd));
 }
+
+Result<ProjectLock> ProjectLock::Acquire(const std::string& project) { return Take(project, LOCK_EX); }
+
+Result<ProjectLock> ProjectLock::AcquireShared(const std::string& project) { return Take(project, LOCK_SH); }
 
 bool ProjectLock::Held(const std::string& project) {
   std::string path = MsbHome() + "/locks/" + project + ".lock";

@@ -25,13 +25,19 @@ namespace msb::orchestrator {
 // are serialised. Released on destruction.
 class ProjectLock {
  public:
+  // Exclusive: waits for every other holder.
   static Result<ProjectLock> Acquire(const std::string& project);
+  // Shared: held by any number of shared holders at once, never with an
+  // exclusive one (`msb run` of a snapshot against `msb snapshot rm`,
+  // orchestrator/snapshot.h ResolveRunImage).
+  static Result<ProjectLock> AcquireShared(const std::string& project);
   // Whether another process holds the project's lock now (an `msb up` or
   // `down` is changing it). Never waits.
   static bool Held(const std::string& project);
 
  private:
   explicit ProjectLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  static Result<ProjectLock> Take(const std::string& project, int operation);
   UniqueFd fd_;
 };
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -284,7 +285,8 @@ void Supervisor::OnAgentAccept(UniqueFd fd) {
   agent_accept_.reset();
   agent_paused_ = false;
   WatchAgent();
-  if (restoring_) {
+  // MSB_TEST_HOLD_RESTORED_BOOT (supervisor.h): as if the restored guest hung.
+  if (restoring_ && std::getenv("MSB_TEST_HOLD_RESTORED_BOOT") == nullptr) {
     // The template's agentd said hello to the template's builder and waits
     // for the host's hello and boot message; it says nothing more first.
     SendAgent(0, FrameKind::kHello, json{{"version", agent::kProtocolVersion}}.dump());
@@ -292,7 +294,11 @@ void Supervisor::OnAgentAccept(UniqueFd fd) {
   }
 }
 
-int Supervisor::RestoreTimeoutMs() const { return std::min(spec_.boot_timeout_ms, kRestoreTimeoutMs); }
+int Supervisor::RestoreTimeoutMs() const {
+  const char* env = std::getenv("MSB_RESTORE_TIMEOUT_MS");
+  const int ms = env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : kRestoreTimeoutMs;
+  return std::min(spec_.boot_timeout_ms, ms);
+}
 
 void Supervisor::FallBackToColdBoot(const std::string& why, bool remove) {
   MSB_LOG(kWarn, "vm") << spec_.name << ": booted template " << template_.key << " did not restore: " << why

@@ -107,7 +107,11 @@ class Supervisor {
   static constexpr size_t kMaxAgentBacklog = 1u << 20;
   static constexpr size_t kReservedFds = 64;
   // At most this long (and never longer than spec.boot_timeout_ms) from
-  // QEMU's start to the restored guest's kReady.
+  // QEMU's start to the restored guest's kReady; MSB_RESTORE_TIMEOUT_MS (a
+  // positive number of ms, in the supervisor's environment) replaces it.
+  // MSB_TEST_HOLD_RESTORED_BOOT (set to anything) makes the supervisor send a
+  // restored guest neither hello nor boot, so that it never gets ready, as if
+  // it hung: tests/integration/template_test.cc drives the fallback with it.
   static constexpr int kRestoreTimeoutMs = 30000;
 
   // Lifts the soft RLIMIT_NOFILE to the hard one; returns the soft limit.

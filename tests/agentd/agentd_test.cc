@@ -673,7 +673,7 @@ TEST_F(AgentdTest, FreezeAndThawWithoutAWritableLayerAreRefusedOnTheirId) {
   ASSERT_TRUE(r.ok() && r->error);
   EXPECT_NE(r->error->find("no disk-backed writable layer"), std::string::npos) << *r->error;
 
-  Send(4, FrameKind::kFreeze, R"({"timeout_ms":600000})");
+  Send(4, FrameKind::kFreeze, R"({"timeout_ms":600001})");
   f = Recv();
   EXPECT_EQ(f.id, 4u);
   r = ParseResultMsg(f.payload);

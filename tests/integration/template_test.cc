@@ -188,6 +188,68 @@ TEST_F(TemplateTest, CorruptTemplateFallsBackToColdBoot) {
   Remove({"a", "b", "c", "d"});
 }
 
+// A restored guest that is not ready within the restore timeout: the
+// supervisor kills its QEMU and boots cold, says why in its log, and keeps
+// the template (its stream loaded; a slow restore says nothing against it),
+// which the next start restores from. MSB_TEST_HOLD_RESTORED_BOOT makes the
+// supervisor withhold the restored guest's hello and boot message, so it
+// never gets ready, whatever the host's speed; MSB_RESTORE_TIMEOUT_MS
+// shortens the 30 s wait (vm/supervisor.h kRestoreTimeoutMs).
+TEST_F(TemplateTest, RestoreNotReadyInTimeFallsBackToColdBoot) {
+  ASSERT_EQ(RunKept("a", "true").code, 0);
+  auto keys = Keys();
+  ASSERT_EQ(keys.size(), 1u);
+  const std::string state = Home() + "/templates/" + *keys.begin() + "/state";
+  auto stream = ReadFile(state);
+  ASSERT_TRUE(stream.ok());
+  Remove({"a"});
+  ASSERT_TRUE(WaitNoProcess(Home(), 30));
+
+  env_["MSB_TEST_HOLD_RESTORED_BOOT"] = "1";
+  env_["MSB_RESTORE_TIMEOUT_MS"] = "3000";
+  auto b = RunKept("b", "echo cold-b; cat /proc/sys/kernel/random/boot_id");
+  env_.erase("MSB_TEST_HOLD_RESTORED_BOOT");
+  env_.erase("MSB_RESTORE_TIMEOUT_MS");
+  ASSERT_EQ(b.code, 0) << b.err;
+  auto lines = Lines(b.out);
+  ASSERT_EQ(lines.size(), 2u) << b.out;
+  EXPECT_EQ(lines[0], "cold-b");
+  std::string log_b = SupervisorLog("b");
+  EXPECT_THAT(log_b, HasSubstr("restoring booted template " + *keys.begin()));
+  EXPECT_THAT(log_b, HasSubstr("did not restore: the restored guest did not answer within 3 s; falling back to a cold boot"));
+  EXPECT_THAT(log_b, HasSubstr("cold boot: a template did not restore earlier"));
+  EXPECT_EQ(log_b.find("restored from booted template"), std::string::npos) << log_b;
+  EXPECT_EQ(log_b.find("removed it"), std::string::npos) << log_b;
+
+  // b runs on its cold-booted VM: one QEMU, not the restoring one.
+  auto alive = Msb({"exec", "b", "--", "cat", "/proc/sys/kernel/random/boot_id"});
+  EXPECT_EQ(alive.code, 0) << alive.err;
+  EXPECT_EQ(alive.out, lines[1] + "\n");
+  auto ps = nlohmann::json::parse(Msb({"ps", "--json"}).out, nullptr, false);
+  ASSERT_TRUE(ps.is_array()) << ps;
+  std::string state_b;
+  for (const auto& e : ps) {
+    if (e.value("name", "") == "b") state_b = e.value("state", "");
+  }
+  EXPECT_EQ(state_b, "running") << ps;
+  EXPECT_EQ(MyQemus().size(), 1u);
+  EXPECT_TRUE(Mine("-incoming").empty()) << "the restoring QEMU is left over";
+
+  // The template is kept, unchanged, and the next start restores from it.
+  EXPECT_EQ(Keys(), keys);
+  auto kept = ReadFile(state);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(*kept == *stream) << "the template's stream changed";
+  auto c = RunKept("c", "echo restored-c");
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_EQ(c.out, "restored-c\n");
+  EXPECT_THAT(SupervisorLog("c"), HasSubstr("restored from booted template " + *keys.begin()));
+
+  Remove({"b", "c"});
+  EXPECT_TRUE(WaitNoProcess(Home(), 30));
+  EXPECT_TRUE(MyQemus().empty());
+}
+
 TEST_F(TemplateTest, MsbBootColdMakesNoTemplate) {
   env_["MSB_BOOT"] = "cold";
   auto a = RunKept("a", "cat /proc/sys/kernel/random/boot_id");

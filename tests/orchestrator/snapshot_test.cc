@@ -1,14 +1,24 @@
 // Tests of the snapshot bookkeeping without a VM (orchestrator/snapshot.h):
-// the name rule, the digest, the layer list's bounds, and `snapshot rm`
-// refusing while a sandbox or another snapshot uses one.
+// the name rule, the digest, the layer list's bounds, the freeze timeout,
+// `snapshot rm` refusing while a sandbox or another snapshot uses one, and
+// excluding an `msb run` between resolving a snapshot and recording its
+// sandbox.
 #include "orchestrator/snapshot.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
 
 #include "agent/protocol.h"
+#include "common/fd.h"
 #include "common/io.h"
 
 namespace msb::orchestrator {
@@ -117,6 +127,137 @@ TEST_F(SnapshotBookkeepingTest, RemoveIsRefusedWhileUsedThenRemovesTheDirectory)
   auto gone = RemoveSnapshot(*store, "base");
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code(), ErrorCode::kNotFound);
+}
+
+// The freeze lasts the floor plus the per-GiB allowance, rounded up to the
+// millisecond, and never more than agentd accepts.
+TEST(SnapshotFreezeTest, ScalesWithTheAllocatedSizeUpToTheCap) {
+  constexpr uint64_t kGiB = uint64_t{1} << 30;
+  EXPECT_EQ(SnapshotFreezeMs(0), kSnapshotFreezeFloorMs);
+  EXPECT_EQ(SnapshotFreezeMs(1), kSnapshotFreezeFloorMs + 1);
+  EXPECT_EQ(SnapshotFreezeMs(kGiB / 2), kSnapshotFreezeFloorMs + kSnapshotFreezeMsPerGiB / 2);
+  EXPECT_EQ(SnapshotFreezeMs(kGiB), kSnapshotFreezeFloorMs + kSnapshotFreezeMsPerGiB);
+  EXPECT_EQ(SnapshotFreezeMs(10 * kGiB), kSnapshotFreezeFloorMs + 10 * kSnapshotFreezeMsPerGiB);
+  // The documented numbers: 30 s, 20 s per GiB, 10 min at 28.5 GiB.
+  EXPECT_EQ(SnapshotFreezeMs(0), 30000);
+  EXPECT_EQ(SnapshotFreezeMs(4 * kGiB), 110000);
+  EXPECT_EQ(SnapshotFreezeMs(28 * kGiB), 590000);
+  EXPECT_EQ(SnapshotFreezeMs(28 * kGiB + kGiB / 2), agent::kMaxFreezeMs);
+  EXPECT_EQ(agent::kMaxFreezeMs, 600000);
+  for (uint64_t big : {29 * kGiB, 1000 * kGiB, UINT64_MAX / kSnapshotFreezeMsPerGiB + 1, UINT64_MAX}) {
+    EXPECT_EQ(SnapshotFreezeMs(big), agent::kMaxFreezeMs) << big;
+  }
+  // Never shorter for more bytes, and always what agentd accepts.
+  int last = 0;
+  for (uint64_t bytes = 0; bytes < 40 * kGiB; bytes += kGiB / 7 + 12345) {
+    int ms = SnapshotFreezeMs(bytes);
+    EXPECT_GE(ms, last) << bytes;
+    EXPECT_GE(ms, 1);
+    EXPECT_LE(ms, agent::kMaxFreezeMs);
+    last = ms;
+  }
+}
+
+// Whether a thread of this process waits for a flock(2) now (/proc/locks
+// lists a waiter as "N: -> FLOCK ADVISORY WRITE PID ...").
+bool ThisProcessWaitsForAFlock() {
+  std::ifstream in("/proc/locks");
+  const std::string pid = std::to_string(::getpid());
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream words(line);
+    std::string index, arrow, type, advisory, mode, owner;
+    words >> index >> arrow >> type >> advisory >> mode >> owner;
+    if (arrow == "->" && type == "FLOCK" && mode == "WRITE" && owner == pid) return true;
+  }
+  return false;
+}
+
+// `msb run snapshot:NAME` between resolving the snapshot and recording its
+// sandbox (ResolveRunImage's hold, then the record): a `snapshot rm`
+// meanwhile waits for the hold, then finds the sandbox and refuses. Without
+// the hold it would remove the layers the run is about to boot. A second run
+// of the snapshot is not held up by the first.
+TEST_F(SnapshotBookkeepingTest, RemoveWaitsForARunBetweenResolvingAndRecording) {
+  auto store = Store::Open(Store::DefaultPath());
+  ASSERT_TRUE(store.ok()) << store.error().message();
+  SnapshotRecord base = Record("base", "sha256:b1", "sha256:img");
+  base.base_disk = dir_ + "/base.ext4";
+  ASSERT_TRUE(WriteFileAtomic(base.base_disk, "disk", 0444).ok());
+  ASSERT_TRUE(MakeDirs(base.dir, 0700).ok());
+  ASSERT_TRUE(WriteFileAtomic(SnapshotLayerPath(base.dir), "layer", 0444).ok());
+  ASSERT_TRUE(store->InsertSnapshot(base).ok());
+  schema::Image image;
+  image.kind = schema::Image::Kind::kSnapshot;
+  image.path = "base";
+  image.reference = "snapshot:base";
+
+  auto run = ResolveRunImage(*store, image, ImageOptions{});
+  ASSERT_TRUE(run.ok()) << run.error().message();
+  EXPECT_EQ(run->image.lower_disks, std::vector<std::string>{SnapshotLayerPath(base.dir)});
+  EXPECT_TRUE(run->hold.has_value());
+
+  // Another run resolves it meanwhile: runs share the hold.
+  {
+    int resolved[2];
+    ASSERT_EQ(::pipe2(resolved, O_CLOEXEC), 0);
+    UniqueFd resolved_rd(resolved[0]), resolved_wr(resolved[1]);
+    std::thread second([&] {
+      auto other = Store::Open(Store::DefaultPath());
+      auto again = other.ok() ? ResolveRunImage(*other, image, ImageOptions{}) : other.error();
+      char c = again.ok() ? 'y' : 'n';
+      (void)!::write(resolved_wr.get(), &c, 1);
+    });
+    pollfd p{resolved_rd.get(), POLLIN, 0};
+    int ready = ::poll(&p, 1, 20000);
+    EXPECT_EQ(ready, 1) << "a second run waited for the first one's hold";
+    if (ready != 1) run->hold.reset();  // let it finish, to join it
+    second.join();
+    char c = 0;
+    EXPECT_EQ(::read(resolved_rd.get(), &c, 1), 1);
+    EXPECT_EQ(c, 'y');
+  }
+
+  // snapshot rm, on its own store connection, while the run holds.
+  int done[2];
+  ASSERT_EQ(::pipe2(done, O_CLOEXEC), 0);
+  UniqueFd done_rd(done[0]), done_wr(done[1]);
+  Status removed = OkStatus();
+  std::thread rm([&] {
+    auto other = Store::Open(Store::DefaultPath());
+    removed = other.ok() ? RemoveSnapshot(*other, "base") : Status(other.error());
+    (void)!::write(done_wr.get(), "x", 1);
+  });
+  // Until it finished (it took no notice of the run) or waits for a lock.
+  bool finished = false, waiting = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!finished && !waiting && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{done_rd.get(), POLLIN, 0};
+    finished = ::poll(&p, 1, 10) == 1;
+    waiting = !finished && ThisProcessWaitsForAFlock();
+  }
+  EXPECT_TRUE(waiting) << (finished ? "snapshot rm did not wait for the run's hold"
+                                    : "snapshot rm neither finished nor waited for a lock in 20 s");
+  // The run records its sandbox, then drops the hold.
+  SandboxRecord sb;
+  sb.project = Store::kRunProject;
+  sb.name = "run-1";
+  sb.image_ref = run->image.reference;
+  sb.image_digest = run->image.digest;
+  ASSERT_TRUE(store->UpsertSandbox(sb).ok());
+  run->hold.reset();
+  rm.join();
+  ASSERT_FALSE(removed.ok()) << "snapshot rm removed a snapshot a run was recording a sandbox on";
+  EXPECT_EQ(removed.error().code(), ErrorCode::kState);
+  EXPECT_NE(removed.error().message().find("sandbox _run/run-1"), std::string::npos) << removed.error().message();
+  EXPECT_TRUE(std::filesystem::exists(SnapshotLayerPath(base.dir)));
+
+  // Once the sandbox is gone the removal goes through, and a run after it
+  // finds no snapshot.
+  ASSERT_TRUE(store->DeleteSandbox(Store::kRunProject, "run-1").ok());
+  ASSERT_TRUE(RemoveSnapshot(*store, "base").ok());
+  auto late = ResolveRunImage(*store, image, ImageOptions{});
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.error().code(), ErrorCode::kNotFound);
 }
 
 TEST_F(SnapshotBookkeepingTest, ResolvingAMissingSnapshotSaysHowToMakeOne) {
