@@ -552,7 +552,10 @@ Result<SandboxRecord> StartSupervisor(Store& store, const SandboxRecord& rec) {
   starting.supervisor_pid = sup_pid;
   (void)store.UpdateSandboxStatus(req.project, req.name, starting);
 
-  std::string line = ReadLine(rd.get(), req.boot_timeout_ms + 15000);
+  // A safety net only: the supervisor bounds each step itself and says why
+  // one failed. The longest start is a template build (one boot timeout), a
+  // restore that times out (at most another) and the cold boot after it.
+  std::string line = ReadLine(rd.get(), 3 * req.boot_timeout_ms + 15000);
   // Reap the supervisor if it already exited (it is our child until we exit).
   int wst;
   ::waitpid(sup_pid, &wst, WNOHANG);

@@ -762,7 +762,7 @@ void Supervisor::OnChildSignal() {
   MSB_LOG(kInfo, "vm") << "QEMU " << st->ToString();
   if (restoring_ && state_ == State::kBooting && !stop_requested_) {
     if (restore_timed_out_) {
-      FallBackToColdBoot("the restored guest did not answer within " + std::to_string(RestoreTimeoutMs() / 1000) + " s", false);
+      FallBackToColdBoot("the restored guest did not answer within " + std::to_string(RestoreTimeoutMs()) + " ms", false);
       return;
     }
     // QEMU names a stream it cannot load ("load of migration failed"): that

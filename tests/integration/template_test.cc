@@ -216,7 +216,7 @@ TEST_F(TemplateTest, RestoreNotReadyInTimeFallsBackToColdBoot) {
   EXPECT_EQ(lines[0], "cold-b");
   std::string log_b = SupervisorLog("b");
   EXPECT_THAT(log_b, HasSubstr("restoring booted template " + *keys.begin()));
-  EXPECT_THAT(log_b, HasSubstr("did not restore: the restored guest did not answer within 3 s; falling back to a cold boot"));
+  EXPECT_THAT(log_b, HasSubstr("did not restore: the restored guest did not answer within 3000 ms; falling back to a cold boot"));
   EXPECT_THAT(log_b, HasSubstr("cold boot: a template did not restore earlier"));
   EXPECT_EQ(log_b.find("restored from booted template"), std::string::npos) << log_b;
   EXPECT_EQ(log_b.find("removed it"), std::string::npos) << log_b;
