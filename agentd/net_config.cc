@@ -178,8 +178,9 @@ Status ConfigureNetwork(const NetworkConfig& c, const std::string& hostname) {
   (void)MakeDirs("/etc", 0755);
   // A symlinked resolv.conf (systemd-resolved images) would point elsewhere.
   ::unlink("/etc/resolv.conf");
-  MSB_TRY_STATUS(WriteFileAtomic("/etc/resolv.conf", ResolvConf(c), 0644));
-  MSB_TRY_STATUS(WriteFileAtomic("/etc/hosts", HostsFile(c, hostname), 0644));
+  // Rewritten at every boot: not flushed (common/io.h ReplaceFile).
+  MSB_TRY_STATUS(ReplaceFile("/etc/resolv.conf", ResolvConf(c), 0644));
+  MSB_TRY_STATUS(ReplaceFile("/etc/hosts", HostsFile(c, hostname), 0644));
   return OkStatus();
 }
 

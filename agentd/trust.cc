@@ -104,9 +104,10 @@ Result<std::string> ReadBundle(const RootFile& f) {
   }
 }
 
-// Replaces name in dir with data, mode 0644 whatever the umask.
+// Replaces name in dir with data, mode 0644 whatever the umask; not flushed,
+// as the CA is installed again at every boot (common/io.h ReplaceFileAt).
 Status WriteAt(int dir_fd, const std::string& name, std::string_view data, const std::string& shown) {
-  Status s = WriteFileAtomicAt(dir_fd, name, data, 0644);
+  Status s = ReplaceFileAt(dir_fd, name, data, 0644);
   if (s.ok() && ::fchmodat(dir_fd, name.c_str(), 0644, 0) != 0) s = Error::FromErrno("chmod 0644");
   if (!s.ok()) return s.error().Wrap("writing " + shown);
   return OkStatus();

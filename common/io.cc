@@ -61,7 +61,8 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, int mode)
   return WriteFileAtomicAt(AT_FDCWD, path, data, mode);
 }
 
-Status WriteFileAtomicAt(int dir_fd, const std::string& name, std::string_view data, int mode) {
+namespace {
+Status WriteAndRename(int dir_fd, const std::string& name, std::string_view data, int mode, bool sync) {
   std::string tmp = name + ".tmp." + std::to_string(::getpid()) + "." +
                     std::to_string(std::random_device{}());
   {
@@ -71,7 +72,7 @@ Status WriteFileAtomicAt(int dir_fd, const std::string& name, std::string_view d
       ::unlinkat(dir_fd, tmp.c_str(), 0);
       return st.error().Wrap("writing " + tmp);
     }
-    if (::fsync(fd.get()) != 0) {
+    if (sync && ::fsync(fd.get()) != 0) {
       Error e = Error::FromErrno("fsync " + tmp);
       ::unlinkat(dir_fd, tmp.c_str(), 0);
       return e;
@@ -83,6 +84,19 @@ Status WriteFileAtomicAt(int dir_fd, const std::string& name, std::string_view d
     return e;
   }
   return OkStatus();
+}
+}  // namespace
+
+Status WriteFileAtomicAt(int dir_fd, const std::string& name, std::string_view data, int mode) {
+  return WriteAndRename(dir_fd, name, data, mode, true);
+}
+
+Status ReplaceFileAt(int dir_fd, const std::string& name, std::string_view data, int mode) {
+  return WriteAndRename(dir_fd, name, data, mode, false);
+}
+
+Status ReplaceFile(const std::string& path, std::string_view data, int mode) {
+  return WriteAndRename(AT_FDCWD, path, data, mode, false);
 }
 
 Status MakeDirs(const std::string& path, int mode) {

@@ -18,6 +18,13 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, int mode 
 // the temporary file beside it in that directory.
 Status WriteFileAtomicAt(int dir_fd, const std::string& name, std::string_view data,
                          int mode = 0644);
+// The same without the fsync: readers see the old file or the new one, but
+// after a crash the file may be either (ext4 flushes the data of a file
+// renamed over another before the rename commits, so never a torn one). For
+// files rewritten at every boot, where a flush per file costs more than it
+// keeps.
+Status ReplaceFileAt(int dir_fd, const std::string& name, std::string_view data, int mode = 0644);
+Status ReplaceFile(const std::string& path, std::string_view data, int mode = 0644);
 // write(2)/read(2) until done, retrying on EINTR.
 Status WriteAll(int fd, std::string_view data);
 Status ReadExact(int fd, char* buf, size_t n);

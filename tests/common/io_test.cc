@@ -57,6 +57,36 @@ TEST_F(IoTest, AtomicWriteAtIsRelativeToTheDirectoryFd) {
   EXPECT_NE(missing.error().message().find("cannot create no/f.tmp."), std::string::npos);
 }
 
+// ReplaceFile: the same replacement without the flush; an open reader keeps
+// the old contents, and a failed write leaves the old file and no temporary.
+TEST_F(IoTest, ReplaceFileSwapsWholeFilesAndLeavesNoTemporary) {
+  std::string p = dir_ + "/f";
+  ASSERT_TRUE(ReplaceFile(p, "one").ok());
+  UniqueFd reader(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  ASSERT_TRUE(ReplaceFile(p, "two", 0600).ok());
+  char buf[8] = {};
+  ASSERT_EQ(::read(reader.get(), buf, sizeof buf), 3);
+  EXPECT_EQ(std::string(buf), "one");
+  auto r = ReadFile(p);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, "two");
+  struct stat st;
+  ASSERT_EQ(stat(p.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::mkdir((dir_ + "/d").c_str(), 0755), 0);
+  UniqueFd d(::open((dir_ + "/d").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(ReplaceFileAt(d.get(), "g", "three").ok());
+  EXPECT_EQ(*ReadFile(dir_ + "/d/g"), "three");
+  EXPECT_FALSE(ReplaceFileAt(d.get(), "no/g", "x").ok());
+  int entries = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir_)) { (void)e; ++entries; }
+  EXPECT_EQ(entries, 2);  // f and d
+  entries = 0;
+  for (auto& e : std::filesystem::directory_iterator(dir_ + "/d")) { (void)e; ++entries; }
+  EXPECT_EQ(entries, 1);
+}
+
 TEST_F(IoTest, ReadMissingFileSaysWhich) {
   auto r = ReadFile(dir_ + "/nope");
   ASSERT_FALSE(r.ok());
