@@ -57,6 +57,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <unordered_set>
 #include <vector>
 
@@ -173,8 +174,11 @@ class LayerApplier {
   Status EnsureParents(const std::string& rel);
   Status ClearOpaque(const std::string& dir, int depth);
   Status ReplaceExisting(const std::string& rel, bool new_is_dir, bool* keep_dir);
+  Status Create(const std::string& rel, bool new_is_dir, const std::function<int()>& make, bool* kept_dir);
   Status WriteFile(archive* in, const std::string& rel, archive_entry* e);
-  Status SetMetadata(const std::string& rel, archive_entry* e, int fd, bool is_link);
+  // mode_set: the entry's permissions are in place already (a new file
+  // created with them), so no chmod.
+  Status SetMetadata(const std::string& rel, archive_entry* e, int fd, bool is_link, bool mode_set = false);
   Status FinishDirectories();
 
   int fd_;
@@ -187,6 +191,11 @@ class LayerApplier {
   archive* outer_ = nullptr;
   std::string outer_error_;
   std::unordered_set<std::string> created_;
+  // Paths seen to be directories (following symlinks) since this layer last
+  // deleted anything; only a deletion can change what an existing name
+  // resolves to, so every deletion clears it. Spares EnsureParents its
+  // mkdir and stat per parent for each entry.
+  std::unordered_set<std::string> known_dirs_;
   struct DirTimes {
     std::string rel;
     std::array<timespec, 2> times;
@@ -305,13 +314,15 @@ void LayerApplier::MarkCreated(const std::string& rel) {
 
 Status LayerApplier::EnsureParents(const std::string& rel) {
   std::string parent = ParentOf(rel);
-  if (parent.empty()) return OkStatus();
+  if (parent.empty() || known_dirs_.count(parent)) return OkStatus();
   size_t pos = 0;
   for (;;) {
     size_t slash = parent.find('/', pos);
     std::string prefix = slash == std::string::npos ? parent : parent.substr(0, slash);
     std::string path = Abs(prefix);
-    if (::mkdir(path.c_str(), 0755) != 0) {
+    if (known_dirs_.count(prefix)) {
+      // Checked already.
+    } else if (::mkdir(path.c_str(), 0755) != 0) {
       int err = errno;
       if (err != EEXIST) return SysError("creating the directory " + Printable(path), err);
       struct stat st;
@@ -320,6 +331,7 @@ Status LayerApplier::EnsureParents(const std::string& rel) {
       if (!S_ISDIR(st.st_mode))
         return Error(ErrorCode::kInvalidArgument, Printable(path) + " is not a directory", ENOTDIR);
     }
+    known_dirs_.insert(prefix);
     if (slash == std::string::npos) break;
     pos = slash + 1;
   }
@@ -330,6 +342,7 @@ Status LayerApplier::EnsureParents(const std::string& rel) {
 // create, and inside directories it did create, the same recursively.
 Status LayerApplier::ClearOpaque(const std::string& dir, int depth) {
   if (depth > kMaxTreeDepth) return Error(ErrorCode::kInvalidArgument, "directory tree too deep");
+  known_dirs_.clear();
   std::string path = dir.empty() ? "/" : Abs(dir);
   std::vector<std::string> names;
   {
@@ -369,21 +382,44 @@ Status LayerApplier::ReplaceExisting(const std::string& rel, bool new_is_dir, bo
     if (errno == ENOENT) return OkStatus();
     return SysError("lstat " + Printable(path), errno);
   }
-  if (S_ISDIR(st.st_mode)) {
-    if (new_is_dir) {
-      *keep_dir = true;
-      return OkStatus();
-    }
-    return RemoveTree(rel, 0);
+  if (S_ISDIR(st.st_mode) && new_is_dir) {
+    *keep_dir = true;
+    return OkStatus();
   }
+  known_dirs_.clear();
+  if (S_ISDIR(st.st_mode)) return RemoveTree(rel, 0);
   if (::unlink(path.c_str()) != 0) return SysError("unlink " + Printable(path), errno);
   return OkStatus();
 }
 
+// Runs make (a system call that creates rel: 0 or an errno); when rel exists,
+// makes room with ReplaceExisting and runs it once more. Trying first saves
+// an lstat for every new name, which is most of them. *kept_dir: rel was a
+// directory and stays one (new_is_dir), make did not run again.
+Status LayerApplier::Create(const std::string& rel, bool new_is_dir, const std::function<int()>& make,
+                            bool* kept_dir) {
+  *kept_dir = false;
+  int err = make();
+  if (err != EEXIST) return err == 0 ? OkStatus() : SysError("creating " + Printable(Abs(rel)), err);
+  MSB_TRY_STATUS(ReplaceExisting(rel, new_is_dir, kept_dir));
+  if (*kept_dir) return OkStatus();
+  err = make();
+  return err == 0 ? OkStatus() : SysError("creating " + Printable(Abs(rel)), err);
+}
+
 Status LayerApplier::WriteFile(archive* in, const std::string& rel, archive_entry* e) {
   std::string path = Abs(rel);
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd) return SysError("creating " + Printable(path), errno);
+  // Created with its permissions unless it has setuid, setgid or sticky
+  // bits, which chown would clear: then chmod after the chown.
+  mode_t perm = archive_entry_perm(e) & 07777;
+  bool mode_set = (perm & 07000) == 0;
+  UniqueFd fd;
+  bool unused;
+  MSB_TRY_STATUS(Create(rel, false, [&] {
+    fd = UniqueFd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode_set ? perm : 0600));
+    return fd ? 0 : errno;
+  }, &unused));
+  la_int64_t end = 0;  // the end of the data written
   for (;;) {
     const void* buf;
     size_t len;
@@ -403,13 +439,15 @@ Status LayerApplier::WriteFile(archive* in, const std::string& rel, archive_entr
       len -= static_cast<size_t>(n);
       off += n;
     }
+    end = std::max(end, off);
   }
+  // A sparse file's hole at the end.
   la_int64_t size = archive_entry_size(e);
-  if (size > 0 && ::ftruncate(fd.get(), size) != 0) return SysError("sizing " + Printable(path), errno);
-  return SetMetadata(rel, e, fd.get(), false);
+  if (size > end && ::ftruncate(fd.get(), size) != 0) return SysError("sizing " + Printable(path), errno);
+  return SetMetadata(rel, e, fd.get(), false, mode_set);
 }
 
-Status LayerApplier::SetMetadata(const std::string& rel, archive_entry* e, int fd, bool is_link) {
+Status LayerApplier::SetMetadata(const std::string& rel, archive_entry* e, int fd, bool is_link, bool mode_set) {
   std::string path = Abs(rel);
   la_int64_t uid = archive_entry_uid(e), gid = archive_entry_gid(e);
   if (uid < 0 || uid >= 0xffffffffLL || gid < 0 || gid >= 0xffffffffLL)
@@ -420,7 +458,7 @@ Status LayerApplier::SetMetadata(const std::string& rel, archive_entry* e, int f
   if (r != 0) return SysError("chown " + Printable(path), errno);
   if (!is_link) {
     mode_t mode = archive_entry_perm(e) & 07777;
-    r = fd >= 0 ? ::fchmod(fd, mode) : ::chmod(path.c_str(), mode);
+    if (!mode_set) r = fd >= 0 ? ::fchmod(fd, mode) : ::chmod(path.c_str(), mode);
     if (r != 0) return SysError("chmod " + Printable(path), errno);
     // Extended attributes (not on symlinks: user.* is not allowed there).
     size_t count = 0;
@@ -467,6 +505,7 @@ Status LayerApplier::ApplyEntry(archive* in, archive_entry* e, const std::string
       return OkStatus();
     case Whiteout::Kind::kRemove:
       if (created_.count(wh->target)) return OkStatus();  // same layer: stays
+      known_dirs_.clear();
       if (auto s = RemoveTree(wh->target, 0); !s.ok()) return EntryError(name, s.error());
       return OkStatus();
     case Whiteout::Kind::kOpaque:
@@ -513,18 +552,17 @@ Status LayerApplier::ApplyEntry(archive* in, archive_entry* e, const std::string
     return OkStatus();
   }
 
+  // Each case creates rel through Create, which replaces what is there.
   bool keep_dir = false;
-  if (auto s = ReplaceExisting(rel, type == AE_IFDIR, &keep_dir); !s.ok()) return EntryError(name, s.error());
   Status s = OkStatus();
   switch (type) {
     case AE_IFREG:
       s = WriteFile(in, rel, e);
       break;
     case AE_IFDIR: {
-      if (!keep_dir && ::mkdir(path.c_str(), 0700) != 0) {
-        s = SysError("mkdir", errno);
-        break;
-      }
+      s = Create(rel, true, [&] { return ::mkdir(path.c_str(), 0700) == 0 ? 0 : errno; }, &keep_dir);
+      if (!s.ok()) break;
+      known_dirs_.insert(rel);
       UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!fd) {
         s = SysError("open", errno);
@@ -544,10 +582,8 @@ Status LayerApplier::ApplyEntry(archive* in, archive_entry* e, const std::string
       if (target == nullptr) target = archive_entry_symlink_utf8(e);
       if (target == nullptr || *target == '\0') return EntryError(name, "symlink without a target");
       if (std::strlen(target) > kMaxEntryPath) return EntryError(name, "symlink target too long");
-      if (::symlink(target, path.c_str()) != 0) {
-        s = SysError("symlink", errno);
-        break;
-      }
+      s = Create(rel, false, [&] { return ::symlink(target, path.c_str()) == 0 ? 0 : errno; }, &keep_dir);
+      if (!s.ok()) break;
       s = SetMetadata(rel, e, -1, true);
       break;
     }
@@ -556,10 +592,8 @@ Status LayerApplier::ApplyEntry(archive* in, archive_entry* e, const std::string
     case AE_IFIFO: {
       mode_t kind = type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO;
       dev_t dev = type == AE_IFIFO ? 0 : makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
-      if (::mknod(path.c_str(), kind | 0600, dev) != 0) {
-        s = SysError("mknod", errno);
-        break;
-      }
+      s = Create(rel, false, [&] { return ::mknod(path.c_str(), kind | 0600, dev) == 0 ? 0 : errno; }, &keep_dir);
+      if (!s.ok()) break;
       s = SetMetadata(rel, e, -1, false);
       break;
     }
@@ -641,6 +675,8 @@ bool XattrAllowed(std::string_view name) {
 }
 
 Result<LayerReport> ApplyLayer(int fd, uint64_t size, uint32_t index) {
+  // Files are created with their final permissions (LayerApplier::WriteFile).
+  ::umask(0);
   LayerApplier applier(fd, size, index);
   return applier.Run();
 }
