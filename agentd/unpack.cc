@@ -45,7 +45,6 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <nettle/sha2.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -63,16 +62,15 @@
 
 #include "agentd/agentd_log.h"
 #include "agentd/guest_init.h"
+#include "agentd/layer_stream.h"
 #include "common/archive_ptr.h"
 #include "common/fd.h"
-#include "common/hex.h"
 #include "common/io.h"
 
 namespace msb::agent {
 namespace {
 
 constexpr const char* kTargetMount = "/run/msb/target";
-constexpr size_t kReadChunk = 1 << 20;
 constexpr int kDiskWaitMs = 5000;
 // Directory depth RemoveTree follows before it gives up.
 constexpr int kMaxTreeDepth = 2048;
@@ -146,17 +144,16 @@ Status RemoveTree(const std::string& rel, int depth) {
 }
 
 // One layer being applied.
+// One layer being applied. Its bytes come from stream (layer stream_index),
+// which decompresses and hashes them.
 class LayerApplier {
  public:
-  LayerApplier(int fd, uint64_t size, uint32_t index) : fd_(fd), size_(size), index_(index) {
-    sha256_init(&sha_);
-    buf_.resize(kReadChunk);
-  }
+  LayerApplier(LayerStream& stream, uint32_t stream_index, uint32_t index)
+      : stream_(stream), stream_index_(stream_index), index_(index) {}
 
   Result<LayerReport> Run();
 
  private:
-  static la_ssize_t OuterRead(archive* a, void* self, const void** buf);
   static la_ssize_t InnerRead(archive* a, void* self, const void** buf);
 
   Error EntryError(const std::string& name, const std::string& what) const {
@@ -181,15 +178,10 @@ class LayerApplier {
   Status SetMetadata(const std::string& rel, archive_entry* e, int fd, bool is_link, bool mode_set = false);
   Status FinishDirectories();
 
-  int fd_;
-  uint64_t size_;
+  LayerStream& stream_;
+  uint32_t stream_index_;
   uint32_t index_;
-  uint64_t pos_ = 0;       // bytes read from the layer disk
-  uint64_t raw_bytes_ = 0; // uncompressed bytes hashed
-  std::vector<char> buf_;
-  sha256_ctx sha_;
-  archive* outer_ = nullptr;
-  std::string outer_error_;
+  std::string stream_error_;  // reading or decompressing failed
   std::unordered_set<std::string> created_;
   // Paths seen to be directories (following symlinks) since this layer last
   // deleted anything; only a deletion can change what an existing name
@@ -203,72 +195,27 @@ class LayerApplier {
   std::vector<DirTimes> dirs_;
 };
 
-la_ssize_t LayerApplier::OuterRead(archive* a, void* self, const void** buf) {
-  auto* l = static_cast<LayerApplier*>(self);
-  uint64_t want = std::min<uint64_t>(l->buf_.size(), l->size_ - l->pos_);
-  if (want == 0) return 0;
-  for (;;) {
-    ssize_t n = ::pread(l->fd_, l->buf_.data(), want, static_cast<off_t>(l->pos_));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      archive_set_error(a, errno, "reading the layer disk at byte %llu: %s",
-                        static_cast<unsigned long long>(l->pos_), std::strerror(errno));
-      return -1;
-    }
-    if (n == 0) {
-      archive_set_error(a, EIO, "the layer disk ends at byte %llu, before the layer's %llu bytes",
-                        static_cast<unsigned long long>(l->pos_), static_cast<unsigned long long>(l->size_));
-      return -1;
-    }
-    l->pos_ += static_cast<uint64_t>(n);
-    *buf = l->buf_.data();
-    return n;
-  }
-}
-
 la_ssize_t LayerApplier::InnerRead(archive* a, void* self, const void** buf) {
   auto* l = static_cast<LayerApplier*>(self);
-  size_t len = 0;
-  la_int64_t off = 0;
-  int r = archive_read_data_block(l->outer_, buf, &len, &off);
-  if (r == ARCHIVE_EOF) return 0;
-  if (r < ARCHIVE_WARN) {
-    const char* msg = archive_error_string(l->outer_);
-    l->outer_error_ = msg != nullptr ? msg : "decompression failed";
-    archive_set_error(a, EIO, "%s", l->outer_error_.c_str());
+  auto chunk = l->stream_.Next(l->stream_index_);
+  if (!chunk.ok()) {
+    l->stream_error_ = chunk.error().message();
+    archive_set_error(a, EIO, "%s", l->stream_error_.c_str());
     return -1;
   }
-  if (static_cast<uint64_t>(off) != l->raw_bytes_) {
-    archive_set_error(a, EIO, "the decompressed stream has a gap at byte %llu",
-                      static_cast<unsigned long long>(l->raw_bytes_));
-    return -1;
-  }
-  sha256_update(&l->sha_, len, static_cast<const uint8_t*>(*buf));
-  l->raw_bytes_ += len;
-  return static_cast<la_ssize_t>(len);
+  *buf = chunk->data();
+  return static_cast<la_ssize_t>(chunk->size());
 }
 
 Result<LayerReport> LayerApplier::Run() {
-  ArchiveReadPtr outer(archive_read_new());
-  outer_ = outer.get();
-  archive_read_support_filter_gzip(outer.get());
-  archive_read_support_filter_zstd(outer.get());
-  archive_read_support_format_raw(outer.get());
   std::string where = "layer " + std::to_string(index_);
-  if (archive_read_open(outer.get(), this, nullptr, OuterRead, nullptr) != ARCHIVE_OK)
-    return Error(ErrorCode::kInvalidArgument,
-                 where + ": " + (archive_error_string(outer.get()) ? archive_error_string(outer.get()) : "cannot read"));
-  archive_entry* raw_entry = nullptr;
-  if (archive_read_next_header(outer.get(), &raw_entry) != ARCHIVE_OK)
-    return Error(ErrorCode::kInvalidArgument,
-                 where + ": not a gzip, zstd or uncompressed stream: " +
-                     (archive_error_string(outer.get()) ? archive_error_string(outer.get()) : "?"));
-
   ArchiveReadPtr in(archive_read_new());
   archive_read_support_format_tar(in.get());
-  if (archive_read_open(in.get(), this, nullptr, InnerRead, nullptr) != ARCHIVE_OK)
+  if (archive_read_open(in.get(), this, nullptr, InnerRead, nullptr) != ARCHIVE_OK) {
+    if (!stream_error_.empty()) return Error(ErrorCode::kInvalidArgument, where + ": " + stream_error_);
     return Error(ErrorCode::kInvalidArgument, where + ": not a tar stream: " +
                                                   (archive_error_string(in.get()) ? archive_error_string(in.get()) : "?"));
+  }
   LayerReport report;
   report.index = index_;
   std::string last = "(the first entry)";
@@ -280,7 +227,7 @@ Result<LayerReport> LayerApplier::Run() {
       const char* msg = archive_error_string(in.get());
       return Error(ErrorCode::kInvalidArgument,
                    where + ": reading the tar stream after entry \"" + Printable(last) + "\": " +
-                       (msg != nullptr ? msg : "malformed"));
+                       (!stream_error_.empty() ? stream_error_ : msg != nullptr ? msg : "malformed"));
     }
     ++report.entries;
     const char* p = archive_entry_pathname(e);
@@ -292,18 +239,13 @@ Result<LayerReport> LayerApplier::Run() {
       return s.error();
     }
   }
-  // Trailing bytes after the tar end marker are part of the diff_id.
-  const void* buf;
-  for (;;) {
-    la_ssize_t n = InnerRead(in.get(), this, &buf);
-    if (n == 0) break;
-    if (n < 0) return Error(ErrorCode::kInvalidArgument, where + ": " + outer_error_);
-  }
+  // Trailing bytes after the tar end marker are part of the diff_id: the
+  // stream hashes what is left.
+  auto digest = stream_.Finish(stream_index_);
+  if (!digest.ok()) return Error(ErrorCode::kInvalidArgument, where + ": " + digest.error().message());
   MSB_TRY_STATUS(FinishDirectories());
-  uint8_t digest[SHA256_DIGEST_SIZE];
-  sha256_digest(&sha_, sizeof digest, digest);
-  report.diff_id = "sha256:" + HexLower(digest, sizeof digest);
-  report.bytes = raw_bytes_;
+  report.diff_id = digest->diff_id;
+  report.bytes = digest->bytes;
   return report;
 }
 
@@ -674,11 +616,16 @@ bool XattrAllowed(std::string_view name) {
          name == "system.posix_acl_access" || name == "system.posix_acl_default";
 }
 
-Result<LayerReport> ApplyLayer(int fd, uint64_t size, uint32_t index) {
+Result<LayerReport> ApplyLayer(LayerStream& stream, uint32_t stream_index, uint32_t index) {
   // Files are created with their final permissions (LayerApplier::WriteFile).
   ::umask(0);
-  LayerApplier applier(fd, size, index);
+  LayerApplier applier(stream, stream_index, index);
   return applier.Run();
+}
+
+Result<LayerReport> ApplyLayer(int fd, uint64_t size, uint32_t index) {
+  LayerStream stream({LayerSource{fd, size}});
+  return ApplyLayer(stream, 0, index);
 }
 
 Status RunUnpack(const UnpackRequest& req, const std::function<void(const LayerReport&)>& on_layer) {
@@ -722,8 +669,11 @@ Status RunUnpack(const UnpackRequest& req, const std::function<void(const LayerR
       ::_exit(1);
     }
     ::umask(0);
+    std::vector<LayerSource> sources;
+    for (size_t i = 0; i < req.layers.size(); ++i) sources.push_back({layers[i].get(), req.layers[i].size});
+    LayerStream stream(std::move(sources));
     for (size_t i = 0; i < req.layers.size(); ++i) {
-      auto report = ApplyLayer(layers[i].get(), req.layers[i].size, static_cast<uint32_t>(i));
+      auto report = ApplyLayer(stream, static_cast<uint32_t>(i), static_cast<uint32_t>(i));
       if (!report.ok()) {
         say('E', report.error().message());
         ::_exit(1);
