@@ -31,6 +31,9 @@ struct BuilderVmOptions {
   // Guest RAM (at least 64 MiB is given); TCG and KVM allocate it as the
   // guest touches it.
   uint64_t memory_bytes = 512ull << 20;
+  // vCPUs (1 to 8). Two let unpack mode decompress the next layer while it
+  // applies one (agentd/layer_stream.h); under TCG each is a host thread.
+  int cpus = 2;
   // Extra guest kernel arguments; "" = vm::TscKernelArg() (TCG boots hang
   // without a known TSC rate on a busy host).
   std::string kernel_args;
