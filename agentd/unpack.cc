@@ -7,21 +7,28 @@
 // result is what the OCI image spec's "applying changesets" describes; no
 // entry can create, change or delete anything outside the target's root;
 // every string from the tar is bounded; a layer that does not fit ends with a
-// clean "disk is full" error. Non-goals: speed beyond one pass over the data,
-// ACLs stored as SCHILY.acl records (skipped), sockets (skipped).
+// clean "disk is full" error; one pass over the data, with decompression
+// and hashing on another thread (another vCPU) than the applying. Non-goals:
+// applying entries in parallel, ACLs stored as SCHILY.acl records (skipped),
+// sockets (skipped).
 //
 // Confinement: RunUnpack mounts the target at kTargetMount and forks a child
 // that chroot()s into it before reading any tar byte. From then on every path
 // the child uses is resolved by the kernel inside the target: absolute
 // symlinks and ".." stop at its root, as with openat2 RESOLVE_IN_ROOT, for
 // libarchive's reads and our own system calls alike. The child has no other
-// file system: the layer disks are fds opened before the chroot.
+// file system: the layer disks are fds opened before the chroot. The
+// LayerStream's thread only reads those fds.
 //
-// Data flow per layer: pread from the layer disk, at most `size` bytes
-// (OuterRead) → libarchive with the gzip and zstd filters and the raw format
-// (decompression) → InnerRead, which hashes and counts every uncompressed
-// byte (the diff_id) → libarchive's tar reader → ApplyEntry. After the tar
-// end marker the rest of the uncompressed stream is drained into the hash.
+// Data flow per layer: LayerStream (layer_stream.h), on its own thread and
+// up to kMaxLayerReadAhead bytes ahead, preads the layer disk (at most
+// `size` bytes), decompresses (libarchive's gzip and zstd filters, raw
+// format) and hashes every uncompressed byte (the diff_id) → InnerRead takes
+// its chunks in order → libarchive's tar reader → ApplyEntry. After the tar
+// end marker LayerStream::Finish skips the rest of the stream, still hashed,
+// and gives the digest. Layers apply strictly one after the other; only the
+// reading runs ahead, so layer N+1 is being decompressed while layer N is
+// applied.
 //
 // Per entry (names cleaned by CleanEntryPath, so the path is relative to the
 // root with no "..": an entry that climbs out is an error):
@@ -33,6 +40,12 @@
 // - Otherwise: missing parents are created (0755, root); an existing entry
 //   is replaced unless both are directories (a directory is merged); a
 //   directory replaced by anything else is deleted with its contents.
+//   Under TCG every system call is dear, so the common case costs few:
+//   Create tries the creating call first and looks at what is there only on
+//   EEXIST; `known_dirs_` remembers the parents already checked until the
+//   layer deletes something; a regular file is created with its mode (chmod
+//   only for setuid, setgid and sticky bits) and truncated only when its data
+//   ends in a hole.
 // - Hard links name a target inside the root (cleaned the same way) that
 //   must exist and not be a directory. Symlinks are stored as written.
 // - Owners are numeric (uid/gid), then the mode (setuid survives because it
