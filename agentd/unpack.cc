@@ -8,7 +8,8 @@
 // entry can create, change or delete anything outside the target's root;
 // every string from the tar is bounded; a layer that does not fit ends with a
 // clean "disk is full" error; one pass over the data, with decompression
-// and hashing on another thread (another vCPU) than the applying. Non-goals:
+// and hashing on another thread than the applying (on another vCPU when the
+// builder has more than one). Non-goals:
 // applying entries in parallel, ACLs stored as SCHILY.acl records (skipped),
 // sockets (skipped).
 //

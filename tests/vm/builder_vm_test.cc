@@ -106,11 +106,11 @@ TEST_F(BuilderVmTest, BootsConnectsAndPowersOff) {
     EXPECT_TRUE(has("socket,id=agent,path=" + dir + "/agent.sock"));
     EXPECT_TRUE(has(std::string("virtserialport,chardev=agent,name=") + agent::kPortName));
     EXPECT_TRUE(has("console=ttyS0 quiet panic=-1 reboot=t x=1"));
-    // Two vCPUs by default (agentd/layer_stream.h reads layers ahead on one).
+    // One vCPU by default (builder_vm.h says why).
     auto smp = std::find(a.begin(), a.end(), "-smp");
     ASSERT_NE(smp, a.end());
     ASSERT_NE(smp + 1, a.end());
-    EXPECT_EQ(*(smp + 1), "2");
+    EXPECT_EQ(*(smp + 1), "1");
     // The disks in the order given: the target read-write, the layer read-only.
     const std::string target =
         "id=disk0,file=" + QemuEscape(tmp_) + "/target,,1.ext4,format=raw,if=none,discard=unmap";
