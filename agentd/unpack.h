@@ -49,10 +49,16 @@ Result<Whiteout> ClassifyWhiteout(const std::string& cleaned);
 // skipped.
 bool XattrAllowed(std::string_view name);
 
-// Reads the first `size` bytes of fd (a gzip, zstd or uncompressed tar
-// stream; the compression is detected) and applies the layer onto "/". The
-// calling process must be chrooted into the target file system. `index` only
-// names the layer in errors and the report.
+class LayerStream;
+
+// Applies layer stream_index of stream (layer_stream.h: the decompressed tar,
+// read ahead on another thread) onto "/", then skips the rest of its stream
+// for the diff_id. The calling process must be chrooted into the target file
+// system. `index` only names the layer in errors and the report.
+Result<LayerReport> ApplyLayer(LayerStream& stream, uint32_t stream_index, uint32_t index);
+
+// The same for one layer: the first `size` bytes of fd (a gzip, zstd or
+// uncompressed tar stream; the compression is detected).
 Result<LayerReport> ApplyLayer(int fd, uint64_t size, uint32_t index);
 
 // As PID 1: mounts the target disk, applies every layer in a forked child

@@ -105,9 +105,14 @@ Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
   boot.disks.push_back(vm::VmDisk{disk_, kTargetSerial, false});
   for (size_t i = 0; i < batch.count; ++i)
     boot.disks.push_back(vm::VmDisk{req_.layers[batch.first + i].path, LayerSerial(i), true});
+  auto started = Clock::now();
+  auto ms_since = [&started] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  };
   MSB_TRY(vm::BuilderVm builder, vm::BuilderVm::Boot(vm_, boot));
   agent::FrameChannel& chan = builder.channel();
   MSB_TRY_STATUS(builder.ExchangeHello("msb-unpack", deadline_));
+  MSB_LOG(kDebug, "unpack") << "builder boot " << batch.first << ": hello after " << ms_since() << " ms";
   agent::UnpackRequest ureq;
   ureq.target_serial = kTargetSerial;
   for (size_t i = 0; i < batch.count; ++i) {
@@ -134,6 +139,8 @@ Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
                          " but the image config says " + want +
                          "; the image is corrupt or was tampered with: pull it again");
       results->push_back(LayerResult{r->diff_id, r->entries, r->bytes});
+      MSB_LOG(kDebug, "unpack") << LayerName(global) << " applied after " << ms_since() << " ms ("
+                                << r->entries << " entries, " << r->bytes << " bytes)";
       ++next;
     } else if (f.kind == FrameKind::kResult) {
       MSB_TRY(agent::ResultMsg res, agent::ParseResultMsg(f.payload));
@@ -150,7 +157,9 @@ Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
   }
 
   // The guest has unmounted the target: the result is on the disk already.
+  MSB_LOG(kDebug, "unpack") << "builder boot " << batch.first << ": result after " << ms_since() << " ms";
   (void)builder.PowerOff(std::min(deadline_, Clock::now() + kShutdownGrace));
+  MSB_LOG(kDebug, "unpack") << "builder boot " << batch.first << ": powered off after " << ms_since() << " ms";
   return OkStatus();
 }
 
@@ -212,6 +221,9 @@ Result<FlattenResult> FlattenLayers(const FlattenRequest& req) {
   ::unlink(tmp.c_str());  // a stale one from a builder that died
   MSB_TRY_STATUS(storage::CreateSparseExt4(tmp, result.disk_bytes, kDiskLabel));
   FileGuard tmp_guard(tmp);
+  MSB_LOG(kDebug, "unpack") << "empty target disk made after "
+                            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count()
+                            << " ms";
   Unpacker unpacker(req, std::move(vm_options), tmp, deadline);
   for (size_t first = 0; first < req.layers.size(); first += agent::kMaxUnpackLayers) {
     Batch batch{first, std::min(agent::kMaxUnpackLayers, req.layers.size() - first)};

@@ -30,7 +30,8 @@ struct FlattenRequest {
   std::string output;                   // the base disk to create (must not exist)
   uint64_t disk_bytes = 0;              // 0 = EstimateDiskBytes(layers)
   // The builder VM. Its memory: the guest keeps every path of the layer being
-  // applied (for whiteouts within that layer), about 150 bytes per entry.
+  // applied (for whiteouts within that layer), about 150 bytes per entry,
+  // and up to 16 MiB of decompressed tar read ahead (agentd/layer_stream.h).
   ::msb::vm::BuilderVmOptions vm;
   // The whole unpack; 0 = UnpackTimeout(layers).
   std::chrono::milliseconds timeout{0};

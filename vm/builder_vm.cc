@@ -31,6 +31,7 @@ namespace msb::vm {
 namespace {
 
 constexpr uint64_t kMinMemoryMib = 64;
+constexpr int kMaxCpus = 8;
 // $TMPDIR longer than this leaves no room for "/<prefix>XXXXXX/agent.sock"
 // in a unix socket path (108 bytes).
 constexpr size_t kMaxTmpdir = 60;
@@ -40,16 +41,37 @@ std::string LogTail(const std::string& path, int lines) {
   return tail.empty() ? "(nothing)" : tail;
 }
 
+// Kernel arguments for a TCG guest with more than one vCPU: without them
+// Linux spends about 0.2 s of a TCG boot calibrating the second vCPU's delay
+// loop and checking that the vCPUs' TSCs agree (they do: QEMU derives them
+// from one host clock), then drops the TSC as its clock source. lpj is the
+// delay loop's count per jiffy that the boot CPU computes from the TSC rate
+// (tsc_early_khz) at the guest kernel's HZ of 250 (vm/kernel.config keeps
+// the default); "" when the rate is not in `args`.
+std::string SmpTcgKernelArgs(const std::string& args) {
+  const std::string key = "tsc_early_khz=";
+  size_t at = args.find(key);
+  if (at == std::string::npos) return "";
+  uint64_t khz = std::strtoull(args.c_str() + at + key.size(), nullptr, 10);
+  if (khz == 0) return "";
+  constexpr uint64_t kGuestHz = 250;
+  return "tsc=reliable lpj=" + std::to_string(khz * 1000 / kGuestHz);
+}
+
 std::vector<std::string> Argv(const BuilderVmOptions& o, const std::string& qemu,
                               const BuilderVmBoot& boot, const std::string& dir) {
   MicrovmConfig m;
   m.qemu = qemu;
   m.kvm = o.accel == "kvm";
-  m.cpus = 1;
+  m.cpus = std::clamp(o.cpus, 1, kMaxCpus);
   m.memory_mib = std::max<uint64_t>(o.memory_bytes >> 20, kMinMemoryMib);
   m.kernel = o.kernel;
   m.initramfs = o.initramfs;
   m.kernel_args = o.kernel_args.empty() ? TscKernelArg() : o.kernel_args;
+  if (!m.kvm && m.cpus > 1) {
+    std::string smp = SmpTcgKernelArgs(m.kernel_args);
+    if (!smp.empty()) m.kernel_args += (m.kernel_args.empty() ? "" : " ") + smp;
+  }
   QemuCommandLine cmd = QemuCommandLine::ForMicrovm(m);
   cmd.AttachSerialConsole(dir + "/console.log");
   cmd.AttachAgentPort(dir + "/agent.sock");

@@ -31,6 +31,12 @@ struct BuilderVmOptions {
   // Guest RAM (at least 64 MiB is given); TCG and KVM allocate it as the
   // guest touches it.
   uint64_t memory_bytes = 512ull << 20;
+  // vCPUs (1 to 8). More than one lets unpack mode decompress the next layer
+  // on another vCPU while it applies one (agentd/layer_stream.h). Under TCG
+  // each vCPU is a host thread and guest atomics can stop them all; on a
+  // busy 2-core host two unpacked slower than one (bench/README.md "pull"),
+  // hence 1.
+  int cpus = 1;
   // Extra guest kernel arguments; "" = vm::TscKernelArg() (TCG boots hang
   // without a known TSC rate on a busy host).
   std::string kernel_args;

@@ -1,8 +1,9 @@
 // agentd's unpack mode in-process: entry name cleaning (a property against a
 // reference model), whiteout classification, the xattr filter, the unpack /
 // layer message decoders, and a property of ApplyLayer's whiteout and opaque
-// handling against a model of the OCI rules, applied in a forked child
-// chrooted into a scratch directory (root only; the tars are generated here).
+// handling against a model of the OCI rules, and the parent directories it
+// remembers within a layer, applied in a forked child chrooted into a
+// scratch directory (root only; the tars are generated here).
 // Hostile layers and the real guest are tests/image/flatten_test.cc.
 #include "agentd/unpack.h"
 
@@ -350,6 +351,33 @@ TEST(ApplyLayer, WhiteoutsAndOpaqueDirectoriesFollowTheOciRules) {
     for (const auto& l : layers) ModelApply(want, l);
     RC_ASSERT(got == want);
   }));
+}
+
+// Within one layer a directory's parents are checked once and remembered
+// until something is deleted: here "a" and "a/b" are remembered, then "a" is
+// replaced by a file and by a directory again, and "a/b/h" must get a fresh
+// "a/b". Files are created with their mode (0755 from LayerTar), and an
+// entry over an existing file replaces it.
+TEST(ApplyLayer, ReplacingAParentForgetsTheParentsSeen) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (chroot, owners)";
+  char tmpl[] = "/tmp/msb-apply-layer-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string root = tmpl;
+  std::vector<std::vector<Op>> layers = {
+      {{Op::kFile, "a/b/g", "g"}, {Op::kFile, "c", "old"}},
+      {{Op::kFile, "a/b/g", "g2"}, {Op::kFile, "a", "file"}, {Op::kDir, "a", ""}, {Op::kFile, "a/b/h", "h"},
+       {Op::kFile, "c", "new"}},
+  };
+  std::vector<std::string> diff_ids;
+  std::string error = ApplyInChroot(root, layers, &diff_ids);
+  Tree got = error.empty() ? ReadTree(root) : Tree();
+  struct stat st{};
+  int stat_r = ::stat((root + "/a/b/h").c_str(), &st);
+  std::filesystem::remove_all(root);
+  ASSERT_EQ(error, "");
+  EXPECT_EQ(got, (Tree{{"a", "D"}, {"a/b", "D"}, {"a/b/h", "F:h"}, {"c", "F:new"}}));
+  ASSERT_EQ(stat_r, 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
 }
 
 }  // namespace

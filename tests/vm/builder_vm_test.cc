@@ -106,6 +106,11 @@ TEST_F(BuilderVmTest, BootsConnectsAndPowersOff) {
     EXPECT_TRUE(has("socket,id=agent,path=" + dir + "/agent.sock"));
     EXPECT_TRUE(has(std::string("virtserialport,chardev=agent,name=") + agent::kPortName));
     EXPECT_TRUE(has("console=ttyS0 quiet panic=-1 reboot=t x=1"));
+    // One vCPU by default (builder_vm.h says why).
+    auto smp = std::find(a.begin(), a.end(), "-smp");
+    ASSERT_NE(smp, a.end());
+    ASSERT_NE(smp + 1, a.end());
+    EXPECT_EQ(*(smp + 1), "1");
     // The disks in the order given: the target read-write, the layer read-only.
     const std::string target =
         "id=disk0,file=" + QemuEscape(tmp_) + "/target,,1.ext4,format=raw,if=none,discard=unmap";
@@ -189,6 +194,36 @@ TEST_F(BuilderVmTest, TheVmmRunsJailed) {
   // The read-only disk stays read-only to it.
   EXPECT_NE(report->find("\nwrite " + tmp_ + "/layer.tar Permission denied\n"), std::string::npos) << *report;
   EXPECT_EQ(vm->PowerOff(Clock::now() + std::chrono::seconds(10)).ToString(), "exited with code 0");
+}
+
+// Under TCG with more than one vCPU the guest kernel is told the TSCs agree
+// and the delay loop's rate, from tsc_early_khz at HZ 250; with one vCPU or
+// without a known rate, nothing is added.
+TEST_F(BuilderVmTest, TcgVcpusSkipTheirCalibration) {
+  struct Case {
+    int cpus;
+    std::string args, want;
+  } cases[] = {
+      {2, "tsc_early_khz=2000000", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2000000 tsc=reliable lpj=8000000"},
+      {1, "tsc_early_khz=2000000", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2000000"},
+      {2, "x=1", "console=ttyS0 quiet panic=-1 reboot=t x=1"},
+  };
+  for (const Case& c : cases) {
+    options_.cpus = c.cpus;
+    options_.kernel_args = c.args;
+    {
+      auto vm = BuilderVm::Boot(options_, boot_);
+      ASSERT_TRUE(vm.ok()) << vm.error().message();
+      auto hello = vm->channel().Receive(std::chrono::seconds(10));
+      ASSERT_TRUE(hello.ok()) << hello.error().message();
+      auto a = FakeArgv();
+      EXPECT_EQ(std::count(a.begin(), a.end(), c.want), 1) << c.want;
+      auto smp = std::find(a.begin(), a.end(), "-smp");
+      ASSERT_NE(smp, a.end());
+      EXPECT_EQ(*(smp + 1), std::to_string(c.cpus));
+      vm->PowerOff(Clock::now() + std::chrono::seconds(10));
+    }
+  }
 }
 
 TEST_F(BuilderVmTest, PowerOffKillsAGuestThatDoesNotStop) {
