@@ -225,14 +225,19 @@ TEST_F(BoundsTest, UnderUlimit1024ManyUdpFlowsLeaveExecWorkingAndTheSupervisorId
   EXPECT_LT(flows, 1024 - 64) << "the flows left no reserve: " << *e;
   // Two control connections at once both work, and the supervisor idles
   // meanwhile: without a reserve the second accept fails, and a listener
-  // spinning on it would burn the two seconds the first one lasts.
+  // spinning on it would burn the two seconds the first one lasts. The first
+  // exec is held open on a FIFO until the second has answered, so the two
+  // always overlap however slow the machine.
   double before = CpuSeconds(sup);
   std::string sleeper_out = Home() + "/sleeper.out";
   UniqueFd out(::open(sleeper_out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  ChildProcess sleeper = SpawnMsb({"exec", "box", "--", "sh", "-c", "echo started; sleep 2; echo slept"}, out.get());
+  ChildProcess sleeper = SpawnMsb(
+      {"exec", "box", "--", "sh", "-c", "mkfifo /tmp/gate && echo started && cat /tmp/gate && sleep 2 && echo slept"},
+      out.get());
   EXPECT_THAT(WaitForFileText(sleeper_out, "started", 60), HasSubstr("started"));
   auto t = Msb({"exec", "box", "--", "echo", "second"}, "", 60);
   EXPECT_EQ(t.out, "second\n") << t.err;
+  EXPECT_EQ(Msb({"exec", "box", "--", "sh", "-c", "echo go > /tmp/gate"}, "", 60).code, 0);
   sleeper.Wait();
   double spent = CpuSeconds(sup) - before;
   EXPECT_THAT(Text(sleeper_out), HasSubstr("slept"));

@@ -29,7 +29,7 @@ class VolumesTest : public ProjectTest {
   // One sandbox "web" with `extra` under it, and `tail` after the sandboxes.
   std::string Web(const std::string& extra, const std::string& image = "") {
     return "  web:\n    image: " + (image.empty() ? Rootfs() : image) +
-           "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n" + extra;
+           "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"" + std::string(kKeepAlive) + "\"]\n" + extra;
   }
   MsbResult Exec(const std::string& script) { return Msb({"exec", "web", "--", "/bin/sh", "-c", script}); }
   std::string HostFile(const std::string& path) {
@@ -165,7 +165,7 @@ TEST_F(VolumesTest, NamedVolumeSurvivesReplaceAndDownUntilDownVolumes) {
 TEST_F(VolumesTest, DownOfSomeSandboxesKeepsTheVolumesOthersUse) {
   WriteSandboxfile("name: part\nsandboxes:\n" + Web("    volumes:\n      - data:/data\n") +
                    "  idle:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+                   "\n    memory: 128M\n    command: [\"/bin/sh\", \"-c\", \"" + std::string(kKeepAlive) + "\"]\n"
                    "volumes:\n  data: { size: 16M }\n");
   ASSERT_EQ(InProject({"up"}).code, 0);
   auto down = InProject({"down", "idle", "--volumes"});
