@@ -221,6 +221,16 @@ Status ParseMount(const json& j, size_t index, MountConfig* m) {
 // "ca_pem": empty, or at most kMaxCaPem bytes of printable ASCII, CR and LF
 // that start with a PEM certificate header. Whether it parses as X.509 is the
 // TLS clients' concern: agentd only copies it into trust stores.
+// Host randomness in a boot or builder request: lower-case hex, bounded.
+Status CheckEntropy(const std::string& hex, const char* message) {
+  if (hex.size() > 2 * kMaxBootEntropy || hex.size() % 2 != 0 ||
+      hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return Error(ErrorCode::kProtocol, std::string(message) + ": field \"entropy\": expected at most " +
+                                           std::to_string(kMaxBootEntropy) + " bytes in lower-case hex");
+  }
+  return OkStatus();
+}
+
 Status CheckCaPem(const std::string& pem) {
   if (pem.empty()) return OkStatus();
   auto bad = [](const std::string& why) {
@@ -443,11 +453,7 @@ Result<BootConfig> ParseBootConfig(std::string_view payload) {
   if (m.hostname.size() > 64)
     return Error(ErrorCode::kProtocol, "boot: field \"hostname\": longer than 64 bytes");
   MSB_TRY_STATUS(CheckCaPem(m.ca_pem));
-  if (m.entropy.size() > 2 * kMaxBootEntropy || m.entropy.size() % 2 != 0 ||
-      m.entropy.find_first_not_of("0123456789abcdef") != std::string::npos) {
-    return Error(ErrorCode::kProtocol, "boot: field \"entropy\": expected at most " +
-                                           std::to_string(kMaxBootEntropy) + " bytes in lower-case hex");
-  }
+  MSB_TRY_STATUS(CheckEntropy(m.entropy, "boot"));
   return m;
 }
 
@@ -612,13 +618,28 @@ bool IsSha256Digest(const std::string& d) {
   return d.compare(0, 7, "sha256:") == 0 && IsHex64(std::string_view(d).substr(7));
 }
 
+// GuestStart's fields, flat in the request's object (as in BootConfig's).
+void EncodeStart(const GuestStart& m, json& j) {
+  if (!m.entropy.empty()) j["entropy"] = m.entropy;
+  if (m.time_ns != 0) j["time_ns"] = m.time_ns;
+  if (m.restored) j["restored"] = true;
+}
+
+void ParseStart(Fields& f, GuestStart& m) {
+  f.Str("entropy", m.entropy);
+  f.Int("time_ns", m.time_ns, 0, std::numeric_limits<int64_t>::max());
+  f.Bool("restored", m.restored);
+}
+
 }  // namespace
 
 std::string Encode(const UnpackRequest& m) {
   json layers = json::array();
   for (const UnpackLayer& l : m.layers)
     layers.push_back({{"serial", l.serial}, {"size", l.size}, {"media_type", l.media_type}});
-  return Dump(json{{"target_serial", m.target_serial}, {"layers", layers}});
+  json j{{"target_serial", m.target_serial}, {"layers", layers}};
+  EncodeStart(m.start, j);
+  return Dump(j);
 }
 
 std::string Encode(const LayerReport& m) {
@@ -630,7 +651,9 @@ Result<UnpackRequest> ParseUnpackRequest(std::string_view payload) {
   UnpackRequest m;
   Fields f(j, "unpack");
   f.Str("target_serial", m.target_serial, true);
+  ParseStart(f, m.start);
   MSB_TRY_STATUS(f.status());
+  MSB_TRY_STATUS(CheckEntropy(m.start.entropy, "unpack"));
   if (!PrintableSerial(m.target_serial))
     return Error(ErrorCode::kProtocol, "unpack: field \"target_serial\": expected 1 to " +
                                            std::to_string(kMaxDiskSerial) + " printable bytes");
@@ -677,7 +700,9 @@ Result<LayerReport> ParseLayerReport(std::string_view payload) {
 std::string Encode(const ExportRequest& m) {
   json layers = json::array();
   for (const ExportLayer& l : m.layers) layers.push_back({{"serial", l.serial}, {"output_serial", l.output_serial}});
-  return Dump(json{{"layers", layers}});
+  json j{{"layers", layers}};
+  EncodeStart(m.start, j);
+  return Dump(j);
 }
 
 std::string Encode(const ExportReport& m) {
@@ -687,6 +712,10 @@ std::string Encode(const ExportReport& m) {
 Result<ExportRequest> ParseExportRequest(std::string_view payload) {
   MSB_TRY(json j, ParseObject(payload, "export"));
   ExportRequest m;
+  Fields f(j, "export");
+  ParseStart(f, m.start);
+  MSB_TRY_STATUS(f.status());
+  MSB_TRY_STATUS(CheckEntropy(m.start.entropy, "export"));
   auto it = j.find("layers");
   if (it == j.end() || !it->is_array())
     return Error(ErrorCode::kProtocol, "export: field \"layers\": expected an array of objects");

@@ -183,9 +183,19 @@ struct UnpackLayer {
   uint64_t size = 0;       // the blob's exact byte length
   std::string media_type;  // informational: the compression is detected
 };
+// What a builder VM's agentd does before it reads any disk, as a sandbox's
+// does on kBoot (BootConfig's fields of the same names): add the host's
+// randomness, set the clock and, restored from a builder template
+// (vm/builder_vm.h), probe the disks again. Sent in kUnpack and kExport.
+struct GuestStart {
+  std::string entropy;  // hex, at most kMaxBootEntropy bytes; "" = none
+  int64_t time_ns = 0;  // 0 = leave the clock alone
+  bool restored = false;
+};
 struct UnpackRequest {
   std::string target_serial;
   std::vector<UnpackLayer> layers;
+  GuestStart start;
 };
 // kLayer, agent→host, one per layer applied, in order.
 struct LayerReport {
@@ -210,6 +220,7 @@ struct ExportLayer {
 };
 struct ExportRequest {
   std::vector<ExportLayer> layers;
+  GuestStart start;
 };
 // kExported, agent→host, one per layer written, in order.
 struct ExportReport {

@@ -566,6 +566,17 @@ Status Server::Thaw(const std::string& why) {
   return OkStatus();
 }
 
+// A builder VM's first steps, as HandleBoot's for a sandbox: its own
+// randomness and clock and, restored from a template, its own disks.
+Status Server::StartBuilder(const GuestStart& start) {
+  if (auto s = AddEntropy(start.entropy); !s.ok()) return s.error().Wrap("seeding the random pool");
+  if (auto s = SetClock(start.time_ns); !s.ok()) Diag("setting the clock: " + s.error().message());
+  if (start.restored) {
+    if (auto s = ReprobeDisks(); !s.ok()) return s.error().Wrap("probing the disks again");
+  }
+  return OkStatus();
+}
+
 // Unpack mode (unpack.h): instead of kBoot, PID 1 applies image layers onto
 // a target disk and reports each layer; the loop is blocked meanwhile (there
 // is nothing else to serve), and afterwards only kShutdown is.
@@ -576,7 +587,8 @@ void Server::HandleUnpack(const Frame& f) {
   if (!req.ok()) return SendError(kChannelId, req.error().message());
   booted_ = true;
   state_ = ServerState::kUnpacked;
-  Status s = RunUnpack(*req, [this](const LayerReport& r) {
+  Status s = StartBuilder(req->start);
+  if (s.ok()) s = RunUnpack(*req, [this](const LayerReport& r) {
     Queue(kChannelId, FrameKind::kLayer, Encode(r));
     FlushBlocking(std::chrono::seconds(10));
   });
@@ -594,7 +606,8 @@ void Server::HandleExport(const Frame& f) {
   if (!req.ok()) return SendError(kChannelId, req.error().message());
   booted_ = true;
   state_ = ServerState::kUnpacked;
-  Status s = RunExport(*req, [this](const ExportReport& r) {
+  Status s = StartBuilder(req->start);
+  if (s.ok()) s = RunExport(*req, [this](const ExportReport& r) {
     Queue(kChannelId, FrameKind::kExported, Encode(r));
     FlushBlocking(std::chrono::seconds(10));
   });

@@ -82,6 +82,7 @@ class Server {
   Status Thaw(const std::string& why);
   void HandleUnpack(const Frame& f);
   void HandleExport(const Frame& f);
+  Status StartBuilder(const GuestStart& start);
   Status CheckNewId(uint32_t id) const;
   Session* Find(uint32_t id);
 

@@ -28,7 +28,7 @@ namespace {
 constexpr auto kStaleBuild = std::chrono::hours(1);
 
 nlohmann::json TemplateJson(const vm::TemplateInfo& t) {
-  return {{"key", t.key},     {"valid", t.valid},   {"size", t.size},   {"created", t.created},
+  return {{"key", t.key},     {"kind", t.kind},     {"valid", t.valid},   {"size", t.size},   {"created", t.created},
           {"cpus", t.cpus},   {"memory_mib", t.memory_mib}, {"accel", t.accel}, {"kernel", t.kernel},
           {"disks", t.disks}, {"network", t.network}};
 }
@@ -37,14 +37,14 @@ int Ls(bool json_out) {
   auto all = vm::ListTemplates();
   nlohmann::json arr = nlohmann::json::array();
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"KEY", "CPUS", "MEMORY", "DISKS", "NETWORK", "ACCEL", "SIZE", "CREATED"});
+  rows.push_back({"KEY", "FOR", "CPUS", "MEMORY", "DISKS", "NETWORK", "ACCEL", "SIZE", "CREATED"});
   for (const auto& t : all) {
     arr.push_back(TemplateJson(t));
     if (!t.valid) {
-      rows.push_back({t.key, "-", "-", "-", "-", "-", "-", "invalid (msb template prune removes it)"});
+      rows.push_back({t.key, "-", "-", "-", "-", "-", "-", "-", "invalid (msb template prune removes it)"});
       continue;
     }
-    rows.push_back({t.key, std::to_string(t.cpus), schema::FormatSize(t.memory_mib << 20), std::to_string(t.disks),
+    rows.push_back({t.key, t.kind, std::to_string(t.cpus), schema::FormatSize(t.memory_mib << 20), std::to_string(t.disks),
                     t.network ? "yes" : "no", t.accel, schema::FormatSize(t.size), t.created});
   }
   if (json_out) {

@@ -68,6 +68,7 @@ class Unpacker {
       : req_(req), vm_(std::move(vm)), disk_(std::move(disk)), deadline_(deadline) {}
 
   Status Run(const Batch& batch, std::vector<LayerResult>* results);
+  int restored() const { return restored_; }
 
  private:
   std::string LayerName(size_t global) const {
@@ -80,6 +81,7 @@ class Unpacker {
   vm::BuilderVmOptions vm_;
   std::string disk_;
   Clock::time_point deadline_;
+  int restored_ = 0;
 };
 
 // "layer N: rest" from the guest (N within the batch) → the request's layer.
@@ -110,11 +112,14 @@ Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
   };
   MSB_TRY(vm::BuilderVm builder, vm::BuilderVm::Boot(vm_, boot));
+  if (builder.restored()) ++restored_;
   agent::FrameChannel& chan = builder.channel();
   MSB_TRY_STATUS(builder.ExchangeHello("msb-unpack", deadline_));
-  MSB_LOG(kDebug, "unpack") << "builder boot " << batch.first << ": hello after " << ms_since() << " ms";
+  MSB_LOG(kDebug, "unpack") << "builder boot " << batch.first << " (" << builder.how() << "): hello after "
+                            << ms_since() << " ms";
   agent::UnpackRequest ureq;
   ureq.target_serial = kTargetSerial;
+  ureq.start = builder.Start();
   for (size_t i = 0; i < batch.count; ++i) {
     const UnpackLayerSpec& l = req_.layers[batch.first + i];
     ureq.layers.push_back({LayerSerial(i), l.size, l.media_type});
@@ -230,6 +235,7 @@ Result<FlattenResult> FlattenLayers(const FlattenRequest& req) {
     MSB_TRY_STATUS(unpacker.Run(batch, &result.layers));
     ++result.boots;
   }
+  result.restored = unpacker.restored();
 
   {
     UniqueFd fd(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));

@@ -47,6 +47,7 @@ struct FlattenResult {
   std::vector<LayerResult> layers;  // in request order
   uint64_t disk_bytes = 0;          // the output's (sparse) size
   int boots = 0;                    // builder VMs run (kMaxUnpackLayers layers each)
+  int restored = 0;                 // of them, restored from a builder template
 };
 
 // Flattens request.layers into request.output. The disk is built at

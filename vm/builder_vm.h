@@ -1,10 +1,23 @@
 // BuilderVm: a one-shot microVM that boots agentd with a list of disks and
 // hands its caller the agent channel and the QEMU process; the image builder
-// (image/flatten.cc) unpacks layers in one. Not a sandbox: no supervisor, QMP,
+// (image/flatten.cc) unpacks layers in one. Not a sandbox: no supervisor,
 // network, shares, restarts or event loop; and no protocol beyond the
 // opening hello and powering off: the caller speaks its requests over
-// channel(). Its command line is
-// vm/qemu_cmdline.h's, like the sandbox's.
+// channel(). Its command line is vm/qemu_cmdline.h's, like the sandbox's.
+//
+// Builder templates: like a sandbox (vm/template.h), a builder VM is
+// restored from a saved VM whose agentd said hello, when one fits, instead
+// of booting its kernel. Its key covers the builder's command line with the
+// disks at their slots; the disks are padded with empty read-only ones to
+// 2, 3, 5, 9, 17 or 21 (PaddedDiskCount), so images of nearby layer counts
+// share a template. The first boot of a layout builds it (a cold boot and
+// a save, under templates/<key>.lock). The restore starts QEMU with
+// `-incoming fd:0` and its monitor, and waits until QEMU has loaded the
+// stream and runs the guest (query-status, the RESUME event); a restore QEMU
+// cannot load removes the template and boots cold, saying why in the log.
+// The restored agentd already said hello, so ExchangeHello only answers it,
+// and the caller's request carries Start() (restored: the guest probes its
+// disks again, reseeds and sets its clock first).
 #pragma once
 
 #include <chrono>
@@ -14,6 +27,7 @@
 #include <vector>
 
 #include "agent/channel.h"
+#include "agent/messages.h"
 #include "common/child.h"
 #include "common/result.h"
 #include "vm/devices.h"
@@ -37,12 +51,15 @@ struct BuilderVmOptions {
   // busy 2-core host two unpacked slower than one (bench/README.md "pull"),
   // hence 1.
   int cpus = 1;
-  // Extra guest kernel arguments; "" = vm::TscKernelArg() (TCG boots hang
-  // without a known TSC rate on a busy host).
+  // Extra guest kernel arguments; "" = vm::TscKernelArg(), measured once
+  // per process (TCG boots hang without a known TSC rate on a busy host).
   std::string kernel_args;
   // QEMU starts in its jail (vm/jail.h). Off only for a stand-in QEMU in
-  // tests that needs the host around it.
+  // tests that needs the host around it; then there is no template either.
   bool jail = true;
+  // "auto": restore a builder template when one fits, building it on first
+  // use; "cold": always boot the kernel. MSB_BOOT=cold forces cold too.
+  std::string boot_mode = "auto";
 };
 
 // One boot: its disks, and how its errors and scratch directory are named.
@@ -78,6 +95,14 @@ class BuilderVm {
   agent::FrameChannel& channel() { return channel_; }
   ChildProcess& process() { return qemu_; }
 
+  // Restored from a builder template (else booted cold); how, or why not.
+  bool restored() const { return restored_; }
+  const std::string& how() const { return how_; }
+
+  // What the caller's request (unpack, export) carries for agentd to do
+  // first: fresh host randomness, the clock, restored().
+  agent::GuestStart Start() const;
+
   // kUnavailable "<name> <what>; its console:\n<tail>\nQEMU:\n<tail>".
   Error Fail(const std::string& what) const;
 
@@ -86,7 +111,9 @@ class BuilderVm {
   Result<agent::Frame> Receive(Clock::time_point deadline);
 
   // The opening of the protocol: agentd's hello, which must come first and
-  // speak agent::kProtocolVersion, then the host's, naming `software`.
+  // speak agent::kProtocolVersion, then the host's, naming `software`. A
+  // restored agentd said its hello to the template's build: only the host's
+  // is sent.
   Status ExchangeHello(const std::string& software, Clock::time_point deadline);
 
   // Asks agentd to power off (kShutdown), waits until the channel closes and
@@ -114,12 +141,25 @@ class BuilderVm {
       : scratch_(std::move(scratch)), qemu_(std::move(qemu)), channel_(std::move(agent)),
         name_(std::move(name)) {}
   static Error Fail(const std::string& name, const std::string& dir, const std::string& what);
+  static Result<BuilderVm> BootCold(const BuilderVmOptions& options, const std::string& qemu,
+                                    const BuilderVmBoot& boot);
+  // kUnavailable when QEMU could not load the stream (the template is bad),
+  // kTimeout when it did not finish loading in time.
+  static Result<BuilderVm> Restore(const BuilderVmOptions& options, const std::string& qemu,
+                                   const BuilderVmBoot& boot, const std::string& state_path);
 
   // Destroyed in reverse: the channel, then QEMU, then the directory.
   ScratchDir scratch_;
   ChildProcess qemu_;
   agent::FrameChannel channel_;
   std::string name_;
+  UniqueFd qmp_;  // a restored VM's monitor, held until the end
+  bool restored_ = false;
+  std::string how_;
 };
+
+// The builder's disks padded for a template: 2, 3, 5, 9, 17, then 21 (the
+// most an unpack attaches); more than 21 are not padded.
+size_t PaddedDiskCount(size_t disks);
 
 }  // namespace msb::vm

@@ -207,7 +207,7 @@ VmmJail SandboxJail(const VmSpec& s) {
   return j;
 }
 
-VmmJail BuilderJail(const BuilderVmOptions& o, const BuilderVmBoot& boot, const std::string& dir) {
+VmmJail BuilderJail(const BuilderVmOptions& o, const BuilderVmBoot& boot, const std::string& dir, bool qmp) {
   VmmJail j;
   j.root = dir + "/jail";
   j.kvm = o.accel == "kvm";
@@ -216,6 +216,7 @@ VmmJail BuilderJail(const BuilderVmOptions& o, const BuilderVmBoot& boot, const 
   for (const VmDisk& d : boot.disks) j.paths.push_back({d.path, !d.read_only});
   j.paths.push_back({dir + "/console.log", true});
   j.paths.push_back({dir + "/agent.sock", true});
+  if (qmp) j.paths.push_back({dir + "/qmp.sock", true});
   return j;
 }
 

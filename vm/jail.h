@@ -70,9 +70,10 @@ uid_t JailIdFor(const std::string& root);
 // it connects to (the console's among them: the supervisor writes
 // console.log) writable. The root is <dir>/jail.
 VmmJail SandboxJail(const VmSpec& spec);
-// The same for a builder VM whose scratch directory is `dir`.
+// The same for a builder VM whose scratch directory is `dir`; with `qmp`,
+// its monitor socket <dir>/qmp.sock too (a template's build and restore).
 VmmJail BuilderJail(const BuilderVmOptions& options, const BuilderVmBoot& boot,
-                    const std::string& dir);
+                    const std::string& dir, bool qmp = false);
 
 // Prepares the host side (the root directory, ownership of the writable
 // paths, read access to the read-only ones) and sets opts->clone_flags and

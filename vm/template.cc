@@ -31,6 +31,7 @@
 #include "common/unix_socket.h"
 #include "vm/guest_text.h"
 #include "vm/jail.h"
+#include "vm/qmp_sync.h"
 
 namespace msb::vm {
 
@@ -106,100 +107,43 @@ Result<json> FileIdentity(const std::string& path) {
               {"ctime_ns", ns(st.st_ctim)}};
 }
 
-// A blocking QMP exchange on a connected socket, each step bounded by the
-// build's deadline. Events are skipped.
-class QmpSync {
- public:
-  QmpSync(int fd, Clock::time_point deadline) : fd_(fd), deadline_(deadline) {}
-
-  Status Handshake() {
-    MSB_TRY(json greeting, NextMessage());
-    if (!greeting.contains("QMP")) return Error(ErrorCode::kProtocol, "QEMU's monitor sent no greeting");
-    MSB_TRY_STATUS(Call("qmp_capabilities", nullptr));
-    return OkStatus();
-  }
-
-  // Sends the command (with `pass_fd` as SCM_RIGHTS when >= 0) and returns
-  // its "return" value, or its "error" as an error.
-  Result<json> Call(const std::string& command, json arguments, int pass_fd = -1) {
-    json cmd{{"execute", command}};
-    if (!arguments.is_null()) cmd["arguments"] = std::move(arguments);
-    std::string line = cmd.dump() + "\n";
-    Status sent = pass_fd >= 0 ? SendWithFd(fd_, line, pass_fd) : WriteAll(fd_, line);
-    if (!sent.ok()) return sent.error().Wrap("sending " + command + " to QEMU");
-    for (;;) {
-      MSB_TRY(json reply, NextMessage());
-      if (reply.contains("return")) return reply["return"];
-      if (reply.contains("error")) {
-        std::string desc = reply["error"].is_object() ? reply["error"].value("desc", std::string("?")) : "?";
-        return Error(ErrorCode::kUnavailable, "QEMU refused " + command + ": " + BoundedGuestText(desc));
-      }
-    }
-  }
-
- private:
-  Result<json> NextMessage() {
-    for (;;) {
-      if (size_t nl = in_.find('\n'); nl != std::string::npos) {
-        json j = json::parse(in_.substr(0, nl), nullptr, false);
-        in_.erase(0, nl + 1);
-        if (j.is_discarded() || !j.is_object()) return Error(ErrorCode::kProtocol, "QEMU's monitor sent malformed JSON");
-        if (j.contains("event")) continue;
-        return j;
-      }
-      if (in_.size() > (1u << 20)) return Error(ErrorCode::kProtocol, "QEMU's monitor sent an overlong line");
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now()).count();
-      if (left <= 0) return Error(ErrorCode::kTimeout, "QEMU's monitor did not answer in time");
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return Error::FromErrno("poll");
-      if (p.revents == 0) continue;
-      char buf[4096];
-      ssize_t n = ::read(fd_, buf, sizeof buf);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n <= 0) return Error(ErrorCode::kUnavailable, "QEMU closed its monitor");
-      in_.append(buf, static_cast<size_t>(n));
-    }
-  }
-
-  int fd_;
-  Clock::time_point deadline_;
-  std::string in_;
-};
-
-// One template build in `work`: boots the VM to agentd's hello, then stops
-// and saves it into work/state. The ChildProcess kills QEMU on any return.
-Status BuildIn(const VmSpec& spec, const std::string& qemu, const std::string& work) {
-  const auto deadline = Clock::now() + std::chrono::milliseconds(spec.boot_timeout_ms);
-  VmSpec t = TemplateSpec(spec, work, false);
-  for (const std::string& disk : PlaceholderDisks(t)) {
+// One template build in `work` from `vm`'s plan: boots the VM to agentd's
+// hello, then saves it into work/state. The ChildProcess kills QEMU on any
+// return.
+Status BuildIn(const TemplateVm& vm, int timeout_ms, const std::string& work) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (const std::string& disk : vm.placeholders) {
     UniqueFd f(::open(disk.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!f) return Error::FromErrno("creating " + disk);
   }
   // Every socket QEMU connects to listens before it starts.
-  MSB_TRY(UniqueFd console_l, ListenUnix(t.ConsoleSocket(), true, 1));
-  MSB_TRY(UniqueFd qmp_l, ListenUnix(t.QmpSocket(), true, 1));
-  MSB_TRY(UniqueFd agent_l, ListenUnix(t.AgentSocket(), true, 1));
-  UniqueFd net_l;
-  if (t.network) {
-    MSB_TRY(net_l, ListenUnix(t.NetSocket(), true, 1));
+  UniqueFd console_l, net_l, console_log;
+  if (!vm.console_socket.empty()) {
+    MSB_TRY(console_l, ListenUnix(vm.console_socket, true, 1));
+    console_log.Reset(::open(vm.console_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!console_log) return Error::FromErrno("creating " + vm.console_log);
   }
-  UniqueFd console_log(::open(t.ConsoleLog().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  MSB_TRY(UniqueFd qmp_l, ListenUnix(vm.qmp_socket, true, 1));
+  MSB_TRY(UniqueFd agent_l, ListenUnix(vm.agent_socket, true, 1));
+  if (!vm.net_socket.empty()) {
+    MSB_TRY(net_l, ListenUnix(vm.net_socket, true, 1));
+  }
   const std::string qemu_log_path = work + "/qemu.log";
   UniqueFd qemu_log(::open(qemu_log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!qemu_log || !console_log) return Error::FromErrno("creating the template's logs in " + work);
+  if (!qemu_log) return Error::FromErrno("creating " + qemu_log_path);
 
   SpawnOptions opts;
-  opts.argv = QemuArgv(t, qemu);
+  opts.argv = vm.argv;
   opts.stdout_fd = qemu_log.get();
   opts.stderr_fd = qemu_log.get();
   opts.parent_death_signal = SIGKILL;
-  MSB_TRY_STATUS(ConfineVmm(SandboxJail(t), &opts));
+  MSB_TRY_STATUS(ConfineVmm(vm.jail, &opts));
   MSB_TRY(ChildProcess child, ChildProcess::Spawn(opts));
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, child.pid(), 0)));
   if (!pidfd) return Error::FromErrno("pidfd_open");
 
   auto failed = [&](const std::string& what) {
-    std::string why = what + "; last console lines:\n" + GuestLogTail(t.ConsoleLog(), 10);
+    std::string why = what + "; last console lines:\n" + GuestLogTail(vm.console_log, 10);
     if (auto q = ReadFile(qemu_log_path); q.ok() && !q->empty()) why += "\nQEMU said:\n" + GuestLogTail(qemu_log_path, 5);
     return Error(ErrorCode::kUnavailable, why);
   };
@@ -217,7 +161,7 @@ Status BuildIn(const VmSpec& spec, const std::string& qemu, const std::string& w
                             {agent ? agent.get() : agent_l.get(), POLLIN, 0},
                             {net ? net.get() : net_l.get(), POLLIN, 0}};
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return failed("the template's guest did not say hello within " + std::to_string(spec.boot_timeout_ms / 1000) + " s");
+    if (left <= 0) return failed("the template's guest did not say hello within " + std::to_string(timeout_ms / 1000) + " s");
     int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::min<int64_t>(left, 1000)));
     if (n < 0 && errno != EINTR) return Error::FromErrno("poll");
     if (n <= 0) continue;
@@ -282,7 +226,7 @@ Status BuildIn(const VmSpec& spec, const std::string& qemu, const std::string& w
     qmp.Reset(fd);
   }
 
-  // Save the guest where it waits for its boot message. It is not stopped
+  // Save the guest where it waits for its host's hello. It is not stopped
   // first: the stream then records it as running, and a restore resumes it
   // without a `cont` (QEMU keeps a saved paused state paused). Idle, it
   // dirties almost nothing while the save goes on; the save is not throttled.
@@ -333,27 +277,34 @@ std::string ColdBootReason(const VmSpec& spec) {
   return "";
 }
 
-Result<std::string> TemplateKey(const VmSpec& spec, const std::string& qemu) {
+Result<std::string> TemplateKeyOf(std::string_view kind,
+                                  const std::vector<std::pair<std::string, std::string>>& files,
+                                  const std::vector<std::string>& argv) {
   Sha256 h;
   h.Update("msb-template " + std::to_string(kTemplateFormat) + "\n");
+  if (kind != kSandboxTemplate) h.Update("kind " + std::string(kind) + "\n");
   // The kernel, initramfs and QEMU by path and identity, not by content:
   // hashing them would cost every start a tenth of a second, and any change
   // to one of them changes its identity.
-  for (const auto& [what, path] : {std::pair<const char*, std::string>{"kernel", spec.kernel},
-                                   {"initramfs", spec.initramfs}, {"qemu", qemu}}) {
+  for (const auto& [what, path] : files) {
     if (path.empty()) continue;
     MSB_TRY(json id, FileIdentity(path));
     // Not its change time: the jail grants read access to these files
     // (vm/jail.h ConfineVmm), which touches it on every start.
     id.erase("ctime_ns");
-    h.Update(std::string(what) + " " + path + " " + id.dump() + "\n");
+    h.Update(what + " " + path + " " + id.dump() + "\n");
   }
   // The command line with its paths normalised: machine and device layout.
-  for (const std::string& arg : QemuArgv(TemplateSpec(spec, "/t", true), "qemu")) {
+  for (const std::string& arg : argv) {
     h.Update(arg);
     h.Update(std::string_view("\0", 1));
   }
   return h.HexFinal().substr(0, 32);
+}
+
+Result<std::string> TemplateKey(const VmSpec& spec, const std::string& qemu) {
+  return TemplateKeyOf(kSandboxTemplate, {{"kernel", spec.kernel}, {"initramfs", spec.initramfs}, {"qemu", qemu}},
+                       QemuArgv(TemplateSpec(spec, "/t", true), "qemu"));
 }
 
 void RemoveTemplate(const std::string& key) {
@@ -361,27 +312,21 @@ void RemoveTemplate(const std::string& key) {
   std::filesystem::remove_all(KeyDir(key), ec);
 }
 
-TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
+TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& what, int timeout_ms,
+                                  const std::function<TemplateVm(const std::string& work)>& plan) {
   TemplateChoice c;
-  c.why_cold = ColdBootReason(spec);
-  if (!c.why_cold.empty()) return c;
-  auto key = TemplateKey(spec, qemu);
-  if (!key.ok()) {
-    c.why_cold = "no template key: " + key.error().message();
-    return c;
-  }
   const std::string root = TemplatesDir();
   if (auto s = MakeDirs(root, 0700); !s.ok()) {
     c.why_cold = s.error().message();
     return c;
   }
   // One builder per key; the others wait and then find it.
-  UniqueFd lock(::open((root + "/" + *key + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  UniqueFd lock(::open((root + "/" + key + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
-    c.why_cold = "cannot lock template " + *key + ": " + std::strerror(errno);
+    c.why_cold = "cannot lock template " + key + ": " + std::strerror(errno);
     return c;
   }
-  const std::string dir = KeyDir(*key);
+  const std::string dir = KeyDir(key);
   const std::string state = dir + "/" + kStateName;
   struct stat st{};
   if (::stat(dir.c_str(), &st) == 0) {
@@ -399,12 +344,12 @@ TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
       problem = "its state file changed since it was made";
     }
     if (problem.empty()) {
-      c.key = *key;
+      c.key = key;
       c.state_path = state;
       return c;
     }
-    RemoveTemplate(*key);
-    c.why_cold = "template " + *key + " is corrupt (" + problem + "); removed it";
+    RemoveTemplate(key);
+    c.why_cold = "template " + key + " is corrupt (" + problem + "); removed it";
     return c;
   }
   // Build it.
@@ -413,7 +358,7 @@ TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
     c.why_cold = std::string("cannot make a template build directory: ") + std::strerror(errno);
     return c;
   }
-  Status built = BuildIn(spec, qemu, work);
+  Status built = BuildIn(plan(work), timeout_ms, work);
   std::string sum;
   if (built.ok()) {
     auto s = Sha256File(work + "/" + kStateName);
@@ -433,17 +378,18 @@ TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
     if (built.ok() && !id.ok()) built = id.error();
     if (built.ok()) {
       json meta{{"format", kTemplateFormat},
-                {"key", *key},
+                {"key", key},
                 {"sha256", sum},
                 {"size", static_cast<uint64_t>(sst.st_size)},
                 {"file", *id},
                 {"created", NowIso()},
-                {"cpus", spec.cpus},
-                {"memory_mib", spec.memory_bytes >> 20},
-                {"accel", spec.accel},
-                {"kernel", spec.kernel},
-                {"disks", PlaceholderDisks(TemplateSpec(spec, "/t", true)).size()},
-                {"network", spec.network.has_value()}};
+                {"kind", what.kind},
+                {"cpus", what.cpus},
+                {"memory_mib", what.memory_mib},
+                {"accel", what.accel},
+                {"kernel", what.kernel},
+                {"disks", what.disks},
+                {"network", what.network}};
       if (auto w = WriteFileAtomic(ready + "/" + kMetaName, meta.dump(2) + "\n", 0600); !w.ok()) {
         built = w;
       } else if (::rename(ready.c_str(), dir.c_str()) != 0) {
@@ -456,13 +402,45 @@ TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
   std::error_code ec;
   std::filesystem::remove_all(work, ec);
   if (!built.ok()) {
-    c.why_cold = "building template " + *key + " failed: " + built.error().message();
+    c.why_cold = "building template " + key + " failed: " + built.error().message();
     return c;
   }
-  c.key = *key;
+  c.key = key;
   c.state_path = state;
   c.built = true;
   return c;
+}
+
+TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
+  TemplateChoice c;
+  c.why_cold = ColdBootReason(spec);
+  if (!c.why_cold.empty()) return c;
+  auto key = TemplateKey(spec, qemu);
+  if (!key.ok()) {
+    c.why_cold = "no template key: " + key.error().message();
+    return c;
+  }
+  TemplateMeta what;
+  what.kind = kSandboxTemplate;
+  what.cpus = spec.cpus;
+  what.memory_mib = spec.memory_bytes >> 20;
+  what.accel = spec.accel;
+  what.kernel = spec.kernel;
+  what.disks = static_cast<int>(PlaceholderDisks(TemplateSpec(spec, "/t", true)).size());
+  what.network = spec.network.has_value();
+  return PrepareTemplateFor(*key, what, spec.boot_timeout_ms, [&](const std::string& work) {
+    VmSpec t = TemplateSpec(spec, work, false);
+    TemplateVm vm;
+    vm.argv = QemuArgv(t, qemu);
+    vm.jail = SandboxJail(t);
+    vm.placeholders = PlaceholderDisks(t);
+    vm.qmp_socket = t.QmpSocket();
+    vm.agent_socket = t.AgentSocket();
+    vm.console_socket = t.ConsoleSocket();
+    vm.console_log = t.ConsoleLog();
+    if (t.network) vm.net_socket = t.NetSocket();
+    return vm;
+  });
 }
 
 std::vector<TemplateInfo> ListTemplates() {
@@ -483,6 +461,7 @@ std::vector<TemplateInfo> ListTemplates() {
       t.memory_mib = m.value("memory_mib", uint64_t{0});
       t.accel = m.value("accel", std::string());
       t.kernel = m.value("kernel", std::string());
+      t.kind = m.value("kind", std::string(kSandboxTemplate));
       t.disks = m.value("disks", 0);
       t.network = m.value("network", false);
     }

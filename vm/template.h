@@ -25,15 +25,23 @@
 // network device and its MAC). A config that changes any of these gets
 // another key; nothing else decides whether a template fits.
 //
+// Builder VMs (vm/builder_vm.h) keep templates here too, of their own kind:
+// their key covers their own command line (TemplateKeyOf), and they build
+// them through PrepareTemplateFor with their own plan (TemplateVm).
+//
 // Not migratable: vhost-user-fs (virtio-fs shares) blocks migration in QEMU
 // 7.2, so a sandbox with shares boots cold (ColdBootReason).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
+#include "vm/jail.h"
 #include "vm/spec.h"
 
 namespace msb::vm {
@@ -48,8 +56,19 @@ std::string TemplatesDir();
 // spec.boot_mode "cold" (the Sandboxfile's `boot: cold`), or shares.
 std::string ColdBootReason(const VmSpec& spec);
 
+// Kinds of template (meta.json "kind").
+inline constexpr char kSandboxTemplate[] = "sandbox";
+inline constexpr char kBuilderTemplate[] = "builder";
+
 // The template key for spec (hex, 32 digits) run by `qemu`.
 Result<std::string> TemplateKey(const VmSpec& spec, const std::string& qemu);
+
+// The key of a template of `kind`: `files` (name, path; "" paths skipped) by
+// path and identity, and `argv`, the VM's QEMU command line with every path
+// in it normalised (the same for every VM that may share the template).
+Result<std::string> TemplateKeyOf(std::string_view kind,
+                                  const std::vector<std::pair<std::string, std::string>>& files,
+                                  const std::vector<std::string>& argv);
 
 // What a start will restore from, or why it boots cold.
 struct TemplateChoice {
@@ -64,11 +83,44 @@ struct TemplateChoice {
 // spec.boot_timeout_ms). Never fails: any problem is a cold boot with a reason.
 TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu);
 
+// How to build one template in the build directory `work`: QEMU's command
+// line (without -incoming) and jail, with every path in `work`. QEMU connects
+// to the sockets, which the build listens on; it boots the guest until
+// agentd's hello and saves it over the monitor.
+struct TemplateVm {
+  std::vector<std::string> argv;
+  VmmJail jail;
+  std::vector<std::string> placeholders;  // empty files made first: its disks
+  std::string qmp_socket;
+  std::string agent_socket;
+  std::string console_socket;  // "" = QEMU writes console_log itself
+  std::string console_log;     // its tail goes into a failed build's error
+  std::string net_socket;      // "" = no network device
+};
+
+// What meta.json records of a template (msb template ls).
+struct TemplateMeta {
+  std::string kind = kSandboxTemplate;
+  int cpus = 0;
+  uint64_t memory_mib = 0;
+  std::string accel;
+  std::string kernel;
+  int disks = 0;
+  bool network = false;
+};
+
+// PrepareTemplate for any VM: finds and checks templates/<key>, or builds it
+// from plan(work) within timeout_ms. Never fails: any problem is a cold boot
+// with a reason.
+TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& what, int timeout_ms,
+                                  const std::function<TemplateVm(const std::string& work)>& plan);
+
 // Removes templates/<key> (a template that failed to restore).
 void RemoveTemplate(const std::string& key);
 
 struct TemplateInfo {
   std::string key;
+  std::string kind;       // kSandboxTemplate or kBuilderTemplate
   uint64_t size = 0;      // bytes of the stream
   std::string created;    // ISO 8601 UTC
   int cpus = 0;

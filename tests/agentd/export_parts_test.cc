@@ -38,6 +38,15 @@ TEST(ExportMessages, RoundTripAndBounds) {
   ASSERT_EQ(back->layers.size(), 2u);
   EXPECT_EQ(back->layers[1].serial, "msb-layer-1");
   EXPECT_EQ(back->layers[1].output_serial, "msb-out-1");
+  EXPECT_FALSE(back->start.restored);
+  req.start = GuestStart{"abcd", 42, true};
+  back = ParseExportRequest(Encode(req));
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->start.entropy, "abcd");
+  EXPECT_EQ(back->start.time_ns, 42);
+  EXPECT_TRUE(back->start.restored);
+  EXPECT_FALSE(ParseExportRequest(R"({"layers":[{"serial":"a","output_serial":"o"}],"entropy":"xyz0"})").ok());
+  EXPECT_FALSE(ParseExportRequest(R"({"layers":[{"serial":"a","output_serial":"o"}],"restored":1})").ok());
   EXPECT_FALSE(ParseExportRequest(R"({"layers":[]})").ok());
   EXPECT_FALSE(ParseExportRequest(R"({"layers":[{"serial":"a"}]})").ok());
   EXPECT_FALSE(ParseExportRequest(R"({"layers":[{"serial":"a b","output_serial":"o"}]})").ok());

@@ -122,6 +122,16 @@ TEST(UnpackMessages, RoundTrip) {
   ASSERT_EQ(back->layers.size(), 2u);
   EXPECT_EQ(back->layers[0].size, 123u);
   EXPECT_EQ(back->layers[1].serial, "msb-layer-1");
+  // No start fields: nothing to seed, no clock, not restored.
+  EXPECT_EQ(back->start.entropy, "");
+  EXPECT_EQ(back->start.time_ns, 0);
+  EXPECT_FALSE(back->start.restored);
+  req.start = GuestStart{std::string(128, 'a') + "09", 1767225600123456789, true};
+  back = ParseUnpackRequest(Encode(req));
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->start.entropy, req.start.entropy);
+  EXPECT_EQ(back->start.time_ns, 1767225600123456789);
+  EXPECT_TRUE(back->start.restored);
   LayerReport r{3, "sha256:" + std::string(64, 'a'), 10, 4096};
   auto rb = ParseLayerReport(Encode(r));
   ASSERT_TRUE(rb.ok()) << rb.error().message();
@@ -142,6 +152,14 @@ TEST(UnpackMessages, RefusesBadRequestsAndReports) {
   for (size_t i = 0; i <= kMaxUnpackLayers; ++i) many += std::string(i ? "," : "") + R"({"serial":"a","size":1})";
   many += "]}";
   EXPECT_FALSE(ParseUnpackRequest(many).ok());
+  // The start fields are bounded and typed as in boot.
+  const std::string one = R"({"target_serial":"t","layers":[{"serial":"a","size":1}],)";
+  EXPECT_TRUE(ParseUnpackRequest(one + R"("entropy":"00ff","time_ns":1,"restored":true})").ok());
+  EXPECT_FALSE(ParseUnpackRequest(one + R"("entropy":"00FF"})").ok());
+  EXPECT_FALSE(ParseUnpackRequest(one + R"("entropy":"0"})").ok());
+  EXPECT_FALSE(ParseUnpackRequest(one + R"("entropy":")" + std::string(2 * kMaxBootEntropy + 2, 'a') + R"("})").ok());
+  EXPECT_FALSE(ParseUnpackRequest(one + R"("time_ns":-1})").ok());
+  EXPECT_FALSE(ParseUnpackRequest(one + R"("restored":"yes"})").ok());
   EXPECT_FALSE(ParseLayerReport(R"({"index":0,"diff_id":"sha256:AB","entries":1,"bytes":1})").ok());
   EXPECT_FALSE(ParseLayerReport(R"({"index":20,"diff_id":"sha256:)" + std::string(64, 'a') +
                                 R"(","entries":1,"bytes":1})")

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <clocale>
@@ -27,6 +28,7 @@
 #include "common/fd.h"
 #include "common/io.h"
 #include "common/sha256.h"
+#include "common/result.h"
 #include "vm/initramfs.h"
 #include "vm/kernel.h"
 
@@ -519,6 +521,132 @@ TEST_F(UnpackTest, ManyLayersTakeSeveralBoots) {
   Walk(dir_ + "/base.ext4", "", &tree);
   EXPECT_EQ(tree.count("/n/0"), 0u);
   for (int i = 1; i < 22; ++i) EXPECT_EQ(Cat("/n/" + std::to_string(i)), std::to_string(i));
+}
+
+// ---- builder templates (vm/builder_vm.h) ----
+
+// Builder VMs with templates under the test's own $MSB_HOME.
+class BuilderTemplateTest : public UnpackTest {
+ protected:
+  void SetUp() override {
+    UnpackTest::SetUp();
+    if (IsSkipped()) return;
+    home_ = dir_ + "-home";
+    ASSERT_TRUE(MakeDirs(home_).ok());
+    ::setenv("MSB_HOME", home_.c_str(), 1);
+    ::unsetenv("MSB_BOOT");
+  }
+  void TearDown() override {
+    ::unsetenv("MSB_HOME");
+    ::unsetenv("MSB_BOOT");
+    if (!home_.empty()) sfs::remove_all(home_);
+    UnpackTest::TearDown();
+  }
+  // The templates' directories (keys), sorted.
+  std::vector<std::string> Keys() {
+    std::vector<std::string> keys;
+    std::error_code ec;
+    for (const auto& e : sfs::directory_iterator(home_ + "/templates", ec))
+      if (e.is_directory() && e.path().filename().string()[0] != '.') keys.push_back(e.path().filename().string());
+    std::sort(keys.begin(), keys.end());
+    return keys;
+  }
+  std::string State(const std::string& key) { return home_ + "/templates/" + key + "/state"; }
+  // Flattens one layer holding `name` with `content` into base.ext4.
+  Result<FlattenResult> FlattenOne(const std::string& name, const std::string& content) {
+    sfs::remove(dir_ + "/base.ext4");
+    return FlattenLayers(Request({Layer({File(name, content)}, Compression::kGzip)}));
+  }
+  std::string home_;
+};
+
+// The first unpack of a disk layout builds the template and restores it;
+// the next one restores the same template, not a new one. Its kernel probed
+// empty placeholder disks: the unpack writing the real target disk (and
+// reading the real layer) is the guest's probe of them again.
+TEST_F(BuilderTemplateTest, IsMadeOnceAndRestoredByTheNextUnpack) {
+  auto a = FlattenOne("a", "first");
+  ASSERT_TRUE(a.ok()) << a.error().message();
+  EXPECT_EQ(a->boots, 1);
+  EXPECT_EQ(a->restored, 1);
+  EXPECT_EQ(Cat("/a"), "first");
+  auto keys = Keys();
+  ASSERT_EQ(keys.size(), 1u);
+  auto meta = ReadFile(home_ + "/templates/" + keys[0] + "/meta.json");
+  ASSERT_TRUE(meta.ok());
+  EXPECT_NE(meta->find(R"("kind": "builder")"), std::string::npos) << *meta;
+  struct stat first{};
+  ASSERT_EQ(::stat(State(keys[0]).c_str(), &first), 0);
+
+  auto b = FlattenOne("b", std::string(300000, 'b'));
+  ASSERT_TRUE(b.ok()) << b.error().message();
+  EXPECT_EQ(b->restored, 1);
+  EXPECT_EQ(Cat("/b"), std::string(300000, 'b'));
+  EXPECT_EQ(Stat("/a").find("Inode"), std::string::npos) << "the second disk holds only its own layer";
+  EXPECT_EQ(Keys(), keys);
+  struct stat second{};
+  ASSERT_EQ(::stat(State(keys[0]).c_str(), &second), 0);
+  EXPECT_EQ(second.st_ino, first.st_ino);
+  EXPECT_EQ(second.st_mtim.tv_nsec, first.st_mtim.tv_nsec);
+  EXPECT_EQ(CountUnpackScratch(tmp_), scratch_before_);
+  EXPECT_EQ(Children(), "");
+}
+
+// A stream QEMU cannot load (its file identity made to match, so that only
+// QEMU can tell): that unpack boots cold and succeeds, the template is
+// removed, and the next unpack builds a new one.
+TEST_F(BuilderTemplateTest, AStreamQemuCannotLoadIsRemovedAndTheUnpackBootsCold) {
+  ASSERT_TRUE(FlattenOne("a", "a").ok());
+  auto keys = Keys();
+  ASSERT_EQ(keys.size(), 1u);
+  const std::string state = State(keys[0]);
+  {
+    UniqueFd fd(::open(state.c_str(), O_WRONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    std::string junk(64 * 1024, '\x5a');
+    ASSERT_EQ(::pwrite(fd.get(), junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+  }
+  struct stat st{};
+  ASSERT_EQ(::stat(state.c_str(), &st), 0);
+  const std::string meta_path = home_ + "/templates/" + keys[0] + "/meta.json";
+  auto meta = nlohmann::json::parse(*ReadFile(meta_path));
+  meta["file"]["mtime_ns"] = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  meta["file"]["ctime_ns"] = static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+  ASSERT_TRUE(WriteFileAtomic(meta_path, meta.dump(), 0600).ok());
+
+  auto cold = FlattenOne("b", "b");
+  ASSERT_TRUE(cold.ok()) << cold.error().message();
+  EXPECT_EQ(cold->restored, 0);
+  EXPECT_EQ(Cat("/b"), "b");
+  EXPECT_TRUE(Keys().empty());
+  EXPECT_EQ(Children(), "");
+
+  auto again = FlattenOne("c", "c");
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(again->restored, 1);
+  EXPECT_EQ(Keys().size(), 1u);
+}
+
+// MSB_BOOT=cold boots the builder cold and makes no template; other memory
+// is another template.
+TEST_F(BuilderTemplateTest, ColdWhenAskedAndOneTemplatePerMachine) {
+  ::setenv("MSB_BOOT", "cold", 1);
+  auto cold = FlattenOne("a", "a");
+  ASSERT_TRUE(cold.ok()) << cold.error().message();
+  EXPECT_EQ(cold->restored, 0);
+  EXPECT_TRUE(Keys().empty());
+  ::unsetenv("MSB_BOOT");
+
+  ASSERT_TRUE(FlattenOne("a", "a").ok());
+  EXPECT_EQ(Keys().size(), 1u);
+  sfs::remove(dir_ + "/base.ext4");
+  auto req = Request({Layer({File("m", "m")}, Compression::kNone)});
+  req.vm.memory_bytes = 384ull << 20;
+  auto other = FlattenLayers(req);
+  ASSERT_TRUE(other.ok()) << other.error().message();
+  EXPECT_EQ(other->restored, 1);
+  EXPECT_EQ(Cat("/m"), "m");
+  EXPECT_EQ(Keys().size(), 2u);
 }
 
 }  // namespace

@@ -62,6 +62,8 @@ class BuilderVmTest : public ::testing::Test {
     options_.kernel_args = "x=1";
     // The stand-in QEMU writes its argv and reads the agent socket on the host.
     options_.jail = false;
+    // It cannot save or load a VM: builder templates are flatten_test's.
+    options_.boot_mode = "cold";
     boot_.name = "the test VM";
     boot_.scratch_prefix = "msb-bvt-";
     boot_.disks = {{tmp_ + "/target,1.ext4", "msb-target", false}, {tmp_ + "/layer.tar", "msb-layer-0", true}};
@@ -139,6 +141,14 @@ TEST_F(BuilderVmTest, BootsConnectsAndPowersOff) {
   }
   // Gone with the BuilderVm: its scratch directory.
   EXPECT_TRUE(Entries(tmp_ + "/scratch").empty());
+}
+
+// Disks padded for a builder template: target + 1, 2, 4, 8, 16 or 20 layers.
+TEST(BuilderTemplateLayout, PaddedDiskCounts) {
+  const std::vector<std::pair<size_t, size_t>> want = {{0, 2}, {1, 2}, {2, 2}, {3, 3}, {4, 5},  {5, 5},
+                                                       {6, 9}, {9, 9}, {10, 17}, {17, 17}, {18, 21},
+                                                       {21, 21}, {22, 22}, {30, 30}};
+  for (auto [n, padded] : want) EXPECT_EQ(PaddedDiskCount(n), padded) << n;
 }
 
 TEST_F(BuilderVmTest, TheVmmRunsJailed) {
