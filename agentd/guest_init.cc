@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "agent/protocol.h"
@@ -140,9 +141,16 @@ Status ReprobeDisks() {
   for (const auto& name : ListDir(driver)) {
     if (name.rfind("virtio", 0) == 0) devices.push_back(name);
   }
-  for (const auto& dev : devices) {
-    MSB_TRY_STATUS(WriteSysfs(driver + "/unbind", dev));
+  // Unbinding a disk waits for RCU grace periods (tens of ms each under
+  // TCG); unbound one thread each, the waits overlap. Binding is quick.
+  std::vector<Status> unbound(devices.size(), OkStatus());
+  {
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < devices.size(); ++i)
+      threads.emplace_back([&, i] { unbound[i] = WriteSysfs(driver + "/unbind", devices[i]); });
+    for (std::thread& t : threads) t.join();
   }
+  for (const Status& s : unbound) MSB_TRY_STATUS(s);
   for (const auto& dev : devices) {
     MSB_TRY_STATUS(WriteSysfs(driver + "/bind", dev));
   }
