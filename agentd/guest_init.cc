@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -146,8 +147,14 @@ Status ReprobeDisks() {
   std::vector<Status> unbound(devices.size(), OkStatus());
   {
     std::vector<std::thread> threads;
-    for (size_t i = 0; i < devices.size(); ++i)
-      threads.emplace_back([&, i] { unbound[i] = WriteSysfs(driver + "/unbind", devices[i]); });
+    for (size_t i = 0; i < devices.size(); ++i) {
+      auto unbind = [&, i] { unbound[i] = WriteSysfs(driver + "/unbind", devices[i]); };
+      try {
+        threads.emplace_back(unbind);
+      } catch (const std::system_error&) {
+        unbind();  // no thread to be had: this one waits in line
+      }
+    }
     for (std::thread& t : threads) t.join();
   }
   for (const Status& s : unbound) MSB_TRY_STATUS(s);

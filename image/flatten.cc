@@ -119,7 +119,7 @@ Status Unpacker::Run(const Batch& batch, std::vector<LayerResult>* results) {
                             << ms_since() << " ms";
   agent::UnpackRequest ureq;
   ureq.target_serial = kTargetSerial;
-  ureq.start = builder.Start();
+  MSB_TRY(ureq.start, builder.Start());
   for (size_t i = 0; i < batch.count; ++i) {
     const UnpackLayerSpec& l = req_.layers[batch.first + i];
     ureq.layers.push_back({LayerSerial(i), l.size, l.media_type});

@@ -118,7 +118,7 @@ Result<std::vector<ExportedLayer>> ExportLayers(const LayerExportRequest& req) {
   MSB_TRY_STATUS(builder.ExchangeHello("msb-export", deadline));
   agent::ExportRequest ereq;
   for (size_t i = 0; i < n; ++i) ereq.layers.push_back({LayerSerial(i), OutputSerial(i)});
-  ereq.start = builder.Start();
+  MSB_TRY(ereq.start, builder.Start());
   MSB_TRY_STATUS(chan.Send(Frame{agent::kChannelId, FrameKind::kExport, agent::Encode(ereq)}, deadline));
 
   size_t next = 0;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -180,11 +181,16 @@ size_t PaddedDiskCount(size_t disks) {
   return kMaxPaddedDisks;
 }
 
-agent::GuestStart BuilderVm::Start() const {
+Result<agent::GuestStart> BuilderVm::Start() const {
   agent::GuestStart s;
   unsigned char entropy[64];
-  if (::getrandom(entropy, sizeof entropy, 0) == static_cast<ssize_t>(sizeof entropy))
-    s.entropy = HexLower(entropy, sizeof entropy);
+  ssize_t n;
+  do {
+    n = ::getrandom(entropy, sizeof entropy, 0);
+  } while (n < 0 && errno == EINTR);
+  // A restored guest without it would keep the template's random state.
+  if (n != static_cast<ssize_t>(sizeof entropy)) return Error::FromErrno("getrandom for the builder VM");
+  s.entropy = HexLower(entropy, sizeof entropy);
   s.time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                   std::chrono::system_clock::now().time_since_epoch()).count();
   s.restored = restored_;
@@ -214,6 +220,7 @@ Result<BuilderVm> BuilderVm::Boot(const BuilderVmOptions& options, const Builder
       what.disks = static_cast<int>(PaddedDiskCount(boot.disks.size()));
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(boot.deadline - Clock::now()).count();
       int timeout_ms = static_cast<int>(std::clamp<int64_t>(left, 0, kTemplateBuildMs));
+      // Not waiting for another start's build: that could outlast the deadline.
       t = PrepareTemplateFor(*key, what, timeout_ms, [&](const std::string& work) {
         BuilderVmBoot b = TemplateLayout(boot, work, true);
         TemplateVm vm;
@@ -224,18 +231,20 @@ Result<BuilderVm> BuilderVm::Boot(const BuilderVmOptions& options, const Builder
         vm.agent_socket = work + "/agent.sock";
         vm.console_log = work + "/console.log";
         return vm;
-      });
+      }, /*wait=*/false);
     }
     if (!t.key.empty()) {
-      auto vm = Restore(options, qemu_bin, boot, t.state_path);
+      bool refused = false;
+      auto vm = Restore(options, qemu_bin, boot, t.state_path, &refused);
       if (vm.ok()) {
         vm->how_ = "restored from builder template " + t.key + (t.built ? " (built for this boot)" : "");
         MSB_LOG(kDebug, "vm") << boot.name << ": " << vm->how_;
         return vm;
       }
-      // A stream QEMU could not load is never tried again; a slow load is.
-      const bool bad = vm.error().code() != ErrorCode::kTimeout;
-      if (bad) RemoveTemplate(t.key);
+      // A stream QEMU refused is never tried again; a slow load, or a
+      // failure on the host before QEMU ran, says nothing against it.
+      const bool bad = refused;
+      if (bad) RemoveTemplateTried(t);
       why_cold = "builder template " + t.key + " did not restore (" + vm.error().message() + ")" +
                  (bad ? "; removed it" : "");
       MSB_LOG(kWarn, "vm") << boot.name << ": " << why_cold << "; booting cold";
@@ -250,7 +259,7 @@ Result<BuilderVm> BuilderVm::Boot(const BuilderVmOptions& options, const Builder
 }
 
 Result<BuilderVm> BuilderVm::Restore(const BuilderVmOptions& options, const std::string& qemu_bin,
-                                     const BuilderVmBoot& boot, const std::string& state_path) {
+                                     const BuilderVmBoot& boot, const std::string& state_path, bool* refused) {
   UniqueFd state(::open(state_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!state) return Error::FromErrno("opening " + state_path);
   ScratchDir scratch;
@@ -273,9 +282,14 @@ Result<BuilderVm> BuilderVm::Restore(const BuilderVmOptions& options, const std:
   MSB_TRY(ChildProcess qemu, ChildProcess::Spawn(opts));
   state.Reset();
 
-  const auto deadline = std::min(boot.deadline, Clock::now() + kRestoreLoad);
+  // MSB_RESTORE_TIMEOUT_MS (vm/supervisor.h) replaces kRestoreLoad here too.
+  auto load = std::chrono::duration_cast<std::chrono::milliseconds>(kRestoreLoad);
+  if (const char* env = std::getenv("MSB_RESTORE_TIMEOUT_MS"); env != nullptr && std::atoi(env) > 0)
+    load = std::chrono::milliseconds(std::atoi(env));
+  const auto deadline = std::min(boot.deadline, Clock::now() + load);
   auto fail = [&](ErrorCode code, const std::string& what) {
     Error e = Fail(boot.name, dir, what);
+    *refused = code != ErrorCode::kTimeout;
     return Error(code, e.message());
   };
   // QEMU connects both sockets at start, before it loads the stream.
@@ -290,23 +304,31 @@ Result<BuilderVm> BuilderVm::Restore(const BuilderVmOptions& options, const std:
   }
   // Until the guest runs: "inmigrate" while QEMU loads the stream, then
   // RESUME and "running". A stream QEMU cannot load ends QEMU, and with it
-  // the monitor.
+  // the monitor; any other state is a stream that did not restore a
+  // running guest.
   QmpSync mon(qmp.get(), deadline);
   Status loaded = mon.Handshake();
   if (loaded.ok()) {
     auto st = mon.Call("query-status", nullptr);
+    const nlohmann::json* status = st.ok() && st->is_object() && st->contains("status") ? &(*st)["status"] : nullptr;
     if (!st.ok()) {
       loaded = st.error();
-    } else if (!st->is_object() || st->value("status", std::string()) != "running") {
+    } else if (status == nullptr || !status->is_string()) {
+      loaded = Error(ErrorCode::kProtocol, "QEMU's query-status has no status");
+    } else if (*status == "inmigrate") {
       loaded = mon.WaitForEvent("RESUME");
+    } else if (*status != "running") {
+      loaded = Error(ErrorCode::kState, "QEMU's guest is " + BoundedGuestText(status->get<std::string>()) +
+                                            ", not running, after the load");
     }
   }
   if (!loaded.ok()) {
     ErrorCode code = loaded.error().code() == ErrorCode::kTimeout ? ErrorCode::kTimeout : ErrorCode::kUnavailable;
     return fail(code, "did not resume from its template: " + loaded.error().message());
   }
+  // The monitor is not needed any more; QEMU runs on without it.
+  qmp.Reset();
   BuilderVm vm(std::move(scratch), std::move(qemu), std::move(agent), boot.name);
-  vm.qmp_ = std::move(qmp);
   vm.restored_ = true;
   return vm;
 }

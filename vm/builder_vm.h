@@ -11,13 +11,17 @@
 // disks at their slots; the disks are padded with empty read-only ones to
 // 2, 3, 5, 9, 17 or 21 (PaddedDiskCount), so images of nearby layer counts
 // share a template. The first boot of a layout builds it (a cold boot and
-// a save, under templates/<key>.lock). The restore starts QEMU with
-// `-incoming fd:0` and its monitor, and waits until QEMU has loaded the
-// stream and runs the guest (query-status, the RESUME event); a restore QEMU
-// cannot load removes the template and boots cold, saying why in the log.
-// The restored agentd already said hello, so ExchangeHello only answers it,
-// and the caller's request carries Start() (restored: the guest probes its
-// disks again, reseeds and sets its clock first).
+// a save, under templates/<key>.lock); a builder that finds the lock held
+// boots cold rather than wait. The restore starts QEMU with `-incoming fd:0`
+// and its monitor, and waits until QEMU has loaded the stream and runs the
+// guest (query-status "inmigrate", then the RESUME event); a stream QEMU
+// refuses (it exits, or the guest is not running after the load) removes
+// the template, a load that timed out keeps it, and either boots cold,
+// saying why in the log. The restored agentd already said hello, so
+// ExchangeHello only answers it, and the caller's request carries Start()
+// (restored: the guest probes its disks again, reseeds and sets its clock
+// first). Builders restored from one template share its kernel's and
+// agentd's address layout and boot-time random values (docs/design.md).
 #pragma once
 
 #include <chrono>
@@ -72,7 +76,8 @@ struct BuilderVmBoot {
   // <$TMPDIR>/<scratch_prefix>XXXXXX, or under /tmp when $TMPDIR is unset or
   // too long for a socket path.
   std::string scratch_prefix = "msb-builder-";
-  // Until QEMU has connected the agent port.
+  // Until the VM's agent port is connected: bounds a template's build (at
+  // most 60 s) and its restore (at most 30 s) as well as a cold start.
   agent::Clock::time_point deadline = agent::Clock::time_point::max();
 };
 
@@ -83,9 +88,12 @@ class BuilderVm {
  public:
   using Clock = agent::Clock;
 
-  // Makes the scratch directory, listens on its agent.sock, starts QEMU
-  // (killed by the kernel if this thread dies) and waits until QEMU connects
-  // the agent port. On an error nothing is left: no process, no directory.
+  // Restores a builder template (building it first when missing and no
+  // other start holds its key), or else boots cold: makes the scratch
+  // directory, listens on its agent.sock, starts QEMU (killed by the kernel
+  // if this thread dies) and waits until QEMU connects the agent port (and,
+  // restored, runs the guest). On an error nothing is left: no process, no
+  // directory.
   static Result<BuilderVm> Boot(const BuilderVmOptions& options, const BuilderVmBoot& boot);
 
   BuilderVm(BuilderVm&&) = default;
@@ -101,7 +109,7 @@ class BuilderVm {
 
   // What the caller's request (unpack, export) carries for agentd to do
   // first: fresh host randomness, the clock, restored().
-  agent::GuestStart Start() const;
+  Result<agent::GuestStart> Start() const;
 
   // kUnavailable "<name> <what>; its console:\n<tail>\nQEMU:\n<tail>".
   Error Fail(const std::string& what) const;
@@ -143,17 +151,17 @@ class BuilderVm {
   static Error Fail(const std::string& name, const std::string& dir, const std::string& what);
   static Result<BuilderVm> BootCold(const BuilderVmOptions& options, const std::string& qemu,
                                     const BuilderVmBoot& boot);
-  // kUnavailable when QEMU could not load the stream (the template is bad),
-  // kTimeout when it did not finish loading in time.
+  // *refused: QEMU, once started, exited, closed its monitor or did not run
+  // the guest after the load (the template is bad); not on a timeout or a
+  // host failure before QEMU ran.
   static Result<BuilderVm> Restore(const BuilderVmOptions& options, const std::string& qemu,
-                                   const BuilderVmBoot& boot, const std::string& state_path);
+                                   const BuilderVmBoot& boot, const std::string& state_path, bool* refused);
 
   // Destroyed in reverse: the channel, then QEMU, then the directory.
   ScratchDir scratch_;
   ChildProcess qemu_;
   agent::FrameChannel channel_;
   std::string name_;
-  UniqueFd qmp_;  // a restored VM's monitor, held until the end
   bool restored_ = false;
   std::string how_;
 };

@@ -5,6 +5,9 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "common/io.h"
 #include "common/unix_socket.h"
 #include "vm/guest_text.h"
@@ -56,7 +59,8 @@ Result<json> QmpSync::NextMessage(bool events) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now()).count();
     if (left <= 0) return Error(ErrorCode::kTimeout, "QEMU's monitor did not answer in time");
     pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) < 0 && errno != EINTR) return Error::FromErrno("poll");
+    if (::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 60000))) < 0 && errno != EINTR)
+      return Error::FromErrno("poll");
     if (p.revents == 0) continue;
     char buf[4096];
     ssize_t n = ::read(fd_, buf, sizeof buf);

@@ -303,7 +303,7 @@ int Supervisor::RestoreTimeoutMs() const {
 void Supervisor::FallBackToColdBoot(const std::string& why, bool remove) {
   MSB_LOG(kWarn, "vm") << spec_.name << ": booted template " << template_.key << " did not restore: " << why
                        << (remove ? "; removed it" : "") << "; falling back to a cold boot";
-  if (remove) RemoveTemplate(template_.key);
+  if (remove) RemoveTemplateTried(template_);
   ResetGuestConnections();
   boot_timer_.Reset();
   restoring_ = false;

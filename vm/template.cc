@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -312,8 +313,16 @@ void RemoveTemplate(const std::string& key) {
   std::filesystem::remove_all(KeyDir(key), ec);
 }
 
+void RemoveTemplateTried(const TemplateChoice& tried) {
+  if (tried.key.empty()) return;
+  UniqueFd lock(::open((TemplatesDir() + "/" + tried.key + ".lock").c_str(), O_RDWR | O_CLOEXEC));
+  if (!lock || ::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) return;
+  auto id = FileIdentity(KeyDir(tried.key) + "/" + kStateName);
+  if (id.ok() && id->dump() == tried.identity) RemoveTemplate(tried.key);
+}
+
 TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& what, int timeout_ms,
-                                  const std::function<TemplateVm(const std::string& work)>& plan) {
+                                  const std::function<TemplateVm(const std::string& work)>& plan, bool wait) {
   TemplateChoice c;
   const std::string root = TemplatesDir();
   if (auto s = MakeDirs(root, 0700); !s.ok()) {
@@ -322,8 +331,9 @@ TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& wh
   }
   // One builder per key; the others wait and then find it.
   UniqueFd lock(::open((root + "/" + key + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
-    c.why_cold = "cannot lock template " + key + ": " + std::strerror(errno);
+  if (!lock || ::flock(lock.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+    c.why_cold = errno == EWOULDBLOCK && !wait ? "template " + key + " is being built by another start"
+                                               : "cannot lock template " + key + ": " + std::strerror(errno);
     return c;
   }
   const std::string dir = KeyDir(key);
@@ -346,6 +356,7 @@ TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& wh
     if (problem.empty()) {
       c.key = key;
       c.state_path = state;
+      c.identity = id->dump();
       return c;
     }
     RemoveTemplate(key);
@@ -407,6 +418,7 @@ TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& wh
   }
   c.key = key;
   c.state_path = state;
+  if (auto id = FileIdentity(state); id.ok()) c.identity = id->dump();
   c.built = true;
   return c;
 }

@@ -74,6 +74,7 @@ Result<std::string> TemplateKeyOf(std::string_view kind,
 struct TemplateChoice {
   std::string key;         // empty: cold boot
   std::string state_path;  // the migration stream
+  std::string identity;    // the stream's file identity as checked (RemoveTemplateTried)
   std::string why_cold;    // when key is empty
   bool built = false;      // this call built it
 };
@@ -111,12 +112,18 @@ struct TemplateMeta {
 
 // PrepareTemplate for any VM: finds and checks templates/<key>, or builds it
 // from plan(work) within timeout_ms. Never fails: any problem is a cold boot
-// with a reason.
+// with a reason. With `wait` false, a key another process holds (building
+// it, most likely) is a cold boot now rather than a wait.
 TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& what, int timeout_ms,
-                                  const std::function<TemplateVm(const std::string& work)>& plan);
+                                  const std::function<TemplateVm(const std::string& work)>& plan,
+                                  bool wait = true);
 
 // Removes templates/<key> (a template that failed to restore).
 void RemoveTemplate(const std::string& key);
+// Removes the template `tried` restored from, under its key's lock, only if
+// its stream is still the one tried (not one rebuilt since by another
+// start) and nobody holds the lock; else leaves it.
+void RemoveTemplateTried(const TemplateChoice& tried);
 
 struct TemplateInfo {
   std::string key;

@@ -11,6 +11,7 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -239,11 +240,19 @@ class UnpackTest : public ::testing::Test {
     tmp_ = tmp_tmpl;
     ::setenv("TMPDIR", tmp_.c_str(), 1);
     scratch_before_ = CountUnpackScratch(tmp_);
+    // Builder templates (vm/builder_vm.h) go into the test's own $MSB_HOME.
+    home_ = dir_ + "-home";
+    ASSERT_TRUE(MakeDirs(home_).ok());
+    ::setenv("MSB_HOME", home_.c_str(), 1);
+    ::unsetenv("MSB_BOOT");
   }
   void TearDown() override {
     ::unsetenv("TMPDIR");
+    ::unsetenv("MSB_HOME");
+    ::unsetenv("MSB_BOOT");
     if (!dir_.empty()) sfs::remove_all(dir_);
     if (!tmp_.empty()) sfs::remove_all(tmp_);
+    if (!home_.empty()) sfs::remove_all(home_);
   }
 
   // Writes a layer blob; returns its spec (diff_id of the uncompressed tar).
@@ -285,6 +294,7 @@ class UnpackTest : public ::testing::Test {
   static inline std::string kernel_, suite_dir_;
   std::string dir_;
   std::string tmp_;  // TMPDIR of the test: where the unpacker makes its scratch directory
+  std::string home_;  // MSB_HOME of the test: its builder templates
   int layers_written_ = 0;
   int scratch_before_ = 0;
   std::vector<size_t> tar_sizes_;
@@ -497,6 +507,8 @@ TEST_F(UnpackTest, ADeadlineKillsTheBuilder) {
   auto before = ListDir(dir_);
   auto req = Request({l});
   req.timeout = std::chrono::milliseconds(300);
+  // Cold: a restored builder could finish this one-file unpack in time.
+  req.vm.boot_mode = "cold";
   auto r = FlattenLayers(req);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message().find("in time"), std::string::npos) << r.error().message();
@@ -528,20 +540,6 @@ TEST_F(UnpackTest, ManyLayersTakeSeveralBoots) {
 // Builder VMs with templates under the test's own $MSB_HOME.
 class BuilderTemplateTest : public UnpackTest {
  protected:
-  void SetUp() override {
-    UnpackTest::SetUp();
-    if (IsSkipped()) return;
-    home_ = dir_ + "-home";
-    ASSERT_TRUE(MakeDirs(home_).ok());
-    ::setenv("MSB_HOME", home_.c_str(), 1);
-    ::unsetenv("MSB_BOOT");
-  }
-  void TearDown() override {
-    ::unsetenv("MSB_HOME");
-    ::unsetenv("MSB_BOOT");
-    if (!home_.empty()) sfs::remove_all(home_);
-    UnpackTest::TearDown();
-  }
   // The templates' directories (keys), sorted.
   std::vector<std::string> Keys() {
     std::vector<std::string> keys;
@@ -557,7 +555,6 @@ class BuilderTemplateTest : public UnpackTest {
     sfs::remove(dir_ + "/base.ext4");
     return FlattenLayers(Request({Layer({File(name, content)}, Compression::kGzip)}));
   }
-  std::string home_;
 };
 
 // The first unpack of a disk layout builds the template and restores it;
@@ -587,6 +584,7 @@ TEST_F(BuilderTemplateTest, IsMadeOnceAndRestoredByTheNextUnpack) {
   struct stat second{};
   ASSERT_EQ(::stat(State(keys[0]).c_str(), &second), 0);
   EXPECT_EQ(second.st_ino, first.st_ino);
+  EXPECT_EQ(second.st_mtim.tv_sec, first.st_mtim.tv_sec);
   EXPECT_EQ(second.st_mtim.tv_nsec, first.st_mtim.tv_nsec);
   EXPECT_EQ(CountUnpackScratch(tmp_), scratch_before_);
   EXPECT_EQ(Children(), "");
@@ -647,6 +645,42 @@ TEST_F(BuilderTemplateTest, ColdWhenAskedAndOneTemplatePerMachine) {
   EXPECT_EQ(other->restored, 1);
   EXPECT_EQ(Cat("/m"), "m");
   EXPECT_EQ(Keys().size(), 2u);
+}
+
+// A key another start holds (building it) is a cold boot now, not a wait;
+// a load that times out boots cold too and keeps the template, which the
+// next unpack restores.
+TEST_F(BuilderTemplateTest, AHeldKeyOrASlowLoadBootsColdAndKeepsTheTemplate) {
+  ASSERT_TRUE(FlattenOne("a", "a").ok());
+  auto keys = Keys();
+  ASSERT_EQ(keys.size(), 1u);
+  struct stat before{};
+  ASSERT_EQ(::stat(State(keys[0]).c_str(), &before), 0);
+  {
+    UniqueFd lock(::open((home_ + "/templates/" + keys[0] + ".lock").c_str(), O_RDWR | O_CLOEXEC));
+    ASSERT_TRUE(lock);
+    ASSERT_EQ(::flock(lock.get(), LOCK_EX), 0);
+    auto held = FlattenOne("b", "b");
+    ASSERT_TRUE(held.ok()) << held.error().message();
+    EXPECT_EQ(held->restored, 0);
+    EXPECT_EQ(Cat("/b"), "b");
+  }
+  ::setenv("MSB_RESTORE_TIMEOUT_MS", "1", 1);
+  auto slow = FlattenOne("c", "c");
+  ::unsetenv("MSB_RESTORE_TIMEOUT_MS");
+  ASSERT_TRUE(slow.ok()) << slow.error().message();
+  EXPECT_EQ(slow->restored, 0);
+  EXPECT_EQ(Cat("/c"), "c");
+  EXPECT_EQ(Keys(), keys);
+  EXPECT_EQ(CountUnpackScratch(tmp_), scratch_before_);
+  EXPECT_EQ(Children(), "");
+
+  auto again = FlattenOne("d", "d");
+  ASSERT_TRUE(again.ok()) << again.error().message();
+  EXPECT_EQ(again->restored, 1);
+  struct stat after{};
+  ASSERT_EQ(::stat(State(keys[0]).c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
 }
 
 }  // namespace
