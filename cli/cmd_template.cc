@@ -30,7 +30,7 @@ constexpr auto kStaleBuild = std::chrono::hours(1);
 nlohmann::json TemplateJson(const vm::TemplateInfo& t) {
   return {{"key", t.key},     {"kind", t.kind},     {"valid", t.valid},   {"size", t.size},   {"created", t.created},
           {"cpus", t.cpus},   {"memory_mib", t.memory_mib}, {"accel", t.accel}, {"kernel", t.kernel},
-          {"disks", t.disks}, {"network", t.network}};
+          {"disks", t.disks}, {"network", t.network}, {"stale", t.stale}};
 }
 
 int Ls(bool json_out) {
@@ -70,13 +70,18 @@ int Rm(const std::vector<std::string>& keys) {
   return rc;
 }
 
-// Invalid templates, those whose kernel is gone, and build leftovers; with
-// all, every template.
+// Invalid templates, those whose kernel is gone or whose kernel, initramfs
+// or QEMU is not the file its key took any more (no start can use them),
+// and build leftovers; with all, every template.
 int Prune(bool all) {
   std::error_code ec;
   const std::string root = vm::TemplatesDir();
   for (const auto& t : vm::ListTemplates()) {
-    std::string why = all ? "" : !t.valid ? "invalid" : ::access(t.kernel.c_str(), F_OK) != 0 ? "its kernel is gone" : "keep";
+    std::string why = all                                      ? ""
+                      : !t.valid                               ? "invalid"
+                      : ::access(t.kernel.c_str(), F_OK) != 0  ? "its kernel is gone"
+                      : !t.stale.empty()                       ? t.stale
+                                                               : "keep";
     if (why == "keep") continue;
     vm::RemoveTemplate(t.key);
     std::cout << "removed template " << t.key << (why.empty() ? "" : " (" + why + ")") << std::endl;
@@ -117,7 +122,7 @@ void RegisterTemplateCommands(CLI::App& app) {
   }
   {
     auto all = std::make_shared<bool>(false);
-    auto* cmd = tmpl->add_subcommand("prune", "Remove invalid templates, those whose kernel is gone, and build leftovers");
+    auto* cmd = tmpl->add_subcommand("prune", "Remove invalid templates, those no start can use (kernel, initramfs or QEMU gone or changed), and build leftovers");
     cmd->add_flag("-a,--all", *all, "remove every template");
     OnRun(cmd, [all]() { return Prune(*all); });
   }

@@ -213,6 +213,7 @@ Result<BuilderVm> BuilderVm::Boot(const BuilderVmOptions& options, const Builder
     } else {
       TemplateMeta what;
       what.kind = kBuilderTemplate;
+      what.files = files;
       what.cpus = std::clamp(options.cpus, 1, kMaxCpus);
       what.memory_mib = std::max<uint64_t>(options.memory_bytes >> 20, kMinMemoryMib);
       what.accel = options.accel;

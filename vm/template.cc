@@ -278,6 +278,14 @@ std::string ColdBootReason(const VmSpec& spec) {
   return "";
 }
 
+// A file's identity as a key takes it: not its change time, which the jail
+// touches on every start by granting read access (vm/jail.h ConfineVmm).
+Result<json> KeyIdentity(const std::string& path) {
+  MSB_TRY(json id, FileIdentity(path));
+  id.erase("ctime_ns");
+  return id;
+}
+
 Result<std::string> TemplateKeyOf(std::string_view kind,
                                   const std::vector<std::pair<std::string, std::string>>& files,
                                   const std::vector<std::string>& argv) {
@@ -289,10 +297,7 @@ Result<std::string> TemplateKeyOf(std::string_view kind,
   // to one of them changes its identity.
   for (const auto& [what, path] : files) {
     if (path.empty()) continue;
-    MSB_TRY(json id, FileIdentity(path));
-    // Not its change time: the jail grants read access to these files
-    // (vm/jail.h ConfineVmm), which touches it on every start.
-    id.erase("ctime_ns");
+    MSB_TRY(json id, KeyIdentity(path));
     h.Update(what + " " + path + " " + id.dump() + "\n");
   }
   // The command line with its paths normalised: machine and device layout.
@@ -400,7 +405,13 @@ TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& wh
                 {"accel", what.accel},
                 {"kernel", what.kernel},
                 {"disks", what.disks},
-                {"network", what.network}};
+                {"network", what.network},
+                {"files", json::array()}};
+      for (const auto& [name, path] : what.files) {
+        if (path.empty()) continue;
+        auto fid = KeyIdentity(path);
+        if (fid.ok()) meta["files"].push_back({{"name", name}, {"path", path}, {"identity", *fid}});
+      }
       if (auto w = WriteFileAtomic(ready + "/" + kMetaName, meta.dump(2) + "\n", 0600); !w.ok()) {
         built = w;
       } else if (::rename(ready.c_str(), dir.c_str()) != 0) {
@@ -434,6 +445,7 @@ TemplateChoice PrepareTemplate(const VmSpec& spec, const std::string& qemu) {
   }
   TemplateMeta what;
   what.kind = kSandboxTemplate;
+  what.files = {{"kernel", spec.kernel}, {"initramfs", spec.initramfs}, {"qemu", qemu}};
   what.cpus = spec.cpus;
   what.memory_mib = spec.memory_bytes >> 20;
   what.accel = spec.accel;
@@ -476,6 +488,16 @@ std::vector<TemplateInfo> ListTemplates() {
       t.kind = m.value("kind", std::string(kSandboxTemplate));
       t.disks = m.value("disks", 0);
       t.network = m.value("network", false);
+      if (auto f = m.find("files"); f != m.end() && f->is_array()) {
+        for (const json& file : *f) {
+          if (!file.is_object() || !file.contains("path") || !file["path"].is_string()) continue;
+          auto now = KeyIdentity(file["path"].get<std::string>());
+          if (!now.ok() || !file.contains("identity") || file["identity"] != *now) {
+            t.stale = "its " + file.value("name", std::string("file")) + " " + (now.ok() ? "changed" : "is gone");
+            break;
+          }
+        }
+      }
     }
     out.push_back(std::move(t));
   }

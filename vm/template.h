@@ -102,6 +102,9 @@ struct TemplateVm {
 // What meta.json records of a template (msb template ls).
 struct TemplateMeta {
   std::string kind = kSandboxTemplate;
+  // What the key took by path and identity (TemplateKeyOf's `files`):
+  // recorded so that `msb template prune` finds templates no start can use.
+  std::vector<std::pair<std::string, std::string>> files;
   int cpus = 0;
   uint64_t memory_mib = 0;
   std::string accel;
@@ -137,6 +140,10 @@ struct TemplateInfo {
   int disks = 0;
   bool network = false;
   bool valid = false;     // meta.json readable and of kTemplateFormat
+  // A file its key took (kernel, initramfs, QEMU) is gone or changed since
+  // (TemplateMeta::files): no start has this key any more. Never for a
+  // template made before files were recorded.
+  std::string stale;      // "" or which file, e.g. "its initramfs changed"
 };
 // Every templates/<key>, sorted by key.
 std::vector<TemplateInfo> ListTemplates();

@@ -274,5 +274,82 @@ TEST_F(TemplateTest, SharedDirectoriesBootCold) {
   Remove({"a"});
 }
 
+// `msb template ls`, `rm` and `prune` through the binary: what ls says of a
+// template, rm of an unknown key, and what prune removes (an invalid
+// template, old build leftovers, a lock nobody holds, a template whose
+// initramfs is not the file its key took any more) and keeps (a usable
+// template, a build in progress).
+TEST_F(TemplateTest, LsRmAndPruneThroughTheCli) {
+  ASSERT_EQ(RunKept("a", "true").code, 0);
+  ASSERT_EQ(Keys().size(), 1u);
+  const std::string key = *Keys().begin();
+  const std::string root = Home() + "/templates";
+
+  auto ls = Msb({"template", "ls", "--json"});
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  auto arr = nlohmann::json::parse(ls.out, nullptr, false);
+  ASSERT_TRUE(arr.is_array() && arr.size() == 1u) << ls.out;
+  EXPECT_EQ(arr[0]["key"], key);
+  EXPECT_EQ(arr[0]["kind"], "sandbox");
+  EXPECT_EQ(arr[0]["valid"], true);
+  EXPECT_EQ(arr[0]["stale"], "");
+  EXPECT_GT(arr[0]["size"].get<uint64_t>(), 0u);
+  auto table = Msb({"template", "ls"});
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("FOR"));
+  EXPECT_THAT(table.out, HasSubstr(key + "  sandbox"));
+
+  auto unknown = Msb({"template", "rm", "0123456789abcdef0123456789abcdef"});
+  EXPECT_NE(unknown.code, 0);
+  EXPECT_THAT(unknown.err, HasSubstr("no template 0123456789abcdef0123456789abcdef"));
+
+  // Leftovers: an invalid template, an old and a fresh build directory, a
+  // lock of no template.
+  const std::string invalid = root + "/ffffffffffffffffffffffffffffffff";
+  ASSERT_TRUE(MakeDirs(invalid).ok());
+  ASSERT_TRUE(WriteFileAtomic(invalid + "/meta.json", "{}", 0600).ok());
+  ASSERT_TRUE(MakeDirs(root + "/.build-old").ok());
+  ASSERT_TRUE(MakeDirs(root + "/.build-new").ok());
+  const auto two_hours_ago = std::filesystem::file_time_type::clock::now() - std::chrono::hours(2);
+  std::filesystem::last_write_time(root + "/.build-old", two_hours_ago);
+  ASSERT_TRUE(WriteFileAtomic(root + "/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.lock", "", 0600).ok());
+  auto pruned = Msb({"template", "prune"});
+  ASSERT_EQ(pruned.code, 0) << pruned.err;
+  EXPECT_THAT(pruned.out, HasSubstr("removed template ffffffffffffffffffffffffffffffff (invalid)"));
+  EXPECT_FALSE(std::filesystem::exists(invalid));
+  EXPECT_FALSE(std::filesystem::exists(root + "/.build-old"));
+  EXPECT_TRUE(std::filesystem::exists(root + "/.build-new"));
+  EXPECT_FALSE(std::filesystem::exists(root + "/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee.lock"));
+  EXPECT_EQ(Keys(), std::set<std::string>{key});
+
+  // A newer initramfs than the one the key took: no start has that key any
+  // more, so prune removes it.
+  auto meta = nlohmann::json::parse(*ReadFile(root + "/" + key + "/meta.json"));
+  std::string initramfs;
+  for (const auto& f : meta["files"])
+    if (f["name"] == "initramfs") initramfs = f["path"];
+  ASSERT_FALSE(initramfs.empty()) << meta.dump();
+  std::filesystem::last_write_time(initramfs, std::filesystem::file_time_type::clock::now() + std::chrono::seconds(5));
+  ls = Msb({"template", "ls", "--json"});
+  arr = nlohmann::json::parse(ls.out, nullptr, false);
+  ASSERT_TRUE(arr.is_array() && arr.size() == 1u) << ls.out;
+  EXPECT_EQ(arr[0]["stale"], "its initramfs changed");
+  pruned = Msb({"template", "prune"});
+  ASSERT_EQ(pruned.code, 0) << pruned.err;
+  EXPECT_THAT(pruned.out, HasSubstr("removed template " + key + " (its initramfs changed)"));
+  EXPECT_TRUE(Keys().empty());
+
+  // The next start makes a template of the new key; rm removes it.
+  ASSERT_EQ(RunKept("b", "true").code, 0);
+  ASSERT_EQ(Keys().size(), 1u);
+  const std::string key2 = *Keys().begin();
+  EXPECT_NE(key2, key);
+  auto rm = Msb({"template", "rm", key2});
+  ASSERT_EQ(rm.code, 0) << rm.err;
+  EXPECT_THAT(rm.out, HasSubstr("removed template " + key2));
+  EXPECT_TRUE(Keys().empty());
+  Remove({"a", "b"});
+}
+
 }  // namespace
 }  // namespace msb::testing
