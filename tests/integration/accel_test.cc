@@ -24,9 +24,9 @@ class AccelTest : public ProjectTest {};
 TEST_F(AccelTest, AutoSaysOnceWhenItFallsBackToTcg) {
   env_["MSB_ACCEL"] = "auto";
   WriteSandboxfile("name: accel\nsandboxes:\n  a:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"sleep\", \"3600\"]\n"
+                   "\n    memory: 128M\n    command: " + std::string(kKeepAliveCommand) + "\n"
                    "  b:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"sleep\", \"3600\"]\n");
+                   "\n    memory: 128M\n    command: " + std::string(kKeepAliveCommand) + "\n");
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
   auto cache = ReadFile(Home() + "/accel.json");

@@ -95,10 +95,10 @@ class CgroupTest : public ProjectTest {
 TEST_F(CgroupTest, EachSandboxHasItsGroupWithItsLimitsUntilItIsRemoved) {
   ASSERT_TRUE(MakeDirs(project_ + "/rw").ok());
   WriteSandboxfile("name: cgroups\nsandboxes:\n  a:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    cpus: 1\n    command: [\"sleep\", \"3600\"]\n"
+                   "\n    memory: 128M\n    cpus: 1\n    command: " + std::string(kKeepAliveCommand) + "\n"
                    "    volumes:\n      - ./rw:/rw\n"
                    "  b:\n    image: " + Rootfs() +
-                   "\n    memory: 192M\n    cpus: 2\n    command: [\"sleep\", \"3600\"]\n");
+                   "\n    memory: 192M\n    cpus: 2\n    command: " + std::string(kKeepAliveCommand) + "\n");
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
   EXPECT_EQ(up.err.find("cgroup"), std::string::npos) << up.err;

@@ -21,6 +21,9 @@ namespace msb::testing {
 // FIFO nobody writes (no timer that could run out under load). A shell
 // command line, for `sh -c`.
 inline constexpr char kKeepAlive[] = "mkfifo /dev/keep-alive && exec cat /dev/keep-alive";
+// The same as a Sandboxfile `command:` (a YAML flow sequence).
+inline constexpr char kKeepAliveCommand[] =
+    "[\"/bin/sh\", \"-c\", \"mkfifo /dev/keep-alive && exec cat /dev/keep-alive\"]";
 
 // The build tree (MSB_BUILD_DIR, else the one the tests were built in) and
 // the source tree.

@@ -33,7 +33,7 @@ class HostAddressesTest : public ProjectTest {
 
 TEST_F(HostAddressesTest, AnAddressGainedAfterStartIsTheHostsAtOnce) {
   WriteSandboxfile("name: hostaddr\nsandboxes:\n  box:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"sleep\", \"3600\"]\n");
+                   "\n    memory: 128M\n    command: " + std::string(kKeepAliveCommand) + "\n");
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
 

@@ -106,10 +106,10 @@ TEST_F(JailTest, EveryVmmAndFileServerOfUpRestartAndRunIsJailed) {
   ASSERT_TRUE(MakeDirs(project_ + "/rw").ok());
   ASSERT_TRUE(MakeDirs(project_ + "/ro").ok());
   WriteSandboxfile("name: jail\nsandboxes:\n  a:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"sleep\", \"3600\"]\n"
+                   "\n    memory: 128M\n    command: " + std::string(kKeepAliveCommand) + "\n"
                    "    volumes:\n      - ./rw:/rw\n      - ./ro:/ro:ro\n      - data:/data\n"
                    "  b:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"sleep\", \"3600\"]\n"
+                   "\n    memory: 128M\n    command: " + std::string(kKeepAliveCommand) + "\n"
                    "volumes:\n  data: { size: 64M }\n");
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;
@@ -144,7 +144,7 @@ TEST_F(JailTest, GuestIdsNeverBecomeHostIds) {
   ASSERT_TRUE(MakeDirs(rw).ok());
   ASSERT_EQ(::chown(rw.c_str(), 4242, 4343), 0);
   WriteSandboxfile("name: ids\nsandboxes:\n  a:\n    image: " + Rootfs() +
-                   "\n    memory: 128M\n    command: [\"sleep\", \"3600\"]\n"
+                   "\n    memory: 128M\n    command: " + std::string(kKeepAliveCommand) + "\n"
                    "    volumes:\n      - ./rw:/rw\n");
   auto up = InProject({"up"});
   ASSERT_EQ(up.code, 0) << up.err;

@@ -12,6 +12,7 @@ import sys
 import time
 
 GATEWAY4 = "10.0.2.2"
+RTMGRP_NEIGH = 4  # <linux/rtnetlink.h>: neighbour table changes
 
 
 def checksum(data):
@@ -36,15 +37,22 @@ def guest6():
 
 
 def gateway_mac(name):
+    # The kernel announces every change to its neighbour table on this
+    # socket: subscribed before the lookup that makes it ask for the
+    # gateway's MAC, so the change that fills the entry wakes the wait below.
+    events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    events.bind((0, RTMGRP_NEIGH))
     socket.getaddrinfo(name, 80, socket.AF_INET)
     deadline = time.time() + 10
-    while time.time() < deadline:
+    while True:
         for line in open("/proc/net/arp").read().splitlines()[1:]:
             f = line.split()
             if f[0] == GATEWAY4 and f[3] != "00:00:00:00:00:00":
                 return mac(f[3])
-        time.sleep(0.05)  # re-read: the kernel fills the entry when ARP answers
-    sys.exit("the gateway's MAC did not appear in /proc/net/arp")
+        left = deadline - time.time()
+        if left <= 0 or not select.select([events], [], [], left)[0]:
+            sys.exit("the gateway's MAC did not appear in /proc/net/arp")
+        events.recv(65536)
 
 
 def frame(dst_mac, src_mac, src, dst, proto, sport, dport):

@@ -167,7 +167,7 @@ class SecretsTest : public ProjectTest {
 
   std::string Sandboxfile() {
     return "name: sec\nsandboxes:\n  box:\n    image: " + debian_ +
-           "\n    memory: 256M\n    command: [\"/bin/sh\", \"-c\", \"sleep 3600\"]\n"
+           "\n    memory: 256M\n    command: " + std::string(kKeepAliveCommand) + "\n"
            "    network:\n      rules:\n        - allow@api.test:tcp:443\n        - allow@other.test:tcp:443\n"
            // The test hosts are private: their DNS answers pass the rebinding
            // defence only with rules naming their addresses.

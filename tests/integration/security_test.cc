@@ -43,11 +43,11 @@ TEST_F(SecurityTest, HardenedSandboxFromTheGuestsSideWithAPlainOneAsControl) {
       "    tmpfs: [/scratch]\n"
       "    security: {read_only_root: true, no_new_privileges: true, cap_drop: [ALL],"
       " cap_add: [KILL, CAP_NET_BIND_SERVICE]}\n"
-      "    command: [\"/bin/sh\", \"-c\", \"cat /proc/$$$$/status > /scratch/workload; exec sleep 3600\"]\n"
+      "    command: [\"/bin/sh\", \"-c\", \"cat /proc/$$$$/status > /scratch/workload; " + std::string(kKeepAlive) + "\"]\n"
       "    healthcheck: {command: [\"/bin/sh\", \"-c\", \"test -s /scratch/workload &&"
       " cat /proc/$$$$/status > /scratch/health\"], interval: 1s, retries: 30}\n"
       "  plain:\n    image: " + Rootfs() + "\n    memory: 128M\n"
-      "    command: [\"/bin/sh\", \"-c\", \"exec sleep 3600\"]\n");
+      "    command: [\"/bin/sh\", \"-c\", \"" + std::string(kKeepAlive) + "\"]\n");
   auto up = InProject({"up", "--wait"});
   ASSERT_EQ(up.code, 0) << up.out << up.err;
 

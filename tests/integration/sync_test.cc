@@ -110,7 +110,7 @@ class SyncTest : public MsbTest {
 
   std::string Sandbox(const std::string& name, const std::string& memory) {
     return "  " + name + ":\n    image: " + Rootfs() + "\n    memory: " + memory + "\n" +
-           "    command: [\"/bin/sh\", \"-c\", \"echo " + name + " started; sleep 3600\"]\n";
+           "    command: [\"/bin/sh\", \"-c\", \"echo " + name + " started; " + std::string(kKeepAlive) + "\"]\n";
   }
 
   std::string srv_, work_, url_;

@@ -66,7 +66,7 @@ class UpTest : public ProjectTest {
  protected:
   std::string Sandbox(const std::string& name, const std::string& extra = "") {
     return "  " + name + ":\n    image: " + Rootfs() + "\n    memory: 128M\n" +
-           "    command: [\"/bin/sh\", \"-c\", \"echo " + name + " started; sleep 3600\"]\n" + extra;
+           "    command: [\"/bin/sh\", \"-c\", \"echo " + name + " started; " + std::string(kKeepAlive) + "\"]\n" + extra;
   }
 
  public:
@@ -293,7 +293,7 @@ static bool WaitForPs(UpTest* t, const std::string& name,
 TEST_F(UpTest, HealthChecksDependenciesRestartPoliciesAndWait) {
   WriteSandboxfile("name: health\nsandboxes:\n"
             "  db:\n    image: " + Rootfs() + "\n    memory: 128M\n"
-            "    command: [\"/bin/sh\", \"-c\", \"sleep 2; touch /ready; sleep 3600\"]\n"
+            "    command: [\"/bin/sh\", \"-c\", \"sleep 2; touch /ready; " + std::string(kKeepAlive) + "\"]\n"
             "    healthcheck: { command: [\"test\", \"-f\", \"/ready\"], interval: 1s, retries: 2, start_period: 20s }\n"
             "  app:\n    image: " + Rootfs() + "\n    memory: 128M\n"
             "    command: [\"/bin/sh\", \"-c\", \"echo app run; exit 3\"]\n"
@@ -549,7 +549,7 @@ TEST_F(UpTest, TwoDirectoriesWithOneBasenameNeverTouchEachOther) {
   ASSERT_TRUE(MakeDirs(b).ok());
   auto sandbox = [&](const std::string& text) {
     return "sandboxes:\n  web:\n    image: " + Rootfs() + "\n    memory: 128M\n" +
-           "    command: [\"/bin/sh\", \"-c\", \"echo " + text + "; sleep 3600\"]\n";
+           "    command: [\"/bin/sh\", \"-c\", \"echo " + text + "; " + std::string(kKeepAlive) + "\"]\n";
   };
   ASSERT_TRUE(WriteFileAtomic(a + "/Sandboxfile", sandbox("web of a")).ok());
   ASSERT_TRUE(WriteFileAtomic(b + "/Sandboxfile", sandbox("web of b")).ok());
