@@ -22,10 +22,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include <sys/random.h>
-
 #include "agent/messages.h"
-#include "common/hex.h"
 #include "common/io.h"
 #include "common/log.h"
 #include "common/unix_socket.h"
@@ -45,7 +42,8 @@ constexpr int kMaxCpus = 8;
 // in a unix socket path (108 bytes).
 constexpr size_t kMaxTmpdir = 60;
 // A restore: until QEMU has loaded the stream and runs the guest.
-constexpr auto kRestoreLoad = std::chrono::seconds(30);
+// MSB_RESTORE_TIMEOUT_MS replaces it (vm/template.h RestoreTimeoutMs).
+constexpr int kRestoreLoadMs = 30000;
 // A builder template's build: a cold boot to agentd's hello and the save.
 constexpr int kTemplateBuildMs = 60000;
 // The most disks a builder template pads to: an unpack's target and
@@ -182,18 +180,10 @@ size_t PaddedDiskCount(size_t disks) {
 }
 
 Result<agent::GuestStart> BuilderVm::Start() const {
-  agent::GuestStart s;
-  unsigned char entropy[64];
-  ssize_t n;
-  do {
-    n = ::getrandom(entropy, sizeof entropy, 0);
-  } while (n < 0 && errno == EINTR);
+  agent::GuestStart s = FreshGuestStart(restored_);
   // A restored guest without it would keep the template's random state.
-  if (n != static_cast<ssize_t>(sizeof entropy)) return Error::FromErrno("getrandom for the builder VM");
-  s.entropy = HexLower(entropy, sizeof entropy);
-  s.time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                  std::chrono::system_clock::now().time_since_epoch()).count();
-  s.restored = restored_;
+  if (s.entropy.empty())
+    return Error(ErrorCode::kIo, "no host randomness for the builder VM: getrandom failed");
   return s;
 }
 
@@ -283,10 +273,7 @@ Result<BuilderVm> BuilderVm::Restore(const BuilderVmOptions& options, const std:
   MSB_TRY(ChildProcess qemu, ChildProcess::Spawn(opts));
   state.Reset();
 
-  // MSB_RESTORE_TIMEOUT_MS (vm/supervisor.h) replaces kRestoreLoad here too.
-  auto load = std::chrono::duration_cast<std::chrono::milliseconds>(kRestoreLoad);
-  if (const char* env = std::getenv("MSB_RESTORE_TIMEOUT_MS"); env != nullptr && std::atoi(env) > 0)
-    load = std::chrono::milliseconds(std::atoi(env));
+  const auto load = std::chrono::milliseconds(RestoreTimeoutMs(kRestoreLoadMs));
   const auto deadline = std::min(boot.deadline, Clock::now() + load);
   auto fail = [&](ErrorCode code, const std::string& what) {
     Error e = Fail(boot.name, dir, what);

@@ -30,8 +30,6 @@
 #include "vm/guest_text.h"
 #include "vm/jail.h"
 #include "vm/template.h"
-#include "common/hex.h"
-#include <sys/random.h>
 
 namespace msb::vm {
 
@@ -295,9 +293,7 @@ void Supervisor::OnAgentAccept(UniqueFd fd) {
 }
 
 int Supervisor::RestoreTimeoutMs() const {
-  const char* env = std::getenv("MSB_RESTORE_TIMEOUT_MS");
-  const int ms = env != nullptr && std::atoi(env) > 0 ? std::atoi(env) : kRestoreTimeoutMs;
-  return std::min(spec_.boot_timeout_ms, ms);
+  return std::min(spec_.boot_timeout_ms, vm::RestoreTimeoutMs(kRestoreTimeoutMs));
 }
 
 void Supervisor::FallBackToColdBoot(const std::string& why, bool remove) {
@@ -928,13 +924,10 @@ nlohmann::json Supervisor::BootMessage() const {
   nlohmann::json boot = BootWithNetwork(spec_);
   // Every boot, cold or restored: the guest's clock and fresh randomness
   // (agentd/guest_init.h); a restored guest also probes its disks again.
-  unsigned char entropy[64];
-  if (::getrandom(entropy, sizeof entropy, 0) == static_cast<ssize_t>(sizeof entropy)) {
-    boot["entropy"] = HexLower(entropy, sizeof entropy);
-  }
-  boot["time_ns"] = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::system_clock::now().time_since_epoch()).count();
-  if (restoring_) boot["restored"] = true;
+  const agent::GuestStart start = FreshGuestStart(restoring_);
+  if (!start.entropy.empty()) boot["entropy"] = start.entropy;
+  boot["time_ns"] = start.time_ns;
+  if (start.restored) boot["restored"] = true;
   if (secrets_) {
     if (!boot.contains("env") || !boot["env"].is_array()) boot["env"] = nlohmann::json::array();
     for (const std::string& kv : secrets_->GuestEnv()) boot["env"].push_back(kv);

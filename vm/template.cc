@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -27,6 +29,7 @@
 #include "agent/protocol.h"
 #include "common/child.h"
 #include "common/fd.h"
+#include "common/hex.h"
 #include "common/io.h"
 #include "common/sha256.h"
 #include "common/unix_socket.h"
@@ -311,6 +314,26 @@ Result<std::string> TemplateKeyOf(std::string_view kind,
 Result<std::string> TemplateKey(const VmSpec& spec, const std::string& qemu) {
   return TemplateKeyOf(kSandboxTemplate, {{"kernel", spec.kernel}, {"initramfs", spec.initramfs}, {"qemu", qemu}},
                        QemuArgv(TemplateSpec(spec, "/t", true), "qemu"));
+}
+
+int RestoreTimeoutMs(int fallback_ms) {
+  const char* env = std::getenv("MSB_RESTORE_TIMEOUT_MS");
+  const int ms = env != nullptr ? std::atoi(env) : 0;
+  return ms > 0 ? ms : fallback_ms;
+}
+
+agent::GuestStart FreshGuestStart(bool restored) {
+  agent::GuestStart s;
+  unsigned char entropy[64];
+  ssize_t n;
+  do {
+    n = ::getrandom(entropy, sizeof entropy, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof entropy)) s.entropy = HexLower(entropy, sizeof entropy);
+  s.time_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::system_clock::now().time_since_epoch()).count();
+  s.restored = restored;
+  return s;
 }
 
 void RemoveTemplate(const std::string& key) {

@@ -40,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/messages.h"
 #include "common/result.h"
 #include "vm/jail.h"
 #include "vm/spec.h"
@@ -120,6 +121,16 @@ struct TemplateMeta {
 TemplateChoice PrepareTemplateFor(const std::string& key, const TemplateMeta& what, int timeout_ms,
                                   const std::function<TemplateVm(const std::string& work)>& plan,
                                   bool wait = true);
+
+// How long a restore may take before the start boots cold instead:
+// MSB_RESTORE_TIMEOUT_MS when it is a positive number of ms, else
+// `fallback_ms` (the supervisor's and the builder VM's own limits).
+int RestoreTimeoutMs(int fallback_ms);
+
+// What a guest does first on every start, restored or cold (agentd/
+// guest_init.h): 64 bytes of fresh host randomness (hex; "" when getrandom
+// fails, which the caller decides about), the host's wall clock, `restored`.
+agent::GuestStart FreshGuestStart(bool restored);
 
 // Removes templates/<key> (a template that failed to restore).
 void RemoveTemplate(const std::string& key);

@@ -22,6 +22,21 @@ class IoTest : public ::testing::Test {
     dir_ = tmpl;
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
+  // path holds `content` with permission bits `mode`.
+  static void ExpectFile(const std::string& path, const std::string& content, unsigned mode) {
+    auto r = ReadFile(path);
+    ASSERT_TRUE(r.ok()) << path;
+    EXPECT_EQ(*r, content);
+    struct stat st;
+    ASSERT_EQ(stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, mode);
+  }
+  // How many entries dir holds.
+  static int Entries(const std::string& dir) {
+    int n = 0;
+    for (auto& e : std::filesystem::directory_iterator(dir)) { (void)e; ++n; }
+    return n;
+  }
   std::string dir_;
 };
 
@@ -29,15 +44,8 @@ TEST_F(IoTest, AtomicWriteReplacesAndLeavesNoTemporary) {
   std::string p = dir_ + "/f";
   ASSERT_TRUE(WriteFileAtomic(p, "one").ok());
   ASSERT_TRUE(WriteFileAtomic(p, "two", 0600).ok());
-  auto r = ReadFile(p);
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ(*r, "two");
-  struct stat st;
-  ASSERT_EQ(stat(p.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0600u);
-  int entries = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir_)) { (void)e; ++entries; }
-  EXPECT_EQ(entries, 1);
+  ExpectFile(p, "two", 0600);
+  EXPECT_EQ(Entries(dir_), 1);
 }
 
 TEST_F(IoTest, AtomicWriteAtIsRelativeToTheDirectoryFd) {
@@ -49,9 +57,7 @@ TEST_F(IoTest, AtomicWriteAtIsRelativeToTheDirectoryFd) {
   auto r = ReadFile(dir_ + "/d/f");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(*r, "two");
-  int entries = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir_ + "/d")) { (void)e; ++entries; }
-  EXPECT_EQ(entries, 1);
+  EXPECT_EQ(Entries(dir_ + "/d"), 1);
   auto missing = WriteFileAtomicAt(d.get(), "no/f", "x");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.error().message().find("cannot create no/f.tmp."), std::string::npos);
@@ -68,23 +74,14 @@ TEST_F(IoTest, ReplaceFileSwapsWholeFilesAndLeavesNoTemporary) {
   char buf[8] = {};
   ASSERT_EQ(::read(reader.get(), buf, sizeof buf), 3);
   EXPECT_EQ(std::string(buf), "one");
-  auto r = ReadFile(p);
-  ASSERT_TRUE(r.ok());
-  EXPECT_EQ(*r, "two");
-  struct stat st;
-  ASSERT_EQ(stat(p.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ExpectFile(p, "two", 0600);
   ASSERT_EQ(::mkdir((dir_ + "/d").c_str(), 0755), 0);
   UniqueFd d(::open((dir_ + "/d").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   ASSERT_TRUE(ReplaceFileAt(d.get(), "g", "three").ok());
   EXPECT_EQ(*ReadFile(dir_ + "/d/g"), "three");
   EXPECT_FALSE(ReplaceFileAt(d.get(), "no/g", "x").ok());
-  int entries = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir_)) { (void)e; ++entries; }
-  EXPECT_EQ(entries, 2);  // f and d
-  entries = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir_ + "/d")) { (void)e; ++entries; }
-  EXPECT_EQ(entries, 1);
+  EXPECT_EQ(Entries(dir_), 2);  // f and d
+  EXPECT_EQ(Entries(dir_ + "/d"), 1);
 }
 
 TEST_F(IoTest, ReadMissingFileSaysWhich) {
