@@ -115,7 +115,7 @@ TEST_F(UpTest, CreateNoChangeReplaceOrphanAndDown) {
     ASSERT_TRUE(ReadUntil(rd.get(), &got, "api  | api started\n")) << got;
     auto say = [&](int fd, const std::string& printf_format) {
       return Msb({"exec", "web", "--", "sh", "-c",
-                  "printf '" + printf_format + "' > /proc/$(pidof sleep)/fd/" + std::to_string(fd)});
+                  "printf '" + printf_format + "' > /proc/$(pidof cat)/fd/" + std::to_string(fd)});
     };
     ASSERT_EQ(say(1, "web later\\n").code, 0);
     EXPECT_TRUE(ReadUntil(rd.get(), &got, "web  | web later\n")) << got;
